@@ -1,0 +1,67 @@
+//! Snapshot documents (JSON, then sealed).
+
+use serde::{Deserialize, Serialize};
+
+use crate::magic::SNAPSHOT_VERSION;
+use crate::{Error, SnapshotId, TreeId};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub bytes_read: u64,
+    /// Logical bytes of all files in the snapshot.
+    pub total_bytes: u64,
+    /// Plaintext bytes of blobs this backup added (after dedup).
+    pub data_added: u64,
+    /// Bytes this backup added to the repository (after dedup, compression, encryption).
+    pub bytes_added: u64,
+    pub blobs_added: u64,
+    pub duration_secs: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub version: u32,
+    /// RFC 3339.
+    pub time: String,
+    pub hostname: String,
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub tree: TreeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SnapshotId>,
+    /// `files`, `stdin`, `postgres`...
+    pub kind: String,
+    /// True when some source files could not be read.
+    #[serde(default)]
+    pub partial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
+    #[serde(default)]
+    pub summary: Summary,
+    pub program_version: String,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    pub fn decode(buf: &[u8]) -> Result<Self, Error> {
+        let s: Snapshot = serde_json::from_slice(buf).map_err(|source| Error::Json { what: "snapshot", source })?;
+        if s.version != SNAPSHOT_VERSION {
+            return Err(Error::Version { what: "snapshot", version: s.version.into() });
+        }
+        Ok(s)
+    }
+}
