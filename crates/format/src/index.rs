@@ -1,6 +1,8 @@
 //! Index files: which blobs each pack holds. Plaintext (then sealed):
 //! `version(1) || n_supersedes(u32) || n_supersedes * index_id(32) ||
-//!  n_packs(u32) || n_packs * (pack_id(32) || n_blobs(u32) || n_blobs * record(45))`.
+//!  n_packs(u32) || n_packs * (pack_id(32) || salt(32) || n_blobs(u32) || n_blobs * record(45))`.
+//! The salt is the pack's key salt (also in the pack's first bytes), so one ranged read
+//! fetches and decrypts a blob.
 //! `supersedes` names index files whose content this one includes (written by prune, which
 //! may then delete them).
 
@@ -17,6 +19,7 @@ pub struct IndexFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedPack {
     pub id: PackId,
+    pub salt: [u8; 32],
     pub blobs: Vec<BlobEntry>,
 }
 
@@ -30,6 +33,7 @@ impl IndexFile {
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {
             out.extend_from_slice(&p.id.0 .0);
+            out.extend_from_slice(&p.salt);
             out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
             for b in &p.blobs {
                 b.encode(&mut out);
@@ -50,18 +54,19 @@ impl IndexFile {
         }
         let supersedes = (0..ns).map(|_| r.id().map(IndexId)).collect::<Result<_, _>>()?;
         let np = r.u32()? as usize;
-        if np > r.remaining() / 36 {
+        if np > r.remaining() / 68 {
             return Err(Error::malformed("index file", "pack count"));
         }
         let mut packs = Vec::with_capacity(np);
         for _ in 0..np {
             let id = PackId(r.id()?);
+            let salt = r.id()?.0;
             let nb = r.u32()? as usize;
             if nb > r.remaining() / crate::magic::BLOB_RECORD_LEN {
                 return Err(Error::malformed("index file", "blob count"));
             }
             let blobs = (0..nb).map(|_| BlobEntry::decode(&mut r)).collect::<Result<_, _>>()?;
-            packs.push(IndexedPack { id, blobs });
+            packs.push(IndexedPack { id, salt, blobs });
         }
         if r.remaining() != 0 {
             return Err(Error::malformed("index file", "trailing bytes"));
@@ -82,7 +87,7 @@ mod tests {
                             packs in proptest::collection::vec((any::<[u8; 32]>(), proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..5)), 0..5)) {
             let f = IndexFile {
                 supersedes: sup.into_iter().map(|s| IndexId(Id(s))).collect(),
-                packs: packs.into_iter().map(|(p, bs)| IndexedPack { id: PackId(Id(p)), blobs: bs.into_iter().map(|(b, o)| BlobEntry {
+                packs: packs.into_iter().map(|(p, bs)| IndexedPack { id: PackId(Id(p)), salt: p, blobs: bs.into_iter().map(|(b, o)| BlobEntry {
                     kind: BlobType::Data, id: BlobId(Id(b)), offset: o, length: o / 2, raw_length: o / 3 }).collect() }).collect(),
             };
             prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);

@@ -1,0 +1,91 @@
+//! Blob plaintext encoding: `compression(1) || payload`, compression 0 (none) or 1 (zstd).
+//! Incompressible data is detected on a sample and stored as is.
+
+use cairn_format::magic::{COMPRESSION_NONE, COMPRESSION_ZSTD};
+
+use crate::{Error, Result};
+
+/// A per-thread zstd context (contexts are expensive to create).
+pub struct BlobCodec {
+    level: i32,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    sampler: Option<zstd::bulk::Compressor<'static>>,
+}
+
+const SAMPLE: usize = 16 * 1024;
+
+impl BlobCodec {
+    pub fn new(level: i32) -> Self {
+        BlobCodec { level, compressor: zstd::bulk::Compressor::new(level).ok(), sampler: zstd::bulk::Compressor::new(1).ok() }
+    }
+
+    /// Encodes `data` as a blob plaintext (compressed when it pays).
+    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        if data.len() >= 128 && self.level > 0 && self.worth_compressing(data) {
+            if let Some(c) = self.compressor.as_mut() {
+                let mut out = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(data.len()));
+                out.push(COMPRESSION_ZSTD);
+                let cap = out.capacity();
+                out.resize(cap, 0);
+                if let Ok(n) = c.compress_to_buffer(data, &mut out[1..]) {
+                    if n < data.len() - data.len() / 32 {
+                        out.truncate(1 + n);
+                        return out;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(1 + data.len());
+        out.push(COMPRESSION_NONE);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Compresses a 16 KiB sample from the middle at level 1: data that does not shrink
+    /// there (media, archives, encrypted files) is not worth a full compression pass.
+    fn worth_compressing(&mut self, data: &[u8]) -> bool {
+        if data.len() < 4 * SAMPLE {
+            return true;
+        }
+        let mid = data.len() / 2 - SAMPLE / 2;
+        let sample = &data[mid..mid + SAMPLE];
+        match self.sampler.as_mut().map(|s| s.compress(sample)) {
+            Some(Ok(c)) => c.len() < SAMPLE * 15 / 16,
+            _ => true,
+        }
+    }
+}
+
+/// Decodes a blob plaintext; `raw_length` bounds decompression (hostile input).
+pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
+    match plain.first() {
+        Some(&COMPRESSION_NONE) => {
+            let mut v = plain;
+            v.remove(0);
+            Ok(v)
+        }
+        Some(&COMPRESSION_ZSTD) => zstd::bulk::decompress(&plain[1..], raw_length)
+            .map_err(|e| Error::Damaged { what: "blob", id: String::new(), detail: format!("zstd: {e}") }),
+        Some(c) => Err(Error::Damaged { what: "blob", id: String::new(), detail: format!("unknown compression {c}") }),
+        None => Err(Error::Damaged { what: "blob", id: String::new(), detail: "empty".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn round_trip_compressible_and_not() {
+        let mut c = BlobCodec::new(3);
+        let text = b"hello hello hello hello ".repeat(10_000);
+        let enc = c.encode(&text);
+        assert_eq!(enc[0], COMPRESSION_ZSTD);
+        assert!(enc.len() < text.len() / 10);
+        assert_eq!(decode(enc, text.len()).unwrap(), text);
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..200_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+        let enc = c.encode(&random);
+        assert_eq!(enc[0], COMPRESSION_NONE);
+        assert_eq!(decode(enc, random.len()).unwrap(), random);
+    }
+}

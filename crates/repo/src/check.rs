@@ -1,0 +1,213 @@
+//! `check`: is every snapshot restorable? Structure first (index vs packs, pack headers,
+//! trees reachable and every referenced blob indexed), then optionally the data of all or
+//! a subset of packs. Findings name the damaged pack or blob and what depends on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use cairn_format::pack::BlobEntry;
+use cairn_format::tree::NodeKind;
+use cairn_format::{BlobId, PackId, SnapshotId, TreeId};
+
+use crate::{layout, Index, Repository, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// Packs whose position in id order `i` satisfies `i % m == k - 1`.
+    Subset { k: u32, m: u32 },
+    /// A random fraction (0..=1] of packs, chosen by pack id order from a random start.
+    Percent(f64),
+}
+
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs: usize,
+    /// Problems that make data unrestorable or the repository inconsistent.
+    pub errors: Vec<String>,
+    /// Harmless findings (unreferenced packs awaiting prune).
+    pub warnings: Vec<String>,
+    /// Damaged blobs and where they were found.
+    pub damaged_blobs: BTreeMap<BlobId, String>,
+    pub damaged_packs: Vec<PackId>,
+    /// "snapshot id: path" entries that depend on damaged or missing blobs.
+    pub affected: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    let mut index = Index::default();
+    for id in repo.list_index_ids()? {
+        match repo.load_index_file(id) {
+            Ok(f) => index.add_file(&f),
+            Err(e) => r.errors.push(format!("index file {}: {e}", id.short())),
+        }
+    }
+    r.blobs = index.blob_count();
+    // Packs on the store vs packs in the index.
+    let listed: HashMap<PackId, u64> =
+        repo.block_on(repo.store().list(layout::DATA))?.into_iter().filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size))).collect();
+    r.packs = listed.len();
+    let mut expected: HashMap<PackId, Vec<(BlobId, crate::Location)>> = HashMap::new();
+    for (id, loc) in index.iter() {
+        expected.entry(index.pack(loc.pack).0).or_default().push((*id, *loc));
+    }
+    let mut missing_blobs: HashSet<BlobId> = HashSet::new();
+    for (pack, blobs) in &expected {
+        if !listed.contains_key(pack) {
+            r.errors.push(format!("pack {} is in the index but missing from the repository", pack.short()));
+            r.damaged_packs.push(*pack);
+            for (b, _) in blobs {
+                missing_blobs.insert(*b);
+                r.damaged_blobs.insert(*b, format!("in missing pack {}", pack.short()));
+            }
+        }
+    }
+    for p in listed.keys() {
+        if !index.has_pack(p) {
+            r.warnings.push(format!("pack {} is not indexed (left by an interrupted backup; the next backup adopts it, prune removes it if unused)", p.short()));
+        }
+    }
+    // Headers of every indexed pack (cheap: two ranged reads each) agree with the index.
+    let mut sorted: Vec<PackId> = expected.keys().filter(|p| listed.contains_key(p)).copied().collect();
+    sorted.sort();
+    for p in &sorted {
+        match repo.read_pack_header(*p) {
+            Ok((_, entries)) => {
+                let hdr: HashMap<BlobId, BlobEntry> = entries.into_iter().map(|e| (e.id, e)).collect();
+                for (b, loc) in &expected[p] {
+                    match hdr.get(b) {
+                        Some(e) if e.offset == loc.offset && e.length == loc.length && e.kind == loc.kind => {}
+                        _ => {
+                            r.errors.push(format!("pack {}: header disagrees with the index for blob {}", p.short(), b.0.to_hex()));
+                            r.damaged_blobs.insert(*b, format!("index/header mismatch in pack {}", p.short()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                r.errors.push(format!("pack {}: {e}", p.short()));
+                r.damaged_packs.push(*p);
+                for (b, _) in &expected[p] {
+                    r.damaged_blobs.insert(*b, format!("pack {} header unreadable", p.short()));
+                }
+            }
+        }
+    }
+    // Data.
+    let chosen: Vec<PackId> = match read_data {
+        ReadData::None => Vec::new(),
+        ReadData::All => sorted.clone(),
+        ReadData::Subset { k, m } => sorted.iter().enumerate().filter(|(i, _)| (*i as u32) % m == k - 1).map(|(_, p)| *p).collect(),
+        ReadData::Percent(f) => {
+            let n = ((sorted.len() as f64) * f).ceil() as usize;
+            let start = u64::from_le_bytes(cairn_crypto::random_array().unwrap_or([0; 8])) as usize % sorted.len().max(1);
+            (0..n.min(sorted.len())).map(|i| sorted[(start + i) % sorted.len()]).collect()
+        }
+    };
+    for p in &chosen {
+        r.packs_read += 1;
+        let data = match repo.read_pack(*p) {
+            Ok(d) => d,
+            Err(e) => {
+                r.errors.push(format!("pack {}: {e}", p.short()));
+                r.damaged_packs.push(*p);
+                continue;
+            }
+        };
+        let mut pack_bad = false;
+        if cairn_crypto::content_hash(&data) != p.0 .0 {
+            r.errors.push(format!("pack {}: content does not match its name", p.short()));
+            pack_bad = true;
+        }
+        let salt = crate::packer::parse_prefix(*p, &data).unwrap_or([0; 32]);
+        for (b, loc) in &expected[p] {
+            let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+            let res = if e <= data.len() { repo.open_blob(b, &salt, loc.offset, loc.raw_length, data[s..e].to_vec()) } else { Err(crate::Error::Invalid("beyond end".into())) };
+            if let Err(err) = res {
+                r.errors.push(format!("pack {}: blob {} is damaged: {}", p.short(), b.0.to_hex(), short_err(&err)));
+                r.damaged_blobs.insert(*b, format!("damaged in pack {}", p.short()));
+                pack_bad = true;
+            }
+        }
+        if pack_bad {
+            r.damaged_packs.push(*p);
+        }
+    }
+    r.damaged_packs.sort();
+    r.damaged_packs.dedup();
+    // Snapshots: every tree loads, every referenced blob is indexed and not damaged.
+    let snaps = match repo.list_snapshots() {
+        Ok(s) => s,
+        Err(e) => {
+            r.errors.push(format!("snapshots: {e}"));
+            Vec::new()
+        }
+    };
+    r.snapshots = snaps.len();
+    let mut seen_trees: HashSet<TreeId> = HashSet::new();
+    for (sid, s) in &snaps {
+        walk(repo, &index, &mut r, &mut seen_trees, *sid, s.tree, String::new(), &missing_blobs);
+    }
+    Ok(r)
+}
+
+fn short_err(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Damaged { detail, .. } => detail.clone(),
+        e => e.to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(repo: &Repository, index: &Index, r: &mut CheckReport, seen: &mut HashSet<TreeId>, sid: SnapshotId, tree: TreeId, path: String, missing: &HashSet<BlobId>) {
+    let bad = |r: &CheckReport, b: &BlobId| !index.contains(b) || r.damaged_blobs.contains_key(b) || missing.contains(b);
+    if bad(r, &tree.blob()) {
+        r.errors.push(format!("snapshot {}: tree {} at {} is missing or damaged", sid.short(), tree.short(), if path.is_empty() { "/" } else { &path }));
+        r.affected.push(format!("{}:{}/", sid.short(), path));
+        return;
+    }
+    // A tree seen intact for one snapshot is intact for all, but files below it still
+    // belong to this snapshot: only skip when nothing below is damaged.
+    if seen.contains(&tree) && r.damaged_blobs.is_empty() {
+        return;
+    }
+    seen.insert(tree);
+    let t = match repo.load_tree(index, tree) {
+        Ok(t) => t,
+        Err(e) => {
+            r.errors.push(format!("snapshot {}: tree at {}: {e}", sid.short(), if path.is_empty() { "/" } else { &path }));
+            return;
+        }
+    };
+    for n in &t.nodes {
+        let p = format!("{path}/{}", n.name.lossy());
+        match n.kind {
+            NodeKind::Dir => match n.subtree {
+                Some(st) => walk(repo, index, r, seen, sid, st, p, missing),
+                None => r.errors.push(format!("snapshot {}: directory {p} has no subtree", sid.short())),
+            },
+            NodeKind::File => {
+                let broken: Vec<&BlobId> = n.content.iter().filter(|b| bad(r, b)).collect();
+                if !broken.is_empty() {
+                    for b in &broken {
+                        if !index.contains(b) {
+                            r.errors.push(format!("snapshot {}: {p}: blob {} is not indexed", sid.short(), b.0.to_hex()));
+                        }
+                    }
+                    r.affected.push(format!("{}:{p}", sid.short()));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,41 @@
+use cairn_format::{BlobId, PackId};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no repository at {location}")]
+    NoRepository { location: String },
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+    #[error("wrong password: no key of the repository at {location} opens with it")]
+    WrongPassword { location: String },
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    #[error("snapshot prefix {0} is ambiguous")]
+    AmbiguousSnapshot(String),
+    #[error("blob {0} is not in the index")]
+    BlobNotIndexed(BlobId),
+    #[error("{what} {id} is damaged: {detail}")]
+    Damaged { what: &'static str, id: String, detail: String },
+    #[error("pack {pack}: {detail}")]
+    BadPack { pack: PackId, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    #[error(transparent)]
+    Format(#[from] cairn_format::Error),
+    #[error(transparent)]
+    Crypto(#[from] cairn_crypto::Error),
+}
+
+impl Error {
+    pub fn store_kind(&self) -> Option<cairn_store::ErrorKind> {
+        match self {
+            Error::Store(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

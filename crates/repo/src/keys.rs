@@ -1,0 +1,50 @@
+//! Key files: the master key wrapped under a password through Argon2id. A repository may
+//! have several; any one of them opens it.
+
+use cairn_crypto::{derive_kek, unwrap_master, wrap_master, KdfParams, MasterKey};
+use cairn_format::id::{from_hex, to_hex};
+use cairn_format::keyfile::KeyFile;
+use cairn_format::magic::KEYFILE_VERSION;
+use cairn_format::{Id, KeyId};
+
+use crate::Result;
+
+/// Who created a key, recorded in clear in the key file.
+#[derive(Debug, Clone, Default)]
+pub struct KeyMeta {
+    pub hostname: String,
+    pub username: String,
+    pub created: String,
+}
+
+pub(crate) fn make_key_file(master: &MasterKey, password: &[u8], meta: &KeyMeta, kdf: KdfParams) -> Result<(KeyId, Vec<u8>)> {
+    let salt: [u8; 16] = cairn_crypto::random_array()?;
+    let kek = derive_kek(password, &salt, kdf)?;
+    let wrapped = wrap_master(&kek, master)?;
+    let kf = KeyFile {
+        version: KEYFILE_VERSION,
+        created: meta.created.clone(),
+        hostname: meta.hostname.clone(),
+        username: meta.username.clone(),
+        kdf: "argon2id".into(),
+        memory_kib: kdf.memory_kib,
+        iterations: kdf.iterations,
+        parallelism: kdf.parallelism,
+        salt: to_hex(&salt),
+        wrapped: to_hex(&wrapped),
+    };
+    let bytes = kf.encode();
+    Ok((KeyId(Id(cairn_crypto::content_hash(&bytes))), bytes))
+}
+
+/// Tries `password` on one key file; `Ok(None)` when it is not this key's password.
+pub(crate) fn try_unlock(kf: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
+    let salt = from_hex(&kf.salt).ok_or_else(|| crate::Error::Invalid("key file: bad salt".into()))?;
+    let wrapped = from_hex(&kf.wrapped).ok_or_else(|| crate::Error::Invalid("key file: bad wrapped key".into()))?;
+    // Refuse absurd costs from a hostile key file rather than exhausting memory.
+    if kf.memory_kib > 4 * 1024 * 1024 || kf.iterations > 100 || kf.parallelism > 64 {
+        return Err(crate::Error::Invalid("key file: KDF parameters out of range".into()));
+    }
+    let kek = derive_kek(password, &salt, KdfParams { memory_kib: kf.memory_kib, iterations: kf.iterations, parallelism: kf.parallelism })?;
+    Ok(unwrap_master(&kek, &wrapped).ok())
+}

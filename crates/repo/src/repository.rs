@@ -1,0 +1,395 @@
+//! Init, open, sealed objects, snapshots, blobs and trees.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cairn_chunker::ChunkerParams;
+use cairn_crypto::{IdKey, KdfParams, MasterKey};
+use cairn_format::config::{ChunkerConfig, Config};
+use cairn_format::index::IndexFile;
+use cairn_format::keyfile::KeyFile;
+use cairn_format::magic::{COMPRESSION_NONE, COMPRESSION_ZSTD, CONFIG_VERSION, PACK_PREFIX_LEN};
+use cairn_format::pack::BlobEntry;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::Tree;
+use cairn_format::{BlobId, Id, IndexId, KeyId, PackId, SnapshotId, TreeId};
+use cairn_store::{PutMode, Store};
+
+use crate::index::Index;
+use crate::keys::{make_key_file, try_unlock, KeyMeta};
+use crate::{blob, layout, packer, Error, Result};
+
+pub struct Repository {
+    store: Arc<dyn Store>,
+    rt: tokio::runtime::Handle,
+    master: MasterKey,
+    id_key: IdKey,
+    config: Config,
+    key_id: KeyId,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+    /// Chunker parameters and id key of another repository, so both chunk and name blobs
+    /// identically.
+    pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { kdf: KdfParams::DEFAULT, compression_level: 3, pack_size: 16 * 1024 * 1024, chunker_from: None }
+    }
+}
+
+fn block<F: Future>(rt: &tokio::runtime::Handle, f: F) -> F::Output {
+    rt.block_on(f)
+}
+
+impl Repository {
+    /// Creates a repository: the first key file, then the config (whose presence is what
+    /// makes a repository exist). Refuses to touch an existing one.
+    pub fn init(store: Arc<dyn Store>, rt: tokio::runtime::Handle, password: &[u8], meta: &KeyMeta, opts: InitOptions) -> Result<Repository> {
+        let location = store.location();
+        match block(&rt, store.head(layout::CONFIG)) {
+            Ok(_) => return Err(Error::AlreadyExists { location }),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let master = MasterKey::generate()?;
+        let (chunker, id_key) = match opts.chunker_from {
+            Some((p, k)) => (p, k),
+            None => (ChunkerParams::with_seed(u64::from_le_bytes(cairn_crypto::random_array()?)), cairn_crypto::random_array()?),
+        };
+        let repo_id: [u8; 32] = cairn_crypto::random_array()?;
+        let config = Config {
+            version: CONFIG_VERSION,
+            id: Config::hex(&repo_id),
+            chunker: ChunkerConfig { min_size: chunker.min_size, avg_size: chunker.avg_size, max_size: chunker.max_size, seed: chunker.seed },
+            id_key: Config::hex(&id_key),
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+        };
+        let (key_id, key_bytes) = make_key_file(&master, password, meta, opts.kdf)?;
+        block(&rt, store.put(&layout::key(&key_id), key_bytes, PutMode::Create))?;
+        let sealed = seal(&master, &config.encode(), 3)?;
+        match block(&rt, store.put(layout::CONFIG, sealed, PutMode::Create)) {
+            Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists { location }),
+            r => r?,
+        }
+        Ok(Repository { store, rt, master, id_key: IdKey::from_bytes(id_key), config, key_id })
+    }
+
+    /// Opens a repository with any of its keys' passwords.
+    pub fn open(store: Arc<dyn Store>, rt: tokio::runtime::Handle, password: &[u8]) -> Result<Repository> {
+        let location = store.location();
+        let config_bytes = match block(&rt, store.get(layout::CONFIG, None)) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let keys = block(&rt, store.list(layout::KEYS))?;
+        for k in keys {
+            let Some(id) = layout::id_of(&k.path) else { continue };
+            let bytes = block(&rt, store.get(&k.path, None))?;
+            let Ok(kf) = KeyFile::decode(&bytes) else { continue };
+            if let Some(master) = try_unlock(&kf, password)? {
+                let config = Config::decode(&open_sealed(&master, &config_bytes, 1 << 20)?)?;
+                let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
+                let params = chunker_params(&config);
+                if !params.is_valid() {
+                    return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
+                }
+                return Ok(Repository { store, rt, master, id_key, config, key_id: KeyId(id) });
+            }
+        }
+        Err(Error::WrongPassword { location })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    pub fn chunker_params(&self) -> ChunkerParams {
+        chunker_params(&self.config)
+    }
+    pub fn id_key(&self) -> &IdKey {
+        &self.id_key
+    }
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        BlobId(Id(self.id_key.id(data)))
+    }
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        block(&self.rt, f)
+    }
+
+    // ---- keys ----
+
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
+        let mut out = Vec::new();
+        for k in self.block_on(self.store.list(layout::KEYS))? {
+            let Some(id) = layout::id_of(&k.path) else { continue };
+            let bytes = self.block_on(self.store.get(&k.path, None))?;
+            out.push((KeyId(id), KeyFile::decode(&bytes)?));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8], meta: &KeyMeta, kdf: KdfParams) -> Result<KeyId> {
+        let (id, bytes) = make_key_file(&self.master, password, meta, kdf)?;
+        self.block_on(self.store.put(&layout::key(&id), bytes, PutMode::Create))?;
+        Ok(id)
+    }
+
+    /// Removes a key; refuses the key this repository was opened with and the last key.
+    pub fn remove_key(&self, id: KeyId) -> Result<()> {
+        if id == self.key_id {
+            return Err(Error::Invalid("refusing to remove the key in use; open the repository with another key".into()));
+        }
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|(k, _)| *k == id) {
+            return Err(Error::Invalid(format!("no key {}", id.short())));
+        }
+        self.block_on(self.store.delete(&layout::key(&id)))?;
+        Ok(())
+    }
+
+    // ---- sealed objects ----
+
+    fn save_sealed(&self, prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {
+        let sealed = seal(&self.master, plain, 3)?;
+        let id = Id(cairn_crypto::content_hash(&sealed));
+        match self.block_on(self.store.put(&prefix_path(id), sealed, PutMode::Create)) {
+            Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => Ok(id),
+            r => r.map(|_| id).map_err(Into::into),
+        }
+    }
+
+    fn load_sealed(&self, path: &str, what: &'static str) -> Result<Vec<u8>> {
+        let bytes = self.block_on(self.store.get(path, None))?;
+        let id = layout::id_of(path).unwrap_or_default();
+        if Id(cairn_crypto::content_hash(&bytes)) != id {
+            return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
+        }
+        open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged { what, id: id.to_hex(), detail: e.to_string() })
+    }
+
+    // ---- index ----
+
+    pub fn save_index(&self, f: &IndexFile) -> Result<IndexId> {
+        self.save_sealed(|id| layout::index(&IndexId(id)), &f.encode()).map(IndexId)
+    }
+
+    pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
+        Ok(self.block_on(self.store.list(layout::INDEX))?.iter().filter_map(|m| layout::id_of(&m.path)).map(IndexId).collect())
+    }
+
+    pub fn load_index_file(&self, id: IndexId) -> Result<IndexFile> {
+        Ok(IndexFile::decode(&self.load_sealed(&layout::index(&id), "index file")?)?)
+    }
+
+    /// Loads every index file (in parallel on the runtime).
+    pub fn load_index(&self) -> Result<Index> {
+        let ids = self.list_index_ids()?;
+        let mut index = Index::default();
+        for f in self.load_many(ids.iter().map(|id| layout::index(id)).collect(), "index file")? {
+            index.add_file(&IndexFile::decode(&f)?);
+        }
+        Ok(index)
+    }
+
+    /// Fetches and opens many sealed objects concurrently, in order.
+    fn load_many(&self, paths: Vec<String>, what: &'static str) -> Result<Vec<Vec<u8>>> {
+        let mut handles = Vec::new();
+        for p in paths.iter() {
+            let store = self.store.clone();
+            let p = p.clone();
+            handles.push(self.rt.spawn(async move { store.get(&p, None).await }));
+        }
+        let mut out = Vec::new();
+        for (h, p) in handles.into_iter().zip(paths.iter()) {
+            let bytes = self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))??;
+            let id = layout::id_of(p).unwrap_or_default();
+            if Id(cairn_crypto::content_hash(&bytes)) != id {
+                return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
+            }
+            out.push(open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged { what, id: id.to_hex(), detail: e.to_string() })?);
+        }
+        Ok(out)
+    }
+
+    /// Packs in the store that no index names. A backup killed after uploading packs and
+    /// before writing their index leaves these; their headers let us adopt them.
+    pub fn unindexed_packs(&self, index: &Index) -> Result<Vec<PackId>> {
+        let listed = self.block_on(self.store.list(layout::DATA))?;
+        Ok(listed.iter().filter_map(|m| layout::id_of(&m.path)).map(PackId).filter(|p| !index.has_pack(p)).collect())
+    }
+
+    /// Reads a pack's header through two ranged reads (prefix for the salt, then tail).
+    pub fn read_pack_header(&self, pack: PackId) -> Result<([u8; 32], Vec<BlobEntry>)> {
+        let path = layout::pack(&pack);
+        let size = self.block_on(self.store.head(&path))?.size;
+        if size < (PACK_PREFIX_LEN + 4) as u64 {
+            return Err(Error::BadPack { pack, detail: format!("only {size} bytes") });
+        }
+        let prefix = self.block_on(self.store.get(&path, Some(0..PACK_PREFIX_LEN as u64)))?;
+        let salt = packer::parse_prefix(pack, &prefix)?;
+        let tail_len = size.min(64 * 1024);
+        let mut tail = self.block_on(self.store.get(&path, Some(size - tail_len..size)))?;
+        let n = tail.len();
+        if n >= 4 {
+            let hl = u32::from_le_bytes([tail[n - 4], tail[n - 3], tail[n - 2], tail[n - 1]]) as u64;
+            if hl + 4 > tail_len && hl + 4 <= size {
+                tail = self.block_on(self.store.get(&path, Some(size - hl - 4..size)))?;
+            }
+        }
+        let entries = packer::read_header(&self.master, pack, &salt, &tail)?;
+        Ok((salt, entries))
+    }
+
+    /// Adopts packs no index names (see [`Repository::unindexed_packs`]): adds them to
+    /// `index` and returns them so the caller's next index file records them.
+    pub fn recover_unindexed(&self, index: &mut Index) -> Result<Vec<cairn_format::index::IndexedPack>> {
+        let mut out = Vec::new();
+        for p in self.unindexed_packs(index)? {
+            // A pack that cannot be read (being deleted, damaged) is left to check/prune.
+            if let Ok((salt, entries)) = self.read_pack_header(p) {
+                index.add_pack(p, salt, &entries);
+                out.push(Index::indexed_pack(p, salt, entries));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- blobs and trees ----
+
+    pub fn read_pack(&self, pack: PackId) -> Result<Vec<u8>> {
+        Ok(self.block_on(self.store.get(&layout::pack(&pack), None))?)
+    }
+
+    /// Decrypts, decompresses and authenticates one blob's ciphertext.
+    pub fn open_blob(&self, id: &BlobId, salt: &[u8; 32], offset: u32, raw_length: u32, mut ct: Vec<u8>) -> Result<Vec<u8>> {
+        let dmg = |d: String| Error::Damaged { what: "blob", id: id.to_hex(), detail: d };
+        let key = self.master.object_key(salt);
+        let n = key.open_in_place(cairn_crypto::offset_nonce(offset as u64), &mut ct).map_err(|e| dmg(e.to_string()))?;
+        ct.truncate(n);
+        let data = blob::decode(ct, raw_length as usize).map_err(|e| dmg(e.to_string()))?;
+        if data.len() != raw_length as usize || self.blob_id(&data) != *id {
+            return Err(dmg("content does not match its id".into()));
+        }
+        Ok(data)
+    }
+
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or(Error::BlobNotIndexed(*id))?;
+        let (pack, salt) = index.pack(loc.pack);
+        let ct = self.block_on(self.store.get(&layout::pack(&pack), Some(loc.offset as u64..loc.offset as u64 + loc.length as u64)))?;
+        self.open_blob(id, &salt, loc.offset, loc.raw_length, ct)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: TreeId) -> Result<Tree> {
+        let data = self.read_blob(index, &id.blob())?;
+        Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
+    }
+
+    // ---- snapshots ----
+
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
+        self.save_sealed(|id| layout::snapshot(&SnapshotId(id)), &s.encode()).map(SnapshotId)
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.block_on(self.store.list(layout::SNAPSHOTS))?.iter().filter_map(|m| layout::id_of(&m.path)).map(SnapshotId).collect())
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let ids = self.list_snapshot_ids()?;
+        let docs = self.load_many(ids.iter().map(layout::snapshot).collect(), "snapshot")?;
+        let mut out = Vec::new();
+        for (id, d) in ids.into_iter().zip(docs) {
+            let s = Snapshot::decode(&d).map_err(|e| Error::Damaged { what: "snapshot", id: id.to_hex(), detail: e.to_string() })?;
+            out.push((id, s));
+        }
+        out.sort_by(|a, b| sort_key(&a.1).cmp(&sort_key(&b.1)).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        Ok(Snapshot::decode(&self.load_sealed(&layout::snapshot(&id), "snapshot")?)?)
+    }
+
+    /// `latest`, a full id, or a unique prefix of at least 4 hex digits.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return self.list_snapshots()?.pop().ok_or_else(|| Error::SnapshotNotFound("latest (the repository has no snapshots)".into()));
+        }
+        if spec.len() < 4 || !spec.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotNotFound(format!("{spec} (give 'latest', an id, or at least 4 hex digits of one)")));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let matches: Vec<SnapshotId> = self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one, self.load_snapshot(*one)?)),
+            [] => Err(Error::SnapshotNotFound(spec.into())),
+            _ => Err(Error::AmbiguousSnapshot(spec.into())),
+        }
+    }
+
+    pub fn delete_snapshot(&self, id: SnapshotId) -> Result<()> {
+        Ok(self.block_on(self.store.delete(&layout::snapshot(&id)))?)
+    }
+}
+
+fn sort_key(s: &Snapshot) -> i128 {
+    s.time.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or(0)
+}
+
+pub(crate) fn chunker_params(c: &Config) -> ChunkerParams {
+    ChunkerParams { min_size: c.chunker.min_size, avg_size: c.chunker.avg_size, max_size: c.chunker.max_size, seed: c.chunker.seed }
+}
+
+/// Sealed-object plaintext: `compression(1) || payload`.
+pub(crate) fn seal(master: &MasterKey, payload: &[u8], level: i32) -> Result<Vec<u8>> {
+    let mut plain = Vec::with_capacity(payload.len() + 1);
+    match zstd::bulk::compress(payload, level) {
+        Ok(c) if c.len() < payload.len() => {
+            plain.push(COMPRESSION_ZSTD);
+            plain.extend_from_slice(&c);
+        }
+        _ => {
+            plain.push(COMPRESSION_NONE);
+            plain.extend_from_slice(payload);
+        }
+    }
+    Ok(cairn_crypto::seal_object(master, &plain)?)
+}
+
+pub(crate) fn open_sealed(master: &MasterKey, sealed: &[u8], max: usize) -> Result<Vec<u8>> {
+    let plain = cairn_crypto::open_object(master, sealed)?;
+    match plain.first() {
+        Some(&COMPRESSION_NONE) => Ok(plain[1..].to_vec()),
+        Some(&COMPRESSION_ZSTD) => {
+            let mut out = Vec::new();
+            let mut dec = zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            use std::io::Read;
+            (&mut dec).take(max as u64).read_to_end(&mut out).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            Ok(out)
+        }
+        _ => Err(Error::Invalid("sealed object: unknown compression".into())),
+    }
+}

@@ -1,0 +1,255 @@
+//! Concurrent saving of blobs: dedup against the index, compress, encrypt, pack, upload,
+//! and write index files as packs land.
+//!
+//! Each worker thread owns a [`WorkerSaver`] with its own packer and zstd context, so the
+//! hot path takes one short lock (the dedup check). Full packs go through a bounded channel
+//! to [`BlobSaver::run_uploader`], which keeps up to `uploads` puts in flight on the
+//! runtime; the bound is the back-pressure that keeps memory flat. Ordering: a pack is
+//! added to an index file only after its upload succeeded, and [`BlobSaver::finish`]
+//! returns only after every index file is written, so the snapshot written after it never
+//! names a blob that is not indexed.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use cairn_format::index::{IndexFile, IndexedPack};
+use cairn_format::{BlobId, BlobType};
+use cairn_store::PutMode;
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::{layout, BlobCodec, Error, FinishedPack, Index, Packer, Repository, Result};
+
+/// Packs per index file written during a backup.
+const PACKS_PER_INDEX: usize = 32;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SaverStats {
+    pub blobs_added: u64,
+    /// Plaintext bytes of new blobs.
+    pub data_added: u64,
+    /// Bytes of new packs (what the repository grew by, before index files).
+    pub bytes_added: u64,
+    pub packs_added: u64,
+}
+
+struct State {
+    index: Index,
+    pending: HashSet<BlobId>,
+}
+
+pub struct BlobSaver<'r> {
+    repo: &'r Repository,
+    state: Mutex<State>,
+    tx: Mutex<Option<Sender<FinishedPack>>>,
+    rx: Receiver<FinishedPack>,
+    recovered: Mutex<Vec<IndexedPack>>,
+    error: Mutex<Option<Error>>,
+    blobs_added: AtomicU64,
+    data_added: AtomicU64,
+    bytes_added: AtomicU64,
+    packs_added: AtomicU64,
+    uploads: usize,
+}
+
+impl<'r> BlobSaver<'r> {
+    /// `recovered`: packs adopted by [`Repository::recover_unindexed`], recorded in the
+    /// first index file this saver writes.
+    pub fn new(repo: &'r Repository, index: Index, recovered: Vec<IndexedPack>, uploads: usize) -> Self {
+        let (tx, rx) = bounded(2);
+        BlobSaver {
+            repo,
+            state: Mutex::new(State { index, pending: HashSet::new() }),
+            tx: Mutex::new(Some(tx)),
+            rx,
+            recovered: Mutex::new(recovered),
+            error: Mutex::new(None),
+            blobs_added: AtomicU64::new(0),
+            data_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            packs_added: AtomicU64::new(0),
+            uploads: uploads.max(1),
+        }
+    }
+
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the blob is indexed or being saved (never saved twice by this process).
+    pub fn is_known(&self, id: &BlobId) -> bool {
+        let s = self.lock();
+        s.index.contains(id) || s.pending.contains(id)
+    }
+
+    /// Claims `id` for saving; false when it is already known.
+    fn claim(&self, id: BlobId) -> bool {
+        let mut s = self.lock();
+        !s.index.contains(&id) && s.pending.insert(id)
+    }
+
+    /// Raw length of an indexed blob.
+    pub fn raw_length(&self, id: &BlobId) -> Option<u32> {
+        self.lock().index.get(id).map(|l| l.raw_length)
+    }
+
+    pub fn worker(&self) -> Result<WorkerSaver<'_, 'r>> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| Error::Invalid("saver closed".into()))?;
+        Ok(WorkerSaver { saver: self, codec: BlobCodec::new(self.repo.config().compression_level), data: None, tree: None, tx })
+    }
+
+    pub fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    fn fail(&self, e: Error) {
+        let mut g = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    /// Uploads packs until every [`WorkerSaver`] is dropped and [`BlobSaver::close`] was
+    /// called. Run it on its own thread.
+    pub fn run_uploader(&self) {
+        let mut inflight = VecDeque::new();
+        let mut done: Vec<IndexedPack> = std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|p| p.into_inner()));
+        type Inflight = VecDeque<(tokio::task::JoinHandle<cairn_store::Result<()>>, IndexedPack, u64)>;
+        let wait_one = |inflight: &mut Inflight, done: &mut Vec<IndexedPack>| {
+            if let Some((h, p, size)) = inflight.pop_front() {
+                match self.repo.block_on(h) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.kind() == cairn_store::ErrorKind::AlreadyExists => {}
+                    Ok(Err(e)) => return self.fail(e.into()),
+                    Err(e) => return self.fail(Error::Invalid(format!("upload task failed: {e}"))),
+                }
+                self.bytes_added.fetch_add(size, Ordering::Relaxed);
+                self.packs_added.fetch_add(1, Ordering::Relaxed);
+                done.push(p);
+            }
+        };
+        for pack in self.rx.iter() {
+            if self.failed() {
+                continue; // drain so workers never block on a dead uploader
+            }
+            let store = self.repo.store().clone();
+            let path = layout::pack(&pack.id);
+            let size = pack.data.len() as u64;
+            let data = pack.data;
+            let h = self.repo.runtime().spawn(async move { store.put(&path, data, PutMode::Create).await });
+            inflight.push_back((h, IndexedPack { id: pack.id, salt: pack.salt, blobs: pack.entries }, size));
+            while inflight.len() >= self.uploads {
+                wait_one(&mut inflight, &mut done);
+            }
+            // Drain finished uploads without waiting.
+            while inflight.front().map(|(h, ..)| h.is_finished()).unwrap_or(false) {
+                wait_one(&mut inflight, &mut done);
+            }
+            if done.len() >= PACKS_PER_INDEX {
+                self.write_index(&mut done);
+            }
+        }
+        while !inflight.is_empty() {
+            wait_one(&mut inflight, &mut done);
+        }
+        if !self.failed() {
+            self.write_index(&mut done);
+        }
+    }
+
+    fn write_index(&self, done: &mut Vec<IndexedPack>) {
+        if done.is_empty() {
+            return;
+        }
+        let packs = std::mem::take(done);
+        if let Err(e) = self.repo.save_index(&IndexFile { supersedes: Vec::new(), packs: packs.clone() }) {
+            return self.fail(e);
+        }
+        let mut s = self.lock();
+        for p in &packs {
+            s.index.add_pack(p.id, p.salt, &p.blobs);
+            for b in &p.blobs {
+                s.pending.remove(&b.id);
+            }
+        }
+    }
+
+    /// Drops the saver's own sender: once every worker is dropped too, the uploader ends.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// After the uploader returned: the first error, or the stats and the updated index.
+    pub fn finish(self) -> Result<(SaverStats, Index)> {
+        if let Some(e) = self.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let stats = SaverStats {
+            blobs_added: self.blobs_added.into_inner(),
+            data_added: self.data_added.into_inner(),
+            bytes_added: self.bytes_added.into_inner(),
+            packs_added: self.packs_added.into_inner(),
+        };
+        Ok((stats, self.state.into_inner().unwrap_or_else(|p| p.into_inner()).index))
+    }
+}
+
+/// One thread's packers. Dropping it without [`WorkerSaver::flush`] loses its open packs,
+/// which is what a failed backup wants.
+pub struct WorkerSaver<'s, 'r> {
+    saver: &'s BlobSaver<'r>,
+    codec: BlobCodec,
+    data: Option<Packer>,
+    tree: Option<Packer>,
+    tx: Sender<FinishedPack>,
+}
+
+impl WorkerSaver<'_, '_> {
+    /// Saves a blob unless the repository (or this backup) already has it. Returns whether
+    /// it was new. `id` must be `repo.blob_id(data)`.
+    pub fn save(&mut self, kind: BlobType, id: BlobId, data: &[u8]) -> Result<bool> {
+        if !self.saver.claim(id) {
+            return Ok(false);
+        }
+        let plain = self.codec.encode(data);
+        let repo = self.saver.repo;
+        let target = repo.config().pack_size as usize;
+        let slot = match kind {
+            BlobType::Data => &mut self.data,
+            BlobType::Tree => &mut self.tree,
+        };
+        if slot.is_none() {
+            *slot = Some(Packer::new(repo.master(), kind, target)?);
+        }
+        if let Some(p) = slot.as_mut() {
+            p.add(id, plain, data.len() as u32)?;
+        }
+        self.saver.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.saver.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if slot.as_ref().map(|p| p.len() >= target).unwrap_or(false) {
+            if let Some(p) = slot.take() {
+                self.send(p)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn send(&self, p: Packer) -> Result<()> {
+        let f = p.finish()?;
+        self.tx.send(f).map_err(|_| Error::Invalid("uploader stopped".into()))
+    }
+
+    /// Sends the open packs for upload.
+    pub fn flush(mut self) -> Result<()> {
+        for p in [self.data.take(), self.tree.take()].into_iter().flatten() {
+            if !p.is_empty() {
+                self.send(p)?;
+            }
+        }
+        Ok(())
+    }
+}
