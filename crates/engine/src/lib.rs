@@ -1,0 +1,29 @@
+//! Backup and restore pipelines over the [`Source`] and [`Destination`] traits.
+//!
+//! Principal types: [`Archiver`] (backup: walk, change detection, read + chunk + hash,
+//! dedup, compress + encrypt + pack, trees, summary), [`Restorer`] (plan, then restore by
+//! pack: every pack is read once and its blobs written to every file that needs them),
+//! and the tree [`browse`] helpers (ls, find, diff, dump).
+//!
+//! Key decision: threads and bounded channels, not async. The pipeline is CPU-bound
+//! (chunking, hashing, zstd, AES); it runs on plain threads sized to the machine, and only
+//! the store below is async. The bounded channels between stages are the back-pressure
+//! that keeps memory flat: at most a few chunks per thread and a few packs are in flight.
+//!
+//! | stage    | threads        | does                                          |
+//! |----------|----------------|-----------------------------------------------|
+//! | walker   | caller         | lists directories, compares with the parent   |
+//! | readers  | `cores`        | read, chunk, hash, drop known blobs           |
+//! | packers  | `cores`        | compress, encrypt, append to their own pack   |
+//! | uploader | 1 (+ runtime)  | puts packs, writes index files                |
+
+pub mod backup;
+pub mod browse;
+mod error;
+pub mod restore;
+mod source;
+
+pub use backup::{Archiver, BackupOptions, BackupOutcome, Progress};
+pub use error::{Error, Result};
+pub use restore::{Destination, Existing, Overwrite, RestoreOptions, RestorePlan, RestoreSummary, Restorer};
+pub use source::{Source, StreamSource};

@@ -297,8 +297,13 @@ impl Repository {
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or(Error::BlobNotIndexed(*id))?;
         let (pack, salt) = index.pack(loc.pack);
+        self.read_blob_at(id, pack, &salt, loc)
+    }
+
+    /// Reads a blob whose location the caller already looked up.
+    pub fn read_blob_at(&self, id: &BlobId, pack: PackId, salt: &[u8; 32], loc: &crate::Location) -> Result<Vec<u8>> {
         let ct = self.block_on(self.store.get(&layout::pack(&pack), Some(loc.offset as u64..loc.offset as u64 + loc.length as u64)))?;
-        self.open_blob(id, &salt, loc.offset, loc.raw_length, ct)
+        self.open_blob(id, salt, loc.offset, loc.raw_length, ct)
     }
 
     pub fn load_tree(&self, index: &Index, id: TreeId) -> Result<Tree> {

@@ -92,6 +92,17 @@ impl<'r> BlobSaver<'r> {
         !s.index.contains(&id) && s.pending.insert(id)
     }
 
+    /// Loads a tree through the saver's index (the parent snapshot's trees during backup).
+    pub fn load_tree(&self, id: cairn_format::TreeId) -> Result<cairn_format::tree::Tree> {
+        let found = {
+            let s = self.lock();
+            s.index.get(&id.blob()).map(|l| (*l, s.index.pack(l.pack)))
+        };
+        let (loc, (pack, salt)) = found.ok_or(Error::BlobNotIndexed(id.blob()))?;
+        let data = self.repo.read_blob_at(&id.blob(), pack, &salt, &loc)?;
+        cairn_format::tree::Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
+    }
+
     /// Raw length of an indexed blob.
     pub fn raw_length(&self, id: &BlobId) -> Option<u32> {
         self.lock().index.get(id).map(|l| l.raw_length)

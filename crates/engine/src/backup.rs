@@ -1,0 +1,444 @@
+//! The backup pipeline (see the crate docs for the stages).
+//!
+//! Plan: the walker builds the whole directory skeleton in memory (metadata only, about
+//! 300 bytes per entry) while readers work on the files it found; once every file is done,
+//! trees are written bottom-up. Unchanged files (same size, mtime, ctime and inode as in
+//! the parent snapshot, and every content blob still indexed) are not opened at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cairn_chunker::Chunker;
+use cairn_format::snapshot::Summary;
+use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::{BlobId, BlobType, TreeId};
+use cairn_repo::{BlobSaver, Repository, SaverStats, WorkerSaver};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+
+use crate::{Error, Result, Source};
+
+/// Live counters for a progress display. All relaxed atomics: approximate by design.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub walk_done: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Absolute paths to back up.
+    pub paths: Vec<PathBuf>,
+    /// Root tree of the parent snapshot, for change detection.
+    pub parent: Option<TreeId>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    /// Reader and packer threads each (default: the number of cores).
+    pub threads: usize,
+    /// Concurrent uploads.
+    pub uploads: usize,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub tree: TreeId,
+    pub summary: Summary,
+    pub stats: SaverStats,
+    /// Files and directories that could not be read (the snapshot is partial).
+    pub errors: Vec<String>,
+    /// Files that changed while being read (stored as read).
+    pub warnings: Vec<String>,
+}
+
+struct FileJob {
+    slot: usize,
+    path: PathBuf,
+    before: Node,
+}
+
+#[derive(Clone)]
+struct FileDone {
+    content: Vec<BlobId>,
+    size: u64,
+}
+
+enum Entry {
+    Dir { node: Node, children: Vec<Entry> },
+    File { node: Node, slot: usize },
+    Leaf(Node),
+}
+
+enum Top {
+    Walk(PathBuf),
+    Inner(BTreeMap<Vec<u8>, Top>),
+}
+
+pub struct Archiver<'a, S: Source> {
+    repo: &'a Repository,
+    source: &'a S,
+    opts: BackupOptions,
+    progress: &'a Progress,
+}
+
+struct Walker<'s, 'r, S: Source> {
+    source: &'s S,
+    saver: &'s BlobSaver<'r>,
+    jobs: Sender<FileJob>,
+    force: bool,
+    slots: usize,
+    hardlinks: HashMap<(u64, u64), usize>,
+    summary: Summary,
+    errors: Vec<String>,
+    progress: &'s Progress,
+}
+
+impl<'a, S: Source> Archiver<'a, S> {
+    pub fn new(repo: &'a Repository, source: &'a S, opts: BackupOptions, progress: &'a Progress) -> Self {
+        Archiver { repo, source, opts, progress }
+    }
+
+    pub fn run(self) -> Result<BackupOutcome> {
+        let start = Instant::now();
+        let repo = self.repo;
+        let mut index = repo.load_index()?;
+        let recovered = repo.recover_unindexed(&mut index)?;
+        let threads = self.opts.threads.max(1);
+        let saver = BlobSaver::new(repo, index, recovered, self.opts.uploads.max(1));
+        let top = build_top(&self.opts.paths)?;
+        let worker_errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let warnings: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+        let walked = std::thread::scope(|s| -> Result<(TreeId, Summary, Vec<String>)> {
+            let (job_tx, job_rx) = bounded::<FileJob>(1024);
+            let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
+            let (res_tx, res_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
+            s.spawn(|| saver.run_uploader());
+            let started = (|| -> Result<()> {
+                for _ in 0..threads {
+                    let w = saver.worker()?;
+                    let rx = chunk_rx.clone();
+                    let errs = &worker_errors;
+                    let saver = &saver;
+                    s.spawn(move || pack_loop(w, rx, errs, saver));
+                }
+                for _ in 0..threads {
+                    let (jobs, chunks, results) = (job_rx.clone(), chunk_tx.clone(), res_tx.clone());
+                    let (saver, source, progress, warnings) = (&saver, self.source, self.progress, &warnings);
+                    let params = repo.chunker_params();
+                    s.spawn(move || read_loop(repo, saver, source, progress, Chunker::new(params), jobs, chunks, results, warnings));
+                }
+                Ok(())
+            })();
+            drop((chunk_tx, chunk_rx, job_rx, res_tx));
+            let result = started.and_then(|_| {
+                let mut w = Walker {
+                    source: self.source,
+                    saver: &saver,
+                    jobs: job_tx,
+                    force: self.opts.force,
+                    slots: 0,
+                    hardlinks: HashMap::new(),
+                    summary: Summary::default(),
+                    errors: Vec::new(),
+                    progress: self.progress,
+                };
+                let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok());
+                let root = w.walk_top(&top, Path::new("/"), parent_root.as_ref());
+                self.progress.walk_done.store(true, Ordering::Relaxed);
+                let Walker { jobs, slots, mut summary, mut errors, .. } = w;
+                drop(jobs);
+                let root = root?;
+                let mut results: Vec<Option<std::result::Result<FileDone, String>>> = vec![None; slots];
+                for (slot, r) in res_rx.iter() {
+                    results[slot] = Some(r);
+                }
+                let mut tw = saver.worker()?;
+                let tree = build_tree(repo, root, &mut results, &mut tw, &mut summary, &mut errors)?;
+                tw.flush()?;
+                Ok((tree, summary, errors))
+            });
+            saver.close();
+            result
+        });
+        let (tree, mut summary, errors) = walked?;
+        let worker_errors = worker_errors.into_inner().unwrap_or_default();
+        if let Some(e) = worker_errors.first() {
+            return Err(Error::Invalid(e.clone()));
+        }
+        let (stats, _) = saver.finish()?;
+        summary.data_added = stats.data_added;
+        summary.bytes_added = stats.bytes_added;
+        summary.blobs_added = stats.blobs_added;
+        summary.duration_secs = start.elapsed().as_secs_f64();
+        summary.errors = errors.clone();
+        Ok(BackupOutcome { tree, summary, stats, errors, warnings: warnings.into_inner().unwrap_or_default() })
+    }
+}
+
+fn pack_loop(mut w: WorkerSaver<'_, '_>, rx: Receiver<(BlobId, Vec<u8>)>, errs: &Mutex<Vec<String>>, saver: &BlobSaver<'_>) {
+    let mut failed = false;
+    for (id, data) in rx.iter() {
+        if failed || saver.failed() {
+            continue; // keep draining so readers never block
+        }
+        if let Err(e) = w.save(BlobType::Data, id, &data) {
+            errs.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+            failed = true;
+        }
+    }
+    if !failed {
+        if let Err(e) = w.flush() {
+            errs.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_loop<S: Source>(
+    repo: &Repository,
+    saver: &BlobSaver<'_>,
+    source: &S,
+    progress: &Progress,
+    mut chunker: Chunker,
+    jobs: Receiver<FileJob>,
+    chunks: Sender<(BlobId, Vec<u8>)>,
+    results: Sender<(usize, std::result::Result<FileDone, String>)>,
+    warnings: &Mutex<Vec<String>>,
+) {
+    for job in jobs.iter() {
+        let r = (|| -> std::io::Result<FileDone> {
+            let mut f = source.open(&job.path)?;
+            chunker.start();
+            let mut content = Vec::with_capacity((job.before.size >> 20) as usize + 1);
+            let mut size = 0u64;
+            while let Some(chunk) = chunker.next_chunk(&mut f)? {
+                let id = repo.blob_id(chunk);
+                size += chunk.len() as u64;
+                progress.bytes_done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if !saver.is_known(&id) && chunks.send((id, chunk.to_vec())).is_err() {
+                    return Err(std::io::Error::other("backup aborted"));
+                }
+                content.push(id);
+            }
+            Ok(FileDone { content, size })
+        })();
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        if let Ok(done) = &r {
+            let name = job.before.name.0.clone();
+            let changed = match source.node(&job.path, &name) {
+                Ok(after) => after.mtime != job.before.mtime || after.size != done.size || after.ctime != job.before.ctime,
+                Err(_) => true,
+            };
+            if changed {
+                warnings.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: changed while being read", job.path.display()));
+            }
+        }
+        let r = r.map_err(|e| format!("{}: {e}", job.path.display()));
+        if results.send((job.slot, r)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Paths as a trie from the filesystem root; a path inside another one is dropped.
+fn build_top(paths: &[PathBuf]) -> Result<Top> {
+    let mut paths: Vec<PathBuf> = paths.to_vec();
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(Error::Invalid("nothing to back up".into()));
+    }
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if !p.is_absolute() {
+            return Err(Error::Invalid(format!("{}: not an absolute path", p.display())));
+        }
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    if kept.iter().any(|p| p == Path::new("/")) {
+        return Ok(Top::Walk(PathBuf::from("/")));
+    }
+    let mut root = BTreeMap::new();
+    for p in kept {
+        let comps: Vec<Vec<u8>> = p.components().skip(1).map(|c| c.as_os_str().as_bytes().to_vec()).collect();
+        let mut map = &mut root;
+        for (i, c) in comps.iter().enumerate() {
+            if i + 1 == comps.len() {
+                map.insert(c.clone(), Top::Walk(p.clone()));
+                break;
+            }
+            let e = map.entry(c.clone()).or_insert_with(|| Top::Inner(BTreeMap::new()));
+            match e {
+                Top::Inner(m) => map = m,
+                Top::Walk(_) => break,
+            }
+        }
+    }
+    Ok(Top::Inner(root))
+}
+
+impl<S: Source> Walker<'_, '_, S> {
+    /// The root's children.
+    fn walk_top(&mut self, top: &Top, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
+        match top {
+            Top::Walk(p) => {
+                let n = self.source.node(p, b"").map_err(|e| Error::io(p.display().to_string(), e))?;
+                if n.kind != NodeKind::Dir {
+                    return Err(Error::Invalid(format!("{}: the root must be a directory", p.display())));
+                }
+                Ok(self.walk_children(p, parent))
+            }
+            Top::Inner(map) => {
+                let mut out = Vec::new();
+                for (name, sub) in map {
+                    let p = path.join(OsStr::from_bytes(name));
+                    let node = self.source.node(&p, name).map_err(|e| Error::io(p.display().to_string(), e))?;
+                    let pnode = parent.and_then(|t| t.find(name));
+                    match sub {
+                        Top::Walk(_) => {
+                            if let Some(e) = self.walk_entry(&p, node, pnode) {
+                                out.push(e);
+                            }
+                        }
+                        Top::Inner(_) => {
+                            if node.kind != NodeKind::Dir {
+                                return Err(Error::Invalid(format!("{}: not a directory", p.display())));
+                            }
+                            let ptree = self.parent_subtree(pnode);
+                            let children = self.walk_top(sub, &p, ptree.as_ref())?;
+                            self.summary.dirs += 1;
+                            out.push(Entry::Dir { node, children });
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
+        let p = pnode?;
+        if p.kind != NodeKind::Dir {
+            return None;
+        }
+        self.saver.load_tree(p.subtree?).ok()
+    }
+
+    fn walk_children(&mut self, path: &Path, parent: Option<&Tree>) -> Vec<Entry> {
+        let entries = match self.source.read_dir(path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.errors.push(format!("{}: {e}", path.display()));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, node) in entries {
+            let p = path.join(OsStr::from_bytes(&name));
+            match node {
+                Ok(node) => {
+                    let pnode = parent.and_then(|t| t.find(&name));
+                    if let Some(e) = self.walk_entry(&p, node, pnode) {
+                        out.push(e);
+                    }
+                }
+                Err(e) => self.errors.push(format!("{}: {e}", p.display())),
+            }
+        }
+        out
+    }
+
+    fn walk_entry(&mut self, path: &Path, mut node: Node, pnode: Option<&Node>) -> Option<Entry> {
+        match node.kind {
+            NodeKind::Dir => {
+                self.summary.dirs += 1;
+                let ptree = self.parent_subtree(pnode);
+                let children = self.walk_children(path, ptree.as_ref());
+                Some(Entry::Dir { node, children })
+            }
+            NodeKind::File => {
+                self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                self.summary.total_bytes += node.size;
+                if node.links > 1 {
+                    if let Some(&slot) = self.hardlinks.get(&(node.device, node.inode)) {
+                        self.summary.files_unmodified += 1;
+                        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        return Some(Entry::File { node, slot });
+                    }
+                }
+                if let Some(p) = pnode {
+                    if !self.force && unchanged(&node, p) && p.content.iter().all(|b| self.saver.is_known(b)) {
+                        node.content = p.content.clone();
+                        self.summary.files_unmodified += 1;
+                        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        return Some(Entry::Leaf(node));
+                    }
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+                self.summary.bytes_read += node.size;
+                self.progress.bytes_total.fetch_add(node.size, Ordering::Relaxed);
+                let slot = self.slots;
+                self.slots += 1;
+                if node.links > 1 {
+                    self.hardlinks.insert((node.device, node.inode), slot);
+                }
+                let job = FileJob { slot, path: path.to_path_buf(), before: node.clone() };
+                if self.jobs.send(job).is_err() {
+                    self.errors.push(format!("{}: readers stopped", path.display()));
+                }
+                Some(Entry::File { node, slot })
+            }
+            _ => Some(Entry::Leaf(node)),
+        }
+    }
+}
+
+fn unchanged(n: &Node, p: &Node) -> bool {
+    p.kind == NodeKind::File && n.size == p.size && n.mtime == p.mtime && n.ctime == p.ctime && n.inode == p.inode
+}
+
+type Results = [Option<std::result::Result<FileDone, String>>];
+
+fn build_tree(repo: &Repository, children: Vec<Entry>, results: &mut Results, w: &mut WorkerSaver<'_, '_>, summary: &mut Summary, errors: &mut Vec<String>) -> Result<TreeId> {
+    let mut nodes = Vec::with_capacity(children.len());
+    for e in children {
+        match e {
+            Entry::Dir { mut node, children } => {
+                node.subtree = Some(build_tree(repo, children, results, w, summary, errors)?);
+                nodes.push(node);
+            }
+            Entry::File { mut node, slot } => match results.get(slot).cloned().flatten() {
+                Some(Ok(done)) => {
+                    node.content = done.content;
+                    node.size = done.size;
+                    nodes.push(node);
+                }
+                Some(Err(e)) => {
+                    // A hardlinked second name shares the first name's error: report once.
+                    if !errors.contains(&e) {
+                        errors.push(e);
+                    }
+                }
+                None => errors.push(format!("{}: not read", node.name.lossy())),
+            },
+            Entry::Leaf(node) => nodes.push(node),
+        }
+    }
+    let _ = summary;
+    let tree = Tree::new(nodes);
+    let bytes = tree.encode();
+    let id = repo.blob_id(&bytes);
+    w.save(BlobType::Tree, id, &bytes)?;
+    Ok(id.tree())
+}

@@ -1,0 +1,306 @@
+//! Restore: plan, then execute.
+//!
+//! [`Restorer::plan`] walks the snapshot tree (validating every name: a hostile tree with
+//! `..`, `/` or NUL in a name is refused before anything is written), applies the filter
+//! and the overwrite policy, and groups the needed blobs by pack. Execution creates the
+//! directories, pre-sizes every file (so zero chunks become holes), then reads each pack
+//! once, with one ranged read spanning the blobs it needs, on `threads` workers, and writes
+//! each blob at its offsets in every file that holds it. Metadata comes last: file
+//! attributes, hardlinks, symlinks and specials, then directory attributes deepest first,
+//! so writing into a directory does not change its restored mtime.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use cairn_format::tree::{is_safe_name, Node, NodeKind};
+use cairn_format::{BlobId, PackId, TreeId};
+use cairn_repo::{Index, Repository};
+
+use crate::{Error, Result};
+
+/// A path below the restore target, as validated name components.
+pub type RelPath = Vec<Vec<u8>>;
+
+pub fn display(rel: &RelPath) -> String {
+    let v: Vec<_> = rel.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    format!("/{}", v.join("/"))
+}
+
+/// What is at a path of the target already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    Nothing,
+    File { size: u64, mtime: i64 },
+    Dir,
+    Other,
+}
+
+/// Where a restore writes. Implementations must never follow a symlink inside the
+/// target when creating or opening an entry.
+pub trait Destination: Sync {
+    fn existing(&self, rel: &RelPath) -> io::Result<Existing>;
+    /// Creates a directory (and refuses a non-directory in the way).
+    fn create_dir(&self, rel: &RelPath) -> io::Result<()>;
+    /// Creates or truncates a regular file to `size` bytes (replacing what is there).
+    fn create_file(&self, rel: &RelPath, size: u64) -> io::Result<()>;
+    fn write_at(&self, rel: &RelPath, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Symlinks, FIFOs, devices, sockets.
+    fn create_special(&self, rel: &RelPath, node: &Node) -> io::Result<()>;
+    fn hardlink(&self, existing: &RelPath, new: &RelPath) -> io::Result<()>;
+    /// Owner, mode, xattrs, times.
+    fn set_metadata(&self, rel: &RelPath, node: &Node) -> io::Result<()>;
+    fn open_read(&self, rel: &RelPath) -> io::Result<Box<dyn Read + Send>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    Always,
+    /// Skip files whose size and mtime already match (an interrupted restore resumes).
+    IfChanged,
+    Never,
+}
+
+pub struct RestoreOptions<'f> {
+    pub overwrite: Overwrite,
+    pub verify: bool,
+    pub threads: usize,
+    /// `(path as in the snapshot, is_dir) -> keep`.
+    pub filter: &'f (dyn Fn(&str, bool) -> bool + Sync),
+}
+
+struct PlannedFile {
+    rel: RelPath,
+    node: Node,
+    /// Index in `files` of the first name of the same inode, when this one is a hardlink.
+    link_to: Option<usize>,
+    skip: bool,
+}
+
+#[derive(Default)]
+pub struct RestorePlan {
+    dirs: Vec<(RelPath, Node)>,
+    files: Vec<PlannedFile>,
+    specials: Vec<(RelPath, Node)>,
+    /// pack -> blobs needed from it with their targets `(file, offset)`.
+    packs: Vec<(PackId, [u8; 32], Vec<(BlobId, cairn_repo::Location, Vec<(usize, u64)>)>)>,
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_skipped: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub specials: u64,
+    pub bytes_written: u64,
+    pub files_skipped: u64,
+    pub verified: u64,
+    pub errors: Vec<String>,
+}
+
+
+pub struct Restorer<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+}
+
+impl<'a> Restorer<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
+        Restorer { repo, index }
+    }
+
+    /// `root` is restored as the target itself; `prefix` is its path in the snapshot (for
+    /// the filter and messages).
+    pub fn plan(&self, root: TreeId, prefix: &str, dest: &dyn Destination, opts: &RestoreOptions<'_>) -> Result<RestorePlan> {
+        let mut plan = RestorePlan::default();
+        let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        let mut stack: Vec<(TreeId, RelPath, String)> = vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string())];
+        let mut seen_depth = 0usize;
+        while let Some((tid, rel, spath)) = stack.pop() {
+            seen_depth = seen_depth.max(rel.len());
+            let tree = self.repo.load_tree(self.index, tid)?;
+            for n in tree.nodes {
+                if !is_safe_name(&n.name.0) {
+                    return Err(Error::Unsafe(format!("entry {:?} in {}", n.name, if spath.is_empty() { "/" } else { &spath })));
+                }
+                let child_s = format!("{spath}/{}", n.name.lossy());
+                let mut child = rel.clone();
+                child.push(n.name.0.clone());
+                let is_dir = n.kind == NodeKind::Dir;
+                if !(opts.filter)(&child_s, is_dir) {
+                    continue;
+                }
+                match n.kind {
+                    NodeKind::Dir => {
+                        let st = n.subtree.ok_or_else(|| Error::Invalid(format!("{child_s}: directory without subtree")))?;
+                        stack.push((st, child.clone(), child_s));
+                        plan.dirs.push((child, n));
+                    }
+                    NodeKind::File => {
+                        let idx = plan.files.len();
+                        let link_to = if n.links > 1 { inodes.get(&(n.device, n.inode)).copied() } else { None };
+                        let mut skip = false;
+                        if link_to.is_none() {
+                            let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
+                            skip = match (opts.overwrite, &ex) {
+                                (_, Existing::Nothing) => false,
+                                (Overwrite::Never, _) => true,
+                                (Overwrite::IfChanged, Existing::File { size, mtime }) => *size == n.size && *mtime == n.mtime,
+                                _ => false,
+                            };
+                            if n.links > 1 {
+                                inodes.insert((n.device, n.inode), idx);
+                            }
+                        }
+                        plan.files_total += 1;
+                        if skip {
+                            plan.files_skipped += 1;
+                        } else if link_to.is_none() {
+                            plan.bytes_total += n.size;
+                            let mut off = 0u64;
+                            for b in &n.content {
+                                let loc = self.index.get(b).ok_or(cairn_repo::Error::BlobNotIndexed(*b))?;
+                                needs.entry(*b).or_default().push((idx, off));
+                                off += loc.raw_length as u64;
+                            }
+                        }
+                        plan.files.push(PlannedFile { rel: child, node: n, link_to, skip });
+                    }
+                    _ => plan.specials.push((child, n)),
+                }
+            }
+        }
+        plan.dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        // Group by pack, blobs in pack order.
+        let mut by_pack: HashMap<u32, Vec<(BlobId, cairn_repo::Location, Vec<(usize, u64)>)>> = HashMap::new();
+        for (b, targets) in needs {
+            if let Some(loc) = self.index.get(&b) {
+                by_pack.entry(loc.pack).or_default().push((b, *loc, targets));
+            }
+        }
+        for (p, mut blobs) in by_pack {
+            blobs.sort_by_key(|(_, l, _)| l.offset);
+            let (id, salt) = self.index.pack(p);
+            plan.packs.push((id, salt, blobs));
+        }
+        plan.packs.sort_by_key(|(id, ..)| *id);
+        Ok(plan)
+    }
+
+    pub fn execute(&self, plan: RestorePlan, dest: &dyn Destination, opts: &RestoreOptions<'_>, progress: &AtomicU64) -> Result<RestoreSummary> {
+        let mut sum = RestoreSummary { files_skipped: plan.files_skipped, ..Default::default() };
+        for (rel, _) in &plan.dirs {
+            dest.create_dir(rel).map_err(|e| Error::io(display(rel), e))?;
+        }
+        sum.dirs = plan.dirs.len() as u64;
+        for f in plan.files.iter().filter(|f| !f.skip && f.link_to.is_none()) {
+            dest.create_file(&f.rel, f.node.size).map_err(|e| Error::io(display(&f.rel), e))?;
+        }
+        // Data, pack by pack, on worker threads pulling from a shared queue.
+        let queue = Mutex::new(plan.packs.iter());
+        let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let written = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..opts.threads.max(1) {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    let Some((pack, salt, blobs)) = next else { break };
+                    if let Err(e) = self.restore_pack(*pack, salt, blobs, &plan.files, dest, &written, progress) {
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+                        break;
+                    }
+                });
+            }
+        });
+        sum.bytes_written = written.into_inner();
+        let errors = errors.into_inner().unwrap_or_default();
+        if let Some(e) = errors.into_iter().next() {
+            return Err(Error::Invalid(e));
+        }
+        for f in plan.files.iter() {
+            if f.skip {
+                continue;
+            }
+            if let Some(first) = f.link_to {
+                let target = &plan.files[first];
+                if !target.skip {
+                    dest.hardlink(&target.rel, &f.rel).map_err(|e| Error::io(display(&f.rel), e))?;
+                    sum.files += 1;
+                    continue;
+                }
+                // The first name was skipped (already present): restore this one as a copy.
+                sum.errors.push(format!("{}: hardlink target was skipped, not linked", display(&f.rel)));
+                continue;
+            }
+            dest.set_metadata(&f.rel, &f.node).map_err(|e| Error::io(display(&f.rel), e))?;
+            sum.files += 1;
+        }
+        for (rel, n) in &plan.specials {
+            dest.create_special(rel, n).map_err(|e| Error::io(display(rel), e))?;
+            if n.kind != NodeKind::Symlink {
+                dest.set_metadata(rel, n).map_err(|e| Error::io(display(rel), e))?;
+            } else {
+                let _ = dest.set_metadata(rel, n);
+            }
+            sum.specials += 1;
+        }
+        for (rel, n) in plan.dirs.iter().rev() {
+            dest.set_metadata(rel, n).map_err(|e| Error::io(display(rel), e))?;
+        }
+        if opts.verify {
+            for f in plan.files.iter().filter(|f| !f.skip && f.link_to.is_none()) {
+                self.verify_file(dest, f)?;
+                sum.verified += 1;
+            }
+        }
+        Ok(sum)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn restore_pack(&self, pack: PackId, salt: &[u8; 32], blobs: &[(BlobId, cairn_repo::Location, Vec<(usize, u64)>)], files: &[PlannedFile], dest: &dyn Destination, written: &AtomicU64, progress: &AtomicU64) -> Result<()> {
+        let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else { return Ok(()) };
+        let start = first.1.offset as u64;
+        let end = last.1.offset as u64 + last.1.length as u64;
+        let path = cairn_repo::layout::pack(&pack);
+        let span = self.repo.block_on(self.repo.store().get(&path, Some(start..end))).map_err(cairn_repo::Error::from)?;
+        for (id, loc, targets) in blobs {
+            let s = (loc.offset as u64 - start) as usize;
+            let ct = span.get(s..s + loc.length as usize).ok_or_else(|| Error::Invalid(format!("pack {} shorter than indexed", pack.short())))?;
+            let data = self.repo.open_blob(id, salt, loc.offset, loc.raw_length, ct.to_vec())?;
+            let zero = data.iter().all(|&b| b == 0);
+            for (fi, off) in targets {
+                progress.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if zero {
+                    continue; // the file was pre-sized: leave a hole
+                }
+                let f = &files[*fi];
+                dest.write_at(&f.rel, *off, &data).map_err(|e| Error::io(display(&f.rel), e))?;
+                written.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads a restored file and checks every chunk against its blob id.
+    fn verify_file(&self, dest: &dyn Destination, f: &PlannedFile) -> Result<()> {
+        let mut r = dest.open_read(&f.rel).map_err(|e| Error::io(display(&f.rel), e))?;
+        let mut buf = Vec::new();
+        for b in &f.node.content {
+            let len = self.index.get(b).map(|l| l.raw_length).ok_or(cairn_repo::Error::BlobNotIndexed(*b))? as usize;
+            buf.resize(len, 0);
+            r.read_exact(&mut buf).map_err(|e| Error::io(display(&f.rel), e))?;
+            if self.repo.blob_id(&buf) != *b {
+                return Err(Error::Invalid(format!("{}: verification failed: restored content differs", display(&f.rel))));
+            }
+        }
+        let mut extra = [0u8; 1];
+        if r.read(&mut extra).map_err(|e| Error::io(display(&f.rel), e))? != 0 {
+            return Err(Error::Invalid(format!("{}: verification failed: restored file is longer", display(&f.rel))));
+        }
+        Ok(())
+    }
+}
