@@ -1,1 +1,67 @@
-fn main() {}
+//! The `cairn` binary: raw arguments (clap) -> validated options -> library calls.
+//! User guidance, output formats and exit codes live here and nowhere else; `anyhow` is
+//! used only in this crate.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage error (clap), 3 backup saved but some files
+//! could not be read.
+
+mod args;
+mod backup;
+mod browse;
+mod check;
+mod context;
+mod keys;
+mod output;
+mod restore;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// An error that already printed what it had to say and wants a specific exit code.
+#[derive(Debug)]
+pub struct Exit(pub i32);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(Exit(c)) => *c,
+            None => {
+                eprintln!("cairn: error: {}", output::one_line(&e));
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-io")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
+    let ctx = context::Context::new(&cli.global, rt.handle().clone())?;
+    match cli.command {
+        Command::Init(a) => context::init(&ctx, &a),
+        Command::Backup(a) => backup::run(&ctx, &a),
+        Command::Snapshots(a) => browse::snapshots(&ctx, &a),
+        Command::Ls(a) => browse::ls(&ctx, &a),
+        Command::Find(a) => browse::find(&ctx, &a),
+        Command::Diff(a) => browse::diff(&ctx, &a),
+        Command::Dump(a) => browse::dump(&ctx, &a),
+        Command::Stats(a) => browse::stats(&ctx, &a),
+        Command::Restore(a) => restore::run(&ctx, &a),
+        Command::Check(a) => check::run(&ctx, &a),
+        Command::Key(a) => keys::run(&ctx, &a),
+    }
+}

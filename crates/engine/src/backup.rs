@@ -80,14 +80,14 @@ enum Top {
     Inner(BTreeMap<Vec<u8>, Top>),
 }
 
-pub struct Archiver<'a, S: Source> {
+pub struct Archiver<'a, S: Source + ?Sized> {
     repo: &'a Repository,
     source: &'a S,
     opts: BackupOptions,
     progress: &'a Progress,
 }
 
-struct Walker<'s, 'r, S: Source> {
+struct Walker<'s, 'r, S: Source + ?Sized> {
     source: &'s S,
     saver: &'s BlobSaver<'r>,
     jobs: Sender<FileJob>,
@@ -99,7 +99,7 @@ struct Walker<'s, 'r, S: Source> {
     progress: &'s Progress,
 }
 
-impl<'a, S: Source> Archiver<'a, S> {
+impl<'a, S: Source + ?Sized> Archiver<'a, S> {
     pub fn new(repo: &'a Repository, source: &'a S, opts: BackupOptions, progress: &'a Progress) -> Self {
         Archiver { repo, source, opts, progress }
     }
@@ -201,7 +201,7 @@ fn pack_loop(mut w: WorkerSaver<'_, '_>, rx: Receiver<(BlobId, Vec<u8>)>, errs: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn read_loop<S: Source>(
+fn read_loop<S: Source + ?Sized>(
     repo: &Repository,
     saver: &BlobSaver<'_>,
     source: &S,
@@ -230,10 +230,10 @@ fn read_loop<S: Source>(
             Ok(FileDone { content, size })
         })();
         progress.files_done.fetch_add(1, Ordering::Relaxed);
-        if let Ok(done) = &r {
+        if r.is_ok() {
             let name = job.before.name.0.clone();
             let changed = match source.node(&job.path, &name) {
-                Ok(after) => after.mtime != job.before.mtime || after.size != done.size || after.ctime != job.before.ctime,
+                Ok(after) => after.mtime != job.before.mtime || after.size != job.before.size || after.ctime != job.before.ctime,
                 Err(_) => true,
             };
             if changed {
@@ -286,7 +286,7 @@ fn build_top(paths: &[PathBuf]) -> Result<Top> {
     Ok(Top::Inner(root))
 }
 
-impl<S: Source> Walker<'_, '_, S> {
+impl<S: Source + ?Sized> Walker<'_, '_, S> {
     /// The root's children.
     fn walk_top(&mut self, top: &Top, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
         match top {

@@ -1,0 +1,20 @@
+//! The local filesystem as a backup [`Source`](cairn_engine::Source) ([`FsSource`]) and a
+//! restore [`Destination`](cairn_engine::Destination) ([`FsDestination`]): metadata,
+//! owners, xattrs, symlinks, hardlinks, sparse files, FIFOs and devices.
+//!
+//! Key decision: restore safety lives here, at the only place that touches paths. Every
+//! entry name was validated by the planner; in addition every open and create here uses
+//! `O_NOFOLLOW`/`lstat`, directories are created parents-first and checked to be real
+//! directories, and symlinks are created only after all files and directories, so no
+//! write ever goes through a symlink the restore created.
+
+mod meta;
+mod source;
+mod target;
+
+pub use meta::{current_user, hostname, IdNames};
+pub use source::{FsSource, FsSourceOptions};
+pub use target::FsDestination;
+
+mod patterns;
+pub use patterns::PathMatcher;

@@ -168,6 +168,14 @@ impl Repository {
         Ok(())
     }
 
+    /// Adds a key for `password`, then removes the key in use: the new key file is durable
+    /// before the old one goes, so a crash leaves both, never neither.
+    pub fn change_password(&self, password: &[u8], meta: &KeyMeta, kdf: KdfParams) -> Result<KeyId> {
+        let id = self.add_key(password, meta, kdf)?;
+        self.block_on(self.store.delete(&layout::key(&self.key_id)))?;
+        Ok(id)
+    }
+
     // ---- sealed objects ----
 
     fn save_sealed(&self, prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {

@@ -1,0 +1,209 @@
+//! Raw command-line arguments, exactly as parsed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about = "Encrypted, deduplicated backups and disaster recovery")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a directory path (default: $XDG_DATA_HOME/cairn/repo)
+    #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (also CAIRN_PASSWORD_FILE)
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Print more detail (warnings, each file with an error)
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+    /// Directory for local caches (remote repositories; a local repository needs none)
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository
+    Init(InitArgs),
+    /// Back up files, stdin or a command's output
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List the files of a snapshot
+    Ls(LsArgs),
+    /// Find files by name across snapshots
+    Find(FindArgs),
+    /// Show what changed between two snapshots
+    Diff(DiffArgs),
+    /// Write a file of a snapshot to stdout
+    Dump(DumpArgs),
+    /// Sizes, deduplication and compression
+    Stats(StatsArgs),
+    /// Restore a snapshot
+    Restore(RestoreArgs),
+    /// Verify the repository
+    Check(CheckArgs),
+    /// Manage the repository's keys (passwords)
+    Key(KeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    pub paths: Vec<PathBuf>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Exclude paths matching this gitignore-style pattern
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Snapshot to compare against (default: latest with the same host and paths)
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even unchanged ones
+    #[arg(long)]
+    pub force: bool,
+    /// Snapshot time (RFC 3339), for imports and tests
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Do everything but write to the repository
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Back up standard input as the file --stdin-name
+    #[arg(long)]
+    pub stdin: bool,
+    /// Back up this shell command's standard output as the file --stdin-name
+    #[arg(long)]
+    pub command: Option<String>,
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    pub snapshot: String,
+    pub path: Option<String>,
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob on file names (or on whole paths when it contains a '/')
+    pub pattern: String,
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    pub snapshot1: String,
+    pub snapshot2: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    pub snapshot: String,
+    /// Path of the file in the snapshot (optional for a stdin snapshot)
+    pub path: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:SUBPATH
+    pub snapshot: String,
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    #[arg(long = "include")]
+    pub includes: Vec<String>,
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    #[arg(long, value_enum, default_value = "always")]
+    pub overwrite: OverwriteArg,
+    /// Re-read what was written and check it against the snapshot
+    #[arg(long)]
+    pub verify: bool,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read and authenticate every blob of every pack
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read a subset: N% (random) or K/M (the K-th of M parts)
+    #[arg(long)]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// List keys
+    List,
+    /// Add a key (new password from --new-password-file, CAIRN_NEW_PASSWORD or a prompt)
+    Add(NewPassword),
+    /// Remove a key by id (prefix)
+    Remove { id: String },
+    /// Change the password of the key in use
+    Passwd(NewPassword),
+}
+
+#[derive(Args, Debug)]
+pub struct NewPassword {
+    #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+}

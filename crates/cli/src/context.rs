@@ -1,0 +1,208 @@
+//! Global options -> a validated context: which repository, how to get its password,
+//! and how to open or create it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use cairn_repo::{InitOptions, KeyMeta, Repository};
+use cairn_store::{DryRunStore, LocalStore, Store};
+
+use crate::args::{Global, InitArgs};
+
+pub struct Context {
+    pub g: Global,
+    pub rt: tokio::runtime::Handle,
+    /// Where the repository is.
+    pub repo_path: PathBuf,
+    /// True when no repository was named and the default one is used.
+    pub is_default: bool,
+}
+
+pub fn data_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")),
+    }
+}
+
+fn config_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")),
+    }
+}
+
+/// The generated password of the default repository, for users who set none.
+fn default_password_file() -> Option<PathBuf> {
+    config_home().map(|c| c.join("cairn/default-repo.password"))
+}
+
+impl Context {
+    pub fn new(g: &Global, rt: tokio::runtime::Handle) -> Result<Context> {
+        let (repo_path, is_default) = match &g.repo {
+            Some(r) if r.contains("://") => {
+                let scheme = r.split("://").next().unwrap_or("");
+                bail!("repository URL scheme '{scheme}://' is not supported yet; use a directory path")
+            }
+            Some(r) if r.is_empty() => bail!("--repo is empty"),
+            Some(r) => (PathBuf::from(r), false),
+            None => {
+                let d = data_home().ok_or_else(|| anyhow!("no repository given (--repo or CAIRN_REPO) and no HOME to put the default one in"))?;
+                (d.join("cairn/repo"), true)
+            }
+        };
+        Ok(Context { g: g.clone(), rt, repo_path, is_default })
+    }
+
+    pub fn store(&self, dry_run: bool) -> Arc<dyn Store> {
+        let s: Arc<dyn Store> = Arc::new(LocalStore::new(&self.repo_path));
+        if dry_run {
+            Arc::new(DryRunStore::new(s))
+        } else {
+            s
+        }
+    }
+
+    pub fn location(&self) -> String {
+        self.repo_path.display().to_string()
+    }
+
+    /// The password: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND,
+    /// CAIRN_PASSWORD, the default repository's generated file, or a prompt on a terminal.
+    pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+        if let Some(f) = &self.g.password_file {
+            return read_password_file(f);
+        }
+        if let Ok(cmd) = std::env::var("CAIRN_PASSWORD_COMMAND") {
+            let out = std::process::Command::new("sh").arg("-c").arg(&cmd).stderr(std::process::Stdio::inherit()).output().with_context(|| format!("running CAIRN_PASSWORD_COMMAND {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("CAIRN_PASSWORD_COMMAND failed ({})", out.status);
+            }
+            return Ok(trim_newline(out.stdout));
+        }
+        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if self.is_default {
+            if let Some(f) = default_password_file().filter(|f| f.exists()) {
+                return read_password_file(&f);
+            }
+        }
+        prompt("enter repository password: ", confirm)
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        self.open_with(false)
+    }
+
+    pub fn open_with(&self, dry_run: bool) -> Result<Repository> {
+        if self.is_default && !self.repo_path.join("config").exists() {
+            bail!("no repository given (--repo or CAIRN_REPO) and the default repository {} does not exist yet; 'cairn backup PATH' creates it", self.location());
+        }
+        let pw = self.password(false)?;
+        Ok(Repository::open(self.store(dry_run), self.rt.clone(), &pw)?)
+    }
+
+    /// Opens the repository, creating the default one on first use (backup only).
+    pub fn open_or_create_default(&self, dry_run: bool) -> Result<Repository> {
+        if !self.is_default || self.repo_path.join("config").exists() {
+            return self.open_with(dry_run);
+        }
+        if dry_run {
+            bail!("the default repository {} does not exist yet; run without --dry-run to create it", self.location());
+        }
+        let explicit = self.g.password_file.is_some() || std::env::var_os("CAIRN_PASSWORD_COMMAND").is_some() || std::env::var_os("CAIRN_PASSWORD").is_some();
+        let pw = if explicit {
+            self.password(true)?
+        } else {
+            let f = default_password_file().ok_or_else(|| anyhow!("no HOME for the default repository's password file"))?;
+            let pw = generate_password()?;
+            write_secret(&f, &pw)?;
+            if !self.g.quiet {
+                eprintln!("cairn: generated a password for the default repository in {} (keep a copy elsewhere: without it the backups cannot be read)", f.display());
+            }
+            pw
+        };
+        let repo = Repository::init(self.store(false), self.rt.clone(), &pw, &key_meta(), InitOptions::default())?;
+        if !self.g.quiet {
+            eprintln!("cairn: created the default repository in {}", self.location());
+        }
+        Ok(repo)
+    }
+}
+
+pub fn key_meta() -> KeyMeta {
+    let (_, _, user) = cairn_fs::current_user();
+    KeyMeta { hostname: cairn_fs::hostname(), username: user, created: now_rfc3339() }
+}
+
+pub fn now_rfc3339() -> String {
+    let z = jiff::ZonedDateTime::now();
+    z.timestamp().display_with_offset(z.offset()).to_string()
+}
+
+fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
+    while matches!(v.last(), Some(b'\n') | Some(b'\r')) {
+        v.pop();
+    }
+    v
+}
+
+pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
+    let v = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let v = trim_newline(v);
+    if v.is_empty() {
+        bail!("password file {} is empty", f.display());
+    }
+    Ok(v)
+}
+
+pub fn prompt(msg: &str, confirm: bool) -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        bail!("no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or run on a terminal");
+    }
+    let p = rpassword::prompt_password(msg).context("reading the password")?;
+    if p.is_empty() {
+        bail!("empty password");
+    }
+    if confirm {
+        let q = rpassword::prompt_password("enter it again: ").context("reading the password")?;
+        if p != q {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(p.into_bytes())
+}
+
+fn generate_password() -> Result<Vec<u8>> {
+    let b: [u8; 24] = cairn_crypto::random_array()?;
+    Ok(cairn_format::id::to_hex(&b).into_bytes())
+}
+
+fn write_secret(f: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = f.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(f).with_context(|| format!("creating {}", f.display()))?;
+    file.write_all(data)?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
+
+pub fn init(ctx: &Context, _a: &InitArgs) -> Result<()> {
+    if ctx.repo_path.join("config").exists() {
+        bail!("a repository already exists at {}", ctx.location());
+    }
+    let pw = ctx.password(true)?;
+    let repo = Repository::init(ctx.store(false), ctx.rt.clone(), &pw, &key_meta(), InitOptions::default())?;
+    if ctx.g.json {
+        println!("{}", serde_json::json!({"repository": ctx.location(), "id": repo.config().id}));
+    } else if !ctx.g.quiet {
+        println!("created repository {} at {}", &repo.config().id[..8], ctx.location());
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Formatting for people: sizes, times, one-line errors, progress.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+pub fn bytes(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
+}
+
+/// An RFC 3339 time shown in the local time zone.
+pub fn local_time(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+pub fn ns_time(ns: i64) -> String {
+    match jiff::Timestamp::from_nanosecond(ns as i128) {
+        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => ns.to_string(),
+    }
+}
+
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Prints a status line to stderr every 250 ms until `stop` is set.
+pub fn progress_loop(stop: &AtomicBool, line: &dyn Fn(Duration) -> String) {
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        let l = line(start.elapsed());
+        let mut e = std::io::stderr().lock();
+        let _ = write!(e, "\r\x1b[2K{l}");
+        let _ = e.flush();
+    }
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "\r\x1b[2K");
+    let _ = e.flush();
+}
+
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+pub fn mode_string(kind: cairn_format::tree::NodeKind, mode: u32) -> String {
+    use cairn_format::tree::NodeKind::*;
+    let t = match kind {
+        Dir => 'd',
+        Symlink => 'l',
+        Fifo => 'p',
+        Chardev => 'c',
+        Blockdev => 'b',
+        Socket => 's',
+        File => '-',
+    };
+    let mut s = String::from(t);
+    for (i, c) in ['r', 'w', 'x', 'r', 'w', 'x', 'r', 'w', 'x'].iter().enumerate() {
+        s.push(if mode & (1 << (8 - i)) != 0 { *c } else { '-' });
+    }
+    s
+}

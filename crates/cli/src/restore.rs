@@ -1,0 +1,93 @@
+//! `cairn restore`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::{anyhow, Result};
+use cairn_engine::{browse, Overwrite, RestoreOptions, Restorer};
+use cairn_fs::{FsDestination, PathMatcher};
+
+use crate::args::{OverwriteArg, RestoreArgs};
+use crate::context::Context;
+use crate::output;
+
+pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
+    let (spec, sub) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s, Some(p)),
+        None => (a.snapshot.as_str(), None),
+    };
+    let includes = PathMatcher::new(&a.includes).map_err(|e| anyhow!(e))?;
+    let excludes = PathMatcher::new(&a.excludes).map_err(|e| anyhow!(e))?;
+    let repo = ctx.open()?;
+    let (sid, snap) = repo.resolve_snapshot(spec)?;
+    let index = repo.load_index()?;
+    let prefix = sub.map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
+    let root = match sub {
+        Some(p) => browse::subtree(&repo, &index, snap.tree, p)?,
+        None => snap.tree,
+    };
+    let filter = |path: &str, is_dir: bool| -> bool {
+        if excludes.matches(path, is_dir) {
+            return false;
+        }
+        includes.is_empty() || is_dir || includes.matches(path, is_dir)
+    };
+    let opts = RestoreOptions {
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        verify: a.verify,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+        filter: &filter,
+    };
+    let dest = FsDestination::new(&a.target).map_err(|e| anyhow!("{}: {e}", a.target.display()))?;
+    let restorer = Restorer::new(&repo, &index);
+    let plan = restorer.plan(root, &prefix, &dest, &opts)?;
+    if a.dry_run {
+        if ctx.g.json {
+            println!("{}", serde_json::json!({"snapshot_id": sid.to_hex(), "dry_run": true, "files": plan.files_total, "bytes": plan.bytes_total, "files_skipped": plan.files_skipped}));
+        } else if !ctx.g.quiet {
+            println!("would restore {} files ({}), skipping {} already present, from snapshot {} to {}", plan.files_total - plan.files_skipped, output::bytes(plan.bytes_total), plan.files_skipped, sid.short(), a.target.display());
+        }
+        return Ok(());
+    }
+    let total = plan.bytes_total;
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
+    let start = std::time::Instant::now();
+    let sum = std::thread::scope(|s| {
+        if show {
+            s.spawn(|| output::progress_loop(&stop, &|el| format!("[{}] {} / {}", output::duration(el), output::bytes(done.load(Ordering::Relaxed)), output::bytes(total))));
+        }
+        let r = restorer.execute(plan, &dest, &opts, &done);
+        stop.store(true, Ordering::Relaxed);
+        r
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    for e in &sum.errors {
+        eprintln!("cairn: warning: {e}");
+    }
+    if ctx.g.json {
+        println!(
+            "{}",
+            serde_json::json!({"snapshot_id": sid.to_hex(), "files": sum.files, "dirs": sum.dirs, "specials": sum.specials,
+                "bytes_written": sum.bytes_written, "files_skipped": sum.files_skipped, "verified": sum.verified, "duration_secs": secs})
+        );
+    } else if !ctx.g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} other, {} written, {} skipped{} in {:.2} s",
+            sid.short(),
+            a.target.display(),
+            sum.files,
+            sum.dirs,
+            sum.specials,
+            output::bytes(sum.bytes_written),
+            sum.files_skipped,
+            if a.verify { format!(", {} verified", sum.verified) } else { String::new() },
+            secs
+        );
+    }
+    Ok(())
+}

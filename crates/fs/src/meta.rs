@@ -1,0 +1,212 @@
+//! Reading and applying metadata through libc: xattrs, times, owners, names.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use cairn_format::tree::{HexBytes, Node, NodeKind, RawName, Xattr};
+
+pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+pub(crate) fn kind_of(m: &Metadata) -> NodeKind {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = m.file_type();
+    if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else if ft.is_block_device() {
+        NodeKind::Blockdev
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+/// uid/gid -> name, cached (NSS lookups are slow).
+#[derive(Default)]
+pub struct IdNames {
+    users: Mutex<HashMap<u32, Option<String>>>,
+    groups: Mutex<HashMap<u32, Option<String>>>,
+}
+
+impl IdNames {
+    pub fn user(&self, uid: u32) -> Option<String> {
+        let mut m = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(uid).or_insert_with(|| user_name(uid)).clone()
+    }
+    pub fn group(&self, gid: u32) -> Option<String> {
+        let mut m = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(gid).or_insert_with(|| group_name(gid)).clone()
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers point to live, correctly sized buffers owned by this frame.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points into `buf`, NUL-terminated.
+    Some(unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned())
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in user_name.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points into `buf`, NUL-terminated.
+    Some(unsafe { CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned())
+}
+
+/// The machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// (uid, gid, user name) of this process.
+pub fn current_user() -> (u32, u32, String) {
+    // SAFETY: these calls cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    (uid, gid, user_name(uid).unwrap_or_else(|| uid.to_string()))
+}
+
+pub(crate) fn node_from(path: &Path, name: &[u8], m: &Metadata, names: &IdNames) -> io::Result<Node> {
+    let kind = kind_of(m);
+    let mut n = Node::new(name.to_vec(), kind);
+    n.mode = m.mode() & 0o7777;
+    n.uid = m.uid();
+    n.gid = m.gid();
+    n.user = names.user(n.uid);
+    n.group = names.group(n.gid);
+    n.mtime = ns(m.mtime(), m.mtime_nsec());
+    n.atime = ns(m.atime(), m.atime_nsec());
+    n.ctime = ns(m.ctime(), m.ctime_nsec());
+    n.inode = m.ino();
+    n.device = m.dev();
+    n.links = m.nlink();
+    match kind {
+        NodeKind::File => n.size = m.len(),
+        NodeKind::Symlink => n.link_target = Some(RawName(std::fs::read_link(path)?.as_os_str().as_bytes().to_vec())),
+        NodeKind::Chardev | NodeKind::Blockdev => n.rdev = m.rdev(),
+        _ => {}
+    }
+    n.xattrs = read_xattrs(path).unwrap_or_default();
+    Ok(n)
+}
+
+fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let c = cpath(path)?;
+    // SAFETY: a null buffer with size 0 asks for the needed size.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut list = vec![0u8; size as usize];
+    // SAFETY: list is writable for its length.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), list.as_mut_ptr() as *mut libc::c_char, list.len()) };
+    if size < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    for name in list[..size as usize].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).map_err(|_| io::Error::other("xattr name"))?;
+        // SAFETY: size query as above.
+        let vs = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0) };
+        if vs < 0 {
+            continue;
+        }
+        let mut v = vec![0u8; vs as usize];
+        // SAFETY: v is writable for its length.
+        let vs = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
+        if vs < 0 {
+            continue;
+        }
+        v.truncate(vs as usize);
+        out.push(Xattr { name: RawName(name.to_vec()), value: HexBytes(v) });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+pub(crate) fn write_xattrs(path: &Path, xattrs: &[Xattr]) -> io::Result<()> {
+    let c = cpath(path)?;
+    for x in xattrs {
+        let cn = CString::new(x.name.0.clone()).map_err(|_| io::Error::other("xattr name"))?;
+        // SAFETY: pointers are valid for the given lengths.
+        let rc = unsafe { libc::lsetxattr(c.as_ptr(), cn.as_ptr(), x.value.0.as_ptr() as *const libc::c_void, x.value.0.len(), 0) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // Not supported here (e.g. security.* without privilege): not fatal.
+            if !matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
+    let c = cpath(path)?;
+    let ts = |t: i64| libc::timespec { tv_sec: t.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: t.rem_euclid(1_000_000_000) as _ };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: c and times are valid for the call.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn mknod(path: &Path, kind: NodeKind, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cpath(path)?;
+    let t = match kind {
+        NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::Chardev => libc::S_IFCHR,
+        NodeKind::Blockdev => libc::S_IFBLK,
+        NodeKind::Socket => libc::S_IFSOCK,
+        _ => return Err(io::Error::other("not a special file")),
+    };
+    // SAFETY: c is a valid C string.
+    let rc = unsafe { libc::mknod(c.as_ptr(), t | (mode & 0o7777) as libc::mode_t, rdev as libc::dev_t) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn is_root() -> bool {
+    // SAFETY: cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

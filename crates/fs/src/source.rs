@@ -1,0 +1,102 @@
+//! The filesystem as a backup source.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use cairn_engine::Source;
+use cairn_format::tree::Node;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::meta::{node_from, IdNames};
+
+#[derive(Debug, Clone, Default)]
+pub struct FsSourceOptions {
+    /// gitignore-syntax patterns; a pattern with a `/` is anchored at the filesystem root.
+    pub excludes: Vec<String>,
+    /// Do not descend into directories on another filesystem than their backup root.
+    pub one_file_system: bool,
+    /// The backup roots (for `one_file_system`).
+    pub roots: Vec<PathBuf>,
+}
+
+pub struct FsSource {
+    excludes: Gitignore,
+    root_devs: Vec<(PathBuf, u64)>,
+    one_file_system: bool,
+    names: IdNames,
+}
+
+impl FsSource {
+    pub fn new(opts: FsSourceOptions) -> Result<Self, String> {
+        let mut b = GitignoreBuilder::new("/");
+        for p in &opts.excludes {
+            b.add_line(None, p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
+        }
+        let excludes = b.build().map_err(|e| format!("bad exclude patterns: {e}"))?;
+        let root_devs = opts.roots.iter().filter_map(|r| fs::symlink_metadata(r).ok().map(|m| (r.clone(), m.dev()))).collect();
+        Ok(FsSource { excludes, root_devs, one_file_system: opts.one_file_system, names: IdNames::default() })
+    }
+
+    fn root_dev(&self, path: &Path) -> Option<u64> {
+        self.root_devs.iter().filter(|(r, _)| path.starts_with(r)).max_by_key(|(r, _)| r.as_os_str().len()).map(|(_, d)| *d)
+    }
+}
+
+impl Source for FsSource {
+    fn node(&self, path: &Path, name: &[u8]) -> io::Result<Node> {
+        let m = fs::symlink_metadata(path)?;
+        node_from(path, name, &m, &self.names)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for e in fs::read_dir(path)? {
+            let e = e?;
+            names.push(e.file_name().as_bytes().to_vec());
+        }
+        names.sort();
+        let dev = if self.one_file_system { self.root_dev(path) } else { None };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let p = path.join(std::ffi::OsStr::from_bytes(&name));
+            let m = match fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
+                Err(e) => {
+                    out.push((name, Err(e)));
+                    continue;
+                }
+            };
+            if self.is_excluded(&p, m.is_dir()) {
+                continue;
+            }
+            if let Some(d) = dev {
+                if m.is_dir() && m.dev() != d {
+                    continue;
+                }
+            }
+            let n = node_from(&p, &name, &m, &self.names);
+            out.push((name, n));
+        }
+        Ok(out)
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        // O_NOATIME keeps backups from touching access times; only the owner (or root)
+        // may use it, so fall back without it.
+        let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW).open(path);
+        let f = match f {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?,
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(f))
+    }
+
+    fn is_excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.excludes.matched(path, is_dir).is_ignore()
+    }
+}
