@@ -226,7 +226,7 @@ pub fn stats(ctx: &Context, _a: &StatsArgs) -> Result<()> {
     let index = repo.load_index()?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
     let (mut raw, mut enc, mut blobs) = (0u64, 0u64, 0u64);
-    for (_, loc) in index.iter() {
+    for (_, loc) in index.iter().filter(|(_, l)| l.kind == cairn_format::BlobType::Data) {
         raw += loc.raw_length as u64;
         enc += loc.length as u64;
         blobs += 1;
@@ -242,7 +242,7 @@ pub fn stats(ctx: &Context, _a: &StatsArgs) -> Result<()> {
     if ctx.g.json {
         println!(
             "{}",
-            serde_json::json!({"snapshots": snaps.len(), "logical_size": logical, "unique_size": raw, "stored_size": stored + meta,
+            serde_json::json!({"snapshots": snaps.len(), "logical_size": logical, "unique_data": raw, "stored_size": stored + meta,
                 "pack_bytes": stored, "packs": listed.len(), "blobs": blobs, "dedup_ratio": dedup, "compression_ratio": comp})
         );
     } else {

@@ -177,6 +177,8 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
         summary.bytes_added = stats.bytes_added;
         summary.blobs_added = stats.blobs_added;
         summary.duration_secs = start.elapsed().as_secs_f64();
+        // What the readers actually read (a stream's size is unknown until its end).
+        summary.bytes_read = self.progress.bytes_done.load(Ordering::Relaxed);
         summary.errors = errors.clone();
         Ok(BackupOutcome { tree, summary, stats, errors, warnings: warnings.into_inner().unwrap_or_default() })
     }
@@ -370,7 +372,12 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
                 self.summary.total_bytes += node.size;
                 if node.links > 1 {
                     if let Some(&slot) = self.hardlinks.get(&(node.device, node.inode)) {
-                        self.summary.files_unmodified += 1;
+                        // Another name of an inode already being read: never read twice.
+                        match pnode {
+                            Some(p) if unchanged(&node, p) => self.summary.files_unmodified += 1,
+                            Some(_) => self.summary.files_changed += 1,
+                            None => self.summary.files_new += 1,
+                        }
                         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
                         return Some(Entry::File { node, slot });
                     }
@@ -420,6 +427,7 @@ fn build_tree(repo: &Repository, children: Vec<Entry>, results: &mut Results, w:
             }
             Entry::File { mut node, slot } => match results.get(slot).cloned().flatten() {
                 Some(Ok(done)) => {
+                    summary.total_bytes = summary.total_bytes.saturating_sub(node.size) + done.size;
                     node.content = done.content;
                     node.size = done.size;
                     nodes.push(node);
@@ -435,7 +443,6 @@ fn build_tree(repo: &Repository, children: Vec<Entry>, results: &mut Results, w:
             Entry::Leaf(node) => nodes.push(node),
         }
     }
-    let _ = summary;
     let tree = Tree::new(nodes);
     let bytes = tree.encode();
     let id = repo.blob_id(&bytes);

@@ -278,13 +278,42 @@ impl<'a> Restorer<'a> {
                     continue; // the file was pre-sized: leave a hole
                 }
                 let f = &files[*fi];
-                dest.write_at(&f.rel, *off, &data).map_err(|e| Error::io(display(&f.rel), e))?;
-                written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                write_sparse(dest, &f.rel, *off, &data, written).map_err(|e| Error::io(display(&f.rel), e))?;
             }
         }
         Ok(())
     }
 
+}
+
+/// Writes the non-zero 4 KiB blocks of `data` at `off` (the file was pre-sized, so the
+/// skipped blocks stay holes and a sparse file is restored sparse).
+fn write_sparse(dest: &dyn Destination, rel: &RelPath, off: u64, data: &[u8], written: &AtomicU64) -> io::Result<()> {
+    const B: usize = 4096;
+    let mut run_start: Option<usize> = None;
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + B).min(data.len());
+        let zero = data[i..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(s)) => {
+                dest.write_at(rel, off + s as u64, &data[s..i])?;
+                written.fetch_add((i - s) as u64, Ordering::Relaxed);
+                run_start = None;
+            }
+            _ => {}
+        }
+        i = end;
+    }
+    if let Some(s) = run_start {
+        dest.write_at(rel, off + s as u64, &data[s..])?;
+        written.fetch_add((data.len() - s) as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+impl Restorer<'_> {
     /// Re-reads a restored file and checks every chunk against its blob id.
     fn verify_file(&self, dest: &dyn Destination, f: &PlannedFile) -> Result<()> {
         let mut r = dest.open_read(&f.rel).map_err(|e| Error::io(display(&f.rel), e))?;
