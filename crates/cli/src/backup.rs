@@ -32,7 +32,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
     let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
     match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent).with_context(|| format!("{}", parent.display()))?.join(name)),
+        (Some(parent), Some(name)) => {
+            Ok(std::fs::canonicalize(parent).with_context(|| format!("{}", parent.display()))?.join(name))
+        }
         _ => std::fs::canonicalize(&abs).with_context(|| format!("{}", p.display())),
     }
 }
@@ -48,7 +50,8 @@ fn validate(a: &BackupArgs) -> Result<Plan> {
     if !stream && a.paths.is_empty() {
         bail!("nothing to back up: give at least one path (or --stdin / --command)");
     }
-    if stream && (a.stdin_name.is_empty() || a.stdin_name.contains('/') || a.stdin_name == "." || a.stdin_name == "..") {
+    if stream && (a.stdin_name.is_empty() || a.stdin_name.contains('/') || a.stdin_name == "." || a.stdin_name == "..")
+    {
         bail!("--stdin-name must be a plain file name");
     }
     let mut paths = Vec::new();
@@ -76,7 +79,12 @@ fn path_strings(paths: &[PathBuf]) -> Vec<String> {
     v
 }
 
-fn find_parent(repo: &Repository, a: &BackupArgs, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn find_parent(
+    repo: &Repository,
+    a: &BackupArgs,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     if let Some(p) = &a.parent {
         return Ok(Some(repo.resolve_snapshot(p)?));
     }
@@ -120,7 +128,12 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         let p = s.path();
         (Box::new(s), vec![p])
     } else {
-        let src = FsSource::new(FsSourceOptions { excludes: plan.excludes.clone(), one_file_system: a.one_file_system, roots: plan.paths.clone() }).map_err(|e| anyhow!(e))?;
+        let src = FsSource::new(FsSourceOptions {
+            excludes: plan.excludes.clone(),
+            one_file_system: a.one_file_system,
+            roots: plan.paths.clone(),
+        })
+        .map_err(|e| anyhow!(e))?;
         (Box::new(src), path_strings(&plan.paths))
     };
     let stream = child.is_some() || a.stdin;
@@ -204,7 +217,11 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
             if a.dry_run {
                 println!("dry run: nothing was written");
             } else {
-                println!("snapshot {} saved{}", id.short(), if snap.partial { " (partial: some files could not be read)" } else { "" });
+                println!(
+                    "snapshot {} saved{}",
+                    id.short(),
+                    if snap.partial { " (partial: some files could not be read)" } else { "" }
+                );
             }
         }
     }
@@ -225,5 +242,11 @@ fn progress_line(p: &Progress, el: std::time::Duration) -> String {
     } else {
         String::new()
     };
-    format!("[{}] {files} files, {} / {}, {}/s{eta}", output::duration(el), output::bytes(done), output::bytes(total), output::bytes(rate as u64))
+    format!(
+        "[{}] {files} files, {} / {}, {}/s{eta}",
+        output::duration(el),
+        output::bytes(done),
+        output::bytes(total),
+        output::bytes(rate as u64)
+    )
 }

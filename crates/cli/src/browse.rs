@@ -69,7 +69,14 @@ fn long_line(path: &str, n: &Node) -> String {
     let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
     let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
     let link = n.link_target.as_ref().map(|t| format!(" -> {}", t.lossy())).unwrap_or_default();
-    format!("{} {:<8} {:<8} {:>12} {} {path}{link}", output::mode_string(n.kind, n.mode), owner, group, n.size, output::ns_time(n.mtime))
+    format!(
+        "{} {:<8} {:<8} {:>12} {} {path}{link}",
+        output::mode_string(n.kind, n.mode),
+        owner,
+        group,
+        n.size,
+        output::ns_time(n.mtime)
+    )
 }
 
 pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
@@ -123,7 +130,11 @@ pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
 }
 
 pub fn find(ctx: &Context, a: &FindArgs) -> Result<()> {
-    let glob = globset::GlobBuilder::new(&a.pattern).literal_separator(false).build().map_err(|e| anyhow!("bad pattern {:?}: {e}", a.pattern))?.compile_matcher();
+    let glob = globset::GlobBuilder::new(&a.pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| anyhow!("bad pattern {:?}: {e}", a.pattern))?
+        .compile_matcher();
     let whole_path = a.pattern.contains('/');
     let repo = ctx.open()?;
     let index = repo.load_index()?;
@@ -173,7 +184,8 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
     let mut changes = Vec::new();
     browse::diff(&repo, &index, Some(s1.tree), Some(s2.tree), "", &mut changes)?;
     if ctx.g.json {
-        let v: Vec<_> = changes.iter().map(|(c, p)| serde_json::json!({"change": c.symbol().to_string(), "path": p})).collect();
+        let v: Vec<_> =
+            changes.iter().map(|(c, p)| serde_json::json!({"change": c.symbol().to_string(), "path": p})).collect();
         println!("{}", serde_json::json!({"from": id1.to_hex(), "to": id2.to_hex(), "changes": v}));
     } else {
         for (c, p) in &changes {
@@ -200,7 +212,8 @@ pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
     let (_, snap) = repo.resolve_snapshot(&a.snapshot)?;
     let index = repo.load_index()?;
     let node = match &a.path {
-        Some(p) => browse::lookup(&repo, &index, snap.tree, p)?.ok_or_else(|| anyhow!("{p}: is the snapshot root, not a file"))?,
+        Some(p) => browse::lookup(&repo, &index, snap.tree, p)?
+            .ok_or_else(|| anyhow!("{p}: is the snapshot root, not a file"))?,
         None => {
             let t = repo.load_tree(&index, snap.tree)?;
             match t.nodes.as_slice() {

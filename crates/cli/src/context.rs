@@ -49,7 +49,9 @@ impl Context {
             Some(r) if r.is_empty() => bail!("--repo is empty"),
             Some(r) => (PathBuf::from(r), false),
             None => {
-                let d = data_home().ok_or_else(|| anyhow!("no repository given (--repo or CAIRN_REPO) and no HOME to put the default one in"))?;
+                let d = data_home().ok_or_else(|| {
+                    anyhow!("no repository given (--repo or CAIRN_REPO) and no HOME to put the default one in")
+                })?;
                 (d.join("cairn/repo"), true)
             }
         };
@@ -76,7 +78,12 @@ impl Context {
             return read_password_file(f);
         }
         if let Ok(cmd) = std::env::var("CAIRN_PASSWORD_COMMAND") {
-            let out = std::process::Command::new("sh").arg("-c").arg(&cmd).stderr(std::process::Stdio::inherit()).output().with_context(|| format!("running CAIRN_PASSWORD_COMMAND {cmd:?}"))?;
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running CAIRN_PASSWORD_COMMAND {cmd:?}"))?;
             if !out.status.success() {
                 bail!("CAIRN_PASSWORD_COMMAND failed ({})", out.status);
             }
@@ -113,11 +120,14 @@ impl Context {
         if dry_run {
             bail!("the default repository {} does not exist yet; run without --dry-run to create it", self.location());
         }
-        let explicit = self.g.password_file.is_some() || std::env::var_os("CAIRN_PASSWORD_COMMAND").is_some() || std::env::var_os("CAIRN_PASSWORD").is_some();
+        let explicit = self.g.password_file.is_some()
+            || std::env::var_os("CAIRN_PASSWORD_COMMAND").is_some()
+            || std::env::var_os("CAIRN_PASSWORD").is_some();
         let pw = if explicit {
             self.password(true)?
         } else {
-            let f = default_password_file().ok_or_else(|| anyhow!("no HOME for the default repository's password file"))?;
+            let f =
+                default_password_file().ok_or_else(|| anyhow!("no HOME for the default repository's password file"))?;
             let pw = generate_password()?;
             write_secret(&f, &pw)?;
             if !self.g.quiet {
@@ -187,7 +197,12 @@ fn write_secret(f: &std::path::Path, data: &[u8]) -> Result<()> {
     if let Some(d) = f.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(f).with_context(|| format!("creating {}", f.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(f)
+        .with_context(|| format!("creating {}", f.display()))?;
     file.write_all(data)?;
     file.write_all(b"\n")?;
     Ok(())

@@ -32,7 +32,13 @@ pub fn run(ctx: &Context, a: &KeyArgs) -> Result<()> {
                 println!(" {:<10} {:<12} {:<20} created", "ID", "user", "host");
                 for (id, k) in keys {
                     let cur = if id == repo.key_id() { '*' } else { ' ' };
-                    println!("{cur}{:<10} {:<12} {:<20} {}", id.short(), k.username, k.hostname, crate::output::local_time(&k.created));
+                    println!(
+                        "{cur}{:<10} {:<12} {:<20} {}",
+                        id.short(),
+                        k.username,
+                        k.hostname,
+                        crate::output::local_time(&k.created)
+                    );
                 }
             }
         }
@@ -47,7 +53,8 @@ pub fn run(ctx: &Context, a: &KeyArgs) -> Result<()> {
         }
         KeyAction::Remove { id } => {
             let keys = repo.list_keys()?;
-            let m: Vec<KeyId> = keys.iter().map(|(k, _)| *k).filter(|k| k.to_hex().starts_with(&id.to_ascii_lowercase())).collect();
+            let m: Vec<KeyId> =
+                keys.iter().map(|(k, _)| *k).filter(|k| k.to_hex().starts_with(&id.to_ascii_lowercase())).collect();
             let target = match m.as_slice() {
                 [one] => *one,
                 [] => bail!("no key {id}"),

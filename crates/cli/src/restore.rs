@@ -46,9 +46,19 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let plan = restorer.plan(root, &prefix, &dest, &opts)?;
     if a.dry_run {
         if ctx.g.json {
-            println!("{}", serde_json::json!({"snapshot_id": sid.to_hex(), "dry_run": true, "files": plan.files_total, "bytes": plan.bytes_total, "files_skipped": plan.files_skipped}));
+            println!(
+                "{}",
+                serde_json::json!({"snapshot_id": sid.to_hex(), "dry_run": true, "files": plan.files_total, "bytes": plan.bytes_total, "files_skipped": plan.files_skipped})
+            );
         } else if !ctx.g.quiet {
-            println!("would restore {} files ({}), skipping {} already present, from snapshot {} to {}", plan.files_total - plan.files_skipped, output::bytes(plan.bytes_total), plan.files_skipped, sid.short(), a.target.display());
+            println!(
+                "would restore {} files ({}), skipping {} already present, from snapshot {} to {}",
+                plan.files_total - plan.files_skipped,
+                output::bytes(plan.bytes_total),
+                plan.files_skipped,
+                sid.short(),
+                a.target.display()
+            );
         }
         return Ok(());
     }
@@ -59,7 +69,16 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let sum = std::thread::scope(|s| {
         if show {
-            s.spawn(|| output::progress_loop(&stop, &|el| format!("[{}] {} / {}", output::duration(el), output::bytes(done.load(Ordering::Relaxed)), output::bytes(total))));
+            s.spawn(|| {
+                output::progress_loop(&stop, &|el| {
+                    format!(
+                        "[{}] {} / {}",
+                        output::duration(el),
+                        output::bytes(done.load(Ordering::Relaxed)),
+                        output::bytes(total)
+                    )
+                })
+            });
         }
         let r = restorer.execute(plan, &dest, &opts, &done);
         stop.store(true, Ordering::Relaxed);

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Backup and restore of real trees through the built binary.
 
 mod common;
@@ -31,13 +32,28 @@ fn every_kind(root: &Path) -> bool {
     std::fs::set_permissions(d.join("setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     std::fs::set_permissions(d.join("empty-dir"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::set_permissions(d.join("small.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    let xattrs_ok = set_xattr(&d.join("small.txt"), "user.cairn.test", b"value\x00\xff") && set_xattr(&d.join("dir"), "user.dirattr", b"d");
+    let xattrs_ok = set_xattr(&d.join("small.txt"), "user.cairn.test", b"value\x00\xff")
+        && set_xattr(&d.join("dir"), "user.dirattr", b"d");
     if is_root() {
         assert!(run_sh(&format!("mknod '{}' c 1 3", d.join("null-dev").display())));
         std::os::unix::fs::chown(d.join("dir/text.log"), Some(1234), Some(5678)).unwrap();
         std::os::unix::fs::lchown(d.join("link-rel"), Some(4321), Some(8765)).unwrap();
     }
-    for (i, p) in ["empty", "small.txt", "dir/text.log", "sparse.img", "link-rel", "dir/nested/random.bin", "fifo", "dir/nested", "dir", "empty-dir"].iter().enumerate() {
+    for (i, p) in [
+        "empty",
+        "small.txt",
+        "dir/text.log",
+        "sparse.img",
+        "link-rel",
+        "dir/nested/random.bin",
+        "fifo",
+        "dir/nested",
+        "dir",
+        "empty-dir",
+    ]
+    .iter()
+    .enumerate()
+    {
         set_mtime(&d.join(p), 1_600_000_000 + i as i64 * 1000, 123_456_789);
     }
     xattrs_ok
@@ -96,7 +112,9 @@ fn unchanged_rebackup_reads_nothing_and_adds_almost_nothing() {
     let snaps = env.json(&["snapshots"]);
     let arr = snaps.as_array().unwrap();
     assert_eq!(arr.len(), 4);
-    for key in ["id", "short_id", "time", "hostname", "username", "paths", "tags", "label", "tree", "parent", "kind", "summary"] {
+    for key in [
+        "id", "short_id", "time", "hostname", "username", "paths", "tags", "label", "tree", "parent", "kind", "summary",
+    ] {
         assert!(arr[0].get(key).is_some(), "snapshots --json lacks {key}");
     }
     assert_eq!(arr[1]["parent"], arr[0]["id"]);
@@ -113,7 +131,22 @@ fn excludes_tags_host_label_and_browsing() {
     std::fs::write(src.join("cache/x"), b"x").unwrap();
     std::fs::write(env.path("excludes"), "# comment\ncache/\n").unwrap();
     env.init();
-    env.ok(&["backup", src.to_str().unwrap(), "--exclude", "*.tmp", "--exclude-file", env.path("excludes").to_str().unwrap(), "--tag", "daily", "--host", "db1", "--label", "before upgrade", "--time", "2026-01-02T03:04:05+01:00"]);
+    env.ok(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.tmp",
+        "--exclude-file",
+        env.path("excludes").to_str().unwrap(),
+        "--tag",
+        "daily",
+        "--host",
+        "db1",
+        "--label",
+        "before upgrade",
+        "--time",
+        "2026-01-02T03:04:05+01:00",
+    ]);
     let ls = env.ok(&["ls", "latest"]);
     assert!(ls.contains("keep.txt") && !ls.contains("drop.tmp") && !ls.contains("cache"), "{ls}");
     let snaps = env.json(&["snapshots", "--host", "db1", "--tag", "daily"]);
@@ -170,11 +203,23 @@ fn overwrite_if_changed_resumes_and_never_keeps() {
     env.init();
     env.ok(&["backup", src.to_str().unwrap()]);
     let t = env.path("t");
-    env.ok(&["restore", "latest:".to_string().as_str().replace("latest:", &format!("latest:{}", src.display())).as_str(), "--target", t.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        "latest:".to_string().as_str().replace("latest:", &format!("latest:{}", src.display())).as_str(),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
     // Simulate an interrupted restore: one file missing, one truncated with a new mtime.
     std::fs::remove_file(t.join("f3")).unwrap();
     std::fs::write(t.join("f4"), b"partial").unwrap();
-    let r = env.json(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap(), "--overwrite", "if-changed"]);
+    let r = env.json(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        t.to_str().unwrap(),
+        "--overwrite",
+        "if-changed",
+    ]);
     assert_eq!(r["files_skipped"], 18, "{r}");
     assert_eq!(std::fs::read(t.join("f4")).unwrap(), noise(10_004, 4));
     assert_eq!(std::fs::read(t.join("f3")).unwrap(), noise(10_003, 3));
@@ -184,11 +229,20 @@ fn overwrite_if_changed_resumes_and_never_keeps() {
     // Include and exclude.
     let t2 = env.path("t2");
     env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t2.to_str().unwrap(), "--include", "f1*"]);
-    let mut names: Vec<_> = std::fs::read_dir(&t2).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&t2).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names.len(), 11, "{names:?}");
     let t3 = env.path("t3");
-    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t3.to_str().unwrap(), "--exclude", "f1*", "--dry-run"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        t3.to_str().unwrap(),
+        "--exclude",
+        "f1*",
+        "--dry-run",
+    ]);
     assert!(!t3.join("f0").exists(), "dry-run wrote files");
 }
 
@@ -198,14 +252,21 @@ fn default_repository_is_created_on_first_backup() {
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), b"a").unwrap();
-    let o = env.cmd().env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").args(["backup", src.to_str().unwrap()]).output().unwrap();
+    let o = env
+        .cmd()
+        .env_remove("CAIRN_REPO")
+        .env_remove("CAIRN_PASSWORD")
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let repo = env.path(".local/share/cairn/repo");
     assert!(repo.join("config").exists());
     assert!(stderr(&o).contains(repo.to_str().unwrap()), "does not say where: {}", stderr(&o));
     let pwf = env.path(".config/cairn/default-repo.password");
     assert_eq!(std::fs::metadata(&pwf).unwrap().permissions().mode() & 0o777, 0o600);
-    let o = env.cmd().env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").args(["--json", "snapshots"]).output().unwrap();
+    let o =
+        env.cmd().env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").args(["--json", "snapshots"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);

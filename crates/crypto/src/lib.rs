@@ -97,10 +97,8 @@ impl PackKey {
         if buf.len() < TAG_LEN {
             return Err(Error::Truncated(buf.len()));
         }
-        let pt = self
-            .0
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
-            .map_err(|_| Error::Decrypt)?;
+        let pt =
+            self.0.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf).map_err(|_| Error::Decrypt)?;
         Ok(pt.len())
     }
 }

@@ -132,7 +132,9 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                     let (jobs, chunks, results) = (job_rx.clone(), chunk_tx.clone(), res_tx.clone());
                     let (saver, source, progress, warnings) = (&saver, self.source, self.progress, &warnings);
                     let params = repo.chunker_params();
-                    s.spawn(move || read_loop(repo, saver, source, progress, Chunker::new(params), jobs, chunks, results, warnings));
+                    s.spawn(move || {
+                        read_loop(repo, saver, source, progress, Chunker::new(params), jobs, chunks, results, warnings)
+                    });
                 }
                 Ok(())
             })();
@@ -184,7 +186,12 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
     }
 }
 
-fn pack_loop(mut w: WorkerSaver<'_, '_>, rx: Receiver<(BlobId, Vec<u8>)>, errs: &Mutex<Vec<String>>, saver: &BlobSaver<'_>) {
+fn pack_loop(
+    mut w: WorkerSaver<'_, '_>,
+    rx: Receiver<(BlobId, Vec<u8>)>,
+    errs: &Mutex<Vec<String>>,
+    saver: &BlobSaver<'_>,
+) {
     let mut failed = false;
     for (id, data) in rx.iter() {
         if failed || saver.failed() {
@@ -235,11 +242,16 @@ fn read_loop<S: Source + ?Sized>(
         if r.is_ok() {
             let name = job.before.name.0.clone();
             let changed = match source.node(&job.path, &name) {
-                Ok(after) => after.mtime != job.before.mtime || after.size != job.before.size || after.ctime != job.before.ctime,
+                Ok(after) => {
+                    after.mtime != job.before.mtime || after.size != job.before.size || after.ctime != job.before.ctime
+                }
                 Err(_) => true,
             };
             if changed {
-                warnings.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: changed while being read", job.path.display()));
+                warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{}: changed while being read", job.path.display()));
             }
         }
         let r = r.map_err(|e| format!("{}: {e}", job.path.display()));
@@ -417,7 +429,14 @@ fn unchanged(n: &Node, p: &Node) -> bool {
 
 type Results = [Option<std::result::Result<FileDone, String>>];
 
-fn build_tree(repo: &Repository, children: Vec<Entry>, results: &mut Results, w: &mut WorkerSaver<'_, '_>, summary: &mut Summary, errors: &mut Vec<String>) -> Result<TreeId> {
+fn build_tree(
+    repo: &Repository,
+    children: Vec<Entry>,
+    results: &mut Results,
+    w: &mut WorkerSaver<'_, '_>,
+    summary: &mut Summary,
+    errors: &mut Vec<String>,
+) -> Result<TreeId> {
     let mut nodes = Vec::with_capacity(children.len());
     for e in children {
         match e {

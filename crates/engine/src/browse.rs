@@ -10,7 +10,13 @@ use crate::{Error, Result};
 
 /// Visits every node below `tree` depth-first in name order; `visit(path, node)` returns
 /// whether to descend into a directory.
-pub fn walk(repo: &Repository, index: &Index, tree: TreeId, prefix: &str, visit: &mut dyn FnMut(&str, &Node) -> bool) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    index: &Index,
+    tree: TreeId,
+    prefix: &str,
+    visit: &mut dyn FnMut(&str, &Node) -> bool,
+) -> Result<()> {
     let t = repo.load_tree(index, tree)?;
     for n in &t.nodes {
         let p = format!("{}/{}", prefix.trim_end_matches('/'), n.name.lossy());
@@ -29,7 +35,10 @@ pub fn lookup(repo: &Repository, index: &Index, root: TreeId, path: &str) -> Res
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut found = None;
     for (i, c) in comps.iter().enumerate() {
-        let n = tree.find(c.as_bytes()).cloned().ok_or_else(|| Error::Invalid(format!("{path}: no such file or directory in the snapshot")))?;
+        let n = tree
+            .find(c.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("{path}: no such file or directory in the snapshot")))?;
         if i + 1 < comps.len() {
             let st = match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(st)) => st,
@@ -46,7 +55,9 @@ pub fn lookup(repo: &Repository, index: &Index, root: TreeId, path: &str) -> Res
 pub fn subtree(repo: &Repository, index: &Index, root: TreeId, path: &str) -> Result<TreeId> {
     match lookup(repo, index, root, path)? {
         None => Ok(root),
-        Some(n) if n.kind == NodeKind::Dir => n.subtree.ok_or_else(|| Error::Invalid(format!("{path}: directory without subtree"))),
+        Some(n) if n.kind == NodeKind::Dir => {
+            n.subtree.ok_or_else(|| Error::Invalid(format!("{path}: directory without subtree")))
+        }
         Some(_) => Err(Error::Invalid(format!("{path}: not a directory in the snapshot"))),
     }
 }
@@ -86,7 +97,14 @@ impl Change {
 }
 
 /// Differences between two trees, as `(change, path)` in path order.
-pub fn diff(repo: &Repository, index: &Index, a: Option<TreeId>, b: Option<TreeId>, prefix: &str, out: &mut Vec<(Change, String)>) -> Result<()> {
+pub fn diff(
+    repo: &Repository,
+    index: &Index,
+    a: Option<TreeId>,
+    b: Option<TreeId>,
+    prefix: &str,
+    out: &mut Vec<(Change, String)>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -136,7 +154,12 @@ pub fn diff(repo: &Repository, index: &Index, a: Option<TreeId>, b: Option<TreeI
                     diff(repo, index, x.subtree, y.subtree, &p, out)?;
                 } else if x.content != y.content || x.link_target != y.link_target {
                     out.push((Change::Modified, p));
-                } else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.mtime != y.mtime || x.xattrs != y.xattrs {
+                } else if x.mode != y.mode
+                    || x.uid != y.uid
+                    || x.gid != y.gid
+                    || x.mtime != y.mtime
+                    || x.xattrs != y.xattrs
+                {
                     out.push((Change::Metadata, p));
                 }
                 i += 1;

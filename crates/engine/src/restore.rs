@@ -78,13 +78,16 @@ struct PlannedFile {
     skip: bool,
 }
 
+/// A blob to fetch, where it is, and `(file, offset)` of every place it goes.
+type NeededBlob = (BlobId, cairn_repo::Location, Vec<(usize, u64)>);
+
 #[derive(Default)]
 pub struct RestorePlan {
     dirs: Vec<(RelPath, Node)>,
     files: Vec<PlannedFile>,
     specials: Vec<(RelPath, Node)>,
     /// pack -> blobs needed from it with their targets `(file, offset)`.
-    packs: Vec<(PackId, [u8; 32], Vec<(BlobId, cairn_repo::Location, Vec<(usize, u64)>)>)>,
+    packs: Vec<(PackId, [u8; 32], Vec<NeededBlob>)>,
     pub files_total: u64,
     pub bytes_total: u64,
     pub files_skipped: u64,
@@ -101,7 +104,6 @@ pub struct RestoreSummary {
     pub errors: Vec<String>,
 }
 
-
 pub struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
@@ -114,18 +116,29 @@ impl<'a> Restorer<'a> {
 
     /// `root` is restored as the target itself; `prefix` is its path in the snapshot (for
     /// the filter and messages).
-    pub fn plan(&self, root: TreeId, prefix: &str, dest: &dyn Destination, opts: &RestoreOptions<'_>) -> Result<RestorePlan> {
+    pub fn plan(
+        &self,
+        root: TreeId,
+        prefix: &str,
+        dest: &dyn Destination,
+        opts: &RestoreOptions<'_>,
+    ) -> Result<RestorePlan> {
         let mut plan = RestorePlan::default();
         let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
         let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-        let mut stack: Vec<(TreeId, RelPath, String)> = vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string())];
+        let mut stack: Vec<(TreeId, RelPath, String)> =
+            vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string())];
         let mut seen_depth = 0usize;
         while let Some((tid, rel, spath)) = stack.pop() {
             seen_depth = seen_depth.max(rel.len());
             let tree = self.repo.load_tree(self.index, tid)?;
             for n in tree.nodes {
                 if !is_safe_name(&n.name.0) {
-                    return Err(Error::Unsafe(format!("entry {:?} in {}", n.name, if spath.is_empty() { "/" } else { &spath })));
+                    return Err(Error::Unsafe(format!(
+                        "entry {:?} in {}",
+                        n.name,
+                        if spath.is_empty() { "/" } else { &spath }
+                    )));
                 }
                 let child_s = format!("{spath}/{}", n.name.lossy());
                 let mut child = rel.clone();
@@ -136,7 +149,8 @@ impl<'a> Restorer<'a> {
                 }
                 match n.kind {
                     NodeKind::Dir => {
-                        let st = n.subtree.ok_or_else(|| Error::Invalid(format!("{child_s}: directory without subtree")))?;
+                        let st =
+                            n.subtree.ok_or_else(|| Error::Invalid(format!("{child_s}: directory without subtree")))?;
                         stack.push((st, child.clone(), child_s));
                         plan.dirs.push((child, n));
                     }
@@ -149,7 +163,9 @@ impl<'a> Restorer<'a> {
                             skip = match (opts.overwrite, &ex) {
                                 (_, Existing::Nothing) => false,
                                 (Overwrite::Never, _) => true,
-                                (Overwrite::IfChanged, Existing::File { size, mtime }) => *size == n.size && *mtime == n.mtime,
+                                (Overwrite::IfChanged, Existing::File { size, mtime }) => {
+                                    *size == n.size && *mtime == n.mtime
+                                }
                                 _ => false,
                             };
                             if n.links > 1 {
@@ -176,7 +192,7 @@ impl<'a> Restorer<'a> {
         }
         plan.dirs.sort_by(|a, b| a.0.cmp(&b.0));
         // Group by pack, blobs in pack order.
-        let mut by_pack: HashMap<u32, Vec<(BlobId, cairn_repo::Location, Vec<(usize, u64)>)>> = HashMap::new();
+        let mut by_pack: HashMap<u32, Vec<NeededBlob>> = HashMap::new();
         for (b, targets) in needs {
             if let Some(loc) = self.index.get(&b) {
                 by_pack.entry(loc.pack).or_default().push((b, *loc, targets));
@@ -191,7 +207,13 @@ impl<'a> Restorer<'a> {
         Ok(plan)
     }
 
-    pub fn execute(&self, plan: RestorePlan, dest: &dyn Destination, opts: &RestoreOptions<'_>, progress: &AtomicU64) -> Result<RestoreSummary> {
+    pub fn execute(
+        &self,
+        plan: RestorePlan,
+        dest: &dyn Destination,
+        opts: &RestoreOptions<'_>,
+        progress: &AtomicU64,
+    ) -> Result<RestoreSummary> {
         let mut sum = RestoreSummary { files_skipped: plan.files_skipped, ..Default::default() };
         for (rel, _) in &plan.dirs {
             dest.create_dir(rel).map_err(|e| Error::io(display(rel), e))?;
@@ -261,15 +283,27 @@ impl<'a> Restorer<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn restore_pack(&self, pack: PackId, salt: &[u8; 32], blobs: &[(BlobId, cairn_repo::Location, Vec<(usize, u64)>)], files: &[PlannedFile], dest: &dyn Destination, written: &AtomicU64, progress: &AtomicU64) -> Result<()> {
+    fn restore_pack(
+        &self,
+        pack: PackId,
+        salt: &[u8; 32],
+        blobs: &[NeededBlob],
+        files: &[PlannedFile],
+        dest: &dyn Destination,
+        written: &AtomicU64,
+        progress: &AtomicU64,
+    ) -> Result<()> {
         let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else { return Ok(()) };
         let start = first.1.offset as u64;
         let end = last.1.offset as u64 + last.1.length as u64;
         let path = cairn_repo::layout::pack(&pack);
-        let span = self.repo.block_on(self.repo.store().get(&path, Some(start..end))).map_err(cairn_repo::Error::from)?;
+        let span =
+            self.repo.block_on(self.repo.store().get(&path, Some(start..end))).map_err(cairn_repo::Error::from)?;
         for (id, loc, targets) in blobs {
             let s = (loc.offset as u64 - start) as usize;
-            let ct = span.get(s..s + loc.length as usize).ok_or_else(|| Error::Invalid(format!("pack {} shorter than indexed", pack.short())))?;
+            let ct = span
+                .get(s..s + loc.length as usize)
+                .ok_or_else(|| Error::Invalid(format!("pack {} shorter than indexed", pack.short())))?;
             let data = self.repo.open_blob(id, salt, loc.offset, loc.raw_length, ct.to_vec())?;
             let zero = data.iter().all(|&b| b == 0);
             for (fi, off) in targets {
@@ -283,7 +317,6 @@ impl<'a> Restorer<'a> {
         }
         Ok(())
     }
-
 }
 
 /// Writes the non-zero 4 KiB blocks of `data` at `off` (the file was pre-sized, so the
@@ -323,7 +356,10 @@ impl Restorer<'_> {
             buf.resize(len, 0);
             r.read_exact(&mut buf).map_err(|e| Error::io(display(&f.rel), e))?;
             if self.repo.blob_id(&buf) != *b {
-                return Err(Error::Invalid(format!("{}: verification failed: restored content differs", display(&f.rel))));
+                return Err(Error::Invalid(format!(
+                    "{}: verification failed: restored content differs",
+                    display(&f.rel)
+                )));
             }
         }
         let mut extra = [0u8; 1];

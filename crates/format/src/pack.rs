@@ -28,7 +28,8 @@ impl BlobEntry {
     }
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         let code = r.u8()?;
-        let kind = BlobType::from_code(code).ok_or_else(|| Error::malformed("blob record", format!("blob type {code}")))?;
+        let kind =
+            BlobType::from_code(code).ok_or_else(|| Error::malformed("blob record", format!("blob type {code}")))?;
         let id = BlobId(r.id()?);
         let offset = r.u32()?;
         let length = r.u32()?;

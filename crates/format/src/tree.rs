@@ -206,7 +206,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_node() -> impl Strategy<Value = Node> {
-        (proptest::collection::vec(1u8..=255, 1..20), any::<u32>(), any::<i64>(), any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 0..3), any::<bool>())
+        (
+            proptest::collection::vec(1u8..=255, 1..20),
+            any::<u32>(),
+            any::<i64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..3),
+            any::<bool>(),
+        )
             .prop_filter("safe", |(n, ..)| is_safe_name(n))
             .prop_map(|(name, mode, t, size, content, link)| {
                 let mut n = Node::new(name, if link { NodeKind::Symlink } else { NodeKind::File });

@@ -165,7 +165,9 @@ pub(crate) fn write_xattrs(path: &Path, xattrs: &[Xattr]) -> io::Result<()> {
     for x in xattrs {
         let cn = CString::new(x.name.0.clone()).map_err(|_| io::Error::other("xattr name"))?;
         // SAFETY: pointers are valid for the given lengths.
-        let rc = unsafe { libc::lsetxattr(c.as_ptr(), cn.as_ptr(), x.value.0.as_ptr() as *const libc::c_void, x.value.0.len(), 0) };
+        let rc = unsafe {
+            libc::lsetxattr(c.as_ptr(), cn.as_ptr(), x.value.0.as_ptr() as *const libc::c_void, x.value.0.len(), 0)
+        };
         if rc != 0 {
             let e = io::Error::last_os_error();
             // Not supported here (e.g. security.* without privilege): not fatal.
@@ -179,7 +181,10 @@ pub(crate) fn write_xattrs(path: &Path, xattrs: &[Xattr]) -> io::Result<()> {
 
 pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
     let c = cpath(path)?;
-    let ts = |t: i64| libc::timespec { tv_sec: t.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: t.rem_euclid(1_000_000_000) as _ };
+    let ts = |t: i64| libc::timespec {
+        tv_sec: t.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: t.rem_euclid(1_000_000_000) as _,
+    };
     let times = [ts(atime), ts(mtime)];
     // SAFETY: c and times are valid for the call.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };

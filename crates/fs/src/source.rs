@@ -36,12 +36,17 @@ impl FsSource {
             b.add_line(None, p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
         }
         let excludes = b.build().map_err(|e| format!("bad exclude patterns: {e}"))?;
-        let root_devs = opts.roots.iter().filter_map(|r| fs::symlink_metadata(r).ok().map(|m| (r.clone(), m.dev()))).collect();
+        let root_devs =
+            opts.roots.iter().filter_map(|r| fs::symlink_metadata(r).ok().map(|m| (r.clone(), m.dev()))).collect();
         Ok(FsSource { excludes, root_devs, one_file_system: opts.one_file_system, names: IdNames::default() })
     }
 
     fn root_dev(&self, path: &Path) -> Option<u64> {
-        self.root_devs.iter().filter(|(r, _)| path.starts_with(r)).max_by_key(|(r, _)| r.as_os_str().len()).map(|(_, d)| *d)
+        self.root_devs
+            .iter()
+            .filter(|(r, _)| path.starts_with(r))
+            .max_by_key(|(r, _)| r.as_os_str().len())
+            .map(|(_, d)| *d)
     }
 }
 
@@ -90,7 +95,9 @@ impl Source for FsSource {
         let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW).open(path);
         let f = match f {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?
+            }
             Err(e) => return Err(e),
         };
         Ok(Box::new(f))

@@ -49,7 +49,9 @@ impl Destination for FsDestination {
     fn existing(&self, rel: &RelPath) -> io::Result<Existing> {
         match fs::symlink_metadata(self.path(rel)) {
             Ok(m) if m.is_dir() => Ok(Existing::Dir),
-            Ok(m) if m.is_file() => Ok(Existing::File { size: m.len(), mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec() }),
+            Ok(m) if m.is_file() => {
+                Ok(Existing::File { size: m.len(), mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+            }
             Ok(_) => Ok(Existing::Other),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
             Err(e) => Err(e),
@@ -69,7 +71,8 @@ impl Destination for FsDestination {
     fn create_file(&self, rel: &RelPath, size: u64) -> io::Result<()> {
         let p = self.path(rel);
         self.clear(&p)?;
-        let f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&p)?;
+        let f =
+            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&p)?;
         f.set_len(size)
     }
 
@@ -86,7 +89,9 @@ impl Destination for FsDestination {
                 let t = node.link_target.as_ref().ok_or_else(|| io::Error::other("symlink without target"))?;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t.0), &p)
             }
-            NodeKind::Chardev | NodeKind::Blockdev if !self.root_user => Err(io::Error::new(io::ErrorKind::PermissionDenied, "creating a device needs root")),
+            NodeKind::Chardev | NodeKind::Blockdev if !self.root_user => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "creating a device needs root"))
+            }
             k => mknod(&p, k, node.mode, node.rdev),
         }
     }

@@ -16,7 +16,11 @@ const SAMPLE: usize = 16 * 1024;
 
 impl BlobCodec {
     pub fn new(level: i32) -> Self {
-        BlobCodec { level, compressor: zstd::bulk::Compressor::new(level).ok(), sampler: zstd::bulk::Compressor::new(1).ok() }
+        BlobCodec {
+            level,
+            compressor: zstd::bulk::Compressor::new(level).ok(),
+            sampler: zstd::bulk::Compressor::new(1).ok(),
+        }
     }
 
     /// Encodes `data` as a blob plaintext (compressed when it pays).
@@ -64,8 +68,11 @@ pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
             v.remove(0);
             Ok(v)
         }
-        Some(&COMPRESSION_ZSTD) => zstd::bulk::decompress(&plain[1..], raw_length)
-            .map_err(|e| Error::Damaged { what: "blob", id: String::new(), detail: format!("zstd: {e}") }),
+        Some(&COMPRESSION_ZSTD) => zstd::bulk::decompress(&plain[1..], raw_length).map_err(|e| Error::Damaged {
+            what: "blob",
+            id: String::new(),
+            detail: format!("zstd: {e}"),
+        }),
         Some(c) => Err(Error::Damaged { what: "blob", id: String::new(), detail: format!("unknown compression {c}") }),
         None => Err(Error::Damaged { what: "blob", id: String::new(), detail: "empty".into() }),
     }
@@ -83,7 +90,14 @@ mod tests {
         assert!(enc.len() < text.len() / 10);
         assert_eq!(decode(enc, text.len()).unwrap(), text);
         let mut x = 1u64;
-        let random: Vec<u8> = (0..200_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+        let random: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         let enc = c.encode(&random);
         assert_eq!(enc[0], COMPRESSION_NONE);
         assert_eq!(decode(enc, random.len()).unwrap(), random);

@@ -15,7 +15,10 @@ pub enum ReadData {
     None,
     All,
     /// Packs whose position in id order `i` satisfies `i % m == k - 1`.
-    Subset { k: u32, m: u32 },
+    Subset {
+        k: u32,
+        m: u32,
+    },
     /// A random fraction (0..=1] of packs, chosen by pack id order from a random start.
     Percent(f64),
 }
@@ -54,8 +57,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     }
     r.blobs = index.blob_count();
     // Packs on the store vs packs in the index.
-    let listed: HashMap<PackId, u64> =
-        repo.block_on(repo.store().list(layout::DATA))?.into_iter().filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size))).collect();
+    let listed: HashMap<PackId, u64> = repo
+        .block_on(repo.store().list(layout::DATA))?
+        .into_iter()
+        .filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size)))
+        .collect();
     r.packs = listed.len();
     let mut expected: HashMap<PackId, Vec<(BlobId, crate::Location)>> = HashMap::new();
     for (id, loc) in index.iter() {
@@ -88,7 +94,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
                     match hdr.get(b) {
                         Some(e) if e.offset == loc.offset && e.length == loc.length && e.kind == loc.kind => {}
                         _ => {
-                            r.errors.push(format!("pack {}: header disagrees with the index for blob {}", p.short(), b.0.to_hex()));
+                            r.errors.push(format!(
+                                "pack {}: header disagrees with the index for blob {}",
+                                p.short(),
+                                b.0.to_hex()
+                            ));
                             r.damaged_blobs.insert(*b, format!("index/header mismatch in pack {}", p.short()));
                         }
                     }
@@ -107,10 +117,13 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let chosen: Vec<PackId> = match read_data {
         ReadData::None => Vec::new(),
         ReadData::All => sorted.clone(),
-        ReadData::Subset { k, m } => sorted.iter().enumerate().filter(|(i, _)| (*i as u32) % m == k - 1).map(|(_, p)| *p).collect(),
+        ReadData::Subset { k, m } => {
+            sorted.iter().enumerate().filter(|(i, _)| (*i as u32) % m == k - 1).map(|(_, p)| *p).collect()
+        }
         ReadData::Percent(f) => {
             let n = ((sorted.len() as f64) * f).ceil() as usize;
-            let start = u64::from_le_bytes(cairn_crypto::random_array().unwrap_or([0; 8])) as usize % sorted.len().max(1);
+            let start =
+                u64::from_le_bytes(cairn_crypto::random_array().unwrap_or([0; 8])) as usize % sorted.len().max(1);
             (0..n.min(sorted.len())).map(|i| sorted[(start + i) % sorted.len()]).collect()
         }
     };
@@ -132,7 +145,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         let salt = crate::packer::parse_prefix(*p, &data).unwrap_or([0; 32]);
         for (b, loc) in &expected[p] {
             let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-            let res = if e <= data.len() { repo.open_blob(b, &salt, loc.offset, loc.raw_length, data[s..e].to_vec()) } else { Err(crate::Error::Invalid("beyond end".into())) };
+            let res = if e <= data.len() {
+                repo.open_blob(b, &salt, loc.offset, loc.raw_length, data[s..e].to_vec())
+            } else {
+                Err(crate::Error::Invalid("beyond end".into()))
+            };
             if let Err(err) = res {
                 r.errors.push(format!("pack {}: blob {} is damaged: {}", p.short(), b.0.to_hex(), short_err(&err)));
                 r.damaged_blobs.insert(*b, format!("damaged in pack {}", p.short()));
@@ -169,10 +186,25 @@ fn short_err(e: &crate::Error) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn walk(repo: &Repository, index: &Index, r: &mut CheckReport, seen: &mut HashSet<TreeId>, sid: SnapshotId, tree: TreeId, path: String, missing: &HashSet<BlobId>) {
-    let bad = |r: &CheckReport, b: &BlobId| !index.contains(b) || r.damaged_blobs.contains_key(b) || missing.contains(b);
+fn walk(
+    repo: &Repository,
+    index: &Index,
+    r: &mut CheckReport,
+    seen: &mut HashSet<TreeId>,
+    sid: SnapshotId,
+    tree: TreeId,
+    path: String,
+    missing: &HashSet<BlobId>,
+) {
+    let bad =
+        |r: &CheckReport, b: &BlobId| !index.contains(b) || r.damaged_blobs.contains_key(b) || missing.contains(b);
     if bad(r, &tree.blob()) {
-        r.errors.push(format!("snapshot {}: tree {} at {} is missing or damaged", sid.short(), tree.short(), if path.is_empty() { "/" } else { &path }));
+        r.errors.push(format!(
+            "snapshot {}: tree {} at {} is missing or damaged",
+            sid.short(),
+            tree.short(),
+            if path.is_empty() { "/" } else { &path }
+        ));
         r.affected.push(format!("{}:{}/", sid.short(), path));
         return;
     }
@@ -185,7 +217,11 @@ fn walk(repo: &Repository, index: &Index, r: &mut CheckReport, seen: &mut HashSe
     let t = match repo.load_tree(index, tree) {
         Ok(t) => t,
         Err(e) => {
-            r.errors.push(format!("snapshot {}: tree at {}: {e}", sid.short(), if path.is_empty() { "/" } else { &path }));
+            r.errors.push(format!(
+                "snapshot {}: tree at {}: {e}",
+                sid.short(),
+                if path.is_empty() { "/" } else { &path }
+            ));
             return;
         }
     };
@@ -201,7 +237,11 @@ fn walk(repo: &Repository, index: &Index, r: &mut CheckReport, seen: &mut HashSe
                 if !broken.is_empty() {
                     for b in &broken {
                         if !index.contains(b) {
-                            r.errors.push(format!("snapshot {}: {p}: blob {} is not indexed", sid.short(), b.0.to_hex()));
+                            r.errors.push(format!(
+                                "snapshot {}: {p}: blob {} is not indexed",
+                                sid.short(),
+                                b.0.to_hex()
+                            ));
                         }
                     }
                     r.affected.push(format!("{}:{p}", sid.short()));

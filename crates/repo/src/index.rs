@@ -42,7 +42,13 @@ impl Index {
             }
         };
         for b in blobs {
-            self.blobs.entry(b.id).or_insert(Location { pack: pos, offset: b.offset, length: b.length, raw_length: b.raw_length, kind: b.kind });
+            self.blobs.entry(b.id).or_insert(Location {
+                pack: pos,
+                offset: b.offset,
+                length: b.length,
+                raw_length: b.raw_length,
+                kind: b.kind,
+            });
         }
     }
 

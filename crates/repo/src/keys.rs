@@ -17,7 +17,12 @@ pub struct KeyMeta {
     pub created: String,
 }
 
-pub(crate) fn make_key_file(master: &MasterKey, password: &[u8], meta: &KeyMeta, kdf: KdfParams) -> Result<(KeyId, Vec<u8>)> {
+pub(crate) fn make_key_file(
+    master: &MasterKey,
+    password: &[u8],
+    meta: &KeyMeta,
+    kdf: KdfParams,
+) -> Result<(KeyId, Vec<u8>)> {
     let salt: [u8; 16] = cairn_crypto::random_array()?;
     let kek = derive_kek(password, &salt, kdf)?;
     let wrapped = wrap_master(&kek, master)?;
@@ -45,6 +50,10 @@ pub(crate) fn try_unlock(kf: &KeyFile, password: &[u8]) -> Result<Option<MasterK
     if kf.memory_kib > 4 * 1024 * 1024 || kf.iterations > 100 || kf.parallelism > 64 {
         return Err(crate::Error::Invalid("key file: KDF parameters out of range".into()));
     }
-    let kek = derive_kek(password, &salt, KdfParams { memory_kib: kf.memory_kib, iterations: kf.iterations, parallelism: kf.parallelism })?;
+    let kek = derive_kek(
+        password,
+        &salt,
+        KdfParams { memory_kib: kf.memory_kib, iterations: kf.iterations, parallelism: kf.parallelism },
+    )?;
     Ok(unwrap_master(&kek, &wrapped).ok())
 }

@@ -48,7 +48,13 @@ impl Packer {
     pub fn add(&mut self, id: BlobId, mut plain: Vec<u8>, raw_length: u32) -> Result<()> {
         let offset = self.buf.len() as u64;
         self.key.seal(offset_nonce(offset), &mut plain)?;
-        self.entries.push(BlobEntry { kind: self.kind, id, offset: offset as u32, length: plain.len() as u32, raw_length });
+        self.entries.push(BlobEntry {
+            kind: self.kind,
+            id,
+            offset: offset as u32,
+            length: plain.len() as u32,
+            raw_length,
+        });
         self.buf.extend_from_slice(&plain);
         Ok(())
     }
@@ -70,12 +76,14 @@ pub fn read_header(master: &MasterKey, pack: PackId, salt: &[u8; 32], tail: &[u8
     if tail.len() < 4 {
         return Err(bad("shorter than its trailer"));
     }
-    let n = u32::from_le_bytes([tail[tail.len() - 4], tail[tail.len() - 3], tail[tail.len() - 2], tail[tail.len() - 1]]) as usize;
+    let n = u32::from_le_bytes([tail[tail.len() - 4], tail[tail.len() - 3], tail[tail.len() - 2], tail[tail.len() - 1]])
+        as usize;
     if n + 4 > tail.len() {
         return Err(bad("header length beyond the pack"));
     }
     let mut h = tail[tail.len() - 4 - n..tail.len() - 4].to_vec();
-    let len = master.object_key(salt).open_in_place(HEADER_NONCE, &mut h).map_err(|_| bad("header does not decrypt"))?;
+    let len =
+        master.object_key(salt).open_in_place(HEADER_NONCE, &mut h).map_err(|_| bad("header does not decrypt"))?;
     h.truncate(len);
     Ok(cairn_format::pack::decode_header(&h)?)
 }

@@ -51,7 +51,13 @@ fn block<F: Future>(rt: &tokio::runtime::Handle, f: F) -> F::Output {
 impl Repository {
     /// Creates a repository: the first key file, then the config (whose presence is what
     /// makes a repository exist). Refuses to touch an existing one.
-    pub fn init(store: Arc<dyn Store>, rt: tokio::runtime::Handle, password: &[u8], meta: &KeyMeta, opts: InitOptions) -> Result<Repository> {
+    pub fn init(
+        store: Arc<dyn Store>,
+        rt: tokio::runtime::Handle,
+        password: &[u8],
+        meta: &KeyMeta,
+        opts: InitOptions,
+    ) -> Result<Repository> {
         let location = store.location();
         match block(&rt, store.head(layout::CONFIG)) {
             Ok(_) => return Err(Error::AlreadyExists { location }),
@@ -61,13 +67,21 @@ impl Repository {
         let master = MasterKey::generate()?;
         let (chunker, id_key) = match opts.chunker_from {
             Some((p, k)) => (p, k),
-            None => (ChunkerParams::with_seed(u64::from_le_bytes(cairn_crypto::random_array()?)), cairn_crypto::random_array()?),
+            None => (
+                ChunkerParams::with_seed(u64::from_le_bytes(cairn_crypto::random_array()?)),
+                cairn_crypto::random_array()?,
+            ),
         };
         let repo_id: [u8; 32] = cairn_crypto::random_array()?;
         let config = Config {
             version: CONFIG_VERSION,
             id: Config::hex(&repo_id),
-            chunker: ChunkerConfig { min_size: chunker.min_size, avg_size: chunker.avg_size, max_size: chunker.max_size, seed: chunker.seed },
+            chunker: ChunkerConfig {
+                min_size: chunker.min_size,
+                avg_size: chunker.avg_size,
+                max_size: chunker.max_size,
+                seed: chunker.seed,
+            },
             id_key: Config::hex(&id_key),
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
@@ -76,7 +90,9 @@ impl Repository {
         block(&rt, store.put(&layout::key(&key_id), key_bytes, PutMode::Create))?;
         let sealed = seal(&master, &config.encode(), 3)?;
         match block(&rt, store.put(layout::CONFIG, sealed, PutMode::Create)) {
-            Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists { location }),
+            Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists { location })
+            }
             r => r?,
         }
         Ok(Repository { store, rt, master, id_key: IdKey::from_bytes(id_key), config, key_id })
@@ -97,7 +113,8 @@ impl Repository {
             let Ok(kf) = KeyFile::decode(&bytes) else { continue };
             if let Some(master) = try_unlock(&kf, password)? {
                 let config = Config::decode(&open_sealed(&master, &config_bytes, 1 << 20)?)?;
-                let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
+                let id_key =
+                    IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
                 let params = chunker_params(&config);
                 if !params.is_valid() {
                     return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
@@ -158,7 +175,9 @@ impl Repository {
     /// Removes a key; refuses the key this repository was opened with and the last key.
     pub fn remove_key(&self, id: KeyId) -> Result<()> {
         if id == self.key_id {
-            return Err(Error::Invalid("refusing to remove the key in use; open the repository with another key".into()));
+            return Err(Error::Invalid(
+                "refusing to remove the key in use; open the repository with another key".into(),
+            ));
         }
         let keys = self.list_keys()?;
         if !keys.iter().any(|(k, _)| *k == id) {
@@ -193,7 +212,11 @@ impl Repository {
         if Id(cairn_crypto::content_hash(&bytes)) != id {
             return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
         }
-        open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged { what, id: id.to_hex(), detail: e.to_string() })
+        open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged {
+            what,
+            id: id.to_hex(),
+            detail: e.to_string(),
+        })
     }
 
     // ---- index ----
@@ -203,7 +226,12 @@ impl Repository {
     }
 
     pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
-        Ok(self.block_on(self.store.list(layout::INDEX))?.iter().filter_map(|m| layout::id_of(&m.path)).map(IndexId).collect())
+        Ok(self
+            .block_on(self.store.list(layout::INDEX))?
+            .iter()
+            .filter_map(|m| layout::id_of(&m.path))
+            .map(IndexId)
+            .collect())
     }
 
     pub fn load_index_file(&self, id: IndexId) -> Result<IndexFile> {
@@ -214,7 +242,7 @@ impl Repository {
     pub fn load_index(&self) -> Result<Index> {
         let ids = self.list_index_ids()?;
         let mut index = Index::default();
-        for f in self.load_many(ids.iter().map(|id| layout::index(id)).collect(), "index file")? {
+        for f in self.load_many(ids.iter().map(layout::index).collect(), "index file")? {
             index.add_file(&IndexFile::decode(&f)?);
         }
         Ok(index)
@@ -235,7 +263,11 @@ impl Repository {
             if Id(cairn_crypto::content_hash(&bytes)) != id {
                 return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
             }
-            out.push(open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged { what, id: id.to_hex(), detail: e.to_string() })?);
+            out.push(open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged {
+                what,
+                id: id.to_hex(),
+                detail: e.to_string(),
+            })?);
         }
         Ok(out)
     }
@@ -290,10 +322,18 @@ impl Repository {
     }
 
     /// Decrypts, decompresses and authenticates one blob's ciphertext.
-    pub fn open_blob(&self, id: &BlobId, salt: &[u8; 32], offset: u32, raw_length: u32, mut ct: Vec<u8>) -> Result<Vec<u8>> {
+    pub fn open_blob(
+        &self,
+        id: &BlobId,
+        salt: &[u8; 32],
+        offset: u32,
+        raw_length: u32,
+        mut ct: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let dmg = |d: String| Error::Damaged { what: "blob", id: id.to_hex(), detail: d };
         let key = self.master.object_key(salt);
-        let n = key.open_in_place(cairn_crypto::offset_nonce(offset as u64), &mut ct).map_err(|e| dmg(e.to_string()))?;
+        let n =
+            key.open_in_place(cairn_crypto::offset_nonce(offset as u64), &mut ct).map_err(|e| dmg(e.to_string()))?;
         ct.truncate(n);
         let data = blob::decode(ct, raw_length as usize).map_err(|e| dmg(e.to_string()))?;
         if data.len() != raw_length as usize || self.blob_id(&data) != *id {
@@ -310,7 +350,9 @@ impl Repository {
 
     /// Reads a blob whose location the caller already looked up.
     pub fn read_blob_at(&self, id: &BlobId, pack: PackId, salt: &[u8; 32], loc: &crate::Location) -> Result<Vec<u8>> {
-        let ct = self.block_on(self.store.get(&layout::pack(&pack), Some(loc.offset as u64..loc.offset as u64 + loc.length as u64)))?;
+        let ct = self.block_on(
+            self.store.get(&layout::pack(&pack), Some(loc.offset as u64..loc.offset as u64 + loc.length as u64)),
+        )?;
         self.open_blob(id, salt, loc.offset, loc.raw_length, ct)
     }
 
@@ -326,7 +368,12 @@ impl Repository {
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.block_on(self.store.list(layout::SNAPSHOTS))?.iter().filter_map(|m| layout::id_of(&m.path)).map(SnapshotId).collect())
+        Ok(self
+            .block_on(self.store.list(layout::SNAPSHOTS))?
+            .iter()
+            .filter_map(|m| layout::id_of(&m.path))
+            .map(SnapshotId)
+            .collect())
     }
 
     /// Every snapshot, oldest first.
@@ -335,7 +382,11 @@ impl Repository {
         let docs = self.load_many(ids.iter().map(layout::snapshot).collect(), "snapshot")?;
         let mut out = Vec::new();
         for (id, d) in ids.into_iter().zip(docs) {
-            let s = Snapshot::decode(&d).map_err(|e| Error::Damaged { what: "snapshot", id: id.to_hex(), detail: e.to_string() })?;
+            let s = Snapshot::decode(&d).map_err(|e| Error::Damaged {
+                what: "snapshot",
+                id: id.to_hex(),
+                detail: e.to_string(),
+            })?;
             out.push((id, s));
         }
         out.sort_by(|a, b| sort_key(&a.1).cmp(&sort_key(&b.1)).then(a.0.cmp(&b.0)));
@@ -349,13 +400,19 @@ impl Repository {
     /// `latest`, a full id, or a unique prefix of at least 4 hex digits.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            return self.list_snapshots()?.pop().ok_or_else(|| Error::SnapshotNotFound("latest (the repository has no snapshots)".into()));
+            return self
+                .list_snapshots()?
+                .pop()
+                .ok_or_else(|| Error::SnapshotNotFound("latest (the repository has no snapshots)".into()));
         }
         if spec.len() < 4 || !spec.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::SnapshotNotFound(format!("{spec} (give 'latest', an id, or at least 4 hex digits of one)")));
+            return Err(Error::SnapshotNotFound(format!(
+                "{spec} (give 'latest', an id, or at least 4 hex digits of one)"
+            )));
         }
         let spec_l = spec.to_ascii_lowercase();
-        let matches: Vec<SnapshotId> = self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
+        let matches: Vec<SnapshotId> =
+            self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
         match matches.as_slice() {
             [one] => Ok((*one, self.load_snapshot(*one)?)),
             [] => Err(Error::SnapshotNotFound(spec.into())),
@@ -373,7 +430,12 @@ fn sort_key(s: &Snapshot) -> i128 {
 }
 
 pub(crate) fn chunker_params(c: &Config) -> ChunkerParams {
-    ChunkerParams { min_size: c.chunker.min_size, avg_size: c.chunker.avg_size, max_size: c.chunker.max_size, seed: c.chunker.seed }
+    ChunkerParams {
+        min_size: c.chunker.min_size,
+        avg_size: c.chunker.avg_size,
+        max_size: c.chunker.max_size,
+        seed: c.chunker.seed,
+    }
 }
 
 /// Sealed-object plaintext: `compression(1) || payload`.
@@ -398,7 +460,8 @@ pub(crate) fn open_sealed(master: &MasterKey, sealed: &[u8], max: usize) -> Resu
         Some(&COMPRESSION_NONE) => Ok(plain[1..].to_vec()),
         Some(&COMPRESSION_ZSTD) => {
             let mut out = Vec::new();
-            let mut dec = zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            let mut dec =
+                zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
             use std::io::Read;
             (&mut dec).take(max as u64).read_to_end(&mut out).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
             Ok(out)

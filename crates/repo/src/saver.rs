@@ -100,7 +100,11 @@ impl<'r> BlobSaver<'r> {
         };
         let (loc, (pack, salt)) = found.ok_or(Error::BlobNotIndexed(id.blob()))?;
         let data = self.repo.read_blob_at(&id.blob(), pack, &salt, &loc)?;
-        cairn_format::tree::Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
+        cairn_format::tree::Tree::decode(&data).map_err(|e| Error::Damaged {
+            what: "tree",
+            id: id.to_hex(),
+            detail: e.to_string(),
+        })
     }
 
     /// Raw length of an indexed blob.
@@ -109,8 +113,19 @@ impl<'r> BlobSaver<'r> {
     }
 
     pub fn worker(&self) -> Result<WorkerSaver<'_, 'r>> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| Error::Invalid("saver closed".into()))?;
-        Ok(WorkerSaver { saver: self, codec: BlobCodec::new(self.repo.config().compression_level), data: None, tree: None, tx })
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Invalid("saver closed".into()))?;
+        Ok(WorkerSaver {
+            saver: self,
+            codec: BlobCodec::new(self.repo.config().compression_level),
+            data: None,
+            tree: None,
+            tx,
+        })
     }
 
     pub fn failed(&self) -> bool {

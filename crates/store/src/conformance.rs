@@ -28,7 +28,10 @@ pub async fn run(store: &dyn Store) -> Result<(), String> {
     if store.get("conf/a/one", None).await.map_err(|x| fail(&x.to_string()))? != b"hello world" {
         return Err(e("a refused create leaves the object unchanged"));
     }
-    store.put("conf/a/one", b"replaced".to_vec(), PutMode::Overwrite).await.map_err(|x| fail(&format!("overwrite: {x}")))?;
+    store
+        .put("conf/a/one", b"replaced".to_vec(), PutMode::Overwrite)
+        .await
+        .map_err(|x| fail(&format!("overwrite: {x}")))?;
     if store.get("conf/a/one", None).await.map_err(|x| fail(&x.to_string()))? != b"replaced" {
         return Err(e("overwrite replaces"));
     }
@@ -44,7 +47,8 @@ pub async fn run(store: &dyn Store) -> Result<(), String> {
     // Listing is recursive, complete, and empty for a missing prefix.
     store.put("conf/b/c/two", vec![1, 2, 3], PutMode::Create).await.map_err(|x| fail(&x.to_string()))?;
     store.put("conf/b/empty", Vec::new(), PutMode::Create).await.map_err(|x| fail(&x.to_string()))?;
-    let mut l: Vec<(String, u64)> = store.list("conf").await.map_err(|x| fail(&x.to_string()))?.into_iter().map(|m| (m.path, m.size)).collect();
+    let mut l: Vec<(String, u64)> =
+        store.list("conf").await.map_err(|x| fail(&x.to_string()))?.into_iter().map(|m| (m.path, m.size)).collect();
     l.sort();
     let want = vec![("conf/a/one".to_string(), 8), ("conf/b/c/two".to_string(), 3), ("conf/b/empty".to_string(), 0)];
     if l != want {

@@ -74,7 +74,10 @@ impl LocalStore {
                 Ok(v)
             }
             Some(r) => {
-                let len = r.end.checked_sub(r.start).ok_or_else(|| Error::Other { path: path.into(), message: "bad range".into() })?;
+                let len = r
+                    .end
+                    .checked_sub(r.start)
+                    .ok_or_else(|| Error::Other { path: path.into(), message: "bad range".into() })?;
                 let mut v = vec![0u8; len as usize];
                 f.seek(SeekFrom::Start(r.start)).map_err(|e| Error::io(path, e))?;
                 f.read_exact(&mut v).map_err(|e| Error::io(path, e))?;

@@ -45,7 +45,9 @@ impl Store for MemoryStore {
                 let v = m.get(path).ok_or_else(|| Error::NotFound { path: path.into() })?;
                 match range {
                     None => Ok(v.clone()),
-                    Some(r) if r.start <= r.end && r.end <= v.len() as u64 => Ok(v[r.start as usize..r.end as usize].to_vec()),
+                    Some(r) if r.start <= r.end && r.end <= v.len() as u64 => {
+                        Ok(v[r.start as usize..r.end as usize].to_vec())
+                    }
                     Some(_) => Err(Error::Other { path: path.into(), message: "range beyond object".into() }),
                 }
             })
@@ -72,7 +74,9 @@ impl Store for MemoryStore {
         })
     }
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.with(|m| m.remove(path).map(|_| ()).ok_or_else(|| Error::NotFound { path: path.into() })) })
+        Box::pin(async move {
+            self.with(|m| m.remove(path).map(|_| ()).ok_or_else(|| Error::NotFound { path: path.into() }))
+        })
     }
 }
 

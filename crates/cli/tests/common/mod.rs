@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Helpers for driving the built `cairn` binary against real directories.
 #![allow(dead_code)]
 
@@ -117,9 +118,17 @@ pub fn compare_trees(a: &Path, b: &Path, check_owner: bool) -> Vec<String> {
     diffs
 }
 
-fn compare_dir(a: &Path, b: &Path, rel: &Path, owner: bool, diffs: &mut Vec<String>, inodes: &mut std::collections::HashMap<u64, u64>) {
+fn compare_dir(
+    a: &Path,
+    b: &Path,
+    rel: &Path,
+    owner: bool,
+    diffs: &mut Vec<String>,
+    inodes: &mut std::collections::HashMap<u64, u64>,
+) {
     let names = |d: &Path| {
-        let mut v: Vec<_> = std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        let mut v: Vec<_> =
+            std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
         v.sort();
         v
     };
@@ -131,7 +140,8 @@ fn compare_dir(a: &Path, b: &Path, rel: &Path, owner: bool, diffs: &mut Vec<Stri
     for n in na {
         let r = rel.join(&n);
         let (pa, pb) = (a.join(&r), b.join(&r));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa).expect("lstat a"), std::fs::symlink_metadata(&pb).expect("lstat b"));
+        let (ma, mb) =
+            (std::fs::symlink_metadata(&pa).expect("lstat a"), std::fs::symlink_metadata(&pb).expect("lstat b"));
         let d = r.display();
         if ma.mode() != mb.mode() {
             diffs.push(format!("{d}: mode {:o} vs {:o}", ma.mode(), mb.mode()));

@@ -1,0 +1,401 @@
+#![allow(clippy::unwrap_used)]
+//! Bad input, damage, hostile snapshots, crashes and concurrency: each gets a clear error
+//! and loses nothing.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_format::snapshot::{Snapshot, Summary};
+use cairn_format::tree::{Node, NodeKind, RawName, Tree};
+use cairn_format::{BlobType, TreeId};
+use cairn_repo::{BlobSaver, Repository};
+
+fn assert_clean_failure(o: &std::process::Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, got {:?}: {e}", o.status);
+    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+    assert!(!e.contains("panicked"), "panic: {e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let env = Env::new();
+    assert_clean_failure(&env.run(&["snapshots"]), "no repository at");
+    env.init();
+    assert_clean_failure(&env.run(&["init"]), "already exists");
+    assert_clean_failure(
+        &env.cmd().env("CAIRN_PASSWORD", "wrong").args(["snapshots"]).output().unwrap(),
+        "wrong password",
+    );
+    assert_clean_failure(&env.run(&["backup", env.path("missing").to_str().unwrap()]), "No such file");
+    assert_clean_failure(&env.run(&["restore", "ffff", "--target", env.path("t").to_str().unwrap()]), "not found");
+    assert_clean_failure(&env.run(&["restore", "latest", "--target", env.path("t").to_str().unwrap()]), "no snapshots");
+    assert_clean_failure(&env.run(&["backup", "--time", "yesterday", env.dir.path().to_str().unwrap()]), "RFC 3339");
+    assert_clean_failure(
+        &env.cmd().env("CAIRN_REPO", "s3://bucket/x").args(["snapshots"]).output().unwrap(),
+        "not supported",
+    );
+    // A malformed config is reported, not trusted.
+    std::fs::write(env.repo.join("config"), b"garbage").unwrap();
+    let o = env.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn flipped_byte_in_a_pack_is_named_and_other_files_still_restore() {
+    let env = Env::new();
+    env.init();
+    let a = env.path("a");
+    let b = env.path("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("victim.bin"), noise(3_000_000, 1)).unwrap();
+    env.ok(&["backup", a.to_str().unwrap()]);
+    let before = packs(&env.repo);
+    std::fs::write(b.join("survivor.bin"), noise(3_000_000, 2)).unwrap();
+    env.ok(&["backup", b.to_str().unwrap()]);
+    env.ok(&["check", "--read-data"]);
+    // The data pack of the first backup is its largest.
+    let victim = before.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, &bytes).unwrap();
+    // The structural check reads headers only; the data check must fail and name it.
+    let o = env.run(&["check", "--read-data"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(e.contains(name), "pack not named: {e}");
+    assert!(e.contains("victim.bin") && !e.contains("survivor.bin"), "affected files wrong: {e}");
+    let t = env.path("t");
+    let snaps = env.json(&["snapshots"]);
+    let good = snaps[1]["short_id"].as_str().unwrap();
+    env.ok(&["restore", good, "--target", t.to_str().unwrap(), "--verify"]);
+    assert_eq!(std::fs::read(t.join(b.strip_prefix("/").unwrap()).join("survivor.bin")).unwrap(), noise(3_000_000, 2));
+    let bad = snaps[0]["short_id"].as_str().unwrap();
+    let o = env.run(&["restore", bad, "--target", env.path("t2").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
+    // The subset mode reads some packs.
+    let o = env.run(&["--json", "check", "--read-data-subset", "1/1"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["clean"], false);
+}
+
+/// Writes tree blobs (children first, root last) and a snapshot of the root, bypassing
+/// every check a real backup makes: what an attacker with the key could store.
+fn plant(repo_path: &Path, blobs: &[(BlobType, Vec<u8>)], root: TreeId) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    let repo =
+        Repository::open(Arc::new(cairn_store::LocalStore::new(repo_path)), rt.handle().clone(), PASSWORD.as_bytes())
+            .unwrap();
+    let index = repo.load_index().unwrap();
+    let saver = BlobSaver::new(&repo, index, Vec::new(), 1);
+    std::thread::scope(|s| {
+        s.spawn(|| saver.run_uploader());
+        let mut w = saver.worker().unwrap();
+        for (k, b) in blobs {
+            w.save(*k, repo.blob_id(b), b).unwrap();
+        }
+        w.flush().unwrap();
+        saver.close();
+    });
+    saver.finish().unwrap();
+    let snap = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: "2026-01-01T00:00:00Z".into(),
+        hostname: "evil".into(),
+        username: "evil".into(),
+        uid: 0,
+        gid: 0,
+        paths: vec!["/".into()],
+        tags: vec![],
+        label: None,
+        tree: root,
+        parent: None,
+        kind: "files".into(),
+        partial: false,
+        original: None,
+        summary: Summary::default(),
+        program_version: "evil".into(),
+    };
+    repo.save_snapshot(&snap).unwrap();
+}
+
+fn raw_tree(nodes: Vec<Node>) -> Vec<u8> {
+    // Not Tree::new: no sorting, no validation.
+    serde_json::to_vec(&Tree { version: 1, nodes }).unwrap()
+}
+
+fn file(name: &[u8], content: Vec<cairn_format::BlobId>, size: u64) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::File);
+    n.mode = 0o644;
+    n.content = content;
+    n.size = size;
+    n
+}
+
+#[test]
+fn hostile_snapshots_cannot_write_outside_the_target() {
+    let env = Env::new();
+    env.init();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = env.path("target");
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let repo =
+        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
+            .unwrap();
+    let evil = b"evil content".to_vec();
+    let evil_id = repo.blob_id(&evil);
+
+    // 1. An entry named "../escape" (and friends).
+    for name in [&b"../escape"[..], b"..", b"a/../../escape", b"/abs-escape"] {
+        let t = raw_tree(vec![file(name, vec![evil_id], evil.len() as u64)]);
+        let id = repo.blob_id(&t).tree();
+        plant(&env.repo, &[(BlobType::Data, evil.clone()), (BlobType::Tree, t)], id);
+        let snaps = env.json(&["snapshots"]);
+        let sid = snaps.as_array().unwrap().iter().find(|s| s["tree"] == id.to_hex()).unwrap()["short_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let o = env.run(&["restore", &sid, "--target", target.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "restore of {:?} succeeded", String::from_utf8_lossy(name));
+        assert!(stderr(&o).contains("unsafe") || stderr(&o).contains("damaged"), "{}", stderr(&o));
+    }
+    assert!(!env.path("escape").exists() && !Path::new("/abs-escape").exists());
+
+    // 2. A symlink to the outside, then (other snapshot) a directory of the same name
+    // with a file in it: restoring both into one target must not write through the link.
+    let mut link = Node::new(b"link".to_vec(), NodeKind::Symlink);
+    link.link_target = Some(RawName(outside.as_os_str().to_str().unwrap().as_bytes().to_vec()));
+    let t1 = raw_tree(vec![link.clone()]);
+    let t1_id = repo.blob_id(&t1).tree();
+    plant(&env.repo, &[(BlobType::Tree, t1)], t1_id);
+    let inner = raw_tree(vec![file(b"pwned", vec![evil_id], evil.len() as u64)]);
+    let inner_id = repo.blob_id(&inner).tree();
+    let mut dir = Node::new(b"link".to_vec(), NodeKind::Dir);
+    dir.mode = 0o755;
+    dir.subtree = Some(inner_id);
+    let t2 = raw_tree(vec![dir.clone()]);
+    let t2_id = repo.blob_id(&t2).tree();
+    plant(&env.repo, &[(BlobType::Tree, inner.clone()), (BlobType::Tree, t2)], t2_id);
+    let snaps = env.json(&["snapshots"]);
+    let by_tree = |t: TreeId| {
+        snaps.as_array().unwrap().iter().find(|s| s["tree"] == t.to_hex()).unwrap()["short_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let t = env.path("target2");
+    env.ok(&["restore", &by_tree(t1_id), "--target", t.to_str().unwrap()]);
+    assert!(std::fs::symlink_metadata(t.join("link")).unwrap().file_type().is_symlink());
+    let o = env.run(&["restore", &by_tree(t2_id), "--target", t.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!outside.join("pwned").exists(), "wrote through a symlink");
+
+    // 3. The same name twice in one tree (symlink, then directory) is refused outright.
+    let t3 = raw_tree(vec![link, dir]);
+    let t3_id = repo.blob_id(&t3).tree();
+    plant(&env.repo, &[(BlobType::Tree, t3)], t3_id);
+    let snaps = env.json(&["snapshots"]);
+    let sid = snaps.as_array().unwrap().iter().find(|s| s["tree"] == t3_id.to_hex()).unwrap()["short_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = env.run(&["restore", &sid, "--target", env.path("target3").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!outside.join("pwned").exists());
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+fn make_tree(root: &Path, files: usize, size: usize, seed: u64) -> u64 {
+    std::fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        std::fs::write(root.join(format!("f{i:04}")), noise(size, seed + i as u64)).unwrap();
+    }
+    (files * size) as u64
+}
+
+fn data_size(repo: &Path) -> u64 {
+    packs(repo).iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum()
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_a_clean_repository_and_the_rerun_reuses_uploads() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let total = make_tree(&src, 160, 1_500_000, 100);
+    let mut killed = 0;
+    for delay_ms in [150u64, 500, 1200] {
+        let mut child = env
+            .cmd()
+            .args(["backup", src.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        use std::os::unix::process::ExitStatusExt;
+        if child.wait().unwrap().signal() == Some(libc::SIGKILL) {
+            killed += 1;
+        }
+        let o = env.run(&["check"]);
+        assert!(o.status.success(), "check after kill at {delay_ms} ms failed: {}", stderr(&o));
+    }
+    assert!(killed >= 2, "the backup finished before the kill: make the data larger");
+    let before = data_size(&env.repo);
+    let r = env.json(&["backup", src.to_str().unwrap()]);
+    let after = data_size(&env.repo);
+    assert_eq!(r["partial"], false);
+    // Random data does not compress: if the reruns had re-uploaded, the packs would hold
+    // several copies. Allow the open packs each kill lost (2 workers x 16 MiB).
+    assert!(
+        after < total + 3 * 40 * 1024 * 1024,
+        "stored {after} for {total} bytes of data (before final run: {before}, added {})",
+        r["bytes_added"]
+    );
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t.join(src.strip_prefix("/").unwrap()), true).is_empty());
+}
+
+#[test]
+fn concurrent_backups_both_land() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    make_tree(&a, 40, 500_000, 1);
+    make_tree(&b, 40, 500_000, 1000);
+    // Shared content too, so both race to store the same blobs.
+    std::fs::write(a.join("shared"), noise(4_000_000, 77)).unwrap();
+    std::fs::write(b.join("shared"), noise(4_000_000, 77)).unwrap();
+    let spawn = |p: &Path| {
+        env.cmd()
+            .args(["backup", p.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
+    assert!(oa.status.success(), "{}", stderr(&oa));
+    assert!(ob.status.success(), "{}", stderr(&ob));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    env.ok(&["check", "--read-data"]);
+    for p in [&a, &b] {
+        let t = env.path("t");
+        let snaps = env.json(&["snapshots", "--path", p.to_str().unwrap()]);
+        let id = snaps[0]["short_id"].as_str().unwrap().to_string();
+        let _ = std::fs::remove_dir_all(&t);
+        env.ok(&["restore", &format!("{id}:{}", p.display()), "--target", t.to_str().unwrap()]);
+        assert!(compare_trees(p, &t, true).is_empty());
+    }
+}
+
+#[test]
+fn unreadable_file_gives_partial_snapshot_and_exit_3() {
+    let env = Env::new();
+    let base = env.path("shared");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = base.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    std::fs::write(src.join("secret"), b"no").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let repo = base.join("repo");
+    let run = |args: &[&str]| {
+        let mut c = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_cairn")]);
+            c
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        };
+        c.env("CAIRN_REPO", &repo).env("CAIRN_PASSWORD", PASSWORD).env("HOME", &base).args(args).output().unwrap()
+    };
+    let o = run(&["init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("secret"), "unreadable file not listed: {}", stderr(&o));
+    let o = run(&["--json", "snapshots"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["partial"], true);
+    let o = run(&["ls", "latest"]);
+    let ls = String::from_utf8_lossy(&o.stdout);
+    assert!(ls.contains("ok.txt") && !ls.contains("secret"), "{ls}");
+}
+
+#[test]
+fn full_disk_is_one_clear_error() {
+    if !is_root() {
+        eprintln!("SKIP full_disk_is_one_clear_error: needs root to mount a small tmpfs");
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    if !run_sh(&format!("mount -t tmpfs -o size=3m tmpfs '{}'", mnt.display())) {
+        eprintln!("SKIP full_disk_is_one_clear_error: cannot mount tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            run_sh(&format!("umount '{}'", self.0.display()));
+        }
+    }
+    let _u = Unmount(mnt.clone());
+    let src = env.path("src");
+    make_tree(&src, 10, 1_000_000, 5);
+    let repo = mnt.join("repo");
+    let o = env.cmd().env("CAIRN_REPO", &repo).args(["init"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env.cmd().env("CAIRN_REPO", &repo).args(["backup", src.to_str().unwrap()]).output().unwrap();
+    assert_clean_failure(&o, "No space left");
+    // What was stored before stays readable.
+    let o = env.cmd().env("CAIRN_REPO", &repo).args(["check"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn keys_add_remove_passwd() {
+    let env = Env::new();
+    env.init();
+    let o = env.cmd().env("CAIRN_NEW_PASSWORD", "second").args(["--json", "key", "add"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let keys = env.json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert!(env.cmd().env("CAIRN_PASSWORD", "second").args(["snapshots"]).output().unwrap().status.success());
+    let current =
+        keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let o = env.run(&["key", "remove", &current[..8]]);
+    assert_eq!(o.status.code(), Some(1), "removing the key in use must be refused");
+    let o = env.cmd().env("CAIRN_NEW_PASSWORD", "third").args(["key", "passwd"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.run(&["snapshots"]).status.code(), Some(1), "old password still works after passwd");
+    assert!(env.cmd().env("CAIRN_PASSWORD", "third").args(["snapshots"]).output().unwrap().status.success());
+    let o = env.cmd().env("CAIRN_PASSWORD", "third").args(["--json", "key", "list"]).output().unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let other =
+        keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let o = env.cmd().env("CAIRN_PASSWORD", "third").args(["key", "remove", &other[..8]]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.cmd().env("CAIRN_PASSWORD", "second").args(["snapshots"]).output().unwrap().status.code(), Some(1));
+}
