@@ -143,7 +143,8 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         parent: if stream { None } else { parent.as_ref().map(|(_, s)| s.tree) },
         force: a.force,
         threads,
-        uploads: 4,
+        // Local disk gains nothing from more parallel writes; each in flight holds a pack.
+        uploads: 2,
     };
     let progress = Progress::default();
     let stop = AtomicBool::new(false);

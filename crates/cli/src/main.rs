@@ -30,6 +30,7 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => 0,
@@ -42,6 +43,19 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// Pack and chunk buffers are megabytes each and short-lived. glibc raises its mmap
+/// threshold after the first such buffer is freed and from then on serves them from the
+/// heap arenas, where they fragment and are never returned: peak RSS doubled in
+/// measurements. A fixed threshold keeps every large buffer an mmap that `free` unmaps.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

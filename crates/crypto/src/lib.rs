@@ -26,6 +26,8 @@ pub const SALT_LEN: usize = 32;
 pub enum Error {
     #[error("authentication failed: data is corrupted or the key is wrong")]
     Decrypt,
+    #[error("unsupported sealed-object version {0}")]
+    Version(u8),
     #[error("ciphertext too short ({0} bytes)")]
     Truncated(usize),
     #[error("key derivation failed: {0}")]
@@ -87,18 +89,29 @@ impl PackKey {
 
     /// Encrypts `buf` in place and appends the tag. `nonce` must never repeat for this key.
     pub fn seal(&self, nonce: [u8; 12], buf: &mut Vec<u8>) -> Result<(), Error> {
+        self.seal_with(nonce, &[], buf)
+    }
+
+    /// As [`PackKey::seal`], authenticating `aad` too (it must be given again to open).
+    pub fn seal_with(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), Error> {
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
             .map_err(|_| Error::Decrypt)
     }
 
     /// Decrypts `buf` (ciphertext || tag) in place; returns the plaintext length.
     pub fn open_in_place(&self, nonce: [u8; 12], buf: &mut [u8]) -> Result<usize, Error> {
+        self.open_with(nonce, &[], buf)
+    }
+
+    pub fn open_with(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<usize, Error> {
         if buf.len() < TAG_LEN {
             return Err(Error::Truncated(buf.len()));
         }
-        let pt =
-            self.0.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf).map_err(|_| Error::Decrypt)?;
+        let pt = self
+            .0
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .map_err(|_| Error::Decrypt)?;
         Ok(pt.len())
     }
 }
@@ -114,30 +127,35 @@ pub fn offset_nonce(offset: u64) -> [u8; 12] {
 /// maps to it (offsets have zero high bytes).
 pub const HEADER_NONCE: [u8; 12] = [0xff; 12];
 
-/// Sealed object: `version(1) || salt(32) || AES-GCM(object_key(salt), HEADER_NONCE, pt)`.
+/// Sealed object: `version(1) || salt(32) || AES-GCM(object_key(salt), HEADER_NONCE, pt)`,
+/// with the object's kind (e.g. `b"cairn v1 snapshot"`) as associated data, so an object of
+/// one kind can never be accepted as another.
 pub const SEALED_VERSION: u8 = 1;
 
-pub fn seal_object(master: &MasterKey, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn seal_object(master: &MasterKey, kind: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
     let salt: [u8; SALT_LEN] = random_array()?;
     let key = master.object_key(&salt);
     let mut ct = Vec::with_capacity(1 + SALT_LEN + plaintext.len() + TAG_LEN);
     ct.push(SEALED_VERSION);
     ct.extend_from_slice(&salt);
     let mut body = plaintext.to_vec();
-    key.seal(HEADER_NONCE, &mut body)?;
+    key.seal_with(HEADER_NONCE, kind, &mut body)?;
     ct.extend_from_slice(&body);
     Ok(ct)
 }
 
-pub fn open_object(master: &MasterKey, sealed: &[u8]) -> Result<Vec<u8>, Error> {
-    if sealed.len() < 1 + SALT_LEN + TAG_LEN || sealed[0] != SEALED_VERSION {
+pub fn open_object(master: &MasterKey, kind: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
+    if sealed.len() < 1 + SALT_LEN + TAG_LEN {
         return Err(Error::Truncated(sealed.len()));
+    }
+    if sealed[0] != SEALED_VERSION {
+        return Err(Error::Version(sealed[0]));
     }
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&sealed[1..1 + SALT_LEN]);
     let key = master.object_key(&salt);
     let mut body = sealed[1 + SALT_LEN..].to_vec();
-    let n = key.open_in_place(HEADER_NONCE, &mut body)?;
+    let n = key.open_with(HEADER_NONCE, kind, &mut body)?;
     body.truncate(n);
     Ok(body)
 }
@@ -220,10 +238,11 @@ mod tests {
     #[test]
     fn sealed_object_round_trip() {
         let m = MasterKey::generate().unwrap();
-        let s = seal_object(&m, b"hello").unwrap();
-        assert_eq!(open_object(&m, &s).unwrap(), b"hello");
+        let s = seal_object(&m, b"k", b"hello").unwrap();
+        assert_eq!(open_object(&m, b"k", &s).unwrap(), b"hello");
+        assert!(open_object(&m, b"other kind", &s).is_err(), "kind is not bound");
         let other = MasterKey::generate().unwrap();
-        assert!(matches!(open_object(&other, &s), Err(Error::Decrypt)));
+        assert!(matches!(open_object(&other, b"k", &s), Err(Error::Decrypt)));
     }
 
     #[test]
@@ -248,10 +267,10 @@ mod tests {
         #[test]
         fn any_flipped_bit_is_detected(data in proptest::collection::vec(any::<u8>(), 0..300), pos in any::<usize>(), bit in 0u8..8) {
             let m = MasterKey::from_bytes([7; 32]);
-            let mut s = seal_object(&m, &data).unwrap();
+            let mut s = seal_object(&m, b"k", &data).unwrap();
             let i = pos % s.len();
             s[i] ^= 1 << bit;
-            prop_assert!(open_object(&m, &s).is_err());
+            prop_assert!(open_object(&m, b"k", &s).is_err());
         }
 
         #[test]

@@ -239,20 +239,11 @@ fn read_loop<S: Source + ?Sized>(
             Ok(FileDone { content, size })
         })();
         progress.files_done.fetch_add(1, Ordering::Relaxed);
-        if r.is_ok() {
-            let name = job.before.name.0.clone();
-            let changed = match source.node(&job.path, &name) {
-                Ok(after) => {
-                    after.mtime != job.before.mtime || after.size != job.before.size || after.ctime != job.before.ctime
-                }
-                Err(_) => true,
-            };
-            if changed {
-                warnings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("{}: changed while being read", job.path.display()));
-            }
+        if r.is_ok() && source.changed_since(&job.path, &job.before) {
+            warnings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{}: changed while being read", job.path.display()));
         }
         let r = r.map_err(|e| format!("{}: {e}", job.path.display()));
         if results.send((job.slot, r)).is_err() {

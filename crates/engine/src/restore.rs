@@ -20,12 +20,12 @@ use cairn_repo::{Index, Repository};
 
 use crate::{Error, Result};
 
-/// A path below the restore target, as validated name components.
-pub type RelPath = Vec<Vec<u8>>;
+/// A path below the restore target: validated names joined by `/` (no name contains `/`,
+/// `..` or NUL, so this is unambiguous). One allocation per entry, not one per component.
+pub type RelPath = Vec<u8>;
 
 pub fn display(rel: &RelPath) -> String {
-    let v: Vec<_> = rel.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-    format!("/{}", v.join("/"))
+    format!("/{}", String::from_utf8_lossy(rel))
 }
 
 /// What is at a path of the target already.
@@ -141,8 +141,12 @@ impl<'a> Restorer<'a> {
                     )));
                 }
                 let child_s = format!("{spath}/{}", n.name.lossy());
-                let mut child = rel.clone();
-                child.push(n.name.0.clone());
+                let mut child = Vec::with_capacity(rel.len() + 1 + n.name.0.len());
+                child.extend_from_slice(&rel);
+                if !rel.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(&n.name.0);
                 let is_dir = n.kind == NodeKind::Dir;
                 if !(opts.filter)(&child_s, is_dir) {
                     continue;

@@ -14,6 +14,14 @@ pub trait Source: Sync {
     /// Sorted by name. Per-entry failures are returned as `Err` items, not fatal.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>>;
     fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// Whether the file at `path` changed since `before` was taken (size, mtime, ctime),
+    /// asked after reading it.
+    fn changed_since(&self, path: &Path, before: &Node) -> bool {
+        match self.node(path, &before.name.0) {
+            Ok(after) => after.mtime != before.mtime || after.size != before.size || after.ctime != before.ctime,
+            Err(_) => true,
+        }
+    }
     /// Whether `path` (an entry of a directory being walked) should be left out.
     fn is_excluded(&self, _path: &Path, _is_dir: bool) -> bool {
         false

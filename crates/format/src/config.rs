@@ -37,6 +37,13 @@ impl Config {
         if c.version != CONFIG_VERSION {
             return Err(Error::Version { what: "config", version: c.version.into() });
         }
+        // Pack offsets are u32: packs stay far below 4 GiB.
+        if !(64 * 1024..=1 << 30).contains(&c.pack_size) {
+            return Err(Error::malformed("config", format!("pack_size {} out of range", c.pack_size)));
+        }
+        if !(0..=22).contains(&c.compression_level) {
+            return Err(Error::malformed("config", format!("compression_level {}", c.compression_level)));
+        }
         if c.id_key_bytes().is_none() {
             return Err(Error::malformed("config", "id_key"));
         }

@@ -103,6 +103,17 @@ impl Source for FsSource {
         Ok(Box::new(f))
     }
 
+    fn changed_since(&self, path: &Path, before: &Node) -> bool {
+        match fs::symlink_metadata(path) {
+            Ok(m) => {
+                m.len() != before.size
+                    || m.mtime() * 1_000_000_000 + m.mtime_nsec() != before.mtime
+                    || m.ctime() * 1_000_000_000 + m.ctime_nsec() != before.ctime
+            }
+            Err(_) => true,
+        }
+    }
+
     fn is_excluded(&self, path: &Path, is_dir: bool) -> bool {
         self.excludes.matched(path, is_dir).is_ignore()
     }

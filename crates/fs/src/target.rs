@@ -26,11 +26,10 @@ impl FsDestination {
     }
 
     fn path(&self, rel: &RelPath) -> PathBuf {
-        let mut p = self.root.clone();
-        for c in rel {
-            p.push(std::ffi::OsStr::from_bytes(c));
+        if rel.is_empty() {
+            return self.root.clone();
         }
-        p
+        self.root.join(std::ffi::OsStr::from_bytes(rel))
     }
 
     /// Removes a non-directory at `p`, so that what replaces it is created fresh (never

@@ -10,6 +10,7 @@ pub struct BlobCodec {
     level: i32,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     sampler: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
 }
 
 const SAMPLE: usize = 16 * 1024;
@@ -20,6 +21,7 @@ impl BlobCodec {
             level,
             compressor: zstd::bulk::Compressor::new(level).ok(),
             sampler: zstd::bulk::Compressor::new(1).ok(),
+            scratch: Vec::new(),
         }
     }
 
@@ -27,19 +29,20 @@ impl BlobCodec {
     pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
         if data.len() >= 128 && self.level > 0 && self.worth_compressing(data) {
             if let Some(c) = self.compressor.as_mut() {
-                let mut out = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(data.len()));
-                out.push(COMPRESSION_ZSTD);
-                let cap = out.capacity();
-                out.resize(cap, 0);
-                if let Ok(n) = c.compress_to_buffer(data, &mut out[1..]) {
+                // zstd writes into the spare capacity: no zeroing of a bound-sized buffer.
+                self.scratch.clear();
+                self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                if let Ok(n) = c.compress_to_buffer(data, &mut self.scratch) {
                     if n < data.len() - data.len() / 32 {
-                        out.truncate(1 + n);
+                        let mut out = Vec::with_capacity(1 + n + cairn_crypto::TAG_LEN);
+                        out.push(COMPRESSION_ZSTD);
+                        out.extend_from_slice(&self.scratch[..n]);
                         return out;
                     }
                 }
             }
         }
-        let mut out = Vec::with_capacity(1 + data.len());
+        let mut out = Vec::with_capacity(1 + data.len() + cairn_crypto::TAG_LEN);
         out.push(COMPRESSION_NONE);
         out.extend_from_slice(data);
         out

@@ -83,16 +83,26 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
             r.warnings.push(format!("pack {} is not indexed (left by an interrupted backup; the next backup adopts it, prune removes it if unused)", p.short()));
         }
     }
+    let salts: HashMap<PackId, [u8; 32]> = index.packs().copied().collect();
     // Headers of every indexed pack (cheap: two ranged reads each) agree with the index.
     let mut sorted: Vec<PackId> = expected.keys().filter(|p| listed.contains_key(p)).copied().collect();
     sorted.sort();
     for p in &sorted {
         match repo.read_pack_header(*p) {
-            Ok((_, entries)) => {
+            Ok((salt, entries)) => {
+                if salts.get(p) != Some(&salt) {
+                    r.errors
+                        .push(format!("pack {}: the index records another key salt than the pack holds", p.short()));
+                    r.damaged_packs.push(*p);
+                }
                 let hdr: HashMap<BlobId, BlobEntry> = entries.into_iter().map(|e| (e.id, e)).collect();
                 for (b, loc) in &expected[p] {
                     match hdr.get(b) {
-                        Some(e) if e.offset == loc.offset && e.length == loc.length && e.kind == loc.kind => {}
+                        Some(e)
+                            if e.offset == loc.offset
+                                && e.length == loc.length
+                                && e.kind == loc.kind
+                                && e.raw_length == loc.raw_length => {}
                         _ => {
                             r.errors.push(format!(
                                 "pack {}: header disagrees with the index for blob {}",
@@ -127,37 +137,30 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
             (0..n.min(sorted.len())).map(|i| sorted[(start + i) % sorted.len()]).collect()
         }
     };
-    for p in &chosen {
+    // Read the chosen packs on every core: reading, decrypting, decompressing and hashing.
+    let queue = std::sync::Mutex::new(chosen.iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
+                let Some(p) = next else { break };
+                let out = read_pack_data(repo, p, &expected[&p], salts.get(&p));
+                results.lock().unwrap_or_else(|p| p.into_inner()).push((p, out));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(p, _)| *p);
+    for (p, (errors, blobs)) in results {
         r.packs_read += 1;
-        let data = match repo.read_pack(*p) {
-            Ok(d) => d,
-            Err(e) => {
-                r.errors.push(format!("pack {}: {e}", p.short()));
-                r.damaged_packs.push(*p);
-                continue;
-            }
-        };
-        let mut pack_bad = false;
-        if cairn_crypto::content_hash(&data) != p.0 .0 {
-            r.errors.push(format!("pack {}: content does not match its name", p.short()));
-            pack_bad = true;
+        if !errors.is_empty() {
+            r.damaged_packs.push(p);
         }
-        let salt = crate::packer::parse_prefix(*p, &data).unwrap_or([0; 32]);
-        for (b, loc) in &expected[p] {
-            let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-            let res = if e <= data.len() {
-                repo.open_blob(b, &salt, loc.offset, loc.raw_length, data[s..e].to_vec())
-            } else {
-                Err(crate::Error::Invalid("beyond end".into()))
-            };
-            if let Err(err) = res {
-                r.errors.push(format!("pack {}: blob {} is damaged: {}", p.short(), b.0.to_hex(), short_err(&err)));
-                r.damaged_blobs.insert(*b, format!("damaged in pack {}", p.short()));
-                pack_bad = true;
-            }
-        }
-        if pack_bad {
-            r.damaged_packs.push(*p);
+        r.errors.extend(errors);
+        for b in blobs {
+            r.damaged_blobs.insert(b, format!("damaged in pack {}", p.short()));
         }
     }
     r.damaged_packs.sort();
@@ -176,6 +179,41 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         walk(repo, &index, &mut r, &mut seen_trees, *sid, s.tree, String::new(), &missing_blobs);
     }
     Ok(r)
+}
+
+/// Reads one pack whole and authenticates every indexed blob in it: the errors, and the
+/// blobs that are damaged.
+fn read_pack_data(
+    repo: &Repository,
+    p: PackId,
+    blobs: &[(BlobId, crate::Location)],
+    salt: Option<&[u8; 32]>,
+) -> (Vec<String>, Vec<BlobId>) {
+    let mut errors = Vec::new();
+    let mut damaged = Vec::new();
+    let data = match repo.read_pack(p) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("pack {}: {e}", p.short()));
+            return (errors, blobs.iter().map(|(b, _)| *b).collect());
+        }
+    };
+    if cairn_crypto::content_hash(&data) != p.0 .0 {
+        errors.push(format!("pack {}: content does not match its name", p.short()));
+    }
+    let salt = salt.copied().unwrap_or([0; 32]);
+    for (b, loc) in blobs {
+        let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+        let res = match data.get(s..e) {
+            Some(ct) => repo.open_blob(b, &salt, loc.offset, loc.raw_length, ct.to_vec()),
+            None => Err(crate::Error::Invalid("beyond the end of the pack".into())),
+        };
+        if let Err(err) = res {
+            errors.push(format!("pack {}: blob {} is damaged: {}", p.short(), b.0.to_hex(), short_err(&err)));
+            damaged.push(*b);
+        }
+    }
+    (errors, damaged)
 }
 
 fn short_err(e: &crate::Error) -> String {

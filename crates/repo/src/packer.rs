@@ -25,7 +25,8 @@ pub struct FinishedPack {
 impl Packer {
     pub fn new(master: &MasterKey, kind: BlobType, capacity: usize) -> Result<Self> {
         let salt: [u8; 32] = cairn_crypto::random_array()?;
-        let mut buf = Vec::with_capacity(capacity + capacity / 8);
+        // Room for the target size plus a header of a few thousand records.
+        let mut buf = Vec::with_capacity(capacity + 64 * 1024);
         buf.extend_from_slice(PACK_MAGIC);
         buf.push(PACK_VERSION);
         buf.extend_from_slice(&salt);

@@ -88,7 +88,7 @@ impl Repository {
         };
         let (key_id, key_bytes) = make_key_file(&master, password, meta, opts.kdf)?;
         block(&rt, store.put(&layout::key(&key_id), key_bytes, PutMode::Create))?;
-        let sealed = seal(&master, &config.encode(), 3)?;
+        let sealed = seal(&master, KIND_CONFIG, &config.encode(), 3)?;
         match block(&rt, store.put(layout::CONFIG, sealed, PutMode::Create)) {
             Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => {
                 return Err(Error::AlreadyExists { location })
@@ -111,8 +111,12 @@ impl Repository {
             let Some(id) = layout::id_of(&k.path) else { continue };
             let bytes = block(&rt, store.get(&k.path, None))?;
             let Ok(kf) = KeyFile::decode(&bytes) else { continue };
-            if let Some(master) = try_unlock(&kf, password)? {
-                let config = Config::decode(&open_sealed(&master, &config_bytes, 1 << 20)?)?;
+            // A malformed key file must not stop the others from being tried.
+            if let Ok(Some(master)) = try_unlock(&kf, password) {
+                let Ok(plain) = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20) else {
+                    continue; // a key of another (half-created) repository: try the next
+                };
+                let config = Config::decode(&plain)?;
                 let id_key =
                     IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
                 let params = chunker_params(&config);
@@ -197,8 +201,8 @@ impl Repository {
 
     // ---- sealed objects ----
 
-    fn save_sealed(&self, prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {
-        let sealed = seal(&self.master, plain, 3)?;
+    fn save_sealed(&self, kind: &[u8], prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {
+        let sealed = seal(&self.master, kind, plain, 3)?;
         let id = Id(cairn_crypto::content_hash(&sealed));
         match self.block_on(self.store.put(&prefix_path(id), sealed, PutMode::Create)) {
             Err(e) if e.kind() == cairn_store::ErrorKind::AlreadyExists => Ok(id),
@@ -206,13 +210,13 @@ impl Repository {
         }
     }
 
-    fn load_sealed(&self, path: &str, what: &'static str) -> Result<Vec<u8>> {
+    fn load_sealed(&self, kind: &[u8], path: &str, what: &'static str) -> Result<Vec<u8>> {
         let bytes = self.block_on(self.store.get(path, None))?;
         let id = layout::id_of(path).unwrap_or_default();
         if Id(cairn_crypto::content_hash(&bytes)) != id {
             return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
         }
-        open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged {
+        open_sealed(&self.master, kind, &bytes, 1 << 30).map_err(|e| Error::Damaged {
             what,
             id: id.to_hex(),
             detail: e.to_string(),
@@ -222,7 +226,7 @@ impl Repository {
     // ---- index ----
 
     pub fn save_index(&self, f: &IndexFile) -> Result<IndexId> {
-        self.save_sealed(|id| layout::index(&IndexId(id)), &f.encode()).map(IndexId)
+        self.save_sealed(KIND_INDEX, |id| layout::index(&IndexId(id)), &f.encode()).map(IndexId)
     }
 
     pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
@@ -235,21 +239,21 @@ impl Repository {
     }
 
     pub fn load_index_file(&self, id: IndexId) -> Result<IndexFile> {
-        Ok(IndexFile::decode(&self.load_sealed(&layout::index(&id), "index file")?)?)
+        Ok(IndexFile::decode(&self.load_sealed(KIND_INDEX, &layout::index(&id), "index file")?)?)
     }
 
     /// Loads every index file (in parallel on the runtime).
     pub fn load_index(&self) -> Result<Index> {
         let ids = self.list_index_ids()?;
         let mut index = Index::default();
-        for f in self.load_many(ids.iter().map(layout::index).collect(), "index file")? {
+        for f in self.load_many(KIND_INDEX, ids.iter().map(layout::index).collect(), "index file")? {
             index.add_file(&IndexFile::decode(&f)?);
         }
         Ok(index)
     }
 
     /// Fetches and opens many sealed objects concurrently, in order.
-    fn load_many(&self, paths: Vec<String>, what: &'static str) -> Result<Vec<Vec<u8>>> {
+    fn load_many(&self, kind: &[u8], paths: Vec<String>, what: &'static str) -> Result<Vec<Vec<u8>>> {
         let mut handles = Vec::new();
         for p in paths.iter() {
             let store = self.store.clone();
@@ -263,7 +267,7 @@ impl Repository {
             if Id(cairn_crypto::content_hash(&bytes)) != id {
                 return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
             }
-            out.push(open_sealed(&self.master, &bytes, 1 << 30).map_err(|e| Error::Damaged {
+            out.push(open_sealed(&self.master, kind, &bytes, 1 << 30).map_err(|e| Error::Damaged {
                 what,
                 id: id.to_hex(),
                 detail: e.to_string(),
@@ -364,7 +368,7 @@ impl Repository {
     // ---- snapshots ----
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
-        self.save_sealed(|id| layout::snapshot(&SnapshotId(id)), &s.encode()).map(SnapshotId)
+        self.save_sealed(KIND_SNAPSHOT, |id| layout::snapshot(&SnapshotId(id)), &s.encode()).map(SnapshotId)
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
@@ -379,7 +383,7 @@ impl Repository {
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.list_snapshot_ids()?;
-        let docs = self.load_many(ids.iter().map(layout::snapshot).collect(), "snapshot")?;
+        let docs = self.load_many(KIND_SNAPSHOT, ids.iter().map(layout::snapshot).collect(), "snapshot")?;
         let mut out = Vec::new();
         for (id, d) in ids.into_iter().zip(docs) {
             let s = Snapshot::decode(&d).map_err(|e| Error::Damaged {
@@ -394,7 +398,7 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
-        Ok(Snapshot::decode(&self.load_sealed(&layout::snapshot(&id), "snapshot")?)?)
+        Ok(Snapshot::decode(&self.load_sealed(KIND_SNAPSHOT, &layout::snapshot(&id), "snapshot")?)?)
     }
 
     /// `latest`, a full id, or a unique prefix of at least 4 hex digits.
@@ -439,7 +443,12 @@ pub(crate) fn chunker_params(c: &Config) -> ChunkerParams {
 }
 
 /// Sealed-object plaintext: `compression(1) || payload`.
-pub(crate) fn seal(master: &MasterKey, payload: &[u8], level: i32) -> Result<Vec<u8>> {
+/// Associated data of sealed objects: binds each to its kind.
+pub(crate) const KIND_CONFIG: &[u8] = b"cairn v1 config";
+pub(crate) const KIND_INDEX: &[u8] = b"cairn v1 index";
+pub(crate) const KIND_SNAPSHOT: &[u8] = b"cairn v1 snapshot";
+
+pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) -> Result<Vec<u8>> {
     let mut plain = Vec::with_capacity(payload.len() + 1);
     match zstd::bulk::compress(payload, level) {
         Ok(c) if c.len() < payload.len() => {
@@ -451,11 +460,11 @@ pub(crate) fn seal(master: &MasterKey, payload: &[u8], level: i32) -> Result<Vec
             plain.extend_from_slice(payload);
         }
     }
-    Ok(cairn_crypto::seal_object(master, &plain)?)
+    Ok(cairn_crypto::seal_object(master, kind, &plain)?)
 }
 
-pub(crate) fn open_sealed(master: &MasterKey, sealed: &[u8], max: usize) -> Result<Vec<u8>> {
-    let plain = cairn_crypto::open_object(master, sealed)?;
+pub(crate) fn open_sealed(master: &MasterKey, kind: &[u8], sealed: &[u8], max: usize) -> Result<Vec<u8>> {
+    let plain = cairn_crypto::open_object(master, kind, sealed)?;
     match plain.first() {
         Some(&COMPRESSION_NONE) => Ok(plain[1..].to_vec()),
         Some(&COMPRESSION_ZSTD) => {
@@ -463,7 +472,10 @@ pub(crate) fn open_sealed(master: &MasterKey, sealed: &[u8], max: usize) -> Resu
             let mut dec =
                 zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
             use std::io::Read;
-            (&mut dec).take(max as u64).read_to_end(&mut out).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            (&mut dec).take(max as u64 + 1).read_to_end(&mut out).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            if out.len() > max {
+                return Err(Error::Invalid(format!("sealed object larger than {max} bytes once decompressed")));
+            }
             Ok(out)
         }
         _ => Err(Error::Invalid("sealed object: unknown compression".into())),

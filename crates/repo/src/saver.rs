@@ -56,7 +56,7 @@ impl<'r> BlobSaver<'r> {
     /// `recovered`: packs adopted by [`Repository::recover_unindexed`], recorded in the
     /// first index file this saver writes.
     pub fn new(repo: &'r Repository, index: Index, recovered: Vec<IndexedPack>, uploads: usize) -> Self {
-        let (tx, rx) = bounded(2);
+        let (tx, rx) = bounded(1);
         BlobSaver {
             repo,
             state: Mutex::new(State { index, pending: HashSet::new() }),
@@ -224,6 +224,11 @@ impl<'r> BlobSaver<'r> {
     }
 }
 
+fn send_pack(tx: &Sender<FinishedPack>, p: Packer) -> Result<()> {
+    let f = p.finish()?;
+    tx.send(f).map_err(|_| Error::Invalid("uploader stopped".into()))
+}
+
 /// One thread's packers. Dropping it without [`WorkerSaver::flush`] loses its open packs,
 /// which is what a failed backup wants.
 pub struct WorkerSaver<'s, 'r> {
@@ -248,6 +253,13 @@ impl WorkerSaver<'_, '_> {
             BlobType::Data => &mut self.data,
             BlobType::Tree => &mut self.tree,
         };
+        // Close the open pack first if this blob would push it past the target, so packs
+        // stay within their preallocated size (no doubling reallocation of 16 MiB buffers).
+        if slot.as_ref().is_some_and(|p| !p.is_empty() && p.len() + plain.len() + cairn_crypto::TAG_LEN > target) {
+            if let Some(p) = slot.take() {
+                send_pack(&self.tx, p)?;
+            }
+        }
         if slot.is_none() {
             *slot = Some(Packer::new(repo.master(), kind, target)?);
         }
@@ -256,17 +268,16 @@ impl WorkerSaver<'_, '_> {
         }
         self.saver.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.saver.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
-        if slot.as_ref().map(|p| p.len() >= target).unwrap_or(false) {
+        if slot.as_ref().is_some_and(|p| p.len() >= target) {
             if let Some(p) = slot.take() {
-                self.send(p)?;
+                send_pack(&self.tx, p)?;
             }
         }
         Ok(true)
     }
 
     fn send(&self, p: Packer) -> Result<()> {
-        let f = p.finish()?;
-        self.tx.send(f).map_err(|_| Error::Invalid("uploader stopped".into()))
+        send_pack(&self.tx, p)
     }
 
     /// Sends the open packs for upload.

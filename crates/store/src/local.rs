@@ -61,6 +61,13 @@ impl LocalStore {
             PutMode::Overwrite => fs::rename(&tmp, &full).map_err(|e| Error::io(path, e)),
         };
         let _ = fs::remove_file(&tmp);
+        // The new name must be durable before anything that refers to it is written
+        // (pack -> index -> snapshot ordering survives a power loss).
+        if res.is_ok() && self.fsync {
+            if let Ok(d) = fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+        }
         res
     }
 
