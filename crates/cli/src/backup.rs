@@ -128,12 +128,16 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         let p = s.path();
         (Box::new(s), vec![p])
     } else {
-        let src = FsSource::new(FsSourceOptions {
-            excludes: plan.excludes.clone(),
-            one_file_system: a.one_file_system,
-            roots: plan.paths.clone(),
-        })
-        .map_err(|e| anyhow!(e))?;
+        let mut excludes = plan.excludes.clone();
+        // Never back up the repository into itself (`cairn backup ~` with the default one).
+        if let Ok(repo_dir) = std::fs::canonicalize(&ctx.repo_path) {
+            if plan.paths.iter().any(|p| repo_dir.starts_with(p)) {
+                excludes.push(gitignore_literal(&repo_dir));
+            }
+        }
+        let src =
+            FsSource::new(FsSourceOptions { excludes, one_file_system: a.one_file_system, roots: plan.paths.clone() })
+                .map_err(|e| anyhow!(e))?;
         (Box::new(src), path_strings(&plan.paths))
     };
     let stream = child.is_some() || a.stdin;
@@ -202,8 +206,8 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         });
         println!("{v}");
     } else {
-        for w in &outcome.warnings {
-            if ctx.g.verbose {
+        if !ctx.g.quiet {
+            for w in &outcome.warnings {
                 eprintln!("cairn: warning: {w}");
             }
         }
@@ -230,6 +234,18 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         return Err(Exit(3).into());
     }
     Ok(())
+}
+
+/// An absolute path as a gitignore pattern matching exactly it.
+fn gitignore_literal(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn progress_line(p: &Progress, el: std::time::Duration) -> String {

@@ -256,7 +256,8 @@ fn default_repository_is_created_on_first_backup() {
         .cmd()
         .env_remove("CAIRN_REPO")
         .env_remove("CAIRN_PASSWORD")
-        .args(["backup", src.to_str().unwrap()])
+        // `cairn backup ~`: the default repository lives inside the backed-up tree.
+        .args(["backup", env.dir.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -270,4 +271,8 @@ fn default_repository_is_created_on_first_backup() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
+    let o = env.cmd().env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").args(["ls", "latest"]).output().unwrap();
+    let ls = String::from_utf8_lossy(&o.stdout);
+    assert!(ls.contains("/src/a"), "{ls}");
+    assert!(!ls.contains("cairn/repo/"), "the repository backed itself up: {ls}");
 }
