@@ -236,7 +236,7 @@ report() {
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
     echo "- kernel: $(uname -sr); OS: $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
     for t in "${TOOLS[@]}"; do echo "- $t: ${VERS[$t]:-n/a (${NA[$t]})}"; done
-    echo "- page cache: $([ "$CAN_DROP" = 1 ] && echo 'dropped before each run (cold)' || echo 'could not be dropped; data pre-read before each run (warm)')"
+    echo "- page cache: $([ "$CAN_DROP" = 1 ] && echo 'dropped before each run (cold)' || echo 'not dropped (BENCH_DROP_CACHES=0 or no permission); data pre-read before each run (warm)')"
     echo "- datasets: tree = ${DSINFO[tree]}; big = ${DSINFO[big]}"
     echo "- wall and CPU (user+sys) in seconds, peak RSS in MiB; ratio = cairn wall / other wall (< 1: cairn faster)"
     for ds in tree big; do

@@ -147,8 +147,9 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         parent: if stream { None } else { parent.as_ref().map(|(_, s)| s.tree) },
         force: a.force,
         threads,
-        // Local disk gains nothing from more parallel writes; each in flight holds a pack.
-        uploads: 2,
+        // Local disk gains nothing from parallel writes, and each pack in flight is 16 MiB
+        // of memory.
+        uploads: 1,
     };
     let progress = Progress::default();
     let stop = AtomicBool::new(false);

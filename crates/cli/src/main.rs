@@ -45,16 +45,19 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Pack and chunk buffers are megabytes each and short-lived. glibc raises its mmap
-/// threshold after the first such buffer is freed and from then on serves them from the
-/// heap arenas, where they fragment and are never returned: peak RSS doubled in
-/// measurements. A fixed threshold keeps every large buffer an mmap that `free` unmaps.
+/// Pack (16 MiB) and chunk (~1 MiB) buffers are allocated and freed at a high rate. By
+/// default glibc mmaps the packs and faults in fresh zeroed pages for each one (a third of
+/// the kernel time of a backup), and its dynamic thresholds let freed buffers fragment
+/// across per-thread arenas. Fixed thresholds keep them in two arenas where they are
+/// reused. Measured on /usr/share and a 1.7 GB file: backup 5.3 s -> 3.9 s, peak RSS
+/// 102-171 MB -> 134-144 MB depending on the variant (see the commit that set this).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
