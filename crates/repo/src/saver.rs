@@ -56,7 +56,7 @@ impl<'r> BlobSaver<'r> {
     /// `recovered`: packs adopted by [`Repository::recover_unindexed`], recorded in the
     /// first index file this saver writes.
     pub fn new(repo: &'r Repository, index: Index, recovered: Vec<IndexedPack>, uploads: usize) -> Self {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = bounded(0);
         BlobSaver {
             repo,
             state: Mutex::new(State { index, pending: HashSet::new() }),
@@ -139,6 +139,8 @@ impl<'r> BlobSaver<'r> {
         }
     }
 
+    /// The hand-over channel is a rendezvous: a packer waits while the previous pack uploads,
+    /// so at most `uploads` packs beyond the open ones are in memory.
     /// Uploads packs until every [`WorkerSaver`] is dropped and [`BlobSaver::close`] was
     /// called. Run it on its own thread.
     pub fn run_uploader(&self) {
