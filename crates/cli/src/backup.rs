@@ -155,12 +155,11 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let stop = AtomicBool::new(false);
     let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
     let outcome = std::thread::scope(|s| {
+        let _stop = output::StopOnDrop(&stop);
         if show {
             s.spawn(|| output::progress_loop(&stop, &|el| progress_line(&progress, el)));
         }
-        let r = Archiver::new(&repo, source.as_ref(), opts, &progress).run();
-        stop.store(true, Ordering::Relaxed);
-        r
+        Archiver::new(&repo, source.as_ref(), opts, &progress).run()
     });
     if let Some(mut c) = child {
         let status = match &outcome {

@@ -64,6 +64,15 @@ pub fn progress_loop(stop: &AtomicBool, line: &dyn Fn(Duration) -> String) {
     let _ = e.flush();
 }
 
+/// Sets the flag when dropped, so a progress thread stops even if the work panics.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)

@@ -68,6 +68,7 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
     let start = std::time::Instant::now();
     let sum = std::thread::scope(|s| {
+        let _stop = output::StopOnDrop(&stop);
         if show {
             s.spawn(|| {
                 output::progress_loop(&stop, &|el| {
@@ -80,9 +81,7 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
                 })
             });
         }
-        let r = restorer.execute(plan, &dest, &opts, &done);
-        stop.store(true, Ordering::Relaxed);
-        r
+        restorer.execute(plan, &dest, &opts, &done)
     })?;
     let secs = start.elapsed().as_secs_f64();
     for e in &sum.errors {

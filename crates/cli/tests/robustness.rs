@@ -399,3 +399,33 @@ fn keys_add_remove_passwd() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(env.cmd().env("CAIRN_PASSWORD", "second").args(["snapshots"]).output().unwrap().status.code(), Some(1));
 }
+
+#[test]
+fn missing_pack_fails_the_restore_before_touching_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(2_000_000, 9)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let t = env.path("t");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    std::fs::write(t.join("a"), b"the user's newer copy").unwrap();
+    let data_pack = packs(&env.repo).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    std::fs::remove_file(&data_pack).unwrap();
+    let o = env.run(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(t.join("a")).unwrap(),
+        b"the user's newer copy",
+        "restore truncated a file it could not restore"
+    );
+    let o = env.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(data_pack.file_name().unwrap().to_str().unwrap()[..8].as_ref() as &str),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -76,6 +76,19 @@ fn every_file_kind_round_trips_byte_and_attribute_exact() {
     let restored = target.join(src.strip_prefix("/").unwrap());
     let diffs = compare_trees(&src, &restored, is_root());
     assert!(diffs.is_empty(), "restored tree differs:\n{}", diffs.join("\n"));
+    // Restoring again over itself (a resumed restore) skips what is there and keeps
+    // hardlinks, symlinks and specials exactly as they are.
+    let again = env.json(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "if-changed"]);
+    assert!(again["files_skipped"].as_u64().unwrap() >= 8, "{again}");
+    let diffs = compare_trees(&src, &restored, is_root());
+    assert!(diffs.is_empty(), "tree differs after a resumed restore:\n{}", diffs.join("\n"));
+    // --overwrite never leaves a user's file in place even where the snapshot has a symlink.
+    std::fs::remove_file(restored.join("link-rel")).unwrap();
+    std::fs::write(restored.join("link-rel"), b"user data").unwrap();
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "never"]);
+    assert_eq!(std::fs::read(restored.join("link-rel")).unwrap(), b"user data");
+    std::fs::remove_file(restored.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("small.txt", restored.join("link-rel")).unwrap();
     // Holes stay holes: the 16 MiB sparse file occupies about its 4 KiB of data.
     let m = std::fs::metadata(restored.join("sparse.img")).unwrap();
     assert_eq!(m.len(), 16 << 20);

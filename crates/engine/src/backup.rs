@@ -119,6 +119,15 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
             let (job_tx, job_rx) = bounded::<FileJob>(1024);
             let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
             let (res_tx, res_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
+            // Closes the saver on every way out of this scope, panics included, so the
+            // uploader always ends and the scope can join.
+            struct CloseOnDrop<'s, 'r>(&'s BlobSaver<'r>);
+            impl Drop for CloseOnDrop<'_, '_> {
+                fn drop(&mut self) {
+                    self.0.close();
+                }
+            }
+            let _close = CloseOnDrop(&saver);
             s.spawn(|| saver.run_uploader());
             let started = (|| -> Result<()> {
                 for _ in 0..threads {
@@ -199,6 +208,7 @@ fn pack_loop(
         }
         if let Err(e) = w.save(BlobType::Data, id, &data) {
             errs.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+            saver.fail(e);
             failed = true;
         }
     }
@@ -225,9 +235,13 @@ fn read_loop<S: Source + ?Sized>(
         let r = (|| -> std::io::Result<FileDone> {
             let mut f = source.open(&job.path)?;
             chunker.start();
-            let mut content = Vec::with_capacity((job.before.size >> 20) as usize + 1);
+            // Sized from st_size, which a sparse file can make absurd: capped.
+            let mut content = Vec::with_capacity(((job.before.size >> 20) as usize).min(4096) + 1);
             let mut size = 0u64;
             while let Some(chunk) = chunker.next_chunk(&mut f)? {
+                if saver.failed() {
+                    return Err(std::io::Error::other("backup aborted: the repository write failed"));
+                }
                 let id = repo.blob_id(chunk);
                 size += chunk.len() as u64;
                 progress.bytes_done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -372,7 +386,7 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
             }
             NodeKind::File => {
                 self.progress.files_total.fetch_add(1, Ordering::Relaxed);
-                self.summary.total_bytes += node.size;
+                self.summary.total_bytes = self.summary.total_bytes.saturating_add(node.size);
                 if node.links > 1 {
                     if let Some(&slot) = self.hardlinks.get(&(node.device, node.inode)) {
                         // Another name of an inode already being read: never read twice.
@@ -396,12 +410,16 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
                 } else {
                     self.summary.files_new += 1;
                 }
-                self.summary.bytes_read += node.size;
+                self.summary.bytes_read = self.summary.bytes_read.saturating_add(node.size);
                 self.progress.bytes_total.fetch_add(node.size, Ordering::Relaxed);
                 let slot = self.slots;
                 self.slots += 1;
                 if node.links > 1 {
                     self.hardlinks.insert((node.device, node.inode), slot);
+                }
+                if self.saver.failed() {
+                    // The repository write failed: stop feeding the readers.
+                    return None;
                 }
                 let job = FileJob { slot, path: path.to_path_buf(), before: node.clone() };
                 if self.jobs.send(job).is_err() {

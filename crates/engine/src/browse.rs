@@ -17,12 +17,31 @@ pub fn walk(
     prefix: &str,
     visit: &mut dyn FnMut(&str, &Node) -> bool,
 ) -> Result<()> {
+    walk_at(repo, index, tree, prefix, visit, 0)
+}
+
+fn too_deep(depth: usize, path: &str) -> Result<()> {
+    if depth > cairn_repo::check::MAX_DEPTH {
+        return Err(Error::Invalid(format!("{path}: trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
+    }
+    Ok(())
+}
+
+fn walk_at(
+    repo: &Repository,
+    index: &Index,
+    tree: TreeId,
+    prefix: &str,
+    visit: &mut dyn FnMut(&str, &Node) -> bool,
+    depth: usize,
+) -> Result<()> {
+    too_deep(depth, prefix)?;
     let t = repo.load_tree(index, tree)?;
     for n in &t.nodes {
         let p = format!("{}/{}", prefix.trim_end_matches('/'), n.name.lossy());
         if visit(&p, n) && n.kind == NodeKind::Dir {
             if let Some(st) = n.subtree {
-                walk(repo, index, st, &p, visit)?;
+                walk_at(repo, index, st, &p, visit, depth + 1)?;
             }
         }
     }
@@ -105,6 +124,7 @@ pub fn diff(
     prefix: &str,
     out: &mut Vec<(Change, String)>,
 ) -> Result<()> {
+    too_deep(prefix.matches('/').count(), prefix)?;
     if a == b {
         return Ok(());
     }

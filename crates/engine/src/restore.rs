@@ -161,26 +161,43 @@ impl<'a> Restorer<'a> {
                     NodeKind::File => {
                         let idx = plan.files.len();
                         let link_to = if n.links > 1 { inodes.get(&(n.device, n.inode)).copied() } else { None };
-                        let mut skip = false;
+                        let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
+                        if ex == Existing::Dir {
+                            // Refused before anything is written (never replace a directory).
+                            return Err(Error::Invalid(format!(
+                                "{}: a directory is in the way of a file",
+                                display(&child)
+                            )));
+                        }
+                        let identical =
+                            matches!(ex, Existing::File { size, mtime } if size == n.size && mtime == n.mtime);
+                        let skip = match (opts.overwrite, &ex) {
+                            (_, Existing::Nothing) => false,
+                            (Overwrite::Never, _) => true,
+                            (Overwrite::IfChanged, _) => identical,
+                            (Overwrite::Always, _) => false,
+                        };
+                        if link_to.is_none() && n.links > 1 {
+                            inodes.insert((n.device, n.inode), idx);
+                        }
                         if link_to.is_none() {
-                            let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
-                            skip = match (opts.overwrite, &ex) {
-                                (_, Existing::Nothing) => false,
-                                (Overwrite::Never, _) => true,
-                                (Overwrite::IfChanged, Existing::File { size, mtime }) => {
-                                    *size == n.size && *mtime == n.mtime
-                                }
-                                _ => false,
-                            };
-                            if n.links > 1 {
-                                inodes.insert((n.device, n.inode), idx);
+                            let mut total = 0u64;
+                            for b in &n.content {
+                                let loc = self.index.get(b).ok_or(cairn_repo::Error::BlobNotIndexed(*b))?;
+                                total = total.saturating_add(loc.raw_length as u64);
+                            }
+                            if total != n.size {
+                                return Err(Error::Invalid(format!(
+                                    "{child_s}: the snapshot says {} bytes but its content holds {total}: damaged or hostile tree",
+                                    n.size
+                                )));
                             }
                         }
                         plan.files_total += 1;
                         if skip {
                             plan.files_skipped += 1;
                         } else if link_to.is_none() {
-                            plan.bytes_total += n.size;
+                            plan.bytes_total = plan.bytes_total.saturating_add(n.size);
                             let mut off = 0u64;
                             for b in &n.content {
                                 let loc = self.index.get(b).ok_or(cairn_repo::Error::BlobNotIndexed(*b))?;
@@ -190,7 +207,19 @@ impl<'a> Restorer<'a> {
                         }
                         plan.files.push(PlannedFile { rel: child, node: n, link_to, skip });
                     }
-                    _ => plan.specials.push((child, n)),
+                    _ => {
+                        let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
+                        if ex == Existing::Dir {
+                            return Err(Error::Invalid(format!("{}: a directory is in the way", display(&child))));
+                        }
+                        // Under `never`, whatever is there stays; otherwise specials are cheap
+                        // to recreate and are always restored.
+                        if opts.overwrite == Overwrite::Never && ex != Existing::Nothing {
+                            plan.files_skipped += 1;
+                        } else {
+                            plan.specials.push((child, n));
+                        }
+                    }
                 }
             }
         }
@@ -219,6 +248,23 @@ impl<'a> Restorer<'a> {
         progress: &AtomicU64,
     ) -> Result<RestoreSummary> {
         let mut sum = RestoreSummary { files_skipped: plan.files_skipped, ..Default::default() };
+        // Every pack must be there before any file is created or truncated: a missing pack
+        // fails the restore while the target is still untouched.
+        let present: std::collections::HashSet<String> = self
+            .repo
+            .block_on(self.repo.store().list(cairn_repo::layout::DATA))
+            .map_err(cairn_repo::Error::from)?
+            .into_iter()
+            .map(|m| m.path)
+            .collect();
+        for (pack, ..) in &plan.packs {
+            if !present.contains(&cairn_repo::layout::pack(pack)) {
+                return Err(Error::Invalid(format!(
+                    "pack {} is missing from the repository; nothing was restored (run 'cairn check')",
+                    pack.short()
+                )));
+            }
+        }
         for (rel, _) in &plan.dirs {
             dest.create_dir(rel).map_err(|e| Error::io(display(rel), e))?;
         }
@@ -235,31 +281,40 @@ impl<'a> Restorer<'a> {
                 s.spawn(|| loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
                     let Some((pack, salt, blobs)) = next else { break };
+                    // Keep going: one damaged pack must not leave every other file empty.
                     if let Err(e) = self.restore_pack(*pack, salt, blobs, &plan.files, dest, &written, progress) {
                         errors.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
-                        break;
                     }
                 });
             }
         });
         sum.bytes_written = written.into_inner();
         let errors = errors.into_inner().unwrap_or_default();
-        if let Some(e) = errors.into_iter().next() {
-            return Err(Error::Invalid(e));
+        if !errors.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} (and {} more errors); files that need those blobs are incomplete",
+                errors[0],
+                errors.len() - 1
+            )));
+        }
+        // Verify before metadata: restored modes (0o000, no x on a directory) must not stop
+        // a non-root user from reading back what was written.
+        if opts.verify {
+            for f in plan.files.iter().filter(|f| !f.skip && f.link_to.is_none()) {
+                self.verify_file(dest, f)?;
+                sum.verified += 1;
+            }
         }
         for f in plan.files.iter() {
             if f.skip {
                 continue;
             }
             if let Some(first) = f.link_to {
+                // The first name is either freshly restored or already there and identical
+                // (skipped): either way this name links to it.
                 let target = &plan.files[first];
-                if !target.skip {
-                    dest.hardlink(&target.rel, &f.rel).map_err(|e| Error::io(display(&f.rel), e))?;
-                    sum.files += 1;
-                    continue;
-                }
-                // The first name was skipped (already present): restore this one as a copy.
-                sum.errors.push(format!("{}: hardlink target was skipped, not linked", display(&f.rel)));
+                dest.hardlink(&target.rel, &f.rel).map_err(|e| Error::io(display(&f.rel), e))?;
+                sum.files += 1;
                 continue;
             }
             dest.set_metadata(&f.rel, &f.node).map_err(|e| Error::io(display(&f.rel), e))?;
@@ -276,12 +331,6 @@ impl<'a> Restorer<'a> {
         }
         for (rel, n) in plan.dirs.iter().rev() {
             dest.set_metadata(rel, n).map_err(|e| Error::io(display(rel), e))?;
-        }
-        if opts.verify {
-            for f in plan.files.iter().filter(|f| !f.skip && f.link_to.is_none()) {
-                self.verify_file(dest, f)?;
-                sum.verified += 1;
-            }
         }
         Ok(sum)
     }

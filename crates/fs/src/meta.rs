@@ -15,7 +15,7 @@ pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
-fn ns(sec: i64, nsec: i64) -> i64 {
+pub(crate) fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
@@ -170,8 +170,17 @@ pub(crate) fn write_xattrs(path: &Path, xattrs: &[Xattr]) -> io::Result<()> {
         };
         if rc != 0 {
             let e = io::Error::last_os_error();
-            // Not supported here (e.g. security.* without privilege): not fatal.
-            if !matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
+            // Not supported or not permitted here (security.* without privilege, a
+            // filesystem without xattrs or with smaller limits): the file is still restored.
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTSUP)
+                    | Some(libc::EPERM)
+                    | Some(libc::EACCES)
+                    | Some(libc::EINVAL)
+                    | Some(libc::E2BIG)
+                    | Some(libc::ERANGE)
+            ) {
                 return Err(e);
             }
         }

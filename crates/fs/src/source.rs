@@ -91,15 +91,29 @@ impl Source for FsSource {
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
         // O_NOATIME keeps backups from touching access times; only the owner (or root)
-        // may use it, so fall back without it.
-        let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW).open(path);
+        // may use it, so fall back without it. O_NONBLOCK: if the file was replaced by a
+        // FIFO since the walk, opening it must not hang the backup.
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let f = fs::OpenOptions::new().read(true).custom_flags(flags | libc::O_NOATIME).open(path);
         let f = match f {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?
+                fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?
             }
             Err(e) => return Err(e),
         };
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other("no longer a regular file"));
+        }
+        // Back to blocking reads.
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
         Ok(Box::new(f))
     }
 
@@ -107,8 +121,8 @@ impl Source for FsSource {
         match fs::symlink_metadata(path) {
             Ok(m) => {
                 m.len() != before.size
-                    || m.mtime() * 1_000_000_000 + m.mtime_nsec() != before.mtime
-                    || m.ctime() * 1_000_000_000 + m.ctime_nsec() != before.ctime
+                    || crate::meta::ns(m.mtime(), m.mtime_nsec()) != before.mtime
+                    || crate::meta::ns(m.ctime(), m.ctime_nsec()) != before.ctime
             }
             Err(_) => true,
         }

@@ -49,7 +49,7 @@ impl Destination for FsDestination {
         match fs::symlink_metadata(self.path(rel)) {
             Ok(m) if m.is_dir() => Ok(Existing::Dir),
             Ok(m) if m.is_file() => {
-                Ok(Existing::File { size: m.len(), mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+                Ok(Existing::File { size: m.len(), mtime: crate::meta::ns(m.mtime(), m.mtime_nsec()) })
             }
             Ok(_) => Ok(Existing::Other),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
@@ -106,8 +106,23 @@ impl Destination for FsDestination {
         if self.root_user {
             std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid))?;
         }
-        if node.kind != NodeKind::Symlink {
-            fs::set_permissions(&p, fs::Permissions::from_mode(node.mode & 0o7777))?;
+        match node.kind {
+            // Through a descriptor opened without following links: a symlink swapped in
+            // after creation cannot redirect the chmod.
+            NodeKind::File | NodeKind::Dir => {
+                let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&p);
+                match f {
+                    Ok(f) => f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))?,
+                    // A file restored without read permission for us (non-root, mode 0o200):
+                    // fall back to the path, which we just created ourselves.
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        fs::set_permissions(&p, fs::Permissions::from_mode(node.mode & 0o7777))?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            NodeKind::Symlink => {}
+            _ => fs::set_permissions(&p, fs::Permissions::from_mode(node.mode & 0o7777))?,
         }
         write_xattrs(&p, &node.xattrs)?;
         set_times(&p, node.atime, node.mtime)

@@ -174,9 +174,9 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         }
     };
     r.snapshots = snaps.len();
-    let mut seen_trees: HashSet<TreeId> = HashSet::new();
+    let mut seen_trees: HashMap<TreeId, bool> = HashMap::new();
     for (sid, s) in &snaps {
-        walk(repo, &index, &mut r, &mut seen_trees, *sid, s.tree, String::new(), &missing_blobs);
+        walk(repo, &index, &mut r, &mut seen_trees, *sid, s.tree, String::new(), &missing_blobs, 0);
     }
     Ok(r)
 }
@@ -223,17 +223,21 @@ fn short_err(e: &crate::Error) -> String {
     }
 }
 
+/// Deeper trees than this are refused rather than overflowing the stack (hostile trees).
+pub const MAX_DEPTH: usize = 4096;
+
 #[allow(clippy::too_many_arguments)]
 fn walk(
     repo: &Repository,
     index: &Index,
     r: &mut CheckReport,
-    seen: &mut HashSet<TreeId>,
+    seen: &mut HashMap<TreeId, bool>,
     sid: SnapshotId,
     tree: TreeId,
     path: String,
     missing: &HashSet<BlobId>,
-) {
+    depth: usize,
+) -> bool {
     let bad =
         |r: &CheckReport, b: &BlobId| !index.contains(b) || r.damaged_blobs.contains_key(b) || missing.contains(b);
     if bad(r, &tree.blob()) {
@@ -244,14 +248,17 @@ fn walk(
             if path.is_empty() { "/" } else { &path }
         ));
         r.affected.push(format!("{}:{}/", sid.short(), path));
-        return;
+        return false;
     }
-    // A tree seen intact for one snapshot is intact for all, but files below it still
-    // belong to this snapshot: only skip when nothing below is damaged.
-    if seen.contains(&tree) && r.damaged_blobs.is_empty() {
-        return;
+    // A tree found clean once is clean in every snapshot; one with damage below is walked
+    // again so each snapshot's affected paths are named.
+    if seen.get(&tree) == Some(&true) {
+        return true;
     }
-    seen.insert(tree);
+    if depth > MAX_DEPTH {
+        r.errors.push(format!("snapshot {}: trees nested deeper than {MAX_DEPTH} at {path}", sid.short()));
+        return false;
+    }
     let t = match repo.load_tree(index, tree) {
         Ok(t) => t,
         Err(e) => {
@@ -260,15 +267,19 @@ fn walk(
                 sid.short(),
                 if path.is_empty() { "/" } else { &path }
             ));
-            return;
+            return false;
         }
     };
+    let mut clean = true;
     for n in &t.nodes {
         let p = format!("{path}/{}", n.name.lossy());
         match n.kind {
             NodeKind::Dir => match n.subtree {
-                Some(st) => walk(repo, index, r, seen, sid, st, p, missing),
-                None => r.errors.push(format!("snapshot {}: directory {p} has no subtree", sid.short())),
+                Some(st) => clean &= walk(repo, index, r, seen, sid, st, p, missing, depth + 1),
+                None => {
+                    clean = false;
+                    r.errors.push(format!("snapshot {}: directory {p} has no subtree", sid.short()))
+                }
             },
             NodeKind::File => {
                 let broken: Vec<&BlobId> = n.content.iter().filter(|b| bad(r, b)).collect();
@@ -283,9 +294,12 @@ fn walk(
                         }
                     }
                     r.affected.push(format!("{}:{p}", sid.short()));
+                    clean = false;
                 }
             }
             _ => {}
         }
     }
+    seen.insert(tree, clean);
+    clean
 }

@@ -42,7 +42,7 @@ pub struct BlobSaver<'r> {
     repo: &'r Repository,
     state: Mutex<State>,
     tx: Mutex<Option<Sender<FinishedPack>>>,
-    rx: Receiver<FinishedPack>,
+    rx: Mutex<Option<Receiver<FinishedPack>>>,
     recovered: Mutex<Vec<IndexedPack>>,
     error: Mutex<Option<Error>>,
     blobs_added: AtomicU64,
@@ -61,7 +61,7 @@ impl<'r> BlobSaver<'r> {
             repo,
             state: Mutex::new(State { index, pending: HashSet::new() }),
             tx: Mutex::new(Some(tx)),
-            rx,
+            rx: Mutex::new(Some(rx)),
             recovered: Mutex::new(recovered),
             error: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
@@ -132,7 +132,8 @@ impl<'r> BlobSaver<'r> {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
     }
 
-    fn fail(&self, e: Error) {
+    /// Records the first error; workers see [`BlobSaver::failed`] and stop early.
+    pub fn fail(&self, e: Error) {
         let mut g = self.error.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             *g = Some(e);
@@ -160,7 +161,10 @@ impl<'r> BlobSaver<'r> {
                 done.push(p);
             }
         };
-        for pack in self.rx.iter() {
+        // Owning the receiver here means that if this thread dies, the channel closes and
+        // packers get an error instead of blocking forever on the rendezvous.
+        let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        for pack in rx.iter() {
             if self.failed() {
                 continue; // drain so workers never block on a dead uploader
             }

@@ -41,7 +41,15 @@ impl LocalStore {
         if mode == PutMode::Create && full.exists() {
             return Err(Error::AlreadyExists { path: path.into() });
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
+            // A new fan-out directory must itself be durable before objects in it count.
+            if let (true, Some(parent)) = (self.fsync, dir.parent()) {
+                if let Ok(d) = fs::File::open(parent) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
         let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -81,10 +89,18 @@ impl LocalStore {
                 Ok(v)
             }
             Some(r) => {
+                let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
                 let len = r
                     .end
                     .checked_sub(r.start)
                     .ok_or_else(|| Error::Other { path: path.into(), message: "bad range".into() })?;
+                // Never allocate for a range the object does not have (a hostile index).
+                if r.end > size {
+                    return Err(Error::Other {
+                        path: path.into(),
+                        message: format!("range {}..{} beyond the object's {size} bytes", r.start, r.end),
+                    });
+                }
                 let mut v = vec![0u8; len as usize];
                 f.seek(SeekFrom::Start(r.start)).map_err(|e| Error::io(path, e))?;
                 f.read_exact(&mut v).map_err(|e| Error::io(path, e))?;
