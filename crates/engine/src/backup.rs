@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -87,16 +87,22 @@ pub struct Archiver<'a, S: Source + ?Sized> {
     progress: &'a Progress,
 }
 
+/// The walk runs on up to this many threads: sibling directories are walked in parallel,
+/// which matters most on a cold cache, where every `lstat` may wait for the disk.
+const WALKERS: usize = 6;
+
 struct Walker<'s, 'r, S: Source + ?Sized> {
     source: &'s S,
     saver: &'s BlobSaver<'r>,
     jobs: Sender<FileJob>,
     force: bool,
-    slots: usize,
-    hardlinks: HashMap<(u64, u64), usize>,
-    summary: Summary,
-    errors: Vec<String>,
+    slots: AtomicUsize,
+    hardlinks: Mutex<HashMap<(u64, u64), usize>>,
+    summary: Mutex<Summary>,
+    errors: Mutex<Vec<String>>,
     progress: &'s Progress,
+    /// Walker threads running besides the caller's.
+    extra: AtomicUsize,
 }
 
 impl<'a, S: Source + ?Sized> Archiver<'a, S> {
@@ -149,22 +155,25 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
             })();
             drop((chunk_tx, chunk_rx, job_rx, res_tx));
             let result = started.and_then(|_| {
-                let mut w = Walker {
+                let w = Walker {
                     source: self.source,
                     saver: &saver,
                     jobs: job_tx,
                     force: self.opts.force,
-                    slots: 0,
-                    hardlinks: HashMap::new(),
-                    summary: Summary::default(),
-                    errors: Vec::new(),
+                    slots: AtomicUsize::new(0),
+                    hardlinks: Mutex::new(HashMap::new()),
+                    summary: Mutex::new(Summary::default()),
+                    errors: Mutex::new(Vec::new()),
                     progress: self.progress,
+                    extra: AtomicUsize::new(0),
                 };
                 let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok());
-                let root = w.walk_top(&top, Path::new("/"), parent_root.as_ref());
+                let root = std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref()));
                 self.progress.walk_done.store(true, Ordering::Relaxed);
-                let Walker { jobs, slots, mut summary, mut errors, .. } = w;
+                let Walker { jobs, slots, summary, errors, .. } = w;
                 drop(jobs);
+                let (slots, mut summary) = (slots.into_inner(), summary.into_inner().unwrap_or_default());
+                let mut errors = errors.into_inner().unwrap_or_default();
                 let root = root?;
                 let mut results: Vec<Option<std::result::Result<FileDone, String>>> = vec![None; slots];
                 for (slot, r) in res_rx.iter() {
@@ -305,16 +314,26 @@ fn build_top(paths: &[PathBuf]) -> Result<Top> {
     Ok(Top::Inner(root))
 }
 
-impl<S: Source + ?Sized> Walker<'_, '_, S> {
+type Scope<'a, 'e> = &'a std::thread::Scope<'a, 'e>;
+
+impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
+    fn error(&self, e: String) {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Summary)) {
+        f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// The root's children.
-    fn walk_top(&mut self, top: &Top, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
+    fn walk_top<'a>(&'a self, ws: Scope<'a, '_>, top: &Top, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
         match top {
             Top::Walk(p) => {
                 let n = self.source.node(p, b"").map_err(|e| Error::io(p.display().to_string(), e))?;
                 if n.kind != NodeKind::Dir {
                     return Err(Error::Invalid(format!("{}: the root must be a directory", p.display())));
                 }
-                Ok(self.walk_children(p, parent))
+                self.walk_children(ws, p, parent)
             }
             Top::Inner(map) => {
                 let mut out = Vec::new();
@@ -324,7 +343,7 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
                     let pnode = parent.and_then(|t| t.find(name));
                     match sub {
                         Top::Walk(_) => {
-                            if let Some(e) = self.walk_entry(&p, node, pnode) {
+                            if let Some(e) = self.walk_entry(ws, &p, node, pnode)? {
                                 out.push(e);
                             }
                         }
@@ -333,8 +352,8 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
                                 return Err(Error::Invalid(format!("{}: not a directory", p.display())));
                             }
                             let ptree = self.parent_subtree(pnode);
-                            let children = self.walk_top(sub, &p, ptree.as_ref())?;
-                            self.summary.dirs += 1;
+                            let children = self.walk_top(ws, sub, &p, ptree.as_ref())?;
+                            self.count(|s| s.dirs += 1);
                             out.push(Entry::Dir { node, children });
                         }
                     }
@@ -352,82 +371,123 @@ impl<S: Source + ?Sized> Walker<'_, '_, S> {
         self.saver.load_tree(p.subtree?).ok()
     }
 
-    fn walk_children(&mut self, path: &Path, parent: Option<&Tree>) -> Vec<Entry> {
+    fn walk_children<'a>(&'a self, ws: Scope<'a, '_>, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
         let entries = match self.source.read_dir(path) {
             Ok(e) => e,
             Err(e) => {
-                self.errors.push(format!("{}: {e}", path.display()));
-                return Vec::new();
+                self.error(format!("{}: {e}", path.display()));
+                return Ok(Vec::new());
             }
         };
+        enum Slot<'a> {
+            Done(Entry),
+            Running(std::thread::ScopedJoinHandle<'a, Result<Option<Entry>>>),
+        }
         let mut out = Vec::with_capacity(entries.len());
         for (name, node) in entries {
             let p = path.join(OsStr::from_bytes(&name));
             match node {
                 Ok(node) => {
                     let pnode = parent.and_then(|t| t.find(&name));
-                    if let Some(e) = self.walk_entry(&p, node, pnode) {
-                        out.push(e);
+                    // A sibling directory goes to its own thread while the budget allows.
+                    if node.kind == NodeKind::Dir && self.extra.fetch_add(1, Ordering::Relaxed) < WALKERS - 1 {
+                        let pnode = pnode.cloned();
+                        let h = ws.spawn(move || {
+                            let r = self.walk_entry(ws, &p, node, pnode.as_ref());
+                            self.extra.fetch_sub(1, Ordering::Relaxed);
+                            r
+                        });
+                        out.push(Slot::Running(h));
+                        continue;
+                    }
+                    if node.kind == NodeKind::Dir {
+                        self.extra.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    if let Some(e) = self.walk_entry(ws, &p, node, pnode)? {
+                        out.push(Slot::Done(e));
                     }
                 }
-                Err(e) => self.errors.push(format!("{}: {e}", p.display())),
+                Err(e) => self.error(format!("{}: {e}", p.display())),
             }
         }
-        out
+        let mut done = Vec::with_capacity(out.len());
+        for s in out {
+            match s {
+                Slot::Done(e) => done.push(e),
+                Slot::Running(h) => {
+                    let r = h.join().map_err(|_| Error::Invalid("a walker thread panicked".into()))?;
+                    if let Some(e) = r? {
+                        done.push(e);
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
-    fn walk_entry(&mut self, path: &Path, mut node: Node, pnode: Option<&Node>) -> Option<Entry> {
+    fn walk_entry<'a>(
+        &'a self,
+        ws: Scope<'a, '_>,
+        path: &Path,
+        mut node: Node,
+        pnode: Option<&Node>,
+    ) -> Result<Option<Entry>> {
         match node.kind {
             NodeKind::Dir => {
-                self.summary.dirs += 1;
+                self.count(|s| s.dirs += 1);
                 let ptree = self.parent_subtree(pnode);
-                let children = self.walk_children(path, ptree.as_ref());
-                Some(Entry::Dir { node, children })
+                let children = self.walk_children(ws, path, ptree.as_ref())?;
+                Ok(Some(Entry::Dir { node, children }))
             }
             NodeKind::File => {
                 self.progress.files_total.fetch_add(1, Ordering::Relaxed);
-                self.summary.total_bytes = self.summary.total_bytes.saturating_add(node.size);
+                self.count(|s| s.total_bytes = s.total_bytes.saturating_add(node.size));
                 if node.links > 1 {
-                    if let Some(&slot) = self.hardlinks.get(&(node.device, node.inode)) {
+                    let seen = self
+                        .hardlinks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&(node.device, node.inode))
+                        .copied();
+                    if let Some(slot) = seen {
                         // Another name of an inode already being read: never read twice.
                         match pnode {
-                            Some(p) if unchanged(&node, p) => self.summary.files_unmodified += 1,
-                            Some(_) => self.summary.files_changed += 1,
-                            None => self.summary.files_new += 1,
+                            Some(p) if unchanged(&node, p) => self.count(|s| s.files_unmodified += 1),
+                            Some(_) => self.count(|s| s.files_changed += 1),
+                            None => self.count(|s| s.files_new += 1),
                         }
                         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        return Some(Entry::File { node, slot });
+                        return Ok(Some(Entry::File { node, slot }));
                     }
                 }
                 if let Some(p) = pnode {
                     if !self.force && unchanged(&node, p) && p.content.iter().all(|b| self.saver.is_known(b)) {
                         node.content = p.content.clone();
-                        self.summary.files_unmodified += 1;
+                        self.count(|s| s.files_unmodified += 1);
                         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        return Some(Entry::Leaf(node));
+                        return Ok(Some(Entry::Leaf(node)));
                     }
-                    self.summary.files_changed += 1;
+                    self.count(|s| s.files_changed += 1);
                 } else {
-                    self.summary.files_new += 1;
+                    self.count(|s| s.files_new += 1);
                 }
-                self.summary.bytes_read = self.summary.bytes_read.saturating_add(node.size);
+                self.count(|s| s.bytes_read = s.bytes_read.saturating_add(node.size));
                 self.progress.bytes_total.fetch_add(node.size, Ordering::Relaxed);
-                let slot = self.slots;
-                self.slots += 1;
+                let slot = self.slots.fetch_add(1, Ordering::Relaxed);
                 if node.links > 1 {
-                    self.hardlinks.insert((node.device, node.inode), slot);
+                    self.hardlinks.lock().unwrap_or_else(|p| p.into_inner()).insert((node.device, node.inode), slot);
                 }
                 if self.saver.failed() {
                     // The repository write failed: stop feeding the readers.
-                    return None;
+                    return Ok(None);
                 }
                 let job = FileJob { slot, path: path.to_path_buf(), before: node.clone() };
                 if self.jobs.send(job).is_err() {
-                    self.errors.push(format!("{}: readers stopped", path.display()));
+                    self.error(format!("{}: readers stopped", path.display()));
                 }
-                Some(Entry::File { node, slot })
+                Ok(Some(Entry::File { node, slot }))
             }
-            _ => Some(Entry::Leaf(node)),
+            _ => Ok(Some(Entry::Leaf(node))),
         }
     }
 }

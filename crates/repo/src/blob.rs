@@ -63,6 +63,10 @@ impl BlobCodec {
     }
 }
 
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Decodes a blob plaintext; `raw_length` bounds decompression (hostile input).
 pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
     match plain.first() {
@@ -71,10 +75,22 @@ pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
             v.remove(0);
             Ok(v)
         }
-        Some(&COMPRESSION_ZSTD) => zstd::bulk::decompress(&plain[1..], raw_length).map_err(|e| Error::Damaged {
-            what: "blob",
-            id: String::new(),
-            detail: format!("zstd: {e}"),
+        Some(&COMPRESSION_ZSTD) => DECOMPRESSOR.with(|d| {
+            // One context per thread: creating one costs more than decompressing a tree.
+            let mut d = d.borrow_mut();
+            let d = match d.as_mut() {
+                Some(d) => d,
+                None => d.insert(zstd::bulk::Decompressor::new().map_err(|e| Error::Damaged {
+                    what: "blob",
+                    id: String::new(),
+                    detail: format!("zstd: {e}"),
+                })?),
+            };
+            d.decompress(&plain[1..], raw_length).map_err(|e| Error::Damaged {
+                what: "blob",
+                id: String::new(),
+                detail: format!("zstd: {e}"),
+            })
         }),
         Some(c) => Err(Error::Damaged { what: "blob", id: String::new(), detail: format!("unknown compression {c}") }),
         None => Err(Error::Damaged { what: "blob", id: String::new(), detail: "empty".into() }),
