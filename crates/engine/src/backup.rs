@@ -379,6 +379,8 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                 return Ok(Vec::new());
             }
         };
+        // Short-lived, one per entry of one directory: boxing would cost an allocation each.
+        #[allow(clippy::large_enum_variant)]
         enum Slot<'a> {
             Done(Entry),
             Running(std::thread::ScopedJoinHandle<'a, Result<Option<Entry>>>),
