@@ -147,7 +147,7 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         parent: if stream { None } else { parent.as_ref().map(|(_, s)| s.tree) },
         force: a.force,
         threads,
-        // Local disk gains nothing from parallel writes, and each pack in flight is 16 MiB
+        // Local disk gains nothing from parallel writes, and each pack in flight is 8 MiB
         // of memory.
         uploads: 1,
     };

@@ -45,12 +45,11 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Pack (16 MiB) and chunk (~1 MiB) buffers are allocated and freed at a high rate. By
+/// Pack (8 MiB) and chunk (~1 MiB) buffers are allocated and freed at a high rate. By
 /// default glibc mmaps the packs and faults in fresh zeroed pages for each one (a third of
 /// the kernel time of a backup), and its dynamic thresholds let freed buffers fragment
 /// across per-thread arenas. Fixed thresholds keep them in two arenas where they are
-/// reused. Measured on /usr/share and a 1.7 GB file: backup 5.3 s -> 3.9 s, peak RSS
-/// 102-171 MB -> 134-144 MB depending on the variant (see the commit that set this).
+/// reused. Measured on a 1.7 GB file: backup 5.3 s -> about 3.9 s at a similar peak RSS.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.

@@ -40,7 +40,7 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { kdf: KdfParams::DEFAULT, compression_level: 3, pack_size: 16 * 1024 * 1024, chunker_from: None }
+        InitOptions { kdf: KdfParams::DEFAULT, compression_level: 3, pack_size: 8 * 1024 * 1024, chunker_from: None }
     }
 }
 

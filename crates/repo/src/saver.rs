@@ -260,7 +260,7 @@ impl WorkerSaver<'_, '_> {
             BlobType::Tree => &mut self.tree,
         };
         // Close the open pack first if this blob would push it past the target, so packs
-        // stay within their preallocated size (no doubling reallocation of 16 MiB buffers).
+        // stay within their preallocated size (no doubling reallocation of pack buffers).
         if slot.as_ref().is_some_and(|p| !p.is_empty() && p.len() + plain.len() + cairn_crypto::TAG_LEN > target) {
             if let Some(p) = slot.take() {
                 send_pack(&self.tx, p)?;
