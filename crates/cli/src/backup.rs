@@ -147,9 +147,9 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         parent: if stream { None } else { parent.as_ref().map(|(_, s)| s.tree) },
         force: a.force,
         threads,
-        // Local disk gains nothing from parallel writes, and each pack in flight is 8 MiB
-        // of memory.
-        uploads: 1,
+        // Two packs in flight let one fsync overlap the next write (1.7 GB file: 3.7 s ->
+        // 3.3 s); each costs 8 MiB of memory, and more gained nothing here.
+        uploads: 2,
     };
     let progress = Progress::default();
     let stop = AtomicBool::new(false);
