@@ -315,7 +315,8 @@ fn one_file_system_stays_on_the_source_filesystem() {
     env.init();
     env.ok(&["backup", src.to_str().unwrap(), "--one-file-system", "--tag", "xdev"]);
     env.ok(&["backup", src.to_str().unwrap()]);
-    let xdev = env.ok(&["ls", &env.json(&["snapshots", "--tag", "xdev"])[0]["short_id"].as_str().unwrap().to_string()]);
+    let xdev_id = env.json(&["snapshots", "--tag", "xdev"])[0]["short_id"].as_str().unwrap().to_string();
+    let xdev = env.ok(&["ls", &xdev_id]);
     assert!(xdev.contains("local.txt") && !xdev.contains("other-fs.txt"), "{xdev}");
     let all = env.ok(&["ls", "latest"]);
     assert!(all.contains("other-fs.txt"), "{all}");
