@@ -236,8 +236,12 @@ fn kill_9_mid_backup_leaves_a_clean_repository_and_the_rerun_reuses_uploads() {
     env.init();
     let src = env.path("src");
     let total = make_tree(&src, 160, 1_500_000, 100);
+    // Kill when the run has uploaded a few new packs: mid-way by construction, however
+    // fast the machine (a fixed delay let fast builds finish first). The first kill
+    // comes before any pack exists.
     let mut killed = 0;
-    for delay_ms in [150u64, 500, 1200] {
+    for new_packs in [0usize, 2, 4] {
+        let start = packs(&env.repo).len();
         let mut child = env
             .cmd()
             .args(["backup", src.to_str().unwrap()])
@@ -245,16 +249,23 @@ fn kill_9_mid_backup_leaves_a_clean_repository_and_the_rerun_reuses_uploads() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while packs(&env.repo).len() < start + new_packs && std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         use std::os::unix::process::ExitStatusExt;
         if child.wait().unwrap().signal() == Some(libc::SIGKILL) {
             killed += 1;
         }
         let o = env.run(&["check"]);
-        assert!(o.status.success(), "check after kill at {delay_ms} ms failed: {}", stderr(&o));
+        assert!(o.status.success(), "check after a kill at {new_packs} new packs failed: {}", stderr(&o));
     }
-    assert!(killed >= 2, "the backup finished before the kill: make the data larger");
+    assert_eq!(killed, 3, "a backup finished before its kill");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
     let before = data_size(&env.repo);
     let r = env.json(&["backup", src.to_str().unwrap()]);
     let after = data_size(&env.repo);
