@@ -242,7 +242,7 @@ fn read_loop<S: Source + ?Sized>(
 ) {
     for job in jobs.iter() {
         let r = (|| -> std::io::Result<FileDone> {
-            let mut f = source.open(&job.path)?;
+            let mut f = source.open(&job.path, &job.before)?;
             chunker.start();
             // Sized from st_size, which a sparse file can make absurd: capped.
             let mut content = Vec::with_capacity(((job.before.size >> 20) as usize).min(4096) + 1);

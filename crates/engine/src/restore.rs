@@ -78,6 +78,10 @@ struct PlannedFile {
     skip: bool,
 }
 
+/// Upper bound on the entries one restore plans: the plan holds a few hundred bytes per
+/// entry, so far beyond this it would not fit in memory anyway.
+pub const MAX_ENTRIES: usize = 100_000_000;
+
 /// A blob to fetch, where it is, and `(file, offset)` of every place it goes.
 type NeededBlob = (BlobId, cairn_repo::Location, Vec<(usize, u64)>);
 
@@ -128,10 +132,17 @@ impl<'a> Restorer<'a> {
         let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
         let mut stack: Vec<(TreeId, RelPath, String)> =
             vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string())];
-        let mut seen_depth = 0usize;
+        let mut entries = 0usize;
         while let Some((tid, rel, spath)) = stack.pop() {
-            seen_depth = seen_depth.max(rel.len());
             let tree = self.repo.load_tree(self.index, tid)?;
+            // A tree may reference one subtree many times, legitimately; a hostile one can
+            // make that exponential. Refuse absurd counts instead of exhausting memory.
+            entries += tree.nodes.len();
+            if entries > MAX_ENTRIES {
+                return Err(Error::Invalid(format!(
+                    "the snapshot has more than {MAX_ENTRIES} entries; refusing to plan it"
+                )));
+            }
             for n in tree.nodes {
                 if !is_safe_name(&n.name.0) {
                     return Err(Error::Unsafe(format!(

@@ -89,7 +89,7 @@ impl Source for FsSource {
         Ok(out)
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path, walked: &Node) -> io::Result<Box<dyn Read + Send>> {
         // O_NOATIME keeps backups from touching access times; only the owner (or root)
         // may use it, so fall back without it. O_NONBLOCK: if the file was replaced by a
         // FIFO since the walk, opening it must not hang the backup.
@@ -102,8 +102,12 @@ impl Source for FsSource {
             }
             Err(e) => return Err(e),
         };
-        if !f.metadata()?.is_file() {
+        let m = f.metadata()?;
+        if !m.is_file() {
             return Err(io::Error::other("no longer a regular file"));
+        }
+        if walked.inode != 0 && (m.dev(), m.ino()) != (walked.device, walked.inode) {
+            return Err(io::Error::other("replaced by another file since it was listed"));
         }
         // Back to blocking reads.
         use std::os::fd::AsRawFd;

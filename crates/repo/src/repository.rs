@@ -110,6 +110,10 @@ impl Repository {
         for k in keys {
             let Some(id) = layout::id_of(&k.path) else { continue };
             let bytes = block(&rt, store.get(&k.path, None))?;
+            // A key file must be named by its hash: one copied or renamed in is ignored.
+            if Id(cairn_crypto::content_hash(&bytes)) != id {
+                continue;
+            }
             let Ok(kf) = KeyFile::decode(&bytes) else { continue };
             // A malformed key file must not stop the others from being tried.
             if let Ok(Some(master)) = try_unlock(&kf, password) {
