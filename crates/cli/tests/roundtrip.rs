@@ -122,6 +122,14 @@ fn unchanged_rebackup_reads_nothing_and_adds_almost_nothing() {
     let forced = env.json(&["backup", "--force", src.to_str().unwrap()]);
     assert!(forced["bytes_read"].as_u64().unwrap() > 10_000_000);
     assert!(forced["data_added"].as_u64().unwrap() < 100_000, "{forced}");
+    // --dry-run reads and reports but writes nothing.
+    std::fs::write(src.join("new-for-dry-run.bin"), noise(3_000_000, 99)).unwrap();
+    let before = packs(&env.repo);
+    let dry = env.json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["bytes_added"].as_u64().unwrap() > 2_000_000, "{dry}");
+    assert_eq!(packs(&env.repo), before, "--dry-run wrote packs");
+    std::fs::remove_file(src.join("new-for-dry-run.bin")).unwrap();
     let snaps = env.json(&["snapshots"]);
     let arr = snaps.as_array().unwrap();
     assert_eq!(arr.len(), 4);
