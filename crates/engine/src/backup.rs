@@ -57,8 +57,17 @@ pub struct BackupOutcome {
     pub warnings: Vec<String>,
 }
 
+/// Files larger than this are read as several segments, each chunked on its own (a chunk
+/// never spans a segment boundary), so that two readers share one large file. Dedup loses
+/// at most a chunk per segment when content shifts; unchanged files chunk identically.
+pub const SEGMENT: u64 = 256 * 1024 * 1024;
+
 struct FileJob {
     slot: usize,
+    /// This job reads `[segment * SEGMENT, ..)`, up to `SEGMENT` bytes, or to the end
+    /// of the file for the last segment.
+    segment: u32,
+    segments: u32,
     path: PathBuf,
     before: Node,
 }
@@ -124,7 +133,7 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
         let walked = std::thread::scope(|s| -> Result<(TreeId, Summary, Vec<String>)> {
             let (job_tx, job_rx) = bounded::<FileJob>(1024);
             let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
-            let (res_tx, res_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
+            let (res_tx, res_rx) = unbounded::<JobResult>();
             // Closes the saver on every way out of this scope, panics included, so the
             // uploader always ends and the scope can join.
             struct CloseOnDrop<'s, 'r>(&'s BlobSaver<'r>);
@@ -176,8 +185,18 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                 let mut errors = errors.into_inner().unwrap_or_default();
                 let root = root?;
                 let mut results: Vec<Option<std::result::Result<FileDone, String>>> = vec![None; slots];
-                for (slot, r) in res_rx.iter() {
-                    results[slot] = Some(r);
+                let mut partial: HashMap<usize, Vec<Option<std::result::Result<FileDone, String>>>> = HashMap::new();
+                for (slot, segment, segments, r) in res_rx.iter() {
+                    if segments <= 1 {
+                        results[slot] = Some(r);
+                        continue;
+                    }
+                    let parts = partial.entry(slot).or_insert_with(|| vec![None; segments as usize]);
+                    parts[segment as usize] = Some(r);
+                    if parts.iter().all(Option::is_some) {
+                        let parts = partial.remove(&slot).unwrap_or_default();
+                        results[slot] = Some(join_segments(parts));
+                    }
                 }
                 let mut tw = saver.worker()?;
                 let tree = build_tree(repo, root, &mut results, &mut tw, &mut summary, &mut errors)?;
@@ -237,12 +256,15 @@ fn read_loop<S: Source + ?Sized>(
     mut chunker: Chunker,
     jobs: Receiver<FileJob>,
     chunks: Sender<(BlobId, Vec<u8>)>,
-    results: Sender<(usize, std::result::Result<FileDone, String>)>,
+    results: Sender<JobResult>,
     warnings: &Mutex<Vec<String>>,
 ) {
     for job in jobs.iter() {
         let r = (|| -> std::io::Result<FileDone> {
-            let mut f = source.open(&job.path, &job.before)?;
+            let offset = job.segment as u64 * SEGMENT;
+            let f = source.open(&job.path, &job.before, offset)?;
+            let last = job.segment + 1 >= job.segments;
+            let mut f: Box<dyn std::io::Read + Send> = if last { f } else { Box::new(std::io::Read::take(f, SEGMENT)) };
             chunker.start();
             // Sized from st_size, which a sparse file can make absurd: capped.
             let mut content = Vec::with_capacity(((job.before.size >> 20) as usize).min(4096) + 1);
@@ -261,15 +283,18 @@ fn read_loop<S: Source + ?Sized>(
             }
             Ok(FileDone { content, size })
         })();
-        progress.files_done.fetch_add(1, Ordering::Relaxed);
-        if r.is_ok() && source.changed_since(&job.path, &job.before) {
+        let last = job.segment + 1 >= job.segments;
+        if last {
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+        }
+        if last && r.is_ok() && source.changed_since(&job.path, &job.before) {
             warnings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(format!("{}: changed while being read", job.path.display()));
         }
         let r = r.map_err(|e| format!("{}: {e}", job.path.display()));
-        if results.send((job.slot, r)).is_err() {
+        if results.send((job.slot, job.segment, job.segments, r)).is_err() {
             return;
         }
     }
@@ -483,9 +508,13 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                     // The repository write failed: stop feeding the readers.
                     return Ok(None);
                 }
-                let job = FileJob { slot, path: path.to_path_buf(), before: node.clone() };
-                if self.jobs.send(job).is_err() {
-                    self.error(format!("{}: readers stopped", path.display()));
+                let segments = node.size.div_ceil(SEGMENT).clamp(1, u32::MAX as u64) as u32;
+                for segment in 0..segments {
+                    let job = FileJob { slot, segment, segments, path: path.to_path_buf(), before: node.clone() };
+                    if self.jobs.send(job).is_err() {
+                        self.error(format!("{}: readers stopped", path.display()));
+                        break;
+                    }
                 }
                 Ok(Some(Entry::File { node, slot }))
             }
@@ -499,6 +528,20 @@ fn unchanged(n: &Node, p: &Node) -> bool {
 }
 
 type Results = [Option<std::result::Result<FileDone, String>>];
+
+/// (slot, segment, segments, outcome) of one reader job.
+type JobResult = (usize, u32, u32, std::result::Result<FileDone, String>);
+
+/// One file's content from its segments, in order; the first error wins.
+fn join_segments(parts: Vec<Option<std::result::Result<FileDone, String>>>) -> std::result::Result<FileDone, String> {
+    let mut done = FileDone { content: Vec::new(), size: 0 };
+    for p in parts {
+        let p = p.ok_or_else(|| "a segment was not read".to_string())??;
+        done.content.extend(p.content);
+        done.size += p.size;
+    }
+    Ok(done)
+}
 
 fn build_tree(
     repo: &Repository,

@@ -13,9 +13,9 @@ pub trait Source: Sync {
     /// The entries of a directory, with metadata, minus what the source excludes.
     /// Sorted by name. Per-entry failures are returned as `Err` items, not fatal.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>>;
-    /// Opens a file for reading. `walked` is its node from the walk: an implementation
-    /// should refuse a different file now at that path (replaced since the walk).
-    fn open(&self, path: &Path, walked: &Node) -> io::Result<Box<dyn Read + Send>>;
+    /// Opens a file for reading from byte `offset`. `walked` is its node from the walk: an
+    /// implementation should refuse a different file now at that path (replaced since).
+    fn open(&self, path: &Path, walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>>;
     /// Whether the file at `path` changed since `before` was taken (size, mtime, ctime),
     /// asked after reading it.
     fn changed_since(&self, path: &Path, before: &Node) -> bool {
@@ -63,7 +63,10 @@ impl Source for StreamSource {
     fn read_dir(&self, _path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
         Ok(vec![(self.name.clone(), Ok(self.node.clone()))])
     }
-    fn open(&self, _path: &Path, _walked: &Node) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, _path: &Path, _walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        if offset != 0 {
+            return Err(io::Error::other("a stream can only be read from its start"));
+        }
         self.reader
             .lock()
             .map_err(|_| io::Error::other("stream lock poisoned"))?

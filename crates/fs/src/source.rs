@@ -89,7 +89,7 @@ impl Source for FsSource {
         Ok(out)
     }
 
-    fn open(&self, path: &Path, walked: &Node) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path, walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>> {
         // O_NOATIME keeps backups from touching access times; only the owner (or root)
         // may use it, so fall back without it. O_NONBLOCK: if the file was replaced by a
         // FIFO since the walk, opening it must not hang the backup.
@@ -117,6 +117,11 @@ impl Source for FsSource {
             if fl >= 0 {
                 libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
             }
+        }
+        let mut f = f;
+        if offset > 0 {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(offset))?;
         }
         Ok(Box::new(f))
     }
