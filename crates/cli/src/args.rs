@@ -59,6 +59,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Manage the repository's keys (passwords)
     Key(KeyArgs),
+    /// Remove snapshots by keep-rules or by id (their data stays until prune)
+    Forget(ForgetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -206,4 +208,50 @@ pub enum KeyAction {
 pub struct NewPassword {
     #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
     pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget explicitly (instead of, or besides, the rules)
+    pub snapshots: Vec<String>,
+    #[arg(long)]
+    pub keep_last: Option<i64>,
+    #[arg(long)]
+    pub keep_hourly: Option<i64>,
+    #[arg(long)]
+    pub keep_daily: Option<i64>,
+    #[arg(long)]
+    pub keep_weekly: Option<i64>,
+    #[arg(long)]
+    pub keep_monthly: Option<i64>,
+    #[arg(long)]
+    pub keep_yearly: Option<i64>,
+    /// Keep everything newer than the newest snapshot minus this (e.g. 2y5m7d3h)
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    #[arg(long)]
+    pub keep_within_hourly: Option<String>,
+    #[arg(long)]
+    pub keep_within_daily: Option<String>,
+    #[arg(long)]
+    pub keep_within_weekly: Option<String>,
+    #[arg(long)]
+    pub keep_within_monthly: Option<String>,
+    #[arg(long)]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots carrying every tag of this comma-separated list (repeatable)
+    #[arg(long = "keep-tag")]
+    pub keep_tags: Vec<String>,
+    /// Group snapshots by these fields before applying the rules
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    /// Only consider snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only consider snapshots with this tag
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

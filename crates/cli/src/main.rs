@@ -10,6 +10,7 @@ mod backup;
 mod browse;
 mod check;
 mod context;
+mod forget;
 mod keys;
 mod output;
 mod restore;
@@ -79,5 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => restore::run(&ctx, &a),
         Command::Check(a) => check::run(&ctx, &a),
         Command::Key(a) => keys::run(&ctx, &a),
+        Command::Forget(a) => forget::run(&ctx, &a),
     }
 }

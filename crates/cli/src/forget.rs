@@ -1,0 +1,144 @@
+//! `cairn forget`: keep-rules (the `policy` crate) applied per group, or explicit ids.
+//! Plan, then execute: `--dry-run` prints the plan and stops. Forgetting deletes snapshot
+//! documents only; the data they alone referenced is freed by a later prune.
+
+use anyhow::{anyhow, bail, Result};
+use cairn_policy::{group, plan_group, Duration, GroupBy, Item, KeepPolicy, SnapshotTime};
+
+use crate::args::ForgetArgs;
+use crate::context::Context;
+use crate::output;
+
+fn within(s: &Option<String>) -> Result<Duration> {
+    match s {
+        Some(s) => Duration::parse(s).map_err(|e| anyhow!("{e}")),
+        None => Ok(Duration::default()),
+    }
+}
+
+fn policy(a: &ForgetArgs) -> Result<KeepPolicy> {
+    for (name, v) in [
+        ("last", a.keep_last),
+        ("hourly", a.keep_hourly),
+        ("daily", a.keep_daily),
+        ("weekly", a.keep_weekly),
+        ("monthly", a.keep_monthly),
+        ("yearly", a.keep_yearly),
+    ] {
+        if v.is_some_and(|n| n < -1) {
+            bail!("--keep-{name} must be a count, or -1 for unlimited");
+        }
+    }
+    Ok(KeepPolicy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: within(&a.keep_within)?,
+        within_hourly: within(&a.keep_within_hourly)?,
+        within_daily: within(&a.keep_within_daily)?,
+        within_weekly: within(&a.keep_within_weekly)?,
+        within_monthly: within(&a.keep_within_monthly)?,
+        within_yearly: within(&a.keep_within_yearly)?,
+        tags: a
+            .keep_tags
+            .iter()
+            .map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+            .collect(),
+    })
+}
+
+pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
+    let p = policy(a)?;
+    let by = GroupBy::parse(&a.group_by).map_err(|e| anyhow!(e))?;
+    if p.is_empty() && a.snapshots.is_empty() {
+        bail!("no keep-rule and no snapshot given: refusing to forget every snapshot");
+    }
+    let repo = ctx.open()?;
+    let mut removals = Vec::new();
+    let mut json_groups = Vec::new();
+    // Explicit ids.
+    for spec in &a.snapshots {
+        let (id, s) = repo.resolve_snapshot(spec)?;
+        removals.push((id, s.time.clone()));
+    }
+    if !p.is_empty() {
+        let mut snaps = repo.list_snapshots()?;
+        snaps.retain(|(_, s)| {
+            a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t))
+        });
+        let keys: Vec<(String, Vec<String>, Vec<String>)> =
+            snaps.iter().map(|(_, s)| (s.hostname.clone(), s.paths.clone(), s.tags.clone())).collect();
+        for (key, members) in group(&keys, by) {
+            let mut items = Vec::new();
+            for &i in &members {
+                let s = &snaps[i].1;
+                let time = SnapshotTime::parse(&s.time).map_err(|e| anyhow!("snapshot {}: {e}", snaps[i].0.short()))?;
+                items.push(Item { time, tags: s.tags.clone() });
+            }
+            let decisions = plan_group(&items, &p);
+            let mut keep_j = Vec::new();
+            let mut remove_j = Vec::new();
+            if !ctx.g.json && !ctx.g.quiet {
+                let mut label = Vec::new();
+                if let Some(h) = &key.host {
+                    label.push(format!("host {h}"));
+                }
+                if let Some(ps) = &key.paths {
+                    label.push(format!("paths {}", ps.join(" ")));
+                }
+                if let Some(ts) = &key.tags {
+                    label.push(format!("tags [{}]", ts.join(",")));
+                }
+                println!("group: {}", if label.is_empty() { "all snapshots".into() } else { label.join(", ") });
+            }
+            let mut order: Vec<usize> = (0..members.len()).collect();
+            order.sort_by(|&x, &y| items[y].time.instant.cmp(&items[x].time.instant));
+            for k in order {
+                let (id, s) = &snaps[members[k]];
+                let d = &decisions[k];
+                let reasons: Vec<&str> = d.reasons.iter().map(|r| r.describe()).collect();
+                if d.keep() {
+                    keep_j.push(serde_json::json!({"id": id.to_hex(), "short_id": id.short(), "time": s.time, "reasons": reasons}));
+                    if !ctx.g.json && !ctx.g.quiet {
+                        println!("  keep    {}  {}  {}", id.short(), output::local_time(&s.time), reasons.join(", "));
+                    }
+                } else {
+                    remove_j.push(serde_json::json!({"id": id.to_hex(), "short_id": id.short(), "time": s.time}));
+                    if !ctx.g.json && !ctx.g.quiet {
+                        println!("  remove  {}  {}", id.short(), output::local_time(&s.time));
+                    }
+                    removals.push((*id, s.time.clone()));
+                }
+            }
+            json_groups.push(serde_json::json!({
+                "host": key.host, "paths": key.paths, "tags": key.tags, "keep": keep_j, "remove": remove_j,
+            }));
+        }
+    }
+    removals.sort_by_key(|(id, _)| *id);
+    removals.dedup_by_key(|(id, _)| *id);
+    if !a.dry_run {
+        for (id, _) in &removals {
+            repo.delete_snapshot(*id)?;
+        }
+    }
+    if ctx.g.json {
+        let ids: Vec<String> = removals.iter().map(|(id, _)| id.to_hex()).collect();
+        println!("{}", serde_json::json!({"dry_run": a.dry_run, "groups": json_groups, "removed": ids}));
+    } else if !ctx.g.quiet {
+        println!(
+            "{} {} snapshots{}",
+            if a.dry_run { "would remove" } else { "removed" },
+            removals.len(),
+            if a.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                "; their data stays in the repository until a prune"
+            }
+        );
+    }
+    Ok(())
+}

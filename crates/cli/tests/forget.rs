@@ -1,0 +1,58 @@
+#![allow(clippy::unwrap_used)]
+//! `cairn forget` through the binary: keep-rules per group, dry run, explicit ids.
+
+mod common;
+use common::*;
+
+#[test]
+fn forget_applies_keep_rules_per_group_and_dry_run_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let times = [
+        "2026-01-01T10:00:00+01:00",
+        "2026-01-01T18:00:00+01:00",
+        "2026-01-02T10:00:00+01:00",
+        "2026-01-03T10:00:00+01:00",
+        "2026-01-03T12:00:00+01:00",
+    ];
+    for (i, t) in times.iter().enumerate() {
+        std::fs::write(src.join("f"), format!("version {i}")).unwrap();
+        env.ok(&["backup", src.to_str().unwrap(), "--time", t]);
+    }
+    // Another host's snapshot is its own group: keep-daily 2 keeps it.
+    env.ok(&["backup", src.to_str().unwrap(), "--host", "other", "--time", "2025-06-01T00:00:00Z"]);
+    let plan = env.json(&["forget", "--keep-daily", "2", "--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 6, "dry run removed snapshots");
+    let groups = plan["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    let main = groups.iter().find(|g| g["host"] != "other").unwrap();
+    let kept: Vec<&str> = main["keep"].as_array().unwrap().iter().map(|k| k["time"].as_str().unwrap()).collect();
+    assert_eq!(kept, vec!["2026-01-03T12:00:00+01:00", "2026-01-02T10:00:00+01:00"]);
+    assert_eq!(main["keep"][0]["reasons"][0], "daily snapshot");
+    assert_eq!(main["remove"].as_array().unwrap().len(), 3);
+
+    let out = env.ok(&["forget", "--keep-daily", "2"]);
+    assert!(out.contains("removed 3 snapshots"), "{out}");
+    let left = env.json(&["snapshots"]);
+    assert_eq!(left.as_array().unwrap().len(), 3);
+    // What is left is intact and restorable.
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert_eq!(std::fs::read(t.join("f")).unwrap(), b"version 4");
+    // Explicit ids; no rule and no id is refused.
+    let other = left.as_array().unwrap().iter().find(|s| s["hostname"] == "other").unwrap()["short_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["forget", &other]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let o = env.run(&["forget"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("refusing"), "{}", stderr(&o));
+    let o = env.run(&["forget", "--keep-within", "3x"]);
+    assert_eq!(o.status.code(), Some(1));
+}
