@@ -1,1 +1,164 @@
+//! Dev-only helpers for cairn's tests: deterministic data, filesystem attribute helpers,
+//! and a byte-for-byte, attribute-for-attribute tree comparison. Test code: panics on
+//! unexpected I/O failures are the point.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    let mut buf = vec![0u8; 4096];
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for name in buf[..n as usize].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = std::ffi::CString::new(name).expect("name");
+        let mut v = vec![0u8; 4096];
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
+        if m >= 0 {
+            v.truncate(m as usize);
+            out.push((name.to_vec(), v));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> bool {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    let n = std::ffi::CString::new(name).expect("name");
+    unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) == 0 }
+}
+
+pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    let t = [libc::timespec { tv_sec: secs, tv_nsec: nsec }, libc::timespec { tv_sec: secs, tv_nsec: nsec }];
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(rc, 0, "utimensat {}", p.display());
+}
+
+/// Compares two trees byte for byte and attribute for attribute; returns the differences.
+pub fn compare_trees(a: &Path, b: &Path, check_owner: bool) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut inode_map: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    compare_dir(a, b, Path::new(""), check_owner, &mut diffs, &mut inode_map);
+    diffs
+}
+
+fn compare_dir(
+    a: &Path,
+    b: &Path,
+    rel: &Path,
+    owner: bool,
+    diffs: &mut Vec<String>,
+    inodes: &mut std::collections::HashMap<u64, u64>,
+) {
+    let names = |d: &Path| {
+        let mut v: Vec<_> =
+            std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        v.sort();
+        v
+    };
+    let (na, nb) = (names(&a.join(rel)), names(&b.join(rel)));
+    if na != nb {
+        diffs.push(format!("{}: entries differ: {na:?} vs {nb:?}", rel.display()));
+        return;
+    }
+    for n in na {
+        let r = rel.join(&n);
+        let (pa, pb) = (a.join(&r), b.join(&r));
+        let (ma, mb) =
+            (std::fs::symlink_metadata(&pa).expect("lstat a"), std::fs::symlink_metadata(&pb).expect("lstat b"));
+        let d = r.display();
+        if ma.mode() != mb.mode() {
+            diffs.push(format!("{d}: mode {:o} vs {:o}", ma.mode(), mb.mode()));
+        }
+        if owner && (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
+            diffs.push(format!("{d}: owner {}:{} vs {}:{}", ma.uid(), ma.gid(), mb.uid(), mb.gid()));
+        }
+        if !ma.is_dir() && (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
+            diffs.push(format!("{d}: mtime differs"));
+        }
+        if ma.is_dir() && (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
+            diffs.push(format!("{d}/: directory mtime differs"));
+        }
+        if xattrs(&pa) != xattrs(&pb) {
+            diffs.push(format!("{d}: xattrs differ"));
+        }
+        if ma.rdev() != mb.rdev() {
+            diffs.push(format!("{d}: rdev differs"));
+        }
+        let ft = ma.file_type();
+        if ft.is_symlink() {
+            if std::fs::read_link(&pa).ok() != std::fs::read_link(&pb).ok() {
+                diffs.push(format!("{d}: symlink target differs"));
+            }
+        } else if ft.is_file() {
+            if std::fs::read(&pa).ok() != std::fs::read(&pb).ok() {
+                diffs.push(format!("{d}: content differs"));
+            }
+            if ma.nlink() != mb.nlink() {
+                diffs.push(format!("{d}: link count {} vs {}", ma.nlink(), mb.nlink()));
+            }
+            if ma.nlink() > 1 {
+                match inodes.get(&ma.ino()) {
+                    Some(&ib) if ib != mb.ino() => diffs.push(format!("{d}: hardlink group broken")),
+                    None => {
+                        inodes.insert(ma.ino(), mb.ino());
+                    }
+                    _ => {}
+                }
+            }
+        } else if ft.is_dir() {
+            compare_dir(a, b, &r, owner, diffs, inodes);
+        }
+    }
+}
+
+pub fn os(s: &[u8]) -> &OsStr {
+    OsStr::from_bytes(s)
+}
+
+/// Packs in a local repository, with their modification order.
+pub fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(repo.join("data")) {
+        for d in rd.flatten() {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                if !f.file_name().to_string_lossy().starts_with(".tmp") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn run_sh(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
+}
