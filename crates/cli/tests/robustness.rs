@@ -355,24 +355,12 @@ fn unreadable_file_gives_partial_snapshot_and_exit_3() {
 
 #[test]
 fn full_disk_is_one_clear_error() {
-    if !is_root() {
-        eprintln!("SKIP full_disk_is_one_clear_error: needs root to mount a small tmpfs");
-        return;
-    }
     let env = Env::new();
     let mnt = env.path("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    if !run_sh(&format!("mount -t tmpfs -o size=3m tmpfs '{}'", mnt.display())) {
-        eprintln!("SKIP full_disk_is_one_clear_error: cannot mount tmpfs here");
+    let Some(_tmpfs) = Tmpfs::mount(&mnt, "3m") else {
+        eprintln!("SKIP full_disk_is_one_clear_error: cannot mount a small tmpfs here (needs root)");
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            run_sh(&format!("umount '{}'", self.0.display()));
-        }
-    }
-    let _u = Unmount(mnt.clone());
+    };
     let src = env.path("src");
     make_tree(&src, 10, 1_000_000, 5);
     let repo = mnt.join("repo");

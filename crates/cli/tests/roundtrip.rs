@@ -300,25 +300,13 @@ fn default_repository_is_created_on_first_backup() {
 
 #[test]
 fn one_file_system_stays_on_the_source_filesystem() {
-    if !is_root() {
-        eprintln!("SKIP one_file_system_stays_on_the_source_filesystem: needs root to mount a tmpfs");
-        return;
-    }
     let env = Env::new();
     let src = env.path("src");
-    std::fs::create_dir_all(src.join("mnt")).unwrap();
-    std::fs::write(src.join("local.txt"), b"here").unwrap();
-    if !run_sh(&format!("mount -t tmpfs -o size=1m tmpfs '{}'", src.join("mnt").display())) {
-        eprintln!("SKIP one_file_system_stays_on_the_source_filesystem: cannot mount tmpfs here");
+    let Some(_tmpfs) = Tmpfs::mount(&src.join("mnt"), "1m") else {
+        eprintln!("SKIP one_file_system_stays_on_the_source_filesystem: cannot mount a tmpfs here (needs root)");
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            run_sh(&format!("umount '{}'", self.0.display()));
-        }
-    }
-    let _u = Unmount(src.join("mnt"));
+    };
+    std::fs::write(src.join("local.txt"), b"here").unwrap();
     std::fs::write(src.join("mnt/other-fs.txt"), b"elsewhere").unwrap();
     env.init();
     env.ok(&["backup", src.to_str().unwrap(), "--one-file-system", "--tag", "xdev"]);

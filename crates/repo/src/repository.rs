@@ -216,15 +216,22 @@ impl Repository {
 
     fn load_sealed(&self, kind: &[u8], path: &str, what: &'static str) -> Result<Vec<u8>> {
         let bytes = self.block_on(self.store.get(path, None))?;
+        self.open_named(kind, path, &bytes, what)
+    }
+
+    /// Checks that `bytes` hash to the id their `path` names, then opens them.
+    fn open_named(&self, kind: &[u8], path: &str, bytes: &[u8], what: &'static str) -> Result<Vec<u8>> {
         let id = layout::id_of(path).unwrap_or_default();
-        if Id(cairn_crypto::content_hash(&bytes)) != id {
-            return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
+        let damaged = |detail: String| Error::Damaged { what, id: id.to_hex(), detail };
+        if Id(cairn_crypto::content_hash(bytes)) != id {
+            return Err(damaged("content does not match its name".into()));
         }
-        open_sealed(&self.master, kind, &bytes, 1 << 30).map_err(|e| Error::Damaged {
-            what,
-            id: id.to_hex(),
-            detail: e.to_string(),
-        })
+        open_sealed(&self.master, kind, bytes, 1 << 30).map_err(|e| damaged(e.to_string()))
+    }
+
+    /// The ids named by the objects under `prefix`.
+    fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
+        Ok(self.block_on(self.store.list(prefix))?.iter().filter_map(|m| layout::id_of(&m.path)).collect())
     }
 
     // ---- index ----
@@ -234,12 +241,7 @@ impl Repository {
     }
 
     pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
-        Ok(self
-            .block_on(self.store.list(layout::INDEX))?
-            .iter()
-            .filter_map(|m| layout::id_of(&m.path))
-            .map(IndexId)
-            .collect())
+        Ok(self.list_ids(layout::INDEX)?.into_iter().map(IndexId).collect())
     }
 
     pub fn load_index_file(&self, id: IndexId) -> Result<IndexFile> {
@@ -267,15 +269,7 @@ impl Repository {
         let mut out = Vec::new();
         for (h, p) in handles.into_iter().zip(paths.iter()) {
             let bytes = self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))??;
-            let id = layout::id_of(p).unwrap_or_default();
-            if Id(cairn_crypto::content_hash(&bytes)) != id {
-                return Err(Error::Damaged { what, id: id.to_hex(), detail: "content does not match its name".into() });
-            }
-            out.push(open_sealed(&self.master, kind, &bytes, 1 << 30).map_err(|e| Error::Damaged {
-                what,
-                id: id.to_hex(),
-                detail: e.to_string(),
-            })?);
+            out.push(self.open_named(kind, p, &bytes, what)?);
         }
         Ok(out)
     }
@@ -283,8 +277,7 @@ impl Repository {
     /// Packs in the store that no index names. A backup killed after uploading packs and
     /// before writing their index leaves these; their headers let us adopt them.
     pub fn unindexed_packs(&self, index: &Index) -> Result<Vec<PackId>> {
-        let listed = self.block_on(self.store.list(layout::DATA))?;
-        Ok(listed.iter().filter_map(|m| layout::id_of(&m.path)).map(PackId).filter(|p| !index.has_pack(p)).collect())
+        Ok(self.list_ids(layout::DATA)?.into_iter().map(PackId).filter(|p| !index.has_pack(p)).collect())
     }
 
     /// Reads a pack's header through two ranged reads (prefix for the salt, then tail).
@@ -376,12 +369,7 @@ impl Repository {
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
-            .block_on(self.store.list(layout::SNAPSHOTS))?
-            .iter()
-            .filter_map(|m| layout::id_of(&m.path))
-            .map(SnapshotId)
-            .collect())
+        Ok(self.list_ids(layout::SNAPSHOTS)?.into_iter().map(SnapshotId).collect())
     }
 
     /// Every snapshot, oldest first.

@@ -162,3 +162,24 @@ pub fn packs(repo: &Path) -> Vec<PathBuf> {
 pub fn run_sh(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
 }
+
+/// A tmpfs mounted for a test and unmounted when dropped. `None` when this process may not
+/// mount (not root, or no permission in this sandbox): the caller skips loudly.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        std::fs::create_dir_all(at).ok()?;
+        run_sh(&format!("mount -t tmpfs -o size={size} tmpfs '{}'", at.display())).then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        run_sh(&format!("umount '{}'", self.0.display()));
+    }
+}
