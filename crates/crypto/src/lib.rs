@@ -92,6 +92,17 @@ impl PackKey {
         self.seal_with(nonce, &[], buf)
     }
 
+    /// Encrypts `region` in place and returns its tag (for sealing inside a larger buffer).
+    pub fn seal_region(&self, nonce: [u8; 12], region: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), region)
+            .map_err(|_| Error::Decrypt)?;
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag.as_ref());
+        Ok(t)
+    }
+
     /// As [`PackKey::seal`], authenticating `aad` too (it must be given again to open).
     pub fn seal_with(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), Error> {
         self.0

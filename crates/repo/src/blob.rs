@@ -25,8 +25,9 @@ impl BlobCodec {
         }
     }
 
-    /// Encodes `data` as a blob plaintext (compressed when it pays).
-    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+    /// Appends the blob plaintext of `data` to `out` (compressed when it pays). At most
+    /// `1 + data.len()` bytes are appended.
+    pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if data.len() >= 128 && self.level > 0 && self.worth_compressing(data) {
             if let Some(c) = self.compressor.as_mut() {
                 // zstd writes into the spare capacity: no zeroing of a bound-sized buffer.
@@ -34,17 +35,21 @@ impl BlobCodec {
                 self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
                 if let Ok(n) = c.compress_to_buffer(data, &mut self.scratch) {
                     if n < data.len() - data.len() / 32 {
-                        let mut out = Vec::with_capacity(1 + n + cairn_crypto::TAG_LEN);
                         out.push(COMPRESSION_ZSTD);
                         out.extend_from_slice(&self.scratch[..n]);
-                        return out;
+                        return;
                     }
                 }
             }
         }
-        let mut out = Vec::with_capacity(1 + data.len() + cairn_crypto::TAG_LEN);
         out.push(COMPRESSION_NONE);
         out.extend_from_slice(data);
+    }
+
+    /// Encodes `data` as a blob plaintext (compressed when it pays).
+    pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + data.len() + cairn_crypto::TAG_LEN);
+        self.encode_into(data, &mut out);
         out
     }
 

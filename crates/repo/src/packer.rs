@@ -46,17 +46,30 @@ impl Packer {
 
     /// Encrypts `plain` (an encoded blob plaintext) at the current offset, whose value is
     /// the nonce: unique within this pack's key.
-    pub fn add(&mut self, id: BlobId, mut plain: Vec<u8>, raw_length: u32) -> Result<()> {
-        let offset = self.buf.len() as u64;
-        self.key.seal(offset_nonce(offset), &mut plain)?;
+    pub fn add(&mut self, id: BlobId, plain: Vec<u8>, raw_length: u32) -> Result<()> {
+        self.add_with(id, raw_length, |buf| buf.extend_from_slice(&plain))
+    }
+
+    /// Like [`Packer::add`], but `encode` appends the blob plaintext straight to the pack
+    /// buffer, where it is then encrypted in place: no intermediate copy of the blob.
+    pub fn add_with(&mut self, id: BlobId, raw_length: u32, encode: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let start = self.buf.len();
+        encode(&mut self.buf);
+        let tag = match self.key.seal_region(offset_nonce(start as u64), &mut self.buf[start..]) {
+            Ok(t) => t,
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e.into());
+            }
+        };
+        self.buf.extend_from_slice(&tag);
         self.entries.push(BlobEntry {
             kind: self.kind,
             id,
-            offset: offset as u32,
-            length: plain.len() as u32,
+            offset: start as u32,
+            length: (self.buf.len() - start) as u32,
             raw_length,
         });
-        self.buf.extend_from_slice(&plain);
         Ok(())
     }
 

@@ -252,7 +252,6 @@ impl WorkerSaver<'_, '_> {
         if !self.saver.claim(id) {
             return Ok(false);
         }
-        let plain = self.codec.encode(data);
         let repo = self.saver.repo;
         let target = repo.config().pack_size as usize;
         let slot = match kind {
@@ -261,7 +260,9 @@ impl WorkerSaver<'_, '_> {
         };
         // Close the open pack first if this blob would push it past the target, so packs
         // stay within their preallocated size (no doubling reallocation of pack buffers).
-        if slot.as_ref().is_some_and(|p| !p.is_empty() && p.len() + plain.len() + cairn_crypto::TAG_LEN > target) {
+        // The encoded blob is at most one byte longer than the data.
+        let bound = 1 + data.len() + cairn_crypto::TAG_LEN;
+        if slot.as_ref().is_some_and(|p| !p.is_empty() && p.len() + bound > target) {
             if let Some(p) = slot.take() {
                 send_pack(&self.tx, p)?;
             }
@@ -270,7 +271,8 @@ impl WorkerSaver<'_, '_> {
             *slot = Some(Packer::new(repo.master(), kind, target)?);
         }
         if let Some(p) = slot.as_mut() {
-            p.add(id, plain, data.len() as u32)?;
+            let codec = &mut self.codec;
+            p.add_with(id, data.len() as u32, |buf| codec.encode_into(data, buf))?;
         }
         self.saver.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.saver.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
