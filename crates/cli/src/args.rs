@@ -61,6 +61,8 @@ pub enum Command {
     Key(KeyArgs),
     /// Remove snapshots by keep-rules or by id (their data stays until prune)
     Forget(ForgetArgs),
+    /// Write new snapshots without the excluded paths (erasure requests)
+    Rewrite(RewriteArgs),
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +254,24 @@ pub struct ForgetArgs {
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RewriteArgs {
+    /// Snapshots to rewrite (`latest`, ids or prefixes)
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// gitignore-style pattern of paths to remove (as backed up, e.g. /home/a/secret.txt)
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<std::path::PathBuf>,
+    /// Forget each original once its rewritten snapshot is saved
+    #[arg(long)]
+    pub forget: bool,
+    /// Show what would be removed, change nothing
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -14,6 +14,7 @@ mod forget;
 mod keys;
 mod output;
 mod restore;
+mod rewrite;
 
 use clap::Parser;
 
@@ -81,5 +82,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(a) => check::run(&ctx, &a),
         Command::Key(a) => keys::run(&ctx, &a),
         Command::Forget(a) => forget::run(&ctx, &a),
+        Command::Rewrite(a) => rewrite::run(&ctx, &a),
     }
 }

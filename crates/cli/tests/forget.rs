@@ -56,3 +56,59 @@ fn forget_applies_keep_rules_per_group_and_dry_run_changes_nothing() {
     let o = env.run(&["forget", "--keep-within", "3x"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn rewrite_removes_a_file_from_every_snapshot_and_keeps_the_rest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("docs/deep")).unwrap();
+    std::fs::write(src.join("docs/deep/secret.txt"), b"personal data of a customer").unwrap();
+    std::fs::write(src.join("docs/keep.txt"), b"keep me").unwrap();
+    std::fs::write(src.join("other.bin"), noise(300_000, 5)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "daily", "--time", "2026-02-01T00:00:00Z"]);
+    std::fs::write(src.join("docs/keep.txt"), b"keep me too").unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "daily", "--time", "2026-02-02T00:00:00Z"]);
+    let before: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
+    // Dry run: nothing changes.
+    let dry = env.json(&["rewrite", &before[0], &before[1], "--exclude", "secret.txt", "--forget", "--dry-run"]);
+    assert_eq!(dry["snapshots"][0]["removed"], 1);
+    let after_dry: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(after_dry, before);
+    let r = env.json(&["rewrite", &before[0], &before[1], "--exclude", "secret.txt", "--forget"]);
+    assert_eq!(r["snapshots"].as_array().unwrap().len(), 2);
+    let snaps = env.json(&["snapshots"]);
+    let arr = snaps.as_array().unwrap();
+    assert_eq!(arr.len(), 2, "originals not forgotten or rewrites missing: {snaps}");
+    for s in arr {
+        assert!(!before.contains(&s["short_id"].as_str().unwrap().to_string()));
+        assert!(s["original"].is_string(), "original not noted: {s}");
+        assert_eq!(s["tags"][0], "daily");
+        let ls = env.ok(&["ls", s["short_id"].as_str().unwrap()]);
+        assert!(!ls.contains("secret.txt") && ls.contains("keep.txt") && ls.contains("other.bin"), "{ls}");
+    }
+    assert_eq!(arr[0]["time"], "2026-02-01T00:00:00Z");
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap(), "--verify"]);
+    assert_eq!(std::fs::read(t.join("docs/keep.txt")).unwrap(), b"keep me too");
+    assert!(!t.join("docs/deep/secret.txt").exists());
+    assert!(t.join("docs/deep").is_dir());
+    // Nothing to remove: no new snapshot.
+    let r = env.json(&["rewrite", "latest", "--exclude", "nonexistent-name"]);
+    assert_eq!(r["snapshots"][0]["removed"], 0);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    assert_eq!(env.run(&["rewrite", "latest"]).status.code(), Some(1), "rewrite without excludes must be refused");
+}

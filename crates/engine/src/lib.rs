@@ -21,6 +21,7 @@ pub mod backup;
 pub mod browse;
 mod error;
 pub mod restore;
+pub mod rewrite;
 mod source;
 
 pub use backup::{Archiver, BackupOptions, BackupOutcome, Progress};

@@ -1,0 +1,65 @@
+//! `cairn rewrite`: new snapshots without the excluded paths, keeping time, host, tags and
+//! label, noting the original; `--forget` removes the originals afterwards.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use cairn_engine::rewrite::rewrite_trees;
+use cairn_fs::PathMatcher;
+
+use crate::args::RewriteArgs;
+use crate::context::Context;
+
+pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    if patterns.is_empty() {
+        bail!("nothing to remove: give --exclude or --exclude-file");
+    }
+    let matcher = PathMatcher::new(&patterns).map_err(|e| anyhow!(e))?;
+    let repo = ctx.open_with(a.dry_run)?;
+    let mut snaps = Vec::new();
+    for spec in &a.snapshots {
+        let (id, s) = repo.resolve_snapshot(spec)?;
+        if !snaps.iter().any(|(i, _)| *i == id) {
+            snaps.push((id, s));
+        }
+    }
+    let roots: Vec<_> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let exclude = |p: &str, is_dir: bool| matcher.matches(p, is_dir);
+    let rewritten = rewrite_trees(&repo, &roots, &exclude)?;
+    let mut json = Vec::new();
+    for ((old_id, old), (tree, removed)) in snaps.iter().zip(rewritten) {
+        if removed == 0 {
+            if !ctx.g.quiet && !ctx.g.json {
+                println!("{}: nothing to remove", old_id.short());
+            }
+            json.push(serde_json::json!({"original": old_id.to_hex(), "removed": 0, "new": null}));
+            continue;
+        }
+        let mut new = old.clone();
+        new.tree = tree;
+        new.original = Some(old.original.unwrap_or(*old_id));
+        let new_id = repo.save_snapshot(&new)?;
+        if a.forget && !a.dry_run {
+            repo.delete_snapshot(*old_id)?;
+        }
+        if !ctx.g.quiet && !ctx.g.json {
+            println!(
+                "{} -> {}: {removed} entries removed{}{}",
+                old_id.short(),
+                new_id.short(),
+                if a.forget { ", original forgotten" } else { "" },
+                if a.dry_run { " (dry run: nothing written)" } else { "" }
+            );
+        }
+        json.push(serde_json::json!({"original": old_id.to_hex(), "removed": removed, "new": if a.dry_run { serde_json::Value::Null } else { new_id.to_hex().into() }}));
+    }
+    if ctx.g.json {
+        println!("{}", serde_json::json!({"dry_run": a.dry_run, "snapshots": json}));
+    } else if !ctx.g.quiet && !a.dry_run {
+        println!("the removed files' data stays in the repository until a prune");
+    }
+    Ok(())
+}
