@@ -16,12 +16,16 @@ use std::pin::Pin;
 
 pub mod conformance;
 mod dryrun;
+mod fault;
 mod local;
 mod memory;
+mod retry;
 
 pub use dryrun::DryRunStore;
+pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::RetryStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -113,6 +117,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix/` (recursively), in no particular order.
     /// A missing prefix lists as empty.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>>;
-    /// Removes the object; deleting a missing object is [`Error::NotFound`].
+    /// Removes the object. Idempotent: deleting a missing object succeeds, as on object
+    /// stores (S3 cannot tell), which also makes a retried delete safe.
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>>;
 }

@@ -180,7 +180,10 @@ impl Store for LocalStore {
     }
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
         let (s, p) = (self.clone(), path.to_string());
-        blocking(move || fs::remove_file(s.full(&p)?).map_err(|e| Error::io(&p, e)))
+        blocking(move || match fs::remove_file(s.full(&p)?) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| Error::io(&p, e)),
+        })
     }
 }
 

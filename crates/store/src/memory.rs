@@ -75,7 +75,8 @@ impl Store for MemoryStore {
     }
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.with(|m| m.remove(path).map(|_| ()).ok_or_else(|| Error::NotFound { path: path.into() }))
+            self.with(|m| m.remove(path));
+            Ok(())
         })
     }
 }
