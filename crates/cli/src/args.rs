@@ -30,6 +30,12 @@ pub struct Global {
     /// Print more detail (warnings, each file with an error)
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
+    /// Limit uploads to this many KiB/s
+    #[arg(long, env = "CAIRN_LIMIT_UPLOAD", global = true)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s
+    #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", global = true)]
+    pub limit_download: Option<u64>,
     /// Directory for local caches (remote repositories; a local repository needs none)
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,

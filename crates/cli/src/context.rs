@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use cairn_repo::{InitOptions, KeyMeta, Repository};
-use cairn_store::{DryRunStore, LocalStore, Store};
+use cairn_store::{DryRunStore, LimitStore, LocalStore, Store};
 
 use crate::args::{Global, InitArgs};
 
@@ -59,7 +59,11 @@ impl Context {
     }
 
     pub fn store(&self, dry_run: bool) -> Arc<dyn Store> {
-        let s: Arc<dyn Store> = Arc::new(LocalStore::new(&self.repo_path));
+        let mut s: Arc<dyn Store> = Arc::new(LocalStore::new(&self.repo_path));
+        if self.g.limit_upload.is_some() || self.g.limit_download.is_some() {
+            let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
+            s = Arc::new(LimitStore::new(s, kib(self.g.limit_upload), kib(self.g.limit_download)));
+        }
         if dry_run {
             Arc::new(DryRunStore::new(s))
         } else {

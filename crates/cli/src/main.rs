@@ -66,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cairn-io")
+        .enable_time()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
     let ctx = context::Context::new(&cli.global, rt.handle().clone())?;

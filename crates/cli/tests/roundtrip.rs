@@ -351,3 +351,19 @@ fn large_file_read_in_segments_round_trips_and_rechunks_identically() {
         off += 8 << 20;
     }
 }
+
+#[test]
+fn limit_upload_holds_a_backup_to_the_rate() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("r.bin"), noise(4 << 20, 17)).unwrap();
+    let t = std::time::Instant::now();
+    env.ok(&["--limit-upload", "4096", "backup", src.to_str().unwrap()]);
+    let took = t.elapsed();
+    // 4 MiB of incompressible data at 4 MiB/s: about a second.
+    assert!(took >= std::time::Duration::from_millis(850), "--limit-upload ignored: {took:?}");
+    let o = env.run(&["--limit-upload", "lots", "snapshots"]);
+    assert_eq!(o.status.code(), Some(2), "a bad limit is a usage error");
+}

@@ -17,12 +17,14 @@ use std::pin::Pin;
 pub mod conformance;
 mod dryrun;
 mod fault;
+mod limit;
 mod local;
 mod memory;
 mod retry;
 
 pub use dryrun::DryRunStore;
 pub use fault::FaultStore;
+pub use limit::LimitStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retry::RetryStore;
