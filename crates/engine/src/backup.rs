@@ -134,15 +134,7 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
             let (job_tx, job_rx) = bounded::<FileJob>(1024);
             let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
             let (res_tx, res_rx) = unbounded::<JobResult>();
-            // Closes the saver on every way out of this scope, panics included, so the
-            // uploader always ends and the scope can join.
-            struct CloseOnDrop<'s, 'r>(&'s BlobSaver<'r>);
-            impl Drop for CloseOnDrop<'_, '_> {
-                fn drop(&mut self) {
-                    self.0.close();
-                }
-            }
-            let _close = CloseOnDrop(&saver);
+            let _close = saver.close_on_drop();
             s.spawn(|| saver.run_uploader());
             let started = (|| -> Result<()> {
                 for _ in 0..threads {
@@ -203,7 +195,7 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                 tw.flush()?;
                 Ok((tree, summary, errors))
             });
-            saver.close();
+            // `_close` drops here: the uploader finishes, then the scope joins.
             result
         });
         let (tree, mut summary, errors) = walked?;

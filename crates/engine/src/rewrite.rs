@@ -22,13 +22,7 @@ pub fn rewrite_trees(
     let index = repo.load_index()?;
     let saver = BlobSaver::new(repo, Index::default(), Vec::new(), 1);
     let out = std::thread::scope(|s| -> Result<Vec<(TreeId, u64)>> {
-        struct CloseOnDrop<'s, 'r>(&'s BlobSaver<'r>);
-        impl Drop for CloseOnDrop<'_, '_> {
-            fn drop(&mut self) {
-                self.0.close();
-            }
-        }
-        let _close = CloseOnDrop(&saver);
+        let _close = saver.close_on_drop();
         s.spawn(|| saver.run_uploader());
         let mut w = saver.worker()?;
         let mut out = Vec::new();

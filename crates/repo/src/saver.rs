@@ -210,6 +210,13 @@ impl<'r> BlobSaver<'r> {
         }
     }
 
+    /// A guard that [`close`](BlobSaver::close)s the saver when dropped: create it first in
+    /// the scope that runs [`BlobSaver::run_uploader`], so every way out of that scope,
+    /// panics included, lets the uploader end and the scope join.
+    pub fn close_on_drop(&self) -> CloseOnDrop<'_, 'r> {
+        CloseOnDrop(self)
+    }
+
     /// Drops the saver's own sender: once every worker is dropped too, the uploader ends.
     pub fn close(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -233,6 +240,15 @@ impl<'r> BlobSaver<'r> {
 fn send_pack(tx: &Sender<FinishedPack>, p: Packer) -> Result<()> {
     let f = p.finish()?;
     tx.send(f).map_err(|_| Error::Invalid("uploader stopped".into()))
+}
+
+/// See [`BlobSaver::close_on_drop`].
+pub struct CloseOnDrop<'s, 'r>(&'s BlobSaver<'r>);
+
+impl Drop for CloseOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// One thread's packers. Dropping it without [`WorkerSaver::flush`] loses its open packs,
