@@ -72,7 +72,14 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Chunk and name blobs exactly like this other repository, so copies between the two
+    /// deduplicate (its password: --from-password-file or CAIRN_FROM_PASSWORD)
+    #[arg(long, value_name = "REPO")]
+    pub copy_chunker_params_from: Option<String>,
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
+    pub from_password_file: Option<PathBuf>,
+}
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {

@@ -212,12 +212,26 @@ fn write_secret(f: &std::path::Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn init(ctx: &Context, _a: &InitArgs) -> Result<()> {
+pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
     if ctx.repo_path.join("config").exists() {
         bail!("a repository already exists at {}", ctx.location());
     }
+    let mut opts = InitOptions::default();
+    if let Some(from) = &a.copy_chunker_params_from {
+        if from.contains("://") {
+            bail!("--copy-chunker-params-from: only repositories on local disk are supported yet");
+        }
+        let pw = match (&a.from_password_file, std::env::var("CAIRN_FROM_PASSWORD")) {
+            (Some(f), _) => read_password_file(f)?,
+            (None, Ok(p)) => p.into_bytes(),
+            (None, Err(_)) => prompt(&format!("enter the password of {from}: "), false)?,
+        };
+        let source = Repository::open(Arc::new(LocalStore::new(from)), ctx.rt.clone(), &pw)
+            .with_context(|| format!("opening {from}"))?;
+        opts.chunker_from = Some((source.chunker_params(), *source.id_key().as_bytes()));
+    }
     let pw = ctx.password(true)?;
-    let repo = Repository::init(ctx.store(false), ctx.rt.clone(), &pw, &key_meta(), InitOptions::default())?;
+    let repo = Repository::init(ctx.store(false), ctx.rt.clone(), &pw, &key_meta(), opts)?;
     if ctx.g.json {
         println!("{}", serde_json::json!({"repository": ctx.location(), "id": repo.config().id}));
     } else if !ctx.g.quiet {

@@ -112,3 +112,56 @@ fn rewrite_removes_a_file_from_every_snapshot_and_keeps_the_rest() {
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
     assert_eq!(env.run(&["rewrite", "latest"]).status.code(), Some(1), "rewrite without excludes must be refused");
 }
+
+#[test]
+fn init_can_copy_chunker_parameters_from_another_repository() {
+    let env = Env::new();
+    env.init();
+    let second = env.path("second");
+    let o = env
+        .cmd()
+        .env("CAIRN_REPO", &second)
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .args(["init", "--copy-chunker-params-from", env.repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Same data backed up into both gives the same blob ids (same chunker seed, same id key).
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(3_000_000, 8)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let o = env.cmd().env("CAIRN_REPO", &second).args(["backup", src.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Repository needs a multi-thread runtime: it spawns reads and blocks on them.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    let data_blobs = |r: &std::path::Path| {
+        let repo = cairn_repo::Repository::open(
+            std::sync::Arc::new(cairn_store::LocalStore::new(r)),
+            rt.handle().clone(),
+            PASSWORD.as_bytes(),
+        )
+        .unwrap();
+        let mut ids: Vec<String> = repo
+            .load_index()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.kind == cairn_format::BlobType::Data)
+            .map(|(id, _)| id.to_hex())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (a, b) = (data_blobs(&env.repo), data_blobs(&second));
+    assert!(a.len() >= 3);
+    assert_eq!(a, b, "the same file chunked or named differently in the two repositories");
+    let o = env
+        .cmd()
+        .env("CAIRN_REPO", env.path("third"))
+        .env("CAIRN_FROM_PASSWORD", "wrong")
+        .args(["init", "--copy-chunker-params-from", env.repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("wrong password"), "{}", stderr(&o));
+}

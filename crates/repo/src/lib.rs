@@ -11,7 +11,9 @@
 //! only packs that are not referenced yet ([`Repository::recover_unindexed`] adopts them).
 //!
 //! The API is synchronous and blocking: it drives the async [`Store`] through a tokio
-//! runtime handle, so it must be called from plain threads, never from a runtime worker.
+//! runtime handle, so it must be called from plain threads, never from a runtime worker,
+//! and the handle must belong to a multi-thread runtime (it spawns concurrent reads and
+//! blocks on them; a current-thread runtime would never run them).
 //!
 //! | who             | writes                         | may run beside        |
 //! |-----------------|--------------------------------|-----------------------|
