@@ -65,11 +65,7 @@ fn validate(a: &BackupArgs) -> Result<Plan> {
         }
         None => now_rfc3339(),
     };
-    let mut excludes = a.excludes.clone();
-    for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+    let excludes = crate::context::patterns(&a.excludes, &a.exclude_files)?;
     Ok(Plan { paths, host: a.host.clone().unwrap_or_else(cairn_fs::hostname), time, excludes })
 }
 

@@ -239,3 +239,14 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--exclude` patterns plus those of every `--exclude-file` (one per line; blank lines
+/// and `#` comments skipped), as backup and rewrite both take them.
+pub fn patterns(inline: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = inline.to_vec();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
+        out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Ok(out)
+}

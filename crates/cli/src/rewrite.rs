@@ -1,7 +1,7 @@
 //! `cairn rewrite`: new snapshots without the excluded paths, keeping time, host, tags and
 //! label, noting the original; `--forget` removes the originals afterwards.
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use cairn_engine::rewrite::rewrite_trees;
 use cairn_fs::PathMatcher;
 
@@ -9,11 +9,7 @@ use crate::args::RewriteArgs;
 use crate::context::Context;
 
 pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
-    let mut patterns = a.excludes.clone();
-    for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
-        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+    let patterns = crate::context::patterns(&a.excludes, &a.exclude_files)?;
     if patterns.is_empty() {
         bail!("nothing to remove: give --exclude or --exclude-file");
     }

@@ -69,23 +69,11 @@ fn rewrite_removes_a_file_from_every_snapshot_and_keeps_the_rest() {
     env.ok(&["backup", src.to_str().unwrap(), "--tag", "daily", "--time", "2026-02-01T00:00:00Z"]);
     std::fs::write(src.join("docs/keep.txt"), b"keep me too").unwrap();
     env.ok(&["backup", src.to_str().unwrap(), "--tag", "daily", "--time", "2026-02-02T00:00:00Z"]);
-    let before: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["short_id"].as_str().unwrap().to_string())
-        .collect();
+    let before = env.short_ids();
     // Dry run: nothing changes.
     let dry = env.json(&["rewrite", &before[0], &before[1], "--exclude", "secret.txt", "--forget", "--dry-run"]);
     assert_eq!(dry["snapshots"][0]["removed"], 1);
-    let after_dry: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["short_id"].as_str().unwrap().to_string())
-        .collect();
+    let after_dry = env.short_ids();
     assert_eq!(after_dry, before);
     let r = env.json(&["rewrite", &before[0], &before[1], "--exclude", "secret.txt", "--forget"]);
     assert_eq!(r["snapshots"].as_array().unwrap().len(), 2);

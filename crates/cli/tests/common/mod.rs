@@ -49,6 +49,15 @@ impl Env {
         let out = self.ok(&a);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
     }
+    /// Short ids of every snapshot, oldest first.
+    pub fn short_ids(&self) -> Vec<String> {
+        self.json(&["snapshots"])
+            .as_array()
+            .expect("snapshots --json is an array")
+            .iter()
+            .map(|s| s["short_id"].as_str().expect("short_id").to_string())
+            .collect()
+    }
     pub fn init(&self) {
         self.ok(&["init"]);
     }
