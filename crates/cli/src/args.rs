@@ -69,6 +69,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Write new snapshots without the excluded paths (erasure requests)
     Rewrite(RewriteArgs),
+    /// Delete data no snapshot references; never blocks backups
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +81,10 @@ pub struct InitArgs {
     pub copy_chunker_params_from: Option<String>,
     #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
     pub from_password_file: Option<PathBuf>,
+    /// Target size of pack files (64K to 1G; default 8M): larger packs mean fewer objects
+    /// on object stores, smaller ones less repacking
+    #[arg(long, value_name = "SIZE")]
+    pub pack_size: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +275,11 @@ pub struct ForgetArgs {
     /// Show what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Prune afterwards (with the prune options below)
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOpts,
 }
 
 #[derive(Args, Debug)]
@@ -287,4 +298,32 @@ pub struct RewriteArgs {
     /// Show what would be removed, change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be deleted and repacked, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub opts: PruneOpts,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneOpts {
+    /// Unused space tolerated in kept packs, as a percentage of the used space; packs with
+    /// the most unused space are repacked until the rest fits ("0" repacks every pack with
+    /// an unused blob)
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+    /// Repack at most this much per run (e.g. 500M, 10G)
+    #[arg(long, value_name = "SIZE")]
+    pub max_repack_size: Option<String>,
+    /// Delete now instead of after the grace period; refused while another cairn process
+    /// writes to the repository (for erasure requests and disposals)
+    #[arg(long)]
+    pub delete_now: bool,
+    /// How long marked packs wait before a later prune deletes them (s, m = minutes, h, d)
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub grace: String,
 }

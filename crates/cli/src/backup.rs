@@ -92,6 +92,9 @@ fn find_parent(
 pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let plan = validate(a)?;
     let repo = ctx.open_or_create_default(a.dry_run)?;
+    // Taken before the index is read: prune waits for this lease before deleting anything
+    // this backup could have seen.
+    let _lease = repo.lease("backup", &cairn_fs::hostname())?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let (uid, gid, user) = cairn_fs::current_user();
 

@@ -217,6 +217,13 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
         bail!("a repository already exists at {}", ctx.location());
     }
     let mut opts = InitOptions::default();
+    if let Some(s) = &a.pack_size {
+        let n = crate::prune::parse_size("--pack-size", s)?;
+        if !(64 << 10..=1 << 30).contains(&n) {
+            bail!("--pack-size: {s} is outside 64K..1G");
+        }
+        opts.pack_size = n as u32;
+    }
     if let Some(from) = &a.copy_chunker_params_from {
         if from.contains("://") {
             bail!("--copy-chunker-params-from: only repositories on local disk are supported yet");

@@ -56,7 +56,7 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
     if p.is_empty() && a.snapshots.is_empty() {
         bail!("no keep-rule and no snapshot given: refusing to forget every snapshot");
     }
-    let repo = ctx.open()?;
+    let repo = ctx.open_with(a.dry_run)?;
     let mut removals = Vec::new();
     let mut json_groups = Vec::new();
     // Explicit ids.
@@ -125,9 +125,10 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
             repo.delete_snapshot(*id)?;
         }
     }
+    let pruned = if a.prune { Some(crate::prune::execute(ctx, &repo, &a.prune_opts, a.dry_run)?) } else { None };
     if ctx.g.json {
         let ids: Vec<String> = removals.iter().map(|(id, _)| id.to_hex()).collect();
-        println!("{}", serde_json::json!({"dry_run": a.dry_run, "groups": json_groups, "removed": ids}));
+        println!("{}", serde_json::json!({"dry_run": a.dry_run, "groups": json_groups, "removed": ids, "prune": pruned}));
     } else if !ctx.g.quiet {
         println!(
             "{} {} snapshots{}",
@@ -135,10 +136,15 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
             removals.len(),
             if a.dry_run {
                 " (dry run: nothing changed)"
+            } else if a.prune {
+                ""
             } else {
                 "; their data stays in the repository until a prune"
             }
         );
+        if let Some(r) = &pruned {
+            crate::prune::print(ctx, r);
+        }
     }
     Ok(())
 }

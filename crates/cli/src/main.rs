@@ -13,6 +13,7 @@ mod context;
 mod forget;
 mod keys;
 mod output;
+mod prune;
 mod restore;
 mod rewrite;
 
@@ -84,5 +85,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(a) => keys::run(&ctx, &a),
         Command::Forget(a) => forget::run(&ctx, &a),
         Command::Rewrite(a) => rewrite::run(&ctx, &a),
+        Command::Prune(a) => prune::run(&ctx, &a),
     }
 }

@@ -15,6 +15,7 @@ pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
     }
     let matcher = PathMatcher::new(&patterns).map_err(|e| anyhow!(e))?;
     let repo = ctx.open_with(a.dry_run)?;
+    let _lease = repo.lease("rewrite", &cairn_fs::hostname())?;
     let mut snaps = Vec::new();
     for spec in &a.snapshots {
         let (id, s) = repo.resolve_snapshot(spec)?;

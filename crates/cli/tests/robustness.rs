@@ -98,6 +98,7 @@ fn plant(repo_path: &Path, blobs: &[(BlobType, Vec<u8>)], root: TreeId) {
     let repo =
         Repository::open(Arc::new(cairn_store::LocalStore::new(repo_path)), rt.handle().clone(), PASSWORD.as_bytes())
             .unwrap();
+    let _lease = repo.lease("test", "evil").unwrap();
     let index = repo.load_index().unwrap();
     let saver = BlobSaver::new(&repo, index, Vec::new(), 1);
     std::thread::scope(|s| {

@@ -104,6 +104,14 @@ typed_id!(
     /// BLAKE3 of a key file's bytes; also its name.
     KeyId
 );
+typed_id!(
+    /// BLAKE3 of a prune document's bytes (a deletion marker or its arming); also its name.
+    MarkerId
+);
+typed_id!(
+    /// Random name of one writer's lease object, chosen when the writer starts.
+    WriterId
+);
 
 impl TreeId {
     pub fn blob(self) -> BlobId {

@@ -1,7 +1,8 @@
 //! Codecs of every object in a cairn repository, format v1. `docs/format.md` is the
 //! normative text; this crate mirrors its sections: [`id`] (typed ids, hex), [`magic`] (every
 //! magic value and version in one registry), [`pack`] (pack header), [`index`] (index files),
-//! [`tree`] (directory trees and nodes), [`snapshot`], [`config`] and [`keyfile`].
+//! [`tree`] (directory trees and nodes), [`snapshot`], [`config`], [`keyfile`], and [`lease`] (writer leases and prune's deletion
+//! markers).
 //!
 //! Key decision: binary encodings where volume matters (pack headers, index files: fixed
 //! 45-byte records), JSON where humans and other readers benefit and volume is small (trees,
@@ -13,12 +14,13 @@ pub mod config;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod lease;
 pub mod magic;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
 
-pub use id::{BlobId, Id, IndexId, KeyId, PackId, SnapshotId, TreeId};
+pub use id::{BlobId, Id, IndexId, KeyId, MarkerId, PackId, SnapshotId, TreeId, WriterId};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -11,6 +11,8 @@ pub const TREE_VERSION: u32 = 1;
 pub const SNAPSHOT_VERSION: u32 = 1;
 pub const CONFIG_VERSION: u32 = 1;
 pub const KEYFILE_VERSION: u32 = 1;
+pub const LEASE_VERSION: u32 = 1;
+pub const PRUNE_DOC_VERSION: u32 = 1;
 
 pub const BLOB_DATA: u8 = 0;
 pub const BLOB_TREE: u8 = 1;

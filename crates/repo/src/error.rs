@@ -19,6 +19,8 @@ pub enum Error {
     Damaged { what: &'static str, id: String, detail: String },
     #[error("pack {pack}: {detail}")]
     BadPack { pack: PackId, detail: String },
+    #[error("this process's writer lease lapsed (was it suspended, or the repository unreachable, for longer than the lease?); a prune may have removed data it relies on, so it writes nothing more: run it again (what it uploaded is reused)")]
+    LeaseLost,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

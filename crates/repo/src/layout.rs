@@ -1,12 +1,16 @@
 //! Where each object lives in the store.
 
-use cairn_format::{IndexId, KeyId, PackId, SnapshotId};
+use cairn_format::{IndexId, KeyId, MarkerId, PackId, SnapshotId, WriterId};
 
 pub const CONFIG: &str = "config";
 pub const KEYS: &str = "keys";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const INDEX: &str = "index";
 pub const DATA: &str = "data";
+/// Writer leases (overwritten while their writer runs; see `lease.rs`).
+pub const WRITERS: &str = "writers";
+/// Prune's deletion markers and their arming records.
+pub const PRUNE: &str = "prune";
 
 pub fn key(id: &KeyId) -> String {
     format!("{KEYS}/{}", id.to_hex())
@@ -16,6 +20,12 @@ pub fn snapshot(id: &SnapshotId) -> String {
 }
 pub fn index(id: &IndexId) -> String {
     format!("{INDEX}/{}", id.to_hex())
+}
+pub fn writer(id: &WriterId) -> String {
+    format!("{WRITERS}/{}", id.to_hex())
+}
+pub fn prune_doc(id: &MarkerId) -> String {
+    format!("{PRUNE}/{}", id.to_hex())
 }
 /// Packs are spread over 256 directories by their first id byte.
 pub fn pack(id: &PackId) -> String {

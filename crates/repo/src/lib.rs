@@ -20,6 +20,8 @@
 //! | backup          | packs, index, snapshot (create)| anything              |
 //! | check, restore  | nothing                        | anything              |
 //! | key add/remove  | key files                      | anything              |
+//! | forget          | deletes snapshots              | anything              |
+//! | prune           | packs, index; deletes marked   | anything (see prune)  |
 
 mod blob;
 pub mod check;
@@ -27,7 +29,9 @@ mod error;
 mod index;
 mod keys;
 pub mod layout;
+pub mod lease;
 mod packer;
+pub mod prune;
 mod repository;
 mod saver;
 
@@ -35,7 +39,9 @@ pub use blob::BlobCodec;
 pub use error::{Error, Result};
 pub use index::{Index, Location};
 pub use keys::KeyMeta;
+pub use lease::Lease;
 pub use packer::{FinishedPack, Packer};
+pub use prune::{prune, PruneOptions, PruneReport};
 pub use repository::{InitOptions, Repository};
 pub use saver::{BlobSaver, SaverStats, WorkerSaver};
 

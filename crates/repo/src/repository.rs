@@ -16,6 +16,7 @@ use cairn_format::{BlobId, Id, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cairn_store::{PutMode, Store};
 
 use crate::index::Index;
+use crate::lease::LeaseState;
 use crate::keys::{make_key_file, try_unlock, KeyMeta};
 use crate::{blob, layout, packer, Error, Result};
 
@@ -26,6 +27,8 @@ pub struct Repository {
     id_key: IdKey,
     config: Config,
     key_id: KeyId,
+    /// The writer lease this process holds, if any (see `lease.rs`).
+    lease: std::sync::Mutex<Option<Arc<LeaseState>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +98,7 @@ impl Repository {
             }
             r => r?,
         }
-        Ok(Repository { store, rt, master, id_key: IdKey::from_bytes(id_key), config, key_id })
+        Ok(Repository { store, rt, master, id_key: IdKey::from_bytes(id_key), config, key_id, lease: Default::default() })
     }
 
     /// Opens a repository with any of its keys' passwords.
@@ -127,7 +130,7 @@ impl Repository {
                 if !params.is_valid() {
                     return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
                 }
-                return Ok(Repository { store, rt, master, id_key, config, key_id: KeyId(id) });
+                return Ok(Repository { store, rt, master, id_key, config, key_id: KeyId(id), lease: Default::default() });
             }
         }
         Err(Error::WrongPassword { location })
@@ -203,9 +206,30 @@ impl Repository {
         Ok(id)
     }
 
+    // ---- writer lease ----
+
+    pub(crate) fn set_lease(&self, l: Option<Arc<LeaseState>>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = l;
+    }
+
+    /// Index files and snapshots publish references to blobs; only a writer holding a valid
+    /// lease may publish them, or prune could delete what they reference.
+    pub(crate) fn ensure_lease(&self) -> Result<()> {
+        match &*self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(l) if l.usable() => Ok(()),
+            Some(_) => Err(Error::LeaseLost),
+            None => Err(Error::Invalid("internal error: writing index files or snapshots needs a writer lease".into())),
+        }
+    }
+
+    /// The id of the lease this process holds.
+    pub fn lease_id(&self) -> Option<cairn_format::WriterId> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.id)
+    }
+
     // ---- sealed objects ----
 
-    fn save_sealed(&self, kind: &[u8], prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {
+    pub(crate) fn save_sealed(&self, kind: &[u8], prefix_path: impl Fn(Id) -> String, plain: &[u8]) -> Result<Id> {
         let sealed = seal(&self.master, kind, plain, 3)?;
         let id = Id(cairn_crypto::content_hash(&sealed));
         match self.block_on(self.store.put(&prefix_path(id), sealed, PutMode::Create)) {
@@ -214,7 +238,7 @@ impl Repository {
         }
     }
 
-    fn load_sealed(&self, kind: &[u8], path: &str, what: &'static str) -> Result<Vec<u8>> {
+    pub(crate) fn load_sealed(&self, kind: &[u8], path: &str, what: &'static str) -> Result<Vec<u8>> {
         let bytes = self.block_on(self.store.get(path, None))?;
         self.open_named(kind, path, &bytes, what)
     }
@@ -237,6 +261,7 @@ impl Repository {
     // ---- index ----
 
     pub fn save_index(&self, f: &IndexFile) -> Result<IndexId> {
+        self.ensure_lease()?;
         self.save_sealed(KIND_INDEX, |id| layout::index(&IndexId(id)), &f.encode()).map(IndexId)
     }
 
@@ -248,14 +273,33 @@ impl Repository {
         Ok(IndexFile::decode(&self.load_sealed(KIND_INDEX, &layout::index(&id), "index file")?)?)
     }
 
-    /// Loads every index file (in parallel on the runtime).
+    /// Loads every index file (in parallel on the runtime), skipping files that another
+    /// file supersedes. A file deleted by a prune between listing and reading means a
+    /// consolidated file replaced it: list again.
     pub fn load_index(&self) -> Result<Index> {
-        let ids = self.list_index_ids()?;
         let mut index = Index::default();
-        for f in self.load_many(KIND_INDEX, ids.iter().map(layout::index).collect(), "index file")? {
-            index.add_file(&IndexFile::decode(&f)?);
+        for (_, f) in self.load_index_files()? {
+            index.add_file(&f);
         }
         Ok(index)
+    }
+
+    /// Every index file that no other supersedes, with its id (see [`Repository::load_index`]).
+    pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
+        let mut attempt = 0;
+        let (ids, files) = loop {
+            let ids = self.list_index_ids()?;
+            match self.load_many(KIND_INDEX, ids.iter().map(layout::index).collect(), "index file") {
+                Err(e) if attempt < 5 && e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => attempt += 1,
+                r => {
+                    let files = r?.iter().map(|f| IndexFile::decode(f)).collect::<std::result::Result<Vec<_>, _>>()?;
+                    break (ids, files);
+                }
+            }
+        };
+        let superseded: std::collections::HashSet<IndexId> =
+            files.iter().flat_map(|f| f.supersedes.iter().copied()).collect();
+        Ok(ids.into_iter().zip(files).filter(|(id, _)| !superseded.contains(id)).collect())
     }
 
     /// Fetches and opens many sealed objects concurrently, in order.
@@ -304,9 +348,15 @@ impl Repository {
 
     /// Adopts packs no index names (see [`Repository::unindexed_packs`]): adds them to
     /// `index` and returns them so the caller's next index file records them.
+    /// Packs that a prune has marked for deletion are never adopted: the protocol relies on
+    /// no writer that started after the marking referencing them.
     pub fn recover_unindexed(&self, index: &mut Index) -> Result<Vec<cairn_format::index::IndexedPack>> {
+        let marked = self.marked_packs()?;
         let mut out = Vec::new();
         for p in self.unindexed_packs(index)? {
+            if marked.contains(&p) {
+                continue;
+            }
             // A pack that cannot be read (being deleted, damaged) is left to check/prune.
             if let Ok((salt, entries)) = self.read_pack_header(p) {
                 index.add_pack(p, salt, &entries);
@@ -365,6 +415,7 @@ impl Repository {
     // ---- snapshots ----
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
+        self.ensure_lease()?;
         self.save_sealed(KIND_SNAPSHOT, |id| layout::snapshot(&SnapshotId(id)), &s.encode()).map(SnapshotId)
     }
 
@@ -374,8 +425,15 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let ids = self.list_snapshot_ids()?;
-        let docs = self.load_many(KIND_SNAPSHOT, ids.iter().map(layout::snapshot).collect(), "snapshot")?;
+        let mut attempt = 0;
+        let (ids, docs) = loop {
+            let ids = self.list_snapshot_ids()?;
+            match self.load_many(KIND_SNAPSHOT, ids.iter().map(layout::snapshot).collect(), "snapshot") {
+                // Forgotten between listing and reading: list again.
+                Err(e) if attempt < 5 && e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => attempt += 1,
+                r => break (ids, r?),
+            }
+        };
         let mut out = Vec::new();
         for (id, d) in ids.into_iter().zip(docs) {
             let s = Snapshot::decode(&d).map_err(|e| Error::Damaged {
@@ -439,6 +497,8 @@ pub(crate) fn chunker_params(c: &Config) -> ChunkerParams {
 pub(crate) const KIND_CONFIG: &[u8] = b"cairn v1 config";
 pub(crate) const KIND_INDEX: &[u8] = b"cairn v1 index";
 pub(crate) const KIND_SNAPSHOT: &[u8] = b"cairn v1 snapshot";
+pub(crate) const KIND_LEASE: &[u8] = b"cairn v1 writer lease";
+pub(crate) const KIND_PRUNE: &[u8] = b"cairn v1 prune";
 
 pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) -> Result<Vec<u8>> {
     let mut plain = Vec::with_capacity(payload.len() + 1);

@@ -28,6 +28,35 @@ impl LocalStore {
         &self.root
     }
 
+    /// Removes `.tmp-*` files not modified for `older_than`: what killed writers left.
+    /// A live writer's temporary file is written within seconds, so an old one is dead.
+    /// Returns the number of files and bytes removed.
+    pub fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0, 0);
+        let mut stack = vec![self.root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir.display().to_string(), e)),
+            };
+            for ent in rd.flatten() {
+                let Ok(ft) = ent.file_type() else { continue };
+                if ft.is_dir() {
+                    stack.push(ent.path());
+                } else if ft.is_file() && ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let Ok(m) = ent.metadata() else { continue };
+                    let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+                    if age >= older_than && fs::remove_file(ent.path()).is_ok() {
+                        n += 1;
+                        bytes += m.len();
+                    }
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+
     fn full(&self, path: &str) -> Result<PathBuf> {
         if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(Error::Other { path: path.into(), message: "invalid object key".into() });

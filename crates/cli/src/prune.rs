@@ -1,0 +1,161 @@
+//! `cairn prune` (and `forget --prune`): options -> [`cairn_repo::prune`], then the report.
+//! The protocol lives in the repo crate; this is parsing and printing.
+
+use anyhow::{anyhow, bail, Result};
+use cairn_repo::{PruneOptions, PruneReport, Repository};
+
+use crate::args::{PruneArgs, PruneOpts};
+use crate::context::Context;
+use crate::output::bytes;
+
+pub fn run(ctx: &Context, a: &PruneArgs) -> Result<()> {
+    let repo = ctx.open_with(a.dry_run)?;
+    let r = execute(ctx, &repo, &a.opts, a.dry_run)?;
+    if ctx.g.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print(ctx, &r);
+    }
+    Ok(())
+}
+
+/// Runs prune on an open repository; also removes what killed writers left in a local
+/// repository's temporary files.
+pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -> Result<PruneReport> {
+    let opts = PruneOptions {
+        max_unused: parse_percent(&o.max_unused)?,
+        max_repack_bytes: o.max_repack_size.as_deref().map(|v| parse_size("--max-repack-size", v)).transpose()?,
+        grace_secs: parse_secs(&o.grace)?,
+        delete_now: o.delete_now,
+        dry_run,
+        hostname: cairn_fs::hostname(),
+    };
+    let mut r = cairn_repo::prune(repo, &opts)?;
+    if !dry_run {
+        let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
+        match cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age) {
+            Ok((0, _)) => {}
+            Ok((n, b)) => r.warnings.push(format!("removed {n} temporary files ({}) left by killed processes", bytes(b))),
+            Err(e) => r.warnings.push(format!("temporary files: {e}")),
+        }
+    }
+    Ok(r)
+}
+
+pub fn print(ctx: &Context, r: &PruneReport) {
+    if ctx.g.quiet {
+        return;
+    }
+    let would = if r.dry_run { "would be " } else { "" };
+    println!(
+        "{} snapshots, {} packs, {} blobs ({} referenced): {} used, {} unused",
+        r.snapshots,
+        r.packs,
+        r.blobs,
+        r.blobs_used,
+        bytes(r.bytes_used),
+        bytes(r.bytes_unused)
+    );
+    if r.packs_repacked > 0 {
+        println!(
+            "repack: {} packs {}repacked ({} blobs{})",
+            r.packs_repacked,
+            would,
+            r.blobs_repacked,
+            if r.dry_run { String::new() } else { format!(", {} written", bytes(r.bytes_repack_written)) }
+        );
+    }
+    if r.packs_marked > 0 {
+        println!("mark: {} unreferenced packs ({}) {}marked for deletion", r.packs_marked, bytes(r.bytes_marked), would);
+    }
+    if r.packs_resurrected > 0 {
+        println!("{} marked packs {}indexed again: a backup that ran meanwhile uses them", r.packs_resurrected, would);
+    }
+    println!("deleted: {} packs, {} {}freed", r.packs_deleted, bytes(r.bytes_deleted), would);
+    if r.packs_pending > 0 {
+        println!("pending: {} packs ({}) to be freed later:", r.packs_pending, bytes(r.bytes_pending));
+        for why in &r.pending_reasons {
+            println!("  {why}");
+        }
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if r.dry_run {
+        println!("dry run: nothing changed");
+    }
+}
+
+/// "5%", "5" or "0.5%": a fraction.
+fn parse_percent(s: &str) -> Result<f64> {
+    let v: f64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| anyhow!("--max-unused: expected a percentage like 5%, got {s:?}"))?;
+    if !(0.0..=100.0).contains(&v) {
+        bail!("--max-unused: {s} is not between 0% and 100%");
+    }
+    Ok(v / 100.0)
+}
+
+/// "500M", "10G", "4096", "1.5T" (binary units).
+pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => bail!("{flag}: unknown unit in {s:?} (use K, M, G or T)"),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| anyhow!("{flag}: expected a size like 500M, got {s:?}"))?;
+    if !(v >= 0.0) {
+        bail!("{flag}: {s} is negative");
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+/// "90s", "15m" (minutes), "1h", "2d", or plain seconds.
+fn parse_secs(s: &str) -> Result<i64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        Some('d') => (&t[..t.len() - 1], 86400),
+        _ => (t, 1),
+    };
+    let v: i64 = num.parse().map_err(|_| anyhow!("--grace: expected a duration like 1h, 30m or 2d, got {s:?}"))?;
+    if v < 0 {
+        bail!("--grace: {s} is negative");
+    }
+    Ok(v.saturating_mul(mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_repo::prune::human_secs;
+
+    #[test]
+    fn option_parsers() {
+        assert_eq!(parse_percent("5%").unwrap(), 0.05);
+        assert_eq!(parse_percent("0").unwrap(), 0.0);
+        assert!(parse_percent("150%").is_err());
+        assert!(parse_percent("x").is_err());
+        assert_eq!(parse_size("x", "500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("x", "2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("x", "4096").unwrap(), 4096);
+        assert!(parse_size("x", "5Q").is_err());
+        assert_eq!(parse_secs("1h").unwrap(), 3600);
+        assert_eq!(parse_secs("15m").unwrap(), 900);
+        assert_eq!(parse_secs("0").unwrap(), 0);
+        assert!(parse_secs("-1h").is_err());
+        assert_eq!(human_secs(3600), "1h");
+    }
+}

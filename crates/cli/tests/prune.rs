@@ -1,0 +1,205 @@
+#![allow(clippy::unwrap_used)]
+//! `cairn prune` through the binary: two-phase deletion, repacking, dry runs, erasure, and
+//! safety under kill -9 and concurrent backups.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every file of the repository with its size and content hash: what "changed nothing"
+/// is measured against.
+fn repo_state(repo: &Path) -> BTreeMap<String, (u64, [u8; 32])> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                out.insert(p.strip_prefix(repo).unwrap().display().to_string(), (b.len() as u64, *blake3::hash(&b).as_bytes()));
+            }
+        }
+    }
+    out
+}
+
+fn open(repo: &Path, rt: &tokio::runtime::Runtime) -> cairn_repo::Repository {
+    cairn_repo::Repository::open(Arc::new(cairn_store::LocalStore::new(repo)), rt.handle().clone(), PASSWORD.as_bytes())
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // The repository API needs a multi-thread runtime: it spawns reads and blocks on them.
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap()
+}
+
+/// The plaintext of every blob in every pack file of the repository, indexed or not.
+fn all_blobs(repo_path: &Path) -> Vec<Vec<u8>> {
+    let rt = runtime();
+    let repo = open(repo_path, &rt);
+    let mut out = Vec::new();
+    for p in packs(repo_path) {
+        let id = cairn_format::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
+        let (salt, entries) = repo.read_pack_header(id).unwrap();
+        for e in entries {
+            let loc = cairn_repo::Location { pack: 0, offset: e.offset, length: e.length, raw_length: e.raw_length, kind: e.kind };
+            out.push(repo.read_blob_at(&e.id, id, &salt, &loc).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn restore_equals(env: &Env, snap: &str, src: &Path, target: &str) {
+    let t = env.path(target);
+    env.ok(&["restore", &format!("{snap}:{}", src.display()), "--target", t.to_str().unwrap()]);
+    let diffs = compare_trees(src, &t, false);
+    assert!(diffs.is_empty(), "{snap} restored differently: {diffs:?}");
+}
+
+fn check_clean(env: &Env, read_data: bool) {
+    let mut args = vec!["check"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let o = env.run(&args);
+    assert!(o.status.success(), "check failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+}
+
+#[test]
+fn prune_marks_then_deletes_after_the_grace_period_and_repacks() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..30u64 {
+        std::fs::write(src.join(format!("f{i:02}")), noise(20_000, 2 * i + 101)).unwrap();
+    }
+    std::fs::write(src.join("big"), noise(1_000_000, 100)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let first = env.short_ids()[0].clone();
+    // Half the small files and the big one go: their packs become partly or wholly unused.
+    for i in 0..30u64 {
+        if i % 2 == 0 {
+            std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+        }
+    }
+    std::fs::remove_file(src.join("big")).unwrap();
+    std::fs::write(src.join("new"), noise(30_000, 200)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["forget", &first]);
+
+    // A dry run reports and changes nothing.
+    let before = repo_state(&env.repo);
+    let dry = env.json(&["prune", "--dry-run", "--max-unused", "0"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["packs_marked"].as_u64().unwrap() >= 1, "{dry}");
+    assert!(dry["packs_repacked"].as_u64().unwrap() >= 1, "{dry}");
+    assert_eq!(repo_state(&env.repo), before, "prune --dry-run changed the repository");
+
+    // First run: marks and repacks, deletes nothing (grace period).
+    let r1 = env.json(&["prune", "--max-unused", "0"]);
+    assert_eq!(r1["packs_deleted"], 0, "{r1}");
+    assert!(r1["packs_pending"].as_u64().unwrap() >= 2, "{r1}");
+    assert!(r1["bytes_pending"].as_u64().unwrap() >= 1_000_000, "{r1}");
+    check_clean(&env, false);
+    restore_equals(&env, "latest", &src, "r1");
+    let repo_bytes = |s: &BTreeMap<String, (u64, [u8; 32])>| s.values().map(|v| v.0).sum::<u64>();
+    let size_marked = repo_bytes(&repo_state(&env.repo));
+
+    // Still within the grace period: nothing goes.
+    let r2 = env.json(&["prune"]);
+    assert_eq!(r2["packs_deleted"], 0, "{r2}");
+    assert_eq!(r2["packs_marked"], 0, "nothing new to mark: {r2}");
+
+    // Grace period over (0 here): the marked packs go, and only they.
+    let r3 = env.json(&["prune", "--grace", "0"]);
+    assert_eq!(r3["packs_deleted"], r1["packs_pending"], "{r3}");
+    assert_eq!(r3["packs_pending"], 0, "{r3}");
+    let after = repo_bytes(&repo_state(&env.repo));
+    assert!(after + 1_000_000 < size_marked, "{after} vs {size_marked}");
+    check_clean(&env, true);
+    restore_equals(&env, "latest", &src, "r3");
+    assert!(env.run(&["restore", &first, "--target", env.path("gone").to_str().unwrap()]).status.code() == Some(1));
+
+    // Steady state: nothing to do.
+    let r4 = env.json(&["prune", "--grace", "0", "--max-unused", "0"]);
+    assert_eq!((r4["packs_marked"].as_u64(), r4["packs_repacked"].as_u64(), r4["packs_deleted"].as_u64()), (Some(0), Some(0), Some(0)), "{r4}");
+    assert_eq!(r4["bytes_unused"].as_u64().unwrap() * 10 < r4["bytes_used"].as_u64().unwrap(), true, "{r4}");
+}
+
+#[test]
+fn delete_now_is_refused_while_another_writer_holds_a_lease() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(100_000, 1)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let rt = runtime();
+    let repo = open(&env.repo, &rt);
+    let lease = repo.lease("backup", "elsewhere").unwrap();
+    let o = env.run(&["prune", "--delete-now"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("another cairn process") && err.contains("backup on elsewhere"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Without --delete-now prune runs, and defers deletion to the writer's end.
+    env.ok(&["forget", "latest"]);
+    let r = env.json(&["prune", "--grace", "0"]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert!(r["packs_pending"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["pending_reasons"][0].as_str().unwrap().contains("writer"), "{r}");
+    drop(lease);
+    let r = env.json(&["prune", "--grace", "0"]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    check_clean(&env, true);
+}
+
+#[test]
+fn rewrite_forget_and_prune_delete_now_erase_a_file_from_every_pack() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    for i in 0..8u64 {
+        std::fs::write(src.join(format!("docs/n{i}.txt")), noise(15_000, 2 * i + 301)).unwrap();
+    }
+    let secret = noise(15_000, 999);
+    std::fs::write(src.join("docs/secret.txt"), &secret).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("docs/n0.txt"), noise(15_000, 50)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let probe = &secret[7_000..7_064];
+    assert!(all_blobs(&env.repo).iter().any(|b| contains(b, probe)), "the test must see the secret before erasure");
+
+    let mut args = vec!["rewrite".to_string(), "--exclude".into(), "secret.txt".into(), "--forget".into()];
+    args.extend(env.short_ids());
+    env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = env.json(&["prune", "--delete-now"]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["packs_pending"], 0, "{r}");
+
+    let blobs = all_blobs(&env.repo);
+    assert!(!blobs.is_empty());
+    for b in &blobs {
+        assert!(!contains(b, probe), "a pack still holds the erased file's bytes");
+        assert!(!contains(b, b"secret.txt"), "a tree still names the erased file");
+    }
+    check_clean(&env, true);
+    let t = env.path("r");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(!t.join("docs/secret.txt").exists());
+    std::fs::remove_file(src.join("docs/secret.txt")).unwrap();
+    // Removing the file from the source changed its directory's mtime; all else is equal.
+    let diffs: Vec<String> = compare_trees(&src, &t, false).into_iter().filter(|d| d != "docs/: directory mtime differs").collect();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
