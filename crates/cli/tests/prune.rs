@@ -203,3 +203,176 @@ fn rewrite_forget_and_prune_delete_now_erase_a_file_from_every_pack() {
     let diffs: Vec<String> = compare_trees(&src, &t, false).into_iter().filter(|d| d != "docs/: directory mtime differs").collect();
     assert!(diffs.is_empty(), "{diffs:?}");
 }
+
+/// Deterministic content of one backup iteration: blocks from a shared pool (so backups
+/// keep re-using blobs whose last snapshot is being forgotten) and one file of its own.
+fn iteration_dir(root: &Path, w: u64, i: u64) -> std::path::PathBuf {
+    let d = root.join(format!("w{w}/i{i}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let mut x = (w * 7919 + i * 104_729) | 1;
+    for f in 0..6 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::fs::write(d.join(format!("f{f}")), noise(30_000, 2 * (x % 40) + 1)).unwrap();
+    }
+    std::fs::write(d.join("own"), noise(20_000, 2 * (1000 + w * 1000 + i) + 1)).unwrap();
+    d
+}
+
+#[test]
+fn concurrent_backups_forgets_and_prunes_lose_nothing() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let root = env.path("src");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let deleted = std::sync::atomic::AtomicU64::new(0);
+    let prunes = std::sync::atomic::AtomicU64::new(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    std::thread::scope(|s| {
+        for w in 0..3u64 {
+            let (env, root, stop) = (&env, &root, &stop);
+            s.spawn(move || {
+                let mut ids: Vec<String> = Vec::new();
+                let mut i = 0;
+                while std::time::Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let d = iteration_dir(root, w, i);
+                    let o = env.run(&["--json", "backup", d.to_str().unwrap(), "--tag", &format!("w{w}-i{i}")]);
+                    if !o.status.success() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        panic!("backup w{w} i{i} failed: {}", stderr(&o));
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                    ids.push(v["snapshot_id"].as_str().unwrap().to_string());
+                    // Keep the last two snapshots of this worker: the rest become garbage
+                    // while the next backups keep re-using many of their blobs.
+                    if ids.len() > 2 {
+                        let old = ids.remove(0);
+                        env.ok(&["forget", &old]);
+                    }
+                    i += 1;
+                }
+            });
+        }
+        for p in 0..2u64 {
+            let (env, stop, deleted, prunes) = (&env, &stop, &deleted, &prunes);
+            s.spawn(move || {
+                let mut n = 0u64;
+                while std::time::Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let now = (n + p) % 3 == 0;
+                    let mut args = vec!["--json", "prune", "--grace", "0", "--max-unused", "0"];
+                    if now {
+                        args.push("--delete-now");
+                    }
+                    let o = env.run(&args);
+                    n += 1;
+                    if now && o.status.code() == Some(1) && stderr(&o).contains("another cairn process") {
+                        continue; // refused while backups run: as documented
+                    }
+                    if !o.status.success() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        panic!("prune failed: {}", stderr(&o));
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                    deleted.fetch_add(v["packs_deleted"].as_u64().unwrap(), std::sync::atomic::Ordering::Relaxed);
+                    prunes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert!(prunes.into_inner() >= 4, "too few prunes ran to mean anything");
+    assert!(deleted.into_inner() > 0, "no prune deleted anything: the test exercised nothing");
+    env.ok(&["prune", "--grace", "0", "--max-unused", "0"]);
+    check_clean(&env, true);
+    let snaps = env.json(&["snapshots"]);
+    let snaps = snaps.as_array().unwrap();
+    assert!(snaps.len() >= 3, "{snaps:?}");
+    for s in snaps {
+        let tag = s["tags"][0].as_str().unwrap();
+        let (w, i) = tag.trim_start_matches('w').split_once("-i").unwrap();
+        let src = root.join(format!("w{w}/i{i}"));
+        restore_equals(&env, s["short_id"].as_str().unwrap(), &src, &format!("restored-{tag}"));
+    }
+}
+
+#[test]
+fn prune_killed_at_any_point_leaves_a_repository_that_checks_and_prunes() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..240u64 {
+        std::fs::write(src.join(format!("f{i:03}")), noise(20_000, 2 * i + 1)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let first = env.short_ids()[0].clone();
+    for i in 0..240u64 {
+        if i % 3 != 0 {
+            std::fs::remove_file(src.join(format!("f{i:03}"))).unwrap();
+        }
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["forget", &first]);
+    let packs_before = packs(&env.repo).len();
+    // Short leases, so what the killed prunes leave expires within the test.
+    let lease = "5";
+    for k in 0..10u64 {
+        let mut child = env
+            .cmd()
+            .env("CAIRN_WRITER_LEASE", lease)
+            .args(["prune", "--grace", "0", "--max-unused", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(60 + k * k * 9));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        check_clean(&env, false);
+    }
+    restore_equals(&env, "latest", &src, "mid");
+    // Leases of the killed prunes expire (5 s + a fifth): then prune finishes the job.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let mut pending = u64::MAX;
+    for _ in 0..3 {
+        let o = env.cmd().env("CAIRN_WRITER_LEASE", lease).args(["--json", "prune", "--grace", "0", "--max-unused", "0"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        pending = v["packs_pending"].as_u64().unwrap();
+        if pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(pending, 0, "prune never finished what the killed runs started");
+    check_clean(&env, true);
+    restore_equals(&env, "latest", &src, "end");
+    let after = packs(&env.repo).len();
+    assert!(after * 2 < packs_before, "{after} packs left of {packs_before}");
+}
+
+#[test]
+fn a_backup_suspended_past_its_lease_publishes_nothing() {
+    let env = Env::new();
+    env.init();
+    let mut child = env
+        .cmd()
+        .env("CAIRN_WRITER_LEASE", "5")
+        .args(["backup", "--command", "sleep 1; head -c 300000 /dev/zero", "--stdin-name", "x"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id() as libc::pid_t;
+    // As if the machine slept: the lease lapses while the process cannot renew it.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("lease lapsed"), "{}", stderr(&o));
+    assert!(env.short_ids().is_empty(), "a snapshot was published after the lease lapsed");
+    // Run again, it succeeds.
+    env.ok(&["backup", "--command", "head -c 300000 /dev/zero", "--stdin-name", "x"]);
+    assert_eq!(env.short_ids().len(), 1);
+}

@@ -206,6 +206,8 @@ impl Catalog {
                     blobs,
                     source: Source::Marked,
                 }),
+                // Deleted meanwhile by another prune's sweep of the same marker.
+                Err(Error::Store(e)) if e.is_not_found() => {}
                 Err(e) => warnings.push(format!("marked pack {}: {e}", p.short())),
             }
         }
