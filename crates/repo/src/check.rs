@@ -49,10 +49,28 @@ impl CheckReport {
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     let mut index = Index::default();
-    for id in repo.list_index_ids()? {
-        match repo.load_index_file(id) {
-            Ok(f) => index.add_file(&f),
-            Err(e) => r.errors.push(format!("index file {}: {e}", id.short())),
+    let mut files = Vec::new();
+    for attempt in 0..5 {
+        files.clear();
+        r.errors.clear();
+        let mut gone = false;
+        for id in repo.list_index_ids()? {
+            match repo.load_index_file(id) {
+                Ok(f) => files.push((id, f)),
+                // Replaced by a prune's consolidated index meanwhile: list again.
+                Err(crate::Error::Store(e)) if e.is_not_found() && attempt < 4 => gone = true,
+                Err(e) => r.errors.push(format!("index file {}: {e}", id.short())),
+            }
+        }
+        if !gone {
+            break;
+        }
+    }
+    // Superseded files may name packs that prune has taken out of the index: skip them.
+    let superseded: HashSet<cairn_format::IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    for (id, f) in &files {
+        if !superseded.contains(id) {
+            index.add_file(f);
         }
     }
     r.blobs = index.blob_count();
@@ -78,10 +96,17 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
             }
         }
     }
+    let marked = repo.marked_packs().unwrap_or_default();
+    let mut awaiting = 0;
     for p in listed.keys() {
-        if !index.has_pack(p) {
+        if marked.contains(p) && !index.has_pack(p) {
+            awaiting += 1;
+        } else if !index.has_pack(p) {
             r.warnings.push(format!("pack {} is not indexed (left by an interrupted backup; the next backup adopts it, prune removes it if unused)", p.short()));
         }
+    }
+    if awaiting > 0 {
+        r.warnings.push(format!("{awaiting} packs are marked for deletion by prune and wait for their grace period"));
     }
     let salts: HashMap<PackId, [u8; 32]> = index.packs().copied().collect();
     // Headers of every indexed pack (cheap: two ranged reads each) agree with the index.
