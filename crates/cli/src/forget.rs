@@ -128,7 +128,10 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
     let pruned = if a.prune { Some(crate::prune::execute(ctx, &repo, &a.prune_opts, a.dry_run)?) } else { None };
     if ctx.g.json {
         let ids: Vec<String> = removals.iter().map(|(id, _)| id.to_hex()).collect();
-        println!("{}", serde_json::json!({"dry_run": a.dry_run, "groups": json_groups, "removed": ids, "prune": pruned}));
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": a.dry_run, "groups": json_groups, "removed": ids, "prune": pruned})
+        );
     } else if !ctx.g.quiet {
         println!(
             "{} {} snapshots{}",

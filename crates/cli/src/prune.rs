@@ -35,7 +35,9 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
         match cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age) {
             Ok((0, _)) => {}
-            Ok((n, b)) => r.warnings.push(format!("removed {n} temporary files ({}) left by killed processes", bytes(b))),
+            Ok((n, b)) => {
+                r.warnings.push(format!("removed {n} temporary files ({}) left by killed processes", bytes(b)))
+            }
             Err(e) => r.warnings.push(format!("temporary files: {e}")),
         }
     }
@@ -66,7 +68,12 @@ pub fn print(ctx: &Context, r: &PruneReport) {
         );
     }
     if r.packs_marked > 0 {
-        println!("mark: {} unreferenced packs ({}) {}marked for deletion", r.packs_marked, bytes(r.bytes_marked), would);
+        println!(
+            "mark: {} unreferenced packs ({}) {}marked for deletion",
+            r.packs_marked,
+            bytes(r.bytes_marked),
+            would
+        );
     }
     if r.packs_resurrected > 0 {
         println!("{} marked packs {}indexed again: a backup that ran meanwhile uses them", r.packs_resurrected, would);
@@ -88,7 +95,12 @@ pub fn print(ctx: &Context, r: &PruneReport) {
 
 /// "5%", "5" or "0.5%": a fraction.
 fn parse_percent(s: &str) -> Result<f64> {
-    let v: f64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| anyhow!("--max-unused: expected a percentage like 5%, got {s:?}"))?;
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--max-unused: expected a percentage like 5%, got {s:?}"))?;
     if !(0.0..=100.0).contains(&v) {
         bail!("--max-unused: {s} is not between 0% and 100%");
     }
@@ -114,7 +126,7 @@ pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
         None => (t, 1),
     };
     let v: f64 = num.trim().parse().map_err(|_| anyhow!("{flag}: expected a size like 500M, got {s:?}"))?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         bail!("{flag}: {s} is negative");
     }
     Ok((v * mult as f64) as u64)

@@ -21,7 +21,10 @@ fn repo_state(repo: &Path) -> BTreeMap<String, (u64, [u8; 32])> {
                 stack.push(p);
             } else {
                 let b = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(repo).unwrap().display().to_string(), (b.len() as u64, *blake3::hash(&b).as_bytes()));
+                out.insert(
+                    p.strip_prefix(repo).unwrap().display().to_string(),
+                    (b.len() as u64, *blake3::hash(&b).as_bytes()),
+                );
             }
         }
     }
@@ -47,7 +50,13 @@ fn all_blobs(repo_path: &Path) -> Vec<Vec<u8>> {
         let id = cairn_format::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
         let (salt, entries) = repo.read_pack_header(id).unwrap();
         for e in entries {
-            let loc = cairn_repo::Location { pack: 0, offset: e.offset, length: e.length, raw_length: e.raw_length, kind: e.kind };
+            let loc = cairn_repo::Location {
+                pack: 0,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+                kind: e.kind,
+            };
             out.push(repo.read_blob_at(&e.id, id, &salt, &loc).unwrap());
         }
     }
@@ -132,8 +141,12 @@ fn prune_marks_then_deletes_after_the_grace_period_and_repacks() {
 
     // Steady state: nothing to do.
     let r4 = env.json(&["prune", "--grace", "0", "--max-unused", "0"]);
-    assert_eq!((r4["packs_marked"].as_u64(), r4["packs_repacked"].as_u64(), r4["packs_deleted"].as_u64()), (Some(0), Some(0), Some(0)), "{r4}");
-    assert_eq!(r4["bytes_unused"].as_u64().unwrap() * 10 < r4["bytes_used"].as_u64().unwrap(), true, "{r4}");
+    assert_eq!(
+        (r4["packs_marked"].as_u64(), r4["packs_repacked"].as_u64(), r4["packs_deleted"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{r4}"
+    );
+    assert!(r4["bytes_unused"].as_u64().unwrap() * 10 < r4["bytes_used"].as_u64().unwrap(), "{r4}");
 }
 
 #[test]
@@ -200,7 +213,8 @@ fn rewrite_forget_and_prune_delete_now_erase_a_file_from_every_pack() {
     assert!(!t.join("docs/secret.txt").exists());
     std::fs::remove_file(src.join("docs/secret.txt")).unwrap();
     // Removing the file from the source changed its directory's mtime; all else is equal.
-    let diffs: Vec<String> = compare_trees(&src, &t, false).into_iter().filter(|d| d != "docs/: directory mtime differs").collect();
+    let diffs: Vec<String> =
+        compare_trees(&src, &t, false).into_iter().filter(|d| d != "docs/: directory mtime differs").collect();
     assert!(diffs.is_empty(), "{diffs:?}");
 }
 
@@ -335,7 +349,12 @@ fn prune_killed_at_any_point_leaves_a_repository_that_checks_and_prunes() {
     std::thread::sleep(std::time::Duration::from_secs(7));
     let mut pending = u64::MAX;
     for _ in 0..3 {
-        let o = env.cmd().env("CAIRN_WRITER_LEASE", lease).args(["--json", "prune", "--grace", "0", "--max-unused", "0"]).output().unwrap();
+        let o = env
+            .cmd()
+            .env("CAIRN_WRITER_LEASE", lease)
+            .args(["--json", "prune", "--grace", "0", "--max-unused", "0"])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         pending = v["packs_pending"].as_u64().unwrap();
@@ -354,7 +373,7 @@ fn prune_killed_at_any_point_leaves_a_repository_that_checks_and_prunes() {
 fn a_backup_suspended_past_its_lease_publishes_nothing() {
     let env = Env::new();
     env.init();
-    let mut child = env
+    let child = env
         .cmd()
         .env("CAIRN_WRITER_LEASE", "5")
         .args(["backup", "--command", "sleep 1; head -c 300000 /dev/zero", "--stdin-name", "x"])

@@ -75,7 +75,8 @@ impl WriterLease {
         serde_json::to_vec(self).unwrap_or_default()
     }
     pub fn decode(buf: &[u8]) -> Result<Self, Error> {
-        let l: WriterLease = serde_json::from_slice(buf).map_err(|source| Error::Json { what: "writer lease", source })?;
+        let l: WriterLease =
+            serde_json::from_slice(buf).map_err(|source| Error::Json { what: "writer lease", source })?;
         if l.version != LEASE_VERSION {
             return Err(Error::Version { what: "writer lease", version: l.version.into() });
         }
@@ -91,7 +92,8 @@ impl PruneDoc {
         serde_json::to_vec(self).unwrap_or_default()
     }
     pub fn decode(buf: &[u8]) -> Result<Self, Error> {
-        let d: PruneDoc = serde_json::from_slice(buf).map_err(|source| Error::Json { what: "prune document", source })?;
+        let d: PruneDoc =
+            serde_json::from_slice(buf).map_err(|source| Error::Json { what: "prune document", source })?;
         if d.version != PRUNE_DOC_VERSION {
             return Err(Error::Version { what: "prune document", version: d.version.into() });
         }
@@ -121,7 +123,15 @@ mod tests {
         let text = String::from_utf8(a.encode()).unwrap().replace("\"version\":1", "\"version\":2");
         assert!(PruneDoc::decode(text.as_bytes()).is_err());
         assert!(PruneDoc::decode(b"{\"version\":1}").is_err());
-        let l = WriterLease { version: 1, command: "backup".into(), hostname: "h".into(), pid: 1, started: 1, expires: 2, ttl: 300 };
+        let l = WriterLease {
+            version: 1,
+            command: "backup".into(),
+            hostname: "h".into(),
+            pid: 1,
+            started: 1,
+            expires: 2,
+            ttl: 300,
+        };
         assert_eq!(WriterLease::decode(&l.encode()).unwrap(), l);
     }
 }

@@ -67,7 +67,8 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         }
     }
     // Superseded files may name packs that prune has taken out of the index: skip them.
-    let superseded: HashSet<cairn_format::IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let superseded: HashSet<cairn_format::IndexId> =
+        files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
     for (id, f) in &files {
         if !superseded.contains(id) {
             index.add_file(f);

@@ -34,14 +34,15 @@ pub const DEFAULT_LEASE_SECS: i64 = 300;
 
 /// Lease length in seconds: `CAIRN_WRITER_LEASE`, at least 5, else the default.
 pub fn lease_secs() -> i64 {
-    std::env::var("CAIRN_WRITER_LEASE").ok().and_then(|v| v.parse::<i64>().ok()).map(|v| v.max(5)).unwrap_or(DEFAULT_LEASE_SECS)
+    std::env::var("CAIRN_WRITER_LEASE")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|v| v.max(5))
+        .unwrap_or(DEFAULT_LEASE_SECS)
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// What the repository remembers of the lease it writes under.
@@ -170,9 +171,9 @@ impl Repository {
         for m in self.block_on(self.store().list(layout::WRITERS))? {
             let Some(id) = layout::id_of(&m.path) else { continue };
             let doc = match self.block_on(self.store().get(&m.path, None)) {
-                Ok(b) => open_sealed(self.master(), KIND_LEASE, &b, 1 << 20)
-                    .ok()
-                    .and_then(|p| WriterLease::decode(&p).ok()),
+                Ok(b) => {
+                    open_sealed(self.master(), KIND_LEASE, &b, 1 << 20).ok().and_then(|p| WriterLease::decode(&p).ok())
+                }
                 Err(e) if e.is_not_found() => continue, // ended meanwhile
                 Err(e) => return Err(e.into()),
             };

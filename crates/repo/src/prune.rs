@@ -232,7 +232,13 @@ struct Used {
 }
 
 impl Used {
-    fn walk(&mut self, repo: &Repository, cat: &mut Catalog, sizes: &HashMap<PackId, u64>, warnings: &mut Vec<String>) -> Result<usize> {
+    fn walk(
+        &mut self,
+        repo: &Repository,
+        cat: &mut Catalog,
+        sizes: &HashMap<PackId, u64>,
+        warnings: &mut Vec<String>,
+    ) -> Result<usize> {
         let snaps = repo.list_snapshots()?;
         let mut stack: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
         let mut missing_data = 0usize;
@@ -251,7 +257,11 @@ impl Used {
                 )));
             };
             let data = repo.read_blob_at(&t.blob(), rec.id, &rec.salt, &location(e))?;
-            let tree = Tree::decode(&data).map_err(|err| Error::Damaged { what: "tree", id: t.to_hex(), detail: err.to_string() })?;
+            let tree = Tree::decode(&data).map_err(|err| Error::Damaged {
+                what: "tree",
+                id: t.to_hex(),
+                detail: err.to_string(),
+            })?;
             for n in &tree.nodes {
                 match n.kind {
                     NodeKind::Dir => stack.extend(n.subtree),
@@ -331,7 +341,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // includes every snapshot of the writers they waited for.
     let docs = repo.load_prune_docs()?;
     for (id, e) in &docs.unreadable {
-        r.warnings.push(format!("prune document {} cannot be read ({e}); its packs are treated as unmarked", id.short()));
+        r.warnings
+            .push(format!("prune document {} cannot be read ({e}); its packs are treated as unmarked", id.short()));
     }
     let live: HashSet<WriterId> = others(unix_now())?.into_iter().map(|(id, _)| id).collect();
     let now = unix_now();
@@ -370,7 +381,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             r.packs_deleted += plan.delete.len() + plan.repack.len();
             r.bytes_deleted += plan.delete.iter().chain(&plan.repack).map(|&i| st.catalog.packs[i].size).sum::<u64>();
         } else {
-            let grace = format!("marked now; deleted by a prune at least {} after this one", human_secs(opts.grace_secs));
+            let grace =
+                format!("marked now; deleted by a prune at least {} after this one", human_secs(opts.grace_secs));
             add_pending(&mut r, plan.delete.iter().chain(&plan.repack).map(|&i| &st.catalog.packs[i].id), &st, grace);
         }
         return Ok(r);
@@ -475,7 +487,12 @@ pub fn human_secs(s: i64) -> String {
 
 /// Ok when some arming record of `m` has no live writer and its grace period has passed
 /// (or `--delete-now`); else why not.
-fn sweepable(m: &MarkerState, live: &HashSet<WriterId>, now: i64, opts: &PruneOptions) -> std::result::Result<(), String> {
+fn sweepable(
+    m: &MarkerState,
+    live: &HashSet<WriterId>,
+    now: i64,
+    opts: &PruneOptions,
+) -> std::result::Result<(), String> {
     if m.arms.is_empty() {
         return Err("marked by a prune that was interrupted; armed now, deleted by a later prune".into());
     }
@@ -524,9 +541,10 @@ fn sweep(
             if rec.source != Source::Marked {
                 continue; // indexed again by a writer: it stays (a later prune may mark it anew)
             }
-            let needed = rec.blobs.iter().enumerate().any(|(j, b)| {
-                used.blobs.contains(&b.id) && st.catalog.home.get(&b.id) == Some(&(i as u32, j as u32))
-            });
+            let needed =
+                rec.blobs.iter().enumerate().any(|(j, b)| {
+                    used.blobs.contains(&b.id) && st.catalog.home.get(&b.id) == Some(&(i as u32, j as u32))
+                });
             if needed {
                 resurrect.push(i);
             } else {
@@ -669,7 +687,10 @@ fn repack(repo: &Repository, st: &State, used: &Used, plan: &Plan, r: &mut Prune
         let p = &cat.packs[i];
         let data = repo.read_pack(p.id)?;
         if Id(cairn_crypto::content_hash(&data)) != p.id.0 {
-            return Err(Error::BadPack { pack: p.id, detail: "content does not match its name; not repacking it (run 'cairn check --read-data')".into() });
+            return Err(Error::BadPack {
+                pack: p.id,
+                detail: "content does not match its name; not repacking it (run 'cairn check --read-data')".into(),
+            });
         }
         let key = repo.master().object_key(&p.salt);
         for (j, b) in p.blobs.iter().enumerate() {
@@ -681,7 +702,10 @@ fn repack(repo: &Repository, st: &State, used: &Used, plan: &Plan, r: &mut Prune
                 continue;
             }
             let (s, e) = (b.offset as usize, b.offset as usize + b.length as usize);
-            let mut ct = data.get(s..e).ok_or_else(|| Error::BadPack { pack: p.id, detail: "blob beyond the end".into() })?.to_vec();
+            let mut ct = data
+                .get(s..e)
+                .ok_or_else(|| Error::BadPack { pack: p.id, detail: "blob beyond the end".into() })?
+                .to_vec();
             let n = key
                 .open_in_place(cairn_crypto::offset_nonce(b.offset as u64), &mut ct)
                 .map_err(|err| Error::Damaged { what: "blob", id: b.id.to_hex(), detail: err.to_string() })?;
@@ -726,7 +750,9 @@ fn consolidate(
         .packs
         .iter()
         .enumerate()
-        .filter(|(i, p)| p.source != Source::Marked && !gone.contains(i) && !swept.contains(&p.id) && st.sizes.contains_key(&p.id))
+        .filter(|(i, p)| {
+            p.source != Source::Marked && !gone.contains(i) && !swept.contains(&p.id) && st.sizes.contains_key(&p.id)
+        })
         .map(|(_, p)| IndexedPack { id: p.id, salt: p.salt, blobs: p.blobs.clone() })
         .collect();
     packs.extend(new_packs);

@@ -16,8 +16,8 @@ use cairn_format::{BlobId, Id, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cairn_store::{PutMode, Store};
 
 use crate::index::Index;
-use crate::lease::LeaseState;
 use crate::keys::{make_key_file, try_unlock, KeyMeta};
+use crate::lease::LeaseState;
 use crate::{blob, layout, packer, Error, Result};
 
 pub struct Repository {
@@ -98,7 +98,15 @@ impl Repository {
             }
             r => r?,
         }
-        Ok(Repository { store, rt, master, id_key: IdKey::from_bytes(id_key), config, key_id, lease: Default::default() })
+        Ok(Repository {
+            store,
+            rt,
+            master,
+            id_key: IdKey::from_bytes(id_key),
+            config,
+            key_id,
+            lease: Default::default(),
+        })
     }
 
     /// Opens a repository with any of its keys' passwords.
@@ -130,7 +138,15 @@ impl Repository {
                 if !params.is_valid() {
                     return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
                 }
-                return Ok(Repository { store, rt, master, id_key, config, key_id: KeyId(id), lease: Default::default() });
+                return Ok(Repository {
+                    store,
+                    rt,
+                    master,
+                    id_key,
+                    config,
+                    key_id: KeyId(id),
+                    lease: Default::default(),
+                });
             }
         }
         Err(Error::WrongPassword { location })
