@@ -137,8 +137,9 @@ pub fn find(ctx: &Context, a: &FindArgs) -> Result<()> {
         .compile_matcher();
     let whole_path = a.pattern.contains('/');
     let repo = ctx.open()?;
-    let index = repo.load_index()?;
+    // Snapshots before the index: a snapshot is written after the index files it needs.
     let mut snaps = repo.list_snapshots()?;
+    let index = repo.load_index()?;
     if let Some(h) = &a.host {
         snaps.retain(|(_, s)| &s.hostname == h);
     }

@@ -235,11 +235,11 @@ impl Used {
     fn walk(
         &mut self,
         repo: &Repository,
+        snaps: &[(cairn_format::SnapshotId, cairn_format::snapshot::Snapshot)],
         cat: &mut Catalog,
         sizes: &HashMap<PackId, u64>,
         warnings: &mut Vec<String>,
     ) -> Result<usize> {
-        let snaps = repo.list_snapshots()?;
         let mut stack: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
         let mut missing_data = 0usize;
         while let Some(t) = stack.pop() {
@@ -349,9 +349,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (ready, waiting): (Vec<MarkerState>, Vec<MarkerState>) =
         docs.markers.iter().cloned().partition(|m| sweepable(m, &live, now, opts).is_ok());
 
+    // Snapshots are listed before the index and the packs: a snapshot is written after
+    // everything it references, so whatever a listed snapshot needs is in the later listings.
+    let snaps = repo.list_snapshots()?;
     let mut st = load_state(repo, &docs, &mut r.warnings)?;
     let mut used = Used::default();
-    st.snapshots = used.walk(repo, &mut st.catalog, &st.sizes, &mut r.warnings)?;
+    st.snapshots = used.walk(repo, &snaps, &mut st.catalog, &st.sizes, &mut r.warnings)?;
     r.snapshots = st.snapshots;
 
     // Sweep the ready markers.
@@ -432,8 +435,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             armed.into_iter().partition(|m| sweepable(m, &live, now, opts).is_ok());
         if !ready.is_empty() {
             let docs = repo.load_prune_docs()?;
+            let snaps = repo.list_snapshots()?;
             let mut st2 = load_state(repo, &docs, &mut r.warnings)?;
-            used.walk(repo, &mut st2.catalog, &st2.sizes, &mut r.warnings)?;
+            used.walk(repo, &snaps, &mut st2.catalog, &st2.sizes, &mut r.warnings)?;
             sweep(repo, &ready, &mut st2, &used, false, &mut r)?;
         }
         for m in &waiting {
