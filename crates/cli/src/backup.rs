@@ -190,6 +190,7 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         original: None,
         summary: outcome.summary.clone(),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        postgres: None,
     };
     let id = repo.save_snapshot(&snap)?;
     let s = &snap.summary;

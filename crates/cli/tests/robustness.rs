@@ -128,6 +128,7 @@ fn plant(repo_path: &Path, blobs: &[(BlobType, Vec<u8>)], root: TreeId) {
         original: None,
         summary: Summary::default(),
         program_version: "evil".into(),
+        postgres: None,
     };
     repo.save_snapshot(&snap).unwrap();
 }

@@ -51,6 +51,37 @@ pub struct Snapshot {
     #[serde(default)]
     pub summary: Summary,
     pub program_version: String,
+    /// For `kind = "postgres"`: what a point-in-time restore needs besides the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgBackup>,
+}
+
+/// A PostgreSQL base backup's facts, recorded by `cairn pg backup`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PgBackup {
+    /// `SHOW server_version_num`, e.g. 150018.
+    pub server_version: u32,
+    /// `pg_control_system().system_identifier`, as a decimal string.
+    pub system_identifier: String,
+    /// The data directory backed up (the snapshot's path).
+    pub data_dir: String,
+    pub timeline: u32,
+    /// Write-ahead log positions as PostgreSQL prints them (`0/2000028`).
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// WAL file names holding the start and stop positions.
+    pub start_wal: String,
+    pub stop_wal: String,
+    /// Server clock at `pg_backup_start()` and `pg_backup_stop()`, RFC 3339.
+    pub start_time: String,
+    pub stop_time: String,
+    pub wal_segment_size: u64,
+    /// The `backup_label` content that `pg_backup_stop()` returned, written into the data
+    /// directory on restore.
+    pub backup_label: String,
+    /// The `tablespace_map` content (empty: no tablespaces).
+    #[serde(default)]
+    pub tablespace_map: String,
 }
 
 impl Snapshot {

@@ -152,6 +152,25 @@ impl Repository {
         Err(Error::WrongPassword { location })
     }
 
+    /// Opens a repository with its master key itself (from a key cache): no key file is
+    /// read and no KDF runs. Fails like a wrong password if the key does not open `config`.
+    pub fn open_with_master(store: Arc<dyn Store>, rt: tokio::runtime::Handle, master: MasterKey) -> Result<Repository> {
+        let location = store.location();
+        let config_bytes = match block(&rt, store.get(layout::CONFIG, None)) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let plain = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20)
+            .map_err(|_| Error::WrongPassword { location: location.clone() })?;
+        let config = Config::decode(&plain)?;
+        let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
+        if !chunker_params(&config).is_valid() {
+            return Err(Error::Invalid("config: invalid chunker parameters".into()));
+        }
+        Ok(Repository { store, rt, master, id_key, config, key_id: KeyId::default(), lease: Default::default() })
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -272,6 +291,25 @@ impl Repository {
     /// The ids named by the objects under `prefix`.
     fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
         Ok(self.block_on(self.store.list(prefix))?.iter().filter_map(|m| layout::id_of(&m.path)).collect())
+    }
+
+    // ---- named objects ----
+
+    /// Stores an object named by its role rather than its hash (PostgreSQL WAL files),
+    /// sealed with its path as associated data so that one cannot pass for another.
+    pub fn put_named(&self, path: &str, plain: &[u8], level: i32, mode: PutMode) -> Result<()> {
+        let sealed = seal(&self.master, &named_kind(path), plain, level)?;
+        Ok(self.block_on(self.store.put(path, sealed, mode))?)
+    }
+
+    /// Reads and opens a named object; a missing one is an `Error::Store` of kind NotFound.
+    pub fn get_named(&self, path: &str, max: usize) -> Result<Vec<u8>> {
+        let bytes = self.block_on(self.store.get(path, None))?;
+        open_sealed(&self.master, &named_kind(path), &bytes, max).map_err(|e| Error::Damaged {
+            what: "object",
+            id: path.to_string(),
+            detail: e.to_string(),
+        })
     }
 
     // ---- index ----
@@ -515,6 +553,12 @@ pub(crate) const KIND_INDEX: &[u8] = b"cairn v1 index";
 pub(crate) const KIND_SNAPSHOT: &[u8] = b"cairn v1 snapshot";
 pub(crate) const KIND_LEASE: &[u8] = b"cairn v1 writer lease";
 pub(crate) const KIND_PRUNE: &[u8] = b"cairn v1 prune";
+
+fn named_kind(path: &str) -> Vec<u8> {
+    let mut k = b"cairn v1 named ".to_vec();
+    k.extend_from_slice(path.as_bytes());
+    k
+}
 
 pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) -> Result<Vec<u8>> {
     let mut plain = Vec::with_capacity(payload.len() + 1);

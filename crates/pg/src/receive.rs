@@ -1,0 +1,158 @@
+//! Streaming WAL into the repository by supervising `pg_receivewal`.
+//!
+//! `pg_receivewal` speaks the replication protocol (through a replication slot, so the
+//! server keeps WAL the streamer has not received) and writes segments into a spool
+//! directory: the one being filled as `<segment>.partial`, renamed when complete. We ship
+//! each completed file to the repository (then delete it from the spool) and, whenever the
+//! partial segment changed, store it as `<segment>.partial` (overwriting the previous one):
+//! the RPO is the polling interval plus one upload, not `archive_timeout`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_repo::Repository;
+
+use crate::wal::{self, Kind, WalName};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// libpq connection string (replication privileges needed).
+    pub conn: String,
+    pub spool: PathBuf,
+    pub slot: String,
+    /// How often the spool is looked at.
+    pub poll: Duration,
+    /// The `pg_receivewal` binary.
+    pub receivewal: String,
+}
+
+/// What a shipping pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Shipped {
+    pub files: usize,
+    pub partials: usize,
+}
+
+/// Ships what the spool holds: completed files (then removed) and a changed partial.
+pub fn ship(repo: &Repository, spool: &Path, seen: &mut HashMap<String, (u64, i128)>) -> Result<Shipped> {
+    let mut out = Shipped::default();
+    let mut names: Vec<String> = std::fs::read_dir(spool)
+        .map_err(|e| Error::io(spool.display().to_string(), e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for n in names {
+        let Some(w) = WalName::parse(&n) else { continue };
+        let p = spool.join(&n);
+        match w.kind {
+            Kind::Segment | Kind::History => {
+                let data = std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
+                wal::push(repo, &w, &data)?;
+                // The complete segment supersedes the partial we stored while it grew.
+                if let Some(partial) = WalName::parse(&format!("{n}.partial")) {
+                    let _ = wal::delete(repo, &partial);
+                }
+                std::fs::remove_file(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
+                seen.remove(&format!("{n}.partial"));
+                out.files += 1;
+            }
+            Kind::Partial => {
+                let Ok(m) = std::fs::metadata(&p) else { continue };
+                use std::os::unix::fs::MetadataExt;
+                let stamp = (m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128);
+                if seen.get(&n) == Some(&stamp) {
+                    continue;
+                }
+                let data = match std::fs::read(&p) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // completed meanwhile
+                    Err(e) => return Err(Error::io(p.display().to_string(), e)),
+                };
+                wal::push(repo, &w, &data)?;
+                seen.insert(n, stamp);
+                out.partials += 1;
+            }
+            Kind::BackupHistory => {}
+        }
+    }
+    Ok(out)
+}
+
+fn receivewal(opts: &StreamOptions) -> Command {
+    let mut c = Command::new(&opts.receivewal);
+    c.arg("-d").arg(&opts.conn).arg("--no-password");
+    c
+}
+
+/// Runs until `stop` is set: keeps `pg_receivewal` running (restarting it with a back-off
+/// when it exits) and ships the spool every `poll`. `log` receives one line per event.
+pub fn run(repo: &Repository, opts: &StreamOptions, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<()> {
+    std::fs::create_dir_all(&opts.spool).map_err(|e| Error::io(opts.spool.display().to_string(), e))?;
+    let out = receivewal(opts)
+        .args(["--create-slot", "--if-not-exists", "--slot", &opts.slot])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Invalid(format!("cannot run {}: {e} (is the PostgreSQL client installed?)", opts.receivewal)))?;
+    if !out.status.success() {
+        return Err(Error::Invalid(format!(
+            "creating replication slot {}: {}",
+            opts.slot,
+            String::from_utf8_lossy(&out.stderr).trim().replace('\n', " ")
+        )));
+    }
+    let mut child: Option<Child> = None;
+    let mut backoff = Duration::from_secs(1);
+    let mut next_start = Instant::now();
+    let mut seen = HashMap::new();
+    let result = (|| -> Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(c) = child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    log(&format!("pg_receivewal exited ({status}); restarting in {} s", backoff.as_secs()));
+                    child = None;
+                    next_start = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            if child.is_none() && Instant::now() >= next_start {
+                let c = receivewal(opts)
+                    .arg("-D")
+                    .arg(&opts.spool)
+                    .args(["--slot", &opts.slot, "--synchronous", "--no-loop"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| Error::Invalid(format!("cannot run {}: {e}", opts.receivewal)))?;
+                child = Some(c);
+            }
+            let s = ship(repo, &opts.spool, &mut seen)?;
+            if s.files > 0 {
+                log(&format!("stored {} WAL file(s)", s.files));
+                backoff = Duration::from_secs(1);
+            }
+            std::thread::sleep(opts.poll);
+        }
+        Ok(())
+    })();
+    if let Some(mut c) = child {
+        // SIGTERM lets pg_receivewal flush what it received.
+        unsafe_terminate(&c);
+        let _ = c.wait();
+    }
+    // Whatever arrived last still goes to the repository.
+    let last = ship(repo, &opts.spool, &mut seen);
+    result.and(last.map(|_| ()))
+}
+
+fn unsafe_terminate(c: &Child) {
+    // SAFETY: kill(2) on a child we spawned and have not reaped yet (its pid is ours).
+    unsafe {
+        libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
