@@ -71,6 +71,8 @@ pub enum Command {
     Rewrite(RewriteArgs),
     /// Delete data no snapshot references; never blocks backups
     Prune(PruneArgs),
+    /// PostgreSQL: base backups, WAL archiving and streaming, point-in-time restore
+    Pg(PgArgs),
 }
 
 #[derive(Args, Debug)]
@@ -326,4 +328,108 @@ pub struct PruneOpts {
     /// How long marked packs wait before a later prune deletes them (s, m = minutes, h, d)
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub grace: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    #[command(subcommand)]
+    pub action: PgAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PgAction {
+    /// Take a base backup of a running cluster (deduplicated against the previous one)
+    Backup(PgBackupArgs),
+    /// For archive_command: store one WAL file ('cairn pg archive-push %p')
+    ArchivePush {
+        /// The file, as PostgreSQL passes it (relative to the data directory)
+        path: PathBuf,
+    },
+    /// For restore_command: fetch one WAL file ('cairn pg archive-get %f %p'); exits 1 when
+    /// the repository does not have it
+    ArchiveGet {
+        /// The WAL file name PostgreSQL asks for
+        name: String,
+        /// Where to write it
+        path: PathBuf,
+    },
+    /// Stream WAL continuously through pg_receivewal (long-running): an RPO of seconds
+    WalStream(PgStreamArgs),
+    /// Restore a base backup and set up recovery to a target; start PostgreSQL on the
+    /// directory to replay and promote
+    Restore(PgRestoreArgs),
+    /// WAL timelines, ranges and gaps, and the window each base backup can recover to
+    WalList,
+    /// Check that every base backup has the WAL it needs; with --connection, also that
+    /// archiving from the server reaches the repository
+    Check(PgCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PgBackupArgs {
+    /// The cluster's data directory
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// libpq connection string or URI (default: libpq's defaults and PG* variables)
+    #[arg(long, env = "CAIRN_PG_CONNECTION", default_value = "")]
+    pub connection: String,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Let the starting checkpoint spread out instead of forcing it now
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// Seconds to wait for the WAL the backup needs to reach the repository
+    #[arg(long, default_value_t = 300)]
+    pub wal_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PgStreamArgs {
+    /// libpq connection string with replication rights
+    #[arg(long, env = "CAIRN_PG_CONNECTION", default_value = "")]
+    pub connection: String,
+    /// Local spool directory for pg_receivewal (default: under the user's cache directory)
+    #[arg(long)]
+    pub spool: Option<PathBuf>,
+    /// Replication slot (created if missing)
+    #[arg(long, default_value = "cairn")]
+    pub slot: String,
+    /// Milliseconds between looks at the spool
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PgRestoreArgs {
+    /// An empty or new directory to restore the cluster into
+    #[arg(long)]
+    pub target_dir: PathBuf,
+    /// Recover to this time (with its UTC offset), inclusive
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Recover to this WAL position
+    #[arg(long)]
+    pub lsn: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long)]
+    pub xid: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replay all WAL in the repository (the default)
+    #[arg(long)]
+    pub latest: bool,
+    /// Use this base backup instead of the newest that fits the target
+    #[arg(long)]
+    pub snapshot: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PgCheckArgs {
+    /// Also switch WAL on this server and wait until the segment is in the repository
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Seconds to wait for the switched segment
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
 }

@@ -26,7 +26,7 @@ struct Plan {
     excludes: Vec<String>,
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub fn absolute(p: &Path) -> Result<PathBuf> {
     // Resolve the parent (so `.` and `..` and symlinked parents are canonical) but not the
     // last component: backing up a symlink stores the symlink.
     std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
@@ -150,16 +150,7 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         // 3.3 s); each costs 8 MiB of memory, and more gained nothing here.
         uploads: 2,
     };
-    let progress = Progress::default();
-    let stop = AtomicBool::new(false);
-    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
-    let outcome = std::thread::scope(|s| {
-        let _stop = output::StopOnDrop(&stop);
-        if show {
-            s.spawn(|| output::progress_loop(&stop, &|el| progress_line(&progress, el)));
-        }
-        Archiver::new(&repo, source.as_ref(), opts, &progress).run()
-    });
+    let outcome = archive(ctx, &repo, source.as_ref(), opts);
     if let Some(mut c) = child {
         let status = match &outcome {
             Ok(_) => c.wait().context("waiting for the command")?,
@@ -236,8 +227,27 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs the archiver, with a progress line on a terminal.
+pub fn archive(
+    ctx: &Context,
+    repo: &Repository,
+    source: &dyn Source,
+    opts: BackupOptions,
+) -> cairn_engine::Result<cairn_engine::BackupOutcome> {
+    let progress = Progress::default();
+    let stop = AtomicBool::new(false);
+    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
+    std::thread::scope(|s| {
+        let _stop = output::StopOnDrop(&stop);
+        if show {
+            s.spawn(|| output::progress_loop(&stop, &|el| progress_line(&progress, el)));
+        }
+        Archiver::new(repo, source, opts, &progress).run()
+    })
+}
+
 /// An absolute path as a gitignore pattern matching exactly it.
-fn gitignore_literal(p: &Path) -> String {
+pub fn gitignore_literal(p: &Path) -> String {
     let mut out = String::new();
     for c in p.to_string_lossy().chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {

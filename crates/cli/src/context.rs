@@ -34,6 +34,28 @@ fn config_home() -> Option<PathBuf> {
     }
 }
 
+fn cache_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")),
+    }
+}
+
+/// Writes a file readable only by its owner, atomically (temporary name, then rename),
+/// creating its directory (0700) if needed.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().ok_or_else(|| anyhow!("{}: no parent directory", path.display()))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// The generated password of the default repository, for users who set none.
 fn default_password_file() -> Option<PathBuf> {
     config_home().map(|c| c.join("cairn/default-repo.password"))
@@ -114,6 +136,40 @@ impl Context {
         }
         let pw = self.password(false)?;
         Ok(Repository::open(self.store(dry_run), self.rt.clone(), &pw)?)
+    }
+
+    /// Opens the repository without the password KDF when a key cache entry for it exists
+    /// (and writes one otherwise): for commands that PostgreSQL runs once per WAL file.
+    /// `CAIRN_KEY_CACHE=0` turns the cache off.
+    pub fn open_fast(&self) -> Result<Repository> {
+        if std::env::var("CAIRN_KEY_CACHE").is_ok_and(|v| v == "0") {
+            return self.open();
+        }
+        if self.is_default && !self.repo_path.join("config").exists() {
+            return self.open();
+        }
+        let pw = self.password(false)?;
+        let path = cache_home().map(|c| c.join("cairn/keys").join(&cairn_format::id::to_hex(
+            &cairn_crypto::content_hash(self.location().as_bytes())[..16],
+        )));
+        if let Some(p) = &path {
+            if let Some(master) = std::fs::read(p).ok().and_then(|b| cairn_crypto::unwrap_from_cache(&b, &pw)) {
+                match Repository::open_with_master(self.store(false), self.rt.clone(), master) {
+                    Ok(r) => return Ok(r),
+                    // Another repository now lives here: forget the entry.
+                    Err(cairn_repo::Error::WrongPassword { .. }) => {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let repo = Repository::open(self.store(false), self.rt.clone(), &pw)?;
+        if let Some(p) = &path {
+            // Best effort: without a cache entry the next call is merely slower.
+            let _ = write_private(p, &cairn_crypto::wrap_for_cache(repo.master(), &pw)?);
+        }
+        Ok(repo)
     }
 
     /// Opens the repository, creating the default one on first use (backup only).

@@ -13,6 +13,7 @@ mod context;
 mod forget;
 mod keys;
 mod output;
+mod pg;
 mod prune;
 mod restore;
 mod rewrite;
@@ -86,5 +87,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(a) => forget::run(&ctx, &a),
         Command::Rewrite(a) => rewrite::run(&ctx, &a),
         Command::Prune(a) => prune::run(&ctx, &a),
+        Command::Pg(a) => pg::run(&ctx, a),
     }
 }

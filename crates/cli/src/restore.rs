@@ -10,6 +10,37 @@ use crate::args::{OverwriteArg, RestoreArgs};
 use crate::context::Context;
 use crate::output;
 
+/// Executes a restore plan, with a progress line on a terminal.
+pub fn execute(
+    ctx: &Context,
+    restorer: &Restorer<'_>,
+    plan: cairn_engine::RestorePlan,
+    dest: &FsDestination,
+    opts: &RestoreOptions<'_>,
+) -> Result<cairn_engine::RestoreSummary> {
+    let total = plan.bytes_total;
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
+    let sum = std::thread::scope(|s| {
+        let _stop = output::StopOnDrop(&stop);
+        if show {
+            s.spawn(|| {
+                output::progress_loop(&stop, &|el| {
+                    format!(
+                        "[{}] {} / {}",
+                        output::duration(el),
+                        output::bytes(done.load(Ordering::Relaxed)),
+                        output::bytes(total)
+                    )
+                })
+            });
+        }
+        restorer.execute(plan, dest, opts, &done)
+    })?;
+    Ok(sum)
+}
+
 pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let (spec, sub) = match a.snapshot.split_once(':') {
         Some((s, p)) => (s, Some(p)),
@@ -62,27 +93,8 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let total = plan.bytes_total;
-    let done = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
     let start = std::time::Instant::now();
-    let sum = std::thread::scope(|s| {
-        let _stop = output::StopOnDrop(&stop);
-        if show {
-            s.spawn(|| {
-                output::progress_loop(&stop, &|el| {
-                    format!(
-                        "[{}] {} / {}",
-                        output::duration(el),
-                        output::bytes(done.load(Ordering::Relaxed)),
-                        output::bytes(total)
-                    )
-                })
-            });
-        }
-        restorer.execute(plan, &dest, &opts, &done)
-    })?;
+    let sum = execute(ctx, &restorer, plan, &dest, &opts)?;
     let secs = start.elapsed().as_secs_f64();
     for e in &sum.errors {
         eprintln!("cairn: warning: {e}");

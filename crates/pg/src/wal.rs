@@ -6,6 +6,8 @@
 //! segment still being streamed. In the repository each lives at `wal/<TTTTTTTT>/<name>`,
 //! sealed with its path as associated data (so a segment cannot be passed off as another),
 //! written create-only — except `.partial`, which the streamer overwrites as it grows.
+//! The sealed plaintext is `version(1) = 1 || stored_at(i64 LE, Unix ms) || file bytes`:
+//! the time bounds what a recovery through that file can reach.
 
 use std::collections::BTreeMap;
 
@@ -110,6 +112,28 @@ pub fn segno_of(lsn: u64, seg_size: u64) -> u64 {
     lsn / seg_size.max(1)
 }
 
+const OBJECT_VERSION: u8 = 1;
+
+fn encode(data: &[u8]) -> Vec<u8> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut v = Vec::with_capacity(9 + data.len());
+    v.push(OBJECT_VERSION);
+    v.extend_from_slice(&ms.to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A WAL object's plaintext: (stored at, Unix ms; file bytes).
+fn decode(name: &WalName, mut plain: Vec<u8>) -> Result<(i64, Vec<u8>)> {
+    if plain.len() < 9 || plain[0] != OBJECT_VERSION {
+        return Err(Error::Invalid(format!("WAL object {}: unknown version or truncated", name.name)));
+    }
+    let mut ms = [0u8; 8];
+    ms.copy_from_slice(&plain[1..9]);
+    plain.drain(..9);
+    Ok((i64::from_le_bytes(ms), plain))
+}
+
 /// What pushing a file did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -126,13 +150,13 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed> {
     }
     let path = name.path();
     if name.kind == Kind::Partial {
-        repo.put_named(&path, data, LEVEL, PutMode::Overwrite)?;
+        repo.put_named(&path, &encode(data), LEVEL, PutMode::Overwrite)?;
         return Ok(Pushed::Stored);
     }
-    match repo.put_named(&path, data, LEVEL, PutMode::Create) {
+    match repo.put_named(&path, &encode(data), LEVEL, PutMode::Create) {
         Ok(()) => Ok(Pushed::Stored),
         Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::AlreadyExists) => {
-            let have = repo.get_named(&path, MAX_FILE)?;
+            let (_, have) = decode(name, repo.get_named(&path, MAX_FILE + 9)?)?;
             if have == data {
                 Ok(Pushed::AlreadyThere)
             } else {
@@ -147,15 +171,20 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed> {
 /// only ever streamed in part is served from its `.partial` (its valid records are what
 /// recovery can replay; PostgreSQL stops at the first invalid one).
 pub fn get(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>> {
-    match repo.get_named(&name.path(), MAX_FILE) {
-        Ok(d) => return Ok(Some(d)),
+    Ok(get_with_time(repo, name)?.map(|(_, d)| d))
+}
+
+/// Like [`get`], with the time the file was stored (Unix ms).
+pub fn get_with_time(repo: &Repository, name: &WalName) -> Result<Option<(i64, Vec<u8>)>> {
+    match repo.get_named(&name.path(), MAX_FILE + 9) {
+        Ok(d) => return Ok(Some(decode(name, d)?)),
         Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
     if name.kind == Kind::Segment {
         if let Some(p) = WalName::parse(&format!("{}.partial", name.name)) {
-            match repo.get_named(&p.path(), MAX_FILE) {
-                Ok(d) => return Ok(Some(d)),
+            match repo.get_named(&p.path(), MAX_FILE + 9) {
+                Ok(d) => return Ok(Some(decode(&p, d)?)),
                 Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -1,0 +1,498 @@
+//! `cairn pg ...`: PostgreSQL base backups, WAL archiving and streaming, point-in-time
+//! restore. The PostgreSQL protocol pieces live in the `pg` crate; this is orchestration
+//! and output.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use cairn_engine::{browse, BackupOptions, Overwrite, RestoreOptions, Restorer};
+use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_format::snapshot::{PgBackup, Snapshot};
+use cairn_format::SnapshotId;
+use cairn_fs::{FsDestination, FsSource, FsSourceOptions};
+use cairn_pg::base::{self, LiveSource};
+use cairn_pg::recovery::{self, Target};
+use cairn_pg::session::Session;
+use cairn_pg::wal::{self, Kind, Runs, WalName};
+use cairn_repo::Repository;
+
+use crate::args::{PgAction, PgArgs, PgBackupArgs, PgCheckArgs, PgRestoreArgs, PgStreamArgs};
+use crate::context::{now_rfc3339, Context};
+use crate::{output, Exit};
+
+pub fn run(ctx: &Context, a: PgArgs) -> Result<()> {
+    match a.action {
+        PgAction::Backup(b) => backup(ctx, &b),
+        PgAction::ArchivePush { path } => archive_push(ctx, &path),
+        PgAction::ArchiveGet { name, path } => archive_get(ctx, &name, &path),
+        PgAction::WalStream(s) => wal_stream(ctx, &s),
+        PgAction::Restore(r) => restore(ctx, &r),
+        PgAction::WalList => wal_list(ctx),
+        PgAction::Check(c) => check(ctx, &c),
+    }
+}
+
+const DEFAULT_SEGMENT: u64 = 16 << 20;
+
+fn postgres_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    Ok(repo.list_snapshots()?.into_iter().filter(|(_, s)| s.kind == "postgres" && s.postgres.is_some()).collect())
+}
+
+// ---- archive-push / archive-get ----
+
+fn archive_push(ctx: &Context, path: &Path) -> Result<()> {
+    let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = WalName::parse(file).ok_or_else(|| anyhow!("{}: not a WAL file name", path.display()))?;
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let repo = ctx.open_fast()?;
+    wal::push(&repo, &name, &data)?;
+    Ok(())
+}
+
+fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
+    let w = WalName::parse(name).ok_or_else(|| anyhow!("{name:?}: not a WAL file name"))?;
+    let repo = ctx.open_fast()?;
+    let Some(data) = wal::get(&repo, &w)? else {
+        // Not an error for PostgreSQL: the end of the archive.
+        return Err(Exit(1).into());
+    };
+    // Written under a temporary name and renamed, so PostgreSQL never reads half a file.
+    let tmp = path.with_extension("cairn-tmp");
+    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+// ---- base backup ----
+
+fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
+    let data_dir = std::fs::canonicalize(&a.data_dir).with_context(|| format!("{}", a.data_dir.display()))?;
+    base::check_data_dir(&data_dir)?;
+    let mut sess = Session::connect(&a.connection).map_err(|e| anyhow!("connecting to PostgreSQL: {e}"))?;
+    let srv = base::server(&mut sess)?;
+    let served = std::fs::canonicalize(&srv.data_dir).unwrap_or_else(|_| PathBuf::from(&srv.data_dir));
+    if served != data_dir {
+        bail!("the server on this connection runs on {}, not on {}", srv.data_dir, data_dir.display());
+    }
+    if srv.wal_level == "minimal" {
+        bail!("wal_level = minimal keeps no WAL for recovery: set wal_level = replica (and restart)");
+    }
+    let repo = ctx.open()?;
+    let host = cairn_fs::hostname();
+    let _lease = repo.lease("pg backup", &host)?;
+    let paths = vec![data_dir.display().to_string()];
+    let parent = postgres_snapshots(&repo)?.into_iter().rfind(|(_, s)| s.hostname == host && s.paths == paths);
+    let time = now_rfc3339();
+    let started = base::start(&mut sess, &srv, &format!("cairn {time}"), !a.spread_checkpoint)?;
+    let src = FsSource::new(FsSourceOptions {
+        excludes: base::excludes(&crate::backup::gitignore_literal(&data_dir)),
+        one_file_system: false,
+        roots: vec![data_dir.clone()],
+    })
+    .map_err(|e| anyhow!(e))?;
+    let src = LiveSource { inner: src };
+    let opts = BackupOptions {
+        paths: vec![data_dir.clone()],
+        parent: parent.as_ref().map(|(_, s)| s.tree),
+        force: false,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        uploads: 2,
+    };
+    // On any error the session ends with the process, which aborts the backup server-side.
+    let outcome = crate::backup::archive(ctx, &repo, &src, opts)?;
+    if let Some(first) = outcome.errors.first() {
+        bail!("{} files of the data directory could not be read (first: {first}); no base backup saved", outcome.errors.len());
+    }
+    let stopped = base::stop(&mut sess, &srv)?;
+    drop(sess);
+    wait_for_wal(&repo, &started.wal, &stopped.wal, srv.wal_segment_size, Duration::from_secs(a.wal_timeout), &srv)?;
+    let pg = PgBackup {
+        server_version: srv.version,
+        system_identifier: srv.system_identifier.clone(),
+        data_dir: data_dir.display().to_string(),
+        timeline: started.wal.timeline,
+        start_lsn: started.lsn.clone(),
+        stop_lsn: stopped.lsn.clone(),
+        start_wal: started.wal.name.clone(),
+        stop_wal: stopped.wal.name.clone(),
+        start_time: started.time.clone(),
+        stop_time: stopped.time.clone(),
+        wal_segment_size: srv.wal_segment_size,
+        backup_label: stopped.label.clone(),
+        tablespace_map: stopped.tablespace_map.clone(),
+    };
+    let (uid, gid, user) = cairn_fs::current_user();
+    let snap = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        hostname: host,
+        username: user,
+        uid,
+        gid,
+        paths,
+        tags: a.tags.clone(),
+        label: None,
+        tree: outcome.tree,
+        parent: parent.map(|(id, _)| id),
+        kind: "postgres".into(),
+        partial: false,
+        original: None,
+        summary: outcome.summary.clone(),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        postgres: Some(pg.clone()),
+    };
+    let id = repo.save_snapshot(&snap)?;
+    let s = &snap.summary;
+    if ctx.g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot_id": id.to_hex(), "short_id": id.short(), "start_lsn": pg.start_lsn, "stop_lsn": pg.stop_lsn,
+                "start_wal": pg.start_wal, "stop_wal": pg.stop_wal, "timeline": pg.timeline, "stop_time": pg.stop_time,
+                "files_new": s.files_new, "files_changed": s.files_changed, "files_unmodified": s.files_unmodified,
+                "bytes_read": s.bytes_read, "total_bytes": s.total_bytes, "bytes_added": s.bytes_added,
+                "data_added": s.data_added, "duration_secs": s.duration_secs,
+            })
+        );
+    } else if !ctx.g.quiet {
+        println!("files:   {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified);
+        println!("read:    {} of {}", output::bytes(s.bytes_read), output::bytes(s.total_bytes));
+        println!("added:   {} stored", output::bytes(s.bytes_added));
+        println!("WAL:     {} ({}) .. {} ({}), timeline {}", pg.start_wal, pg.start_lsn, pg.stop_wal, pg.stop_lsn, pg.timeline);
+        println!("base backup {} saved; consistent from {}", id.short(), pg.stop_time);
+    }
+    Ok(())
+}
+
+/// Waits until every segment from `first` to `last` is in the repository.
+fn wait_for_wal(
+    repo: &Repository,
+    first: &WalName,
+    last: &WalName,
+    seg: u64,
+    timeout: Duration,
+    srv: &base::Server,
+) -> Result<()> {
+    let (Some(a), Some(b)) = (first.segno(seg), last.segno(seg)) else { bail!("unexpected WAL names from the server") };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let present: std::collections::HashSet<String> = wal::list(repo)?
+            .into_iter()
+            .filter(|(w, _)| w.kind == Kind::Segment && w.timeline == last.timeline)
+            .map(|(w, _)| w.name)
+            .collect();
+        let missing: Vec<String> =
+            (a..=b).map(|n| wal::segment_name(last.timeline, n, seg)).filter(|n| !present.contains(n)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "WAL {} needed by this base backup did not reach the repository within {} s: set archive_mode = on and archive_command = 'cairn pg archive-push %p' (now: archive_mode = {}, archive_command = {:?}), or run 'cairn pg wal-stream'; no base backup saved",
+                if missing.len() == 1 { missing[0].clone() } else { format!("{}..{}", missing[0], missing[missing.len() - 1]) },
+                timeout.as_secs(),
+                srv.archive_mode,
+                srv.archive_command
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- restore ----
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The `restore_command` the restored cluster runs: this binary, this repository, and a
+/// password source that works without a terminal.
+fn restore_command(ctx: &Context) -> Result<String> {
+    let exe = std::env::current_exe().context("locating the cairn binary")?;
+    let repo = std::path::absolute(&ctx.repo_path)?;
+    let mut env = vec![format!("CAIRN_REPO={}", shell_quote(&repo.display().to_string()))];
+    if let Some(f) = &ctx.g.password_file {
+        env.push(format!("CAIRN_PASSWORD_FILE={}", shell_quote(&std::path::absolute(f)?.display().to_string())));
+    } else if let Ok(c) = std::env::var("CAIRN_PASSWORD_COMMAND") {
+        env.push(format!("CAIRN_PASSWORD_COMMAND={}", shell_quote(&c)));
+    } else {
+        bail!("PostgreSQL's restore_command must open the repository without a prompt: give the password with --password-file (or CAIRN_PASSWORD_FILE / CAIRN_PASSWORD_COMMAND), readable by the user that runs PostgreSQL");
+    }
+    Ok(format!("{} {} pg archive-get %f %p", env.join(" "), shell_quote(&exe.display().to_string())))
+}
+
+fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
+    let target = recovery::parse_target(a.time.as_deref(), a.lsn.as_deref(), a.xid.as_deref(), a.name.as_deref())?;
+    if a.latest && target != Target::Latest {
+        bail!("--latest excludes --time, --lsn, --xid and --name");
+    }
+    if a.target_dir.exists() && std::fs::read_dir(&a.target_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty: restore into a new or empty directory", a.target_dir.display());
+    }
+    let rc = restore_command(ctx)?;
+    let repo = ctx.open()?;
+    let snaps = postgres_snapshots(&repo)?;
+    let (sid, snap) = match &a.snapshot {
+        Some(spec) => {
+            let (id, s) = repo.resolve_snapshot(spec)?;
+            if s.postgres.is_none() {
+                bail!("snapshot {} is not a PostgreSQL base backup", id.short());
+            }
+            (id, s)
+        }
+        None => recovery::choose(&snaps, &target)?.clone(),
+    };
+    let Some(pg) = snap.postgres.clone() else { bail!("snapshot {} is not a PostgreSQL base backup", sid.short()) };
+    let index = repo.load_index()?;
+    let root = browse::subtree(&repo, &index, snap.tree, &pg.data_dir)?;
+    let top = browse::lookup(&repo, &index, snap.tree, &pg.data_dir)?
+        .ok_or_else(|| anyhow!("snapshot {} does not hold {}", sid.short(), pg.data_dir))?;
+    std::fs::create_dir_all(&a.target_dir).with_context(|| format!("creating {}", a.target_dir.display()))?;
+    let target_dir = std::fs::canonicalize(&a.target_dir)?;
+    let dest = FsDestination::new(&target_dir).map_err(|e| anyhow!("{}: {e}", target_dir.display()))?;
+    let all = |_: &str, _: bool| true;
+    let opts = RestoreOptions {
+        overwrite: Overwrite::Always,
+        verify: false,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+        filter: &all,
+    };
+    let restorer = Restorer::new(&repo, &index);
+    let prefix = format!("/{}", pg.data_dir.trim_matches('/'));
+    let plan = restorer.plan(root, &prefix, &dest, &opts)?;
+    let start = Instant::now();
+    let sum = crate::restore::execute(ctx, &restorer, plan, &dest, &opts)?;
+    // The data directory's owner, when we can give it (root): PostgreSQL refuses others.
+    let owner = (unsafe { libc::geteuid() } == 0).then_some((top.uid, top.gid));
+    recovery::prepare(&target_dir, &pg, &recovery::settings(&target, &rc), owner)?;
+    let what = match &target {
+        Target::Latest => "the end of the archived WAL".to_string(),
+        Target::Time(_) => format!("time {}", a.time.as_deref().unwrap_or("")),
+        Target::Lsn(_) => format!("LSN {}", a.lsn.as_deref().unwrap_or("")),
+        Target::Xid(x) => format!("transaction {x}"),
+        Target::Name(n) => format!("restore point {n:?}"),
+    };
+    if ctx.g.json {
+        println!(
+            "{}",
+            serde_json::json!({"snapshot_id": sid.to_hex(), "target_dir": target_dir, "base_backup_stop_time": pg.stop_time,
+                "files": sum.files, "bytes_written": sum.bytes_written, "duration_secs": start.elapsed().as_secs_f64()})
+        );
+    } else if !ctx.g.quiet {
+        println!(
+            "restored base backup {} (consistent from {}) to {}: {} files, {} in {:.2} s",
+            sid.short(),
+            pg.stop_time,
+            target_dir.display(),
+            sum.files,
+            output::bytes(sum.bytes_written),
+            start.elapsed().as_secs_f64()
+        );
+        println!("recovery to {what} is set up: start PostgreSQL on {} (pg_ctl -D {} start); it replays WAL from the repository, then promotes", target_dir.display(), target_dir.display());
+    }
+    Ok(())
+}
+
+// ---- streaming ----
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn wal_stream(ctx: &Context, a: &PgStreamArgs) -> Result<()> {
+    let repo = ctx.open_fast()?;
+    let spool = match &a.spool {
+        Some(s) => s.clone(),
+        None => {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .ok_or_else(|| anyhow!("no --spool and no HOME for a default one"))?;
+            base.join("cairn/wal-stream").join(cairn_format::id::to_hex(&cairn_crypto::content_hash(ctx.location().as_bytes())[..8]))
+        }
+    };
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let opts = cairn_pg::receive::StreamOptions {
+        conn: a.connection.clone(),
+        spool,
+        slot: a.slot.clone(),
+        poll: Duration::from_millis(a.poll_ms.max(50)),
+        receivewal: std::env::var("CAIRN_PG_RECEIVEWAL").unwrap_or_else(|_| "pg_receivewal".into()),
+    };
+    let quiet = ctx.g.quiet;
+    cairn_pg::receive::run(&repo, &opts, &STOP, &|l| {
+        if !quiet {
+            eprintln!("cairn: {l}");
+        }
+    })?;
+    Ok(())
+}
+
+// ---- wal-list / check ----
+
+struct Window {
+    id: SnapshotId,
+    pg: PgBackup,
+    /// The backup's own WAL is complete.
+    complete: bool,
+    /// Last segment reachable without a hole, and when it was stored.
+    through: Option<String>,
+    stored_at: Option<i64>,
+}
+
+fn windows(repo: &Repository, files: &[(WalName, u64)]) -> Result<(Runs, Vec<Window>)> {
+    let snaps = postgres_snapshots(repo)?;
+    let seg = snaps.last().and_then(|(_, s)| s.postgres.as_ref()).map(|p| p.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
+    let runs = Runs::of(files, seg);
+    let mut out = Vec::new();
+    for (id, s) in snaps {
+        let Some(pg) = s.postgres else { continue };
+        let (Some(a), Some(b)) = (
+            WalName::parse(&pg.start_wal).and_then(|w| w.segno(pg.wal_segment_size)),
+            WalName::parse(&pg.stop_wal).and_then(|w| w.segno(pg.wal_segment_size)),
+        ) else {
+            continue;
+        };
+        let reach = runs.reach(pg.timeline, a);
+        let complete = reach.is_some_and(|r| r >= b);
+        let through = reach.map(|r| wal::segment_name(pg.timeline, r, pg.wal_segment_size));
+        let stored_at = match (&through, complete) {
+            (Some(t), true) => WalName::parse(t).and_then(|w| wal::get_with_time(repo, &w).ok().flatten()).map(|(t, _)| t),
+            _ => None,
+        };
+        out.push(Window { id, pg, complete, through, stored_at });
+    }
+    Ok((runs, out))
+}
+
+fn ms_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn wal_list(ctx: &Context) -> Result<()> {
+    let repo = ctx.open()?;
+    let files = wal::list(&repo)?;
+    let (runs, wins) = windows(&repo, &files)?;
+    let seg = wins.last().map(|w| w.pg.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
+    let name = |tl: u32, n: u64| wal::segment_name(tl, n, seg);
+    let histories: Vec<&str> = files.iter().filter(|(w, _)| w.kind == Kind::History).map(|(w, _)| w.name.as_str()).collect();
+    if ctx.g.json {
+        let tls: Vec<serde_json::Value> = runs
+            .by_timeline
+            .iter()
+            .map(|(tl, rs)| {
+                serde_json::json!({"timeline": tl,
+                    "ranges": rs.iter().map(|(a, b)| serde_json::json!([name(*tl, *a), name(*tl, *b)])).collect::<Vec<_>>(),
+                    "partial": runs.partial.get(tl).map(|v| v.iter().map(|n| name(*tl, *n)).collect::<Vec<_>>()).unwrap_or_default()})
+            })
+            .collect();
+        let bs: Vec<serde_json::Value> = wins
+            .iter()
+            .map(|w| {
+                serde_json::json!({"snapshot_id": w.id.to_hex(), "short_id": w.id.short(), "timeline": w.pg.timeline,
+                    "start_wal": w.pg.start_wal, "stop_wal": w.pg.stop_wal, "complete": w.complete,
+                    "recoverable_from": w.pg.stop_time, "wal_through": w.through,
+                    "wal_stored_at": w.stored_at.map(ms_time)})
+            })
+            .collect();
+        println!("{}", serde_json::json!({"timelines": tls, "history_files": histories, "base_backups": bs}));
+        return Ok(());
+    }
+    if runs.by_timeline.is_empty() {
+        println!("no WAL in the repository");
+    }
+    for (tl, rs) in &runs.by_timeline {
+        let n: u64 = rs.iter().map(|(a, b)| b - a + 1).sum();
+        println!("timeline {tl}: {n} segments in {} range(s)", rs.len());
+        for (i, (a, b)) in rs.iter().enumerate() {
+            println!("  {} .. {}", name(*tl, *a), name(*tl, *b));
+            if let Some((c, _)) = rs.get(i + 1) {
+                println!("  gap: {} .. {} missing", name(*tl, b + 1), name(*tl, c - 1));
+            }
+        }
+        if let Some(p) = runs.partial.get(tl) {
+            for n in p {
+                println!("  {} is partial (streaming)", name(*tl, *n));
+            }
+        }
+    }
+    if !histories.is_empty() {
+        println!("history files: {}", histories.join(", "));
+    }
+    for w in &wins {
+        if w.complete {
+            println!(
+                "base backup {} (timeline {}): recoverable from {} to about {} (WAL through {})",
+                w.id.short(),
+                w.pg.timeline,
+                w.pg.stop_time,
+                w.stored_at.map(ms_time).unwrap_or_else(|| "?".into()),
+                w.through.as_deref().unwrap_or("?")
+            );
+        } else {
+            println!(
+                "base backup {} (timeline {}): NOT recoverable: WAL {} .. {} is incomplete",
+                w.id.short(),
+                w.pg.timeline,
+                w.pg.start_wal,
+                w.pg.stop_wal
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check(ctx: &Context, a: &PgCheckArgs) -> Result<()> {
+    let repo = ctx.open_fast()?;
+    let files = wal::list(&repo)?;
+    let (_, wins) = windows(&repo, &files)?;
+    let mut bad = 0;
+    for w in &wins {
+        if w.complete {
+            if !ctx.g.quiet {
+                println!("base backup {}: WAL complete ({} .. {}), recoverable to WAL {}", w.id.short(), w.pg.start_wal, w.pg.stop_wal, w.through.as_deref().unwrap_or("?"));
+            }
+        } else {
+            bad += 1;
+            eprintln!("cairn: error: base backup {}: WAL {} .. {} is incomplete: it cannot be restored", w.id.short(), w.pg.start_wal, w.pg.stop_wal);
+        }
+    }
+    if wins.is_empty() && !ctx.g.quiet {
+        println!("no PostgreSQL base backup in the repository");
+    }
+    if let Some(conn) = &a.connection {
+        let mut s = Session::connect(conn).map_err(|e| anyhow!("connecting to PostgreSQL: {e}"))?;
+        // A record first, so that the switch always completes a segment.
+        s.query("SELECT pg_create_restore_point('cairn check')")?;
+        let name = s.value("SELECT pg_walfile_name(pg_switch_wal())")?;
+        let w = WalName::parse(name.trim()).ok_or_else(|| anyhow!("unexpected WAL file name {name:?}"))?;
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(a.timeout);
+        loop {
+            if wal::get(&repo, &w)?.is_some() {
+                if !ctx.g.quiet {
+                    println!("archiving works: {} reached the repository {:.1} s after the switch", w.name, start.elapsed().as_secs_f64());
+                }
+                break;
+            }
+            if Instant::now() >= deadline {
+                bad += 1;
+                eprintln!("cairn: error: WAL {} did not reach the repository within {} s: archiving is not working", w.name, a.timeout);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    if bad > 0 {
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
