@@ -1,0 +1,317 @@
+#![allow(clippy::unwrap_used)]
+//! `cairn pg` against real PostgreSQL clusters that the tests create with the machine's
+//! `initdb`, archiving into a cairn repository through the built binary.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cairn_testkit::pg::{as_postgres, give_to_postgres, pg_bin, PgCluster};
+
+/// A test directory owned by the server's user, holding the repository, its password
+/// file, a copy of the cairn binary (so the server's user can run it wherever the build
+/// lives) and the clusters.
+struct PgEnv {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    cairn: PathBuf,
+    repo: PathBuf,
+    pwfile: PathBuf,
+}
+
+impl PgEnv {
+    fn new() -> Option<PgEnv> {
+        let Some(bin) = pg_bin() else {
+            eprintln!("SKIPPED: no PostgreSQL server binaries (initdb) found; scripts/test installs them");
+            return None;
+        };
+        let dir = tempfile::Builder::new().prefix("cairn-pg-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cairn = dir.path().join("cairn");
+        std::fs::copy(env!("CARGO_BIN_EXE_cairn"), &cairn).unwrap();
+        let pwfile = dir.path().join("password");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let e = PgEnv { repo: dir.path().join("repo"), bin, cairn, pwfile, dir };
+        give_to_postgres(e.dir.path());
+        e.ok(&["init"]);
+        Some(e)
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    /// The environment every cairn run gets, here and from the server's commands.
+    fn env_prefix(&self) -> String {
+        format!(
+            "HOME={} XDG_CACHE_HOME={} CAIRN_REPO={} CAIRN_PASSWORD_FILE={}",
+            self.path("home").display(),
+            self.path("home/.cache").display(),
+            self.repo.display(),
+            self.pwfile.display()
+        )
+    }
+    fn archive_command(&self) -> String {
+        format!("{} {} pg archive-push %p", self.env_prefix(), self.cairn.display())
+    }
+    fn cmd(&self) -> Command {
+        let mut c = as_postgres(&self.cairn);
+        c.env_clear()
+            .env("PATH", format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("HOME", self.path("home"))
+            .env("XDG_CACHE_HOME", self.path("home/.cache"))
+            .env("CAIRN_REPO", &self.repo)
+            .env("CAIRN_PASSWORD_FILE", &self.pwfile)
+            .stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "cairn {args:?} failed: {}\n{}", o.status, stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+    /// A new cluster archiving into the repository.
+    fn cluster(&self, name: &str) -> PgCluster {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!("archive_mode = on\narchive_command = '{}'\n", self.archive_command().replace('\'', "''"));
+        let mut c = PgCluster::init(&self.bin, &dir, &conf);
+        c.start();
+        c
+    }
+    /// A cluster object for a restored data directory.
+    fn restored(&self, name: &str, data: &Path) -> PgCluster {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        give_to_postgres(&dir);
+        PgCluster::at(&self.bin, &dir, data)
+    }
+    /// Forces the current WAL segment out and waits until the repository has it.
+    fn archive_now(&self, c: &PgCluster) {
+        let o = self.run(&["pg", "check", "--connection", &c.conn(), "--timeout", "60"]);
+        assert!(o.status.success(), "WAL did not reach the repository: {}\n{}", stderr(&o), c.server_log());
+    }
+}
+
+const ACCOUNTS_MD5: &str = "SELECT md5(string_agg(aid::text || ':' || abalance::text, ',' ORDER BY aid)) FROM pgbench_accounts";
+
+#[test]
+fn point_in_time_restore_reaches_exactly_the_target_time() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("primary");
+    c.pgbench(&["-i", "-s", "1", "-q"]);
+    c.sql("CREATE TABLE marks (phase text, at timestamptz default clock_timestamp())");
+    let b = env.json(&["pg", "backup", "--data-dir", c.data.to_str().unwrap(), "--connection", &c.conn()]);
+    assert!(b["stop_lsn"].as_str().unwrap().contains('/'), "{b}");
+    // Writes after the base backup, then the target moment, then more writes.
+    c.pgbench(&["-t", "200", "-c", "2", "-n"]);
+    c.sql("INSERT INTO marks (phase) VALUES ('A')");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = c.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    let at_t = c.sql(ACCOUNTS_MD5);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.pgbench(&["-t", "200", "-c", "2", "-n"]);
+    c.sql("INSERT INTO marks (phase) VALUES ('B')");
+    assert_ne!(c.sql(ACCOUNTS_MD5), at_t, "the writes after T must change the table");
+    env.archive_now(&c);
+
+    let target = env.path("restored/data");
+    env.ok(&["pg", "restore", "--target-dir", target.to_str().unwrap(), "--time", &t]);
+    let mut r = env.restored("restored", &target);
+    r.start();
+    assert!(r.wait_promoted(120), "restored cluster never promoted:\n{}", r.server_log());
+    assert_eq!(r.sql(ACCOUNTS_MD5), at_t, "state at T differs:\n{}", r.server_log());
+    assert_eq!(r.sql("SELECT string_agg(phase, ',' ORDER BY at) FROM marks"), "A", "nothing after T may be there");
+    r.stop();
+
+    // A target before the oldest base backup ends is refused clearly.
+    let o = env.run(&["pg", "restore", "--target-dir", env.path("early").to_str().unwrap(), "--time", "2000-01-01T00:00:00Z"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no base backup ends before"), "{}", stderr(&o));
+}
+
+#[test]
+fn second_base_backup_stores_a_small_fraction_and_wal_list_shows_the_windows() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("primary");
+    c.pgbench(&["-i", "-s", "5", "-q"]);
+    let first = env.json(&["pg", "backup", "--data-dir", c.data.to_str().unwrap(), "--connection", &c.conn()]);
+    c.sql("UPDATE pgbench_branches SET bbalance = bbalance + 1");
+    let second = env.json(&["pg", "backup", "--data-dir", c.data.to_str().unwrap(), "--connection", &c.conn()]);
+    let (a, b) = (first["bytes_added"].as_u64().unwrap(), second["bytes_added"].as_u64().unwrap());
+    assert!(a > 1_000_000, "{first}");
+    assert!(b * 10 < a, "second base backup stored {b} bytes, the first {a}");
+    assert!(second["files_unmodified"].as_u64().unwrap() > 100, "{second}");
+    let l = env.json(&["pg", "wal-list"]);
+    let bs = l["base_backups"].as_array().unwrap();
+    assert_eq!(bs.len(), 2, "{l}");
+    assert!(bs.iter().all(|b| b["complete"] == true), "{l}");
+    assert_eq!(l["timelines"][0]["timeline"], 1, "{l}");
+    env.ok(&["pg", "check"]);
+    c.stop();
+}
+
+#[test]
+fn streaming_keeps_the_rpo_in_seconds_and_a_timeline_switch_archives_on() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("primary");
+    c.sql("CREATE TABLE t (id serial primary key, at timestamptz default clock_timestamp())");
+    env.ok(&["pg", "backup", "--data-dir", c.data.to_str().unwrap(), "--connection", &c.conn()]);
+    let mut stream = env
+        .cmd()
+        .args(["pg", "wal-stream", "--connection", &format!("{} replication=true", c.conn()), "--spool"])
+        .arg(env.path("spool"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Commits up to the very moment of the crash.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(3) {
+        c.sql("INSERT INTO t DEFAULT VALUES");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let last_commit: f64 = c.sql("SELECT extract(epoch FROM max(at)) FROM t").parse().unwrap();
+    // Disaster: the server dies and its data directory is gone.
+    c.crash();
+    std::fs::remove_dir_all(&c.data).unwrap();
+    // SIGTERM to cairn itself (under runuser when we are root, it is runuser's child).
+    if cairn_testkit::pg::is_root() {
+        Command::new("pkill").args(["-TERM", "-P", &stream.id().to_string()]).status().unwrap();
+    } else {
+        unsafe { libc::kill(stream.id() as i32, libc::SIGTERM) };
+    }
+    let st = stream.wait().unwrap();
+    assert!(st.success(), "wal-stream did not stop cleanly: {st}");
+
+    let target = env.path("r1/data");
+    env.ok(&["pg", "restore", "--target-dir", target.to_str().unwrap(), "--latest"]);
+    let mut r = env.restored("r1", &target);
+    r.start();
+    assert!(r.wait_promoted(120), "never promoted:\n{}", r.server_log());
+    let recovered: f64 = r.sql("SELECT extract(epoch FROM max(at)) FROM t").parse().unwrap();
+    let rpo = last_commit - recovered;
+    eprintln!("RPO with wal-stream: {rpo:.2} s (last commit vs newest recovered commit)");
+    assert!(rpo <= 5.0, "RPO {rpo:.2} s is over 5 s:\n{}", r.server_log());
+    let committed: i64 = r.sql("SELECT count(*) FROM t").parse().unwrap();
+    assert!(committed > 20, "{committed}");
+
+    // The restored cluster runs on a new timeline and archives there.
+    let tl: u32 = r.sql("SELECT timeline_id FROM pg_control_checkpoint()").parse().unwrap();
+    r.sql("CHECKPOINT");
+    let tl2: u32 = r.sql("SELECT timeline_id FROM pg_control_checkpoint()").parse().unwrap();
+    assert!(tl.max(tl2) >= 2, "no timeline switch");
+    r.sql("INSERT INTO t DEFAULT VALUES");
+    env.ok(&["pg", "backup", "--data-dir", target.to_str().unwrap(), "--connection", &r.conn()]);
+    r.sql("INSERT INTO t DEFAULT VALUES");
+    env.archive_now(&r);
+    r.stop();
+    let l = env.json(&["pg", "wal-list"]);
+    assert!(l["history_files"].as_array().unwrap().iter().any(|h| h == "00000002.history"), "{l}");
+    let target2 = env.path("r2/data");
+    env.ok(&["pg", "restore", "--target-dir", target2.to_str().unwrap()]);
+    let mut r2 = env.restored("r2", &target2);
+    r2.start();
+    assert!(r2.wait_promoted(120), "never promoted:\n{}", r2.server_log());
+    let got2: i64 = r2.sql("SELECT count(*) FROM t").parse().unwrap();
+    assert_eq!(got2, committed + 2, "{}", r2.server_log());
+    r2.stop();
+}
+
+#[test]
+fn archive_push_and_get_behave_as_postgres_expects() {
+    let Some(env) = PgEnv::new() else { return };
+    let wal = env.path("pg_wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let seg = wal.join("000000010000000000000003");
+    let content = noise(16 << 20, 5);
+    std::fs::write(&seg, &content).unwrap();
+    give_to_postgres(&wal);
+    let push = |p: &Path| env.run(&["pg", "archive-push", p.to_str().unwrap()]);
+    assert!(push(&seg).status.success());
+    // Pushed again after a crash: same bytes, success.
+    assert!(push(&seg).status.success());
+    // Different bytes under the same name: refused loudly.
+    let mut other = content.clone();
+    other[100] ^= 1;
+    std::fs::write(&seg, &other).unwrap();
+    let o = push(&seg);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
+    // Get: the stored bytes; a missing segment is exit 1 with nothing said.
+    let out = env.path("got");
+    give_to_postgres(env.dir.path());
+    let o = env.run(&["pg", "archive-get", "000000010000000000000003", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&out).unwrap() == content);
+    let o = env.run(&["pg", "archive-get", "000000010000000000000004", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.is_empty(), "archive-get must be silent on a missing file: {}", stderr(&o));
+    // Names that are not WAL file names never reach the store.
+    let o = env.run(&["pg", "archive-get", "../config", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a WAL file name"));
+    // Per-call latency: the key cache spares the password KDF (measured, printed).
+    let t = std::time::Instant::now();
+    let n = 5;
+    for i in 0..n {
+        let p = wal.join(format!("0000000100000000000000{:02X}", 0x10 + i));
+        std::fs::write(&p, &content).unwrap();
+        give_to_postgres(&p);
+        assert!(push(&p).status.success());
+    }
+    eprintln!("archive-push: {:.0} ms per 16 MiB segment (debug build)", t.elapsed().as_secs_f64() * 1000.0 / n as f64);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let Some(env) = PgEnv::new() else { return };
+    let not_pg = env.path("notpg");
+    std::fs::create_dir_all(&not_pg).unwrap();
+    let o = env.run(&["pg", "backup", "--data-dir", not_pg.to_str().unwrap(), "--connection", "host=/nonexistent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a PostgreSQL data directory"), "{}", stderr(&o));
+    let mut c = env.cluster("primary");
+    let data = c.data.clone();
+    let conn = c.conn();
+    c.stop();
+    let o = env.run(&["pg", "backup", "--data-dir", data.to_str().unwrap(), "--connection", &conn]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("connecting to PostgreSQL") && e.trim().lines().count() == 1, "{e}");
+    let o = env.run(&["pg", "restore", "--target-dir", env.path("x").to_str().unwrap(), "--latest"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no PostgreSQL base backup"), "{}", stderr(&o));
+}
+
+#[test]
+fn archive_push_keeps_up_with_pgbench() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("primary");
+    // Loading scale 8 writes some 130 MB of WAL as fast as the server can.
+    c.pgbench(&["-i", "-s", "8", "-q"]);
+    c.pgbench(&["-T", "3", "-c", "2", "-n"]);
+    let archived: i64 = c.sql("SELECT archived_count FROM pg_stat_archiver").parse().unwrap();
+    let failed: i64 = c.sql("SELECT failed_count FROM pg_stat_archiver").parse().unwrap();
+    let ready = std::fs::read_dir(c.data.join("pg_wal/archive_status"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+        .count();
+    eprintln!("pgbench: {archived} segments archived, {ready} waiting, {failed} failures");
+    assert!(archived >= 3, "too little WAL to tell: {archived}");
+    assert_eq!(failed, 0, "{}", c.server_log());
+    assert!(ready <= 2, "the archiver falls behind: {ready} segments waiting");
+    c.stop();
+}
