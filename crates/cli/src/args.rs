@@ -93,6 +93,9 @@ pub struct InitArgs {
 pub struct BackupArgs {
     /// Files and directories to back up
     pub paths: Vec<PathBuf>,
+    /// A live SQLite database, copied consistently through SQLite's online backup API
+    #[arg(long, value_name = "DB_FILE")]
+    pub sqlite: Option<PathBuf>,
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's)

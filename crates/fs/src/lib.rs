@@ -17,4 +17,5 @@ pub use source::{FsSource, FsSourceOptions};
 pub use target::FsDestination;
 
 mod patterns;
+pub mod sqlite;
 pub use patterns::PathMatcher;
