@@ -31,6 +31,16 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         hostname: cairn_fs::hostname(),
     };
     let mut r = cairn_repo::prune(repo, &opts)?;
+    // WAL that no remaining PostgreSQL base backup needs.
+    let backups: Vec<_> = repo.list_snapshots()?.into_iter().filter_map(|(_, s)| s.postgres).collect();
+    let files = cairn_pg::wal::list(repo)?;
+    for (w, size) in cairn_pg::wal::expirable(&files, &backups) {
+        if !dry_run {
+            cairn_pg::wal::delete(repo, &w)?;
+        }
+        r.wal_files_deleted += 1;
+        r.wal_bytes_deleted += size;
+    }
     if !dry_run {
         let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
         match cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age) {
@@ -79,6 +89,14 @@ pub fn print(ctx: &Context, r: &PruneReport) {
         println!("{} marked packs {}indexed again: a backup that ran meanwhile uses them", r.packs_resurrected, would);
     }
     println!("deleted: {} packs, {} {}freed", r.packs_deleted, bytes(r.bytes_deleted), would);
+    if r.wal_files_deleted > 0 {
+        println!(
+            "WAL: {} files ({}) older than the oldest PostgreSQL base backup {}deleted",
+            r.wal_files_deleted,
+            bytes(r.wal_bytes_deleted),
+            would
+        );
+    }
     if r.packs_pending > 0 {
         println!("pending: {} packs ({}) to be freed later:", r.packs_pending, bytes(r.bytes_pending));
         for why in &r.pending_reasons {

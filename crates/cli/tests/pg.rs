@@ -158,6 +158,13 @@ fn second_base_backup_stores_a_small_fraction_and_wal_list_shows_the_windows() {
     assert!(bs.iter().all(|b| b["complete"] == true), "{l}");
     assert_eq!(l["timelines"][0]["timeline"], 1, "{l}");
     env.ok(&["pg", "check"]);
+    // Retention: once the first base backup is forgotten, prune drops the WAL only it needed.
+    env.ok(&["forget", first["short_id"].as_str().unwrap()]);
+    let p = env.json(&["prune", "--grace", "0"]);
+    assert!(p["wal_files_deleted"].as_u64().unwrap() >= 1, "{p}");
+    let l = env.json(&["pg", "wal-list"]);
+    assert_eq!(l["timelines"][0]["ranges"][0][0], second["start_wal"], "{l}");
+    env.ok(&["pg", "check"]);
     c.stop();
 }
 

@@ -319,3 +319,51 @@ mod tests {
         assert_eq!(r.partial[&1], vec![3]);
     }
 }
+
+/// WAL files that no remaining base backup needs: every segment, partial and backup
+/// history file before the oldest base backup's start segment (on any timeline; history
+/// files are kept, they are tiny and recovery asks for them). With no base backup at all
+/// nothing is expired: the WAL may be all there is.
+pub fn expirable(files: &[(WalName, u64)], backups: &[cairn_format::snapshot::PgBackup]) -> Vec<(WalName, u64)> {
+    let Some(oldest) = backups
+        .iter()
+        .filter_map(|b| WalName::parse(&b.start_wal)?.segno(b.wal_segment_size).map(|n| (n, b.wal_segment_size)))
+        .min()
+    else {
+        return Vec::new();
+    };
+    let (first, seg) = oldest;
+    files
+        .iter()
+        .filter(|(w, _)| w.kind != Kind::History && w.segno(seg).is_some_and(|n| n < first))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn only_wal_before_the_oldest_backup_expires() {
+        let f = |n: &str| (WalName::parse(n).unwrap(), 1u64);
+        let files = vec![
+            f("000000010000000000000001"),
+            f("000000010000000000000002.00000028.backup"),
+            f("000000010000000000000003"),
+            f("00000002.history"),
+            f("000000020000000000000004.partial"),
+        ];
+        let b = |start: &str| cairn_format::snapshot::PgBackup {
+            start_wal: start.into(),
+            wal_segment_size: 16 << 20,
+            ..Default::default()
+        };
+        assert!(expirable(&files, &[]).is_empty());
+        let e: Vec<String> = expirable(&files, &[b("000000010000000000000003"), b("000000020000000000000004")])
+            .into_iter()
+            .map(|(w, _)| w.name)
+            .collect();
+        assert_eq!(e, vec!["000000010000000000000001", "000000010000000000000002.00000028.backup"]);
+    }
+}

@@ -73,6 +73,9 @@ pub struct PruneReport {
     pub pending_reasons: Vec<String>,
     pub index_files_written: usize,
     pub index_files_deleted: usize,
+    /// PostgreSQL WAL files no remaining base backup needs (set by the caller).
+    pub wal_files_deleted: usize,
+    pub wal_bytes_deleted: u64,
     pub warnings: Vec<String>,
     pub dry_run: bool,
 }
