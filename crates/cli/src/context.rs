@@ -149,9 +149,10 @@ impl Context {
             return self.open();
         }
         let pw = self.password(false)?;
-        let path = cache_home().map(|c| c.join("cairn/keys").join(&cairn_format::id::to_hex(
-            &cairn_crypto::content_hash(self.location().as_bytes())[..16],
-        )));
+        let path = cache_home().map(|c| {
+            c.join("cairn/keys")
+                .join(cairn_format::id::to_hex(&cairn_crypto::content_hash(self.location().as_bytes())[..16]))
+        });
         if let Some(p) = &path {
             if let Some(master) = std::fs::read(p).ok().and_then(|b| cairn_crypto::unwrap_from_cache(&b, &pw)) {
                 match Repository::open_with_master(self.store(false), self.rt.clone(), master) {

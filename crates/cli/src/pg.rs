@@ -103,7 +103,10 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
     // On any error the session ends with the process, which aborts the backup server-side.
     let outcome = crate::backup::archive(ctx, &repo, &src, opts)?;
     if let Some(first) = outcome.errors.first() {
-        bail!("{} files of the data directory could not be read (first: {first}); no base backup saved", outcome.errors.len());
+        bail!(
+            "{} files of the data directory could not be read (first: {first}); no base backup saved",
+            outcome.errors.len()
+        );
     }
     let stopped = base::stop(&mut sess, &srv)?;
     drop(sess);
@@ -160,7 +163,10 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         println!("files:   {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified);
         println!("read:    {} of {}", output::bytes(s.bytes_read), output::bytes(s.total_bytes));
         println!("added:   {} stored", output::bytes(s.bytes_added));
-        println!("WAL:     {} ({}) .. {} ({}), timeline {}", pg.start_wal, pg.start_lsn, pg.stop_wal, pg.stop_lsn, pg.timeline);
+        println!(
+            "WAL:     {} ({}) .. {} ({}), timeline {}",
+            pg.start_wal, pg.start_lsn, pg.stop_wal, pg.stop_lsn, pg.timeline
+        );
         println!("base backup {} saved; consistent from {}", id.short(), pg.stop_time);
     }
     Ok(())
@@ -312,7 +318,8 @@ fn wal_stream(ctx: &Context, a: &PgStreamArgs) -> Result<()> {
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .ok_or_else(|| anyhow!("no --spool and no HOME for a default one"))?;
-            base.join("cairn/wal-stream").join(cairn_format::id::to_hex(&cairn_crypto::content_hash(ctx.location().as_bytes())[..8]))
+            base.join("cairn/wal-stream")
+                .join(cairn_format::id::to_hex(&cairn_crypto::content_hash(ctx.location().as_bytes())[..8]))
         }
     };
     // SAFETY: installing a handler that only stores to an atomic.
@@ -350,7 +357,8 @@ struct Window {
 
 fn windows(repo: &Repository, files: &[(WalName, u64)]) -> Result<(Runs, Vec<Window>)> {
     let snaps = postgres_snapshots(repo)?;
-    let seg = snaps.last().and_then(|(_, s)| s.postgres.as_ref()).map(|p| p.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
+    let seg =
+        snaps.last().and_then(|(_, s)| s.postgres.as_ref()).map(|p| p.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
     let runs = Runs::of(files, seg);
     let mut out = Vec::new();
     for (id, s) in snaps {
@@ -365,7 +373,9 @@ fn windows(repo: &Repository, files: &[(WalName, u64)]) -> Result<(Runs, Vec<Win
         let complete = reach.is_some_and(|r| r >= b);
         let through = reach.map(|r| wal::segment_name(pg.timeline, r, pg.wal_segment_size));
         let stored_at = match (&through, complete) {
-            (Some(t), true) => WalName::parse(t).and_then(|w| wal::get_with_time(repo, &w).ok().flatten()).map(|(t, _)| t),
+            (Some(t), true) => {
+                WalName::parse(t).and_then(|w| wal::get_with_time(repo, &w).ok().flatten()).map(|(t, _)| t)
+            }
             _ => None,
         };
         out.push(Window { id, pg, complete, through, stored_at });
@@ -383,7 +393,8 @@ fn wal_list(ctx: &Context) -> Result<()> {
     let (runs, wins) = windows(&repo, &files)?;
     let seg = wins.last().map(|w| w.pg.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
     let name = |tl: u32, n: u64| wal::segment_name(tl, n, seg);
-    let histories: Vec<&str> = files.iter().filter(|(w, _)| w.kind == Kind::History).map(|(w, _)| w.name.as_str()).collect();
+    let histories: Vec<&str> =
+        files.iter().filter(|(w, _)| w.kind == Kind::History).map(|(w, _)| w.name.as_str()).collect();
     if ctx.g.json {
         let tls: Vec<serde_json::Value> = runs
             .by_timeline
@@ -458,11 +469,22 @@ fn check(ctx: &Context, a: &PgCheckArgs) -> Result<()> {
     for w in &wins {
         if w.complete {
             if !ctx.g.quiet {
-                println!("base backup {}: WAL complete ({} .. {}), recoverable to WAL {}", w.id.short(), w.pg.start_wal, w.pg.stop_wal, w.through.as_deref().unwrap_or("?"));
+                println!(
+                    "base backup {}: WAL complete ({} .. {}), recoverable to WAL {}",
+                    w.id.short(),
+                    w.pg.start_wal,
+                    w.pg.stop_wal,
+                    w.through.as_deref().unwrap_or("?")
+                );
             }
         } else {
             bad += 1;
-            eprintln!("cairn: error: base backup {}: WAL {} .. {} is incomplete: it cannot be restored", w.id.short(), w.pg.start_wal, w.pg.stop_wal);
+            eprintln!(
+                "cairn: error: base backup {}: WAL {} .. {} is incomplete: it cannot be restored",
+                w.id.short(),
+                w.pg.start_wal,
+                w.pg.stop_wal
+            );
         }
     }
     if wins.is_empty() && !ctx.g.quiet {
@@ -479,13 +501,20 @@ fn check(ctx: &Context, a: &PgCheckArgs) -> Result<()> {
         loop {
             if wal::get(&repo, &w)?.is_some() {
                 if !ctx.g.quiet {
-                    println!("archiving works: {} reached the repository {:.1} s after the switch", w.name, start.elapsed().as_secs_f64());
+                    println!(
+                        "archiving works: {} reached the repository {:.1} s after the switch",
+                        w.name,
+                        start.elapsed().as_secs_f64()
+                    );
                 }
                 break;
             }
             if Instant::now() >= deadline {
                 bad += 1;
-                eprintln!("cairn: error: WAL {} did not reach the repository within {} s: archiving is not working", w.name, a.timeout);
+                eprintln!(
+                    "cairn: error: WAL {} did not reach the repository within {} s: archiving is not working",
+                    w.name, a.timeout
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));

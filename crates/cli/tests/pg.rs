@@ -103,12 +103,13 @@ impl PgEnv {
     }
 }
 
-const ACCOUNTS_MD5: &str = "SELECT md5(string_agg(aid::text || ':' || abalance::text, ',' ORDER BY aid)) FROM pgbench_accounts";
+const ACCOUNTS_MD5: &str =
+    "SELECT md5(string_agg(aid::text || ':' || abalance::text, ',' ORDER BY aid)) FROM pgbench_accounts";
 
 #[test]
 fn point_in_time_restore_reaches_exactly_the_target_time() {
     let Some(env) = PgEnv::new() else { return };
-    let mut c = env.cluster("primary");
+    let c = env.cluster("primary");
     c.pgbench(&["-i", "-s", "1", "-q"]);
     c.sql("CREATE TABLE marks (phase text, at timestamptz default clock_timestamp())");
     let b = env.json(&["pg", "backup", "--data-dir", c.data.to_str().unwrap(), "--connection", &c.conn()]);
@@ -135,7 +136,14 @@ fn point_in_time_restore_reaches_exactly_the_target_time() {
     r.stop();
 
     // A target before the oldest base backup ends is refused clearly.
-    let o = env.run(&["pg", "restore", "--target-dir", env.path("early").to_str().unwrap(), "--time", "2000-01-01T00:00:00Z"]);
+    let o = env.run(&[
+        "pg",
+        "restore",
+        "--target-dir",
+        env.path("early").to_str().unwrap(),
+        "--time",
+        "2000-01-01T00:00:00Z",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no base backup ends before"), "{}", stderr(&o));
 }

@@ -242,8 +242,49 @@ pub fn unwrap_master(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, Error>
     Ok(MasterKey(m))
 }
 
+/// A master key wrapped for a local key cache, so that commands run once per WAL file
+/// skip the password KDF: `salt(32) || sealed(master)` under a key derived from the
+/// password with BLAKE3 (fast: such a cache must be protected like the password itself;
+/// cairn writes it mode 0600 under the user's cache directory).
+pub fn wrap_for_cache(master: &MasterKey, password: &[u8]) -> Result<Vec<u8>, Error> {
+    let salt: [u8; SALT_LEN] = random_array()?;
+    let mut out = salt.to_vec();
+    out.extend_from_slice(&seal_object(&cache_key(password, &salt), CACHE_KIND, master.as_bytes())?);
+    Ok(out)
+}
+
+/// The master key from a cache entry, if `password` opens it.
+pub fn unwrap_from_cache(entry: &[u8], password: &[u8]) -> Option<MasterKey> {
+    if entry.len() < SALT_LEN {
+        return None;
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&entry[..SALT_LEN]);
+    let plain = open_object(&cache_key(password, &salt), CACHE_KIND, &entry[SALT_LEN..]).ok()?;
+    let key: [u8; 32] = plain.as_slice().try_into().ok()?;
+    Some(MasterKey::from_bytes(key))
+}
+
+const CACHE_KIND: &[u8] = b"cairn v1 key cache";
+
+fn cache_key(password: &[u8], salt: &[u8; SALT_LEN]) -> MasterKey {
+    let mut h = blake3::Hasher::new_derive_key("cairn v1 key cache");
+    h.update(salt);
+    h.update(password);
+    MasterKey::from_bytes(*h.finalize().as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_cache_opens_only_with_its_password() {
+        let m = super::MasterKey::generate().unwrap();
+        let e = super::wrap_for_cache(&m, b"pw").unwrap();
+        assert_eq!(super::unwrap_from_cache(&e, b"pw").unwrap().as_bytes(), m.as_bytes());
+        assert!(super::unwrap_from_cache(&e, b"other").is_none());
+        assert!(super::unwrap_from_cache(&e[..10], b"pw").is_none());
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -295,36 +336,4 @@ mod tests {
             prop_assert_eq!(&buf[..n], &data[..]);
         }
     }
-}
-
-/// A master key wrapped for a local key cache, so that commands run once per WAL file
-/// skip the password KDF: `salt(32) || sealed(master)` under a key derived from the
-/// password with BLAKE3 (fast: such a cache must be protected like the password itself;
-/// cairn writes it mode 0600 under the user's cache directory).
-pub fn wrap_for_cache(master: &MasterKey, password: &[u8]) -> Result<Vec<u8>, Error> {
-    let salt: [u8; SALT_LEN] = random_array()?;
-    let mut out = salt.to_vec();
-    out.extend_from_slice(&seal_object(&cache_key(password, &salt), CACHE_KIND, master.as_bytes())?);
-    Ok(out)
-}
-
-/// The master key from a cache entry, if `password` opens it.
-pub fn unwrap_from_cache(entry: &[u8], password: &[u8]) -> Option<MasterKey> {
-    if entry.len() < SALT_LEN {
-        return None;
-    }
-    let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&entry[..SALT_LEN]);
-    let plain = open_object(&cache_key(password, &salt), CACHE_KIND, &entry[SALT_LEN..]).ok()?;
-    let key: [u8; 32] = plain.as_slice().try_into().ok()?;
-    Some(MasterKey::from_bytes(key))
-}
-
-const CACHE_KIND: &[u8] = b"cairn v1 key cache";
-
-fn cache_key(password: &[u8], salt: &[u8; SALT_LEN]) -> MasterKey {
-    let mut h = blake3::Hasher::new_derive_key("cairn v1 key cache");
-    h.update(salt);
-    h.update(password);
-    MasterKey::from_bytes(*h.finalize().as_bytes())
 }

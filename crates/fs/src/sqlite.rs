@@ -63,15 +63,28 @@ pub fn consistent_copy(db: &Path, dest: &Path, timeout: Duration) -> Result<(), 
 impl SqliteSource {
     /// Makes the consistent copy of `db` (an absolute path) in `tmp_dir`.
     pub fn new(db: &Path, tmp_dir: &Path) -> Result<SqliteSource, String> {
-        let name = format!(".cairn-sqlite-{}-{}", std::process::id(), db.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let name = format!(
+            ".cairn-sqlite-{}-{}",
+            std::process::id(),
+            db.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        );
         let copy = tmp_dir.join(name);
         {
             // Private from the start: it holds the whole database.
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&copy).map_err(|e| err(&copy, e))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&copy)
+                .map_err(|e| err(&copy, e))?;
         }
         let s = SqliteSource {
-            fs: FsSource::new(FsSourceOptions { excludes: Vec::new(), one_file_system: false, roots: vec![db.to_path_buf()] })?,
+            fs: FsSource::new(FsSourceOptions {
+                excludes: Vec::new(),
+                one_file_system: false,
+                roots: vec![db.to_path_buf()],
+            })?,
             db: db.to_path_buf(),
             copy,
         };

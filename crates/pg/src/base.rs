@@ -38,7 +38,11 @@ pub fn server(s: &mut Session) -> Result<Server> {
          (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), current_setting('wal_level'), \
          current_setting('archive_mode'), current_setting('archive_command')",
     )?;
-    let r = row.into_iter().next().filter(|r| r.len() == 6).ok_or_else(|| Error::Sql("unexpected answer about server settings".into()))?;
+    let r = row
+        .into_iter()
+        .next()
+        .filter(|r| r.len() == 6)
+        .ok_or_else(|| Error::Sql("unexpected answer about server settings".into()))?;
     let seg: u64 = r[2].parse().map_err(|_| Error::Sql("wal_segment_size is not a number".into()))?;
     // Before PostgreSQL 11 the setting counted 8 kB blocks.
     let wal_segment_size = if version < 110_000 { seg * 8192 } else { seg };
@@ -86,7 +90,12 @@ pub fn start(s: &mut Session, srv: &Server, label: &str, fast: bool) -> Result<S
     } else {
         format!("SELECT pg_start_backup({}, {f}, false)::text, {NOW}", literal(label))
     };
-    let r = s.query(&sql)?.into_iter().next().filter(|r| r.len() == 2).ok_or_else(|| Error::Sql("no answer from pg_backup_start".into()))?;
+    let r = s
+        .query(&sql)?
+        .into_iter()
+        .next()
+        .filter(|r| r.len() == 2)
+        .ok_or_else(|| Error::Sql("no answer from pg_backup_start".into()))?;
     parse_lsn(&r[0]).ok_or_else(|| Error::Sql(format!("unexpected LSN {:?}", r[0])))?;
     let wal = walfile(s, &r[0])?;
     Ok(Started { lsn: r[0].clone(), wal, time: r[1].clone() })
@@ -101,7 +110,12 @@ pub fn stop(s: &mut Session, srv: &Server) -> Result<Stopped> {
     } else {
         format!("SELECT {cols}, {NOW} FROM pg_stop_backup(false, true)")
     };
-    let r = s.query(&sql)?.into_iter().next().filter(|r| r.len() == 4).ok_or_else(|| Error::Sql("no answer from pg_backup_stop".into()))?;
+    let r = s
+        .query(&sql)?
+        .into_iter()
+        .next()
+        .filter(|r| r.len() == 4)
+        .ok_or_else(|| Error::Sql("no answer from pg_backup_stop".into()))?;
     parse_lsn(&r[0]).ok_or_else(|| Error::Sql(format!("unexpected LSN {:?}", r[0])))?;
     let wal = walfile(s, &r[0])?;
     Ok(Stopped { lsn: r[0].clone(), wal, time: r[3].clone(), label: unhex(&r[1])?, tablespace_map: unhex(&r[2])? })
@@ -178,10 +192,9 @@ impl<S: Source> Source for LiveSource<S> {
         match self.inner.read_dir(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
-            Ok(v) => Ok(v
-                .into_iter()
-                .filter(|(_, n)| !matches!(n, Err(e) if e.kind() == io::ErrorKind::NotFound))
-                .collect()),
+            Ok(v) => {
+                Ok(v.into_iter().filter(|(_, n)| !matches!(n, Err(e) if e.kind() == io::ErrorKind::NotFound)).collect())
+            }
         }
     }
 

@@ -97,7 +97,9 @@ pub fn run(repo: &Repository, opts: &StreamOptions, stop: &AtomicBool, log: &dyn
         .args(["--create-slot", "--if-not-exists", "--slot", &opts.slot])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::Invalid(format!("cannot run {}: {e} (is the PostgreSQL client installed?)", opts.receivewal)))?;
+        .map_err(|e| {
+            Error::Invalid(format!("cannot run {}: {e} (is the PostgreSQL client installed?)", opts.receivewal))
+        })?;
     if !out.status.success() {
         return Err(Error::Invalid(format!(
             "creating replication slot {}: {}",

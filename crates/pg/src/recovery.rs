@@ -26,7 +26,8 @@ pub enum Target {
 /// Parses a time given with its UTC offset: RFC 3339, or PostgreSQL's `2026-11-25 15:00:00+00`.
 pub fn parse_time(s: &str) -> Result<i128> {
     let t = s.trim();
-    let iso = if t.len() > 10 && t.as_bytes()[10] == b' ' { format!("{}T{}", &t[..10], &t[11..]) } else { t.to_string() };
+    let iso =
+        if t.len() > 10 && t.as_bytes()[10] == b' ' { format!("{}T{}", &t[..10], &t[11..]) } else { t.to_string() };
     // PostgreSQL prints offsets as +00 or +05:30; RFC 3339 wants +00:00.
     let fixed = fix_offset(&iso);
     fixed.parse::<jiff::Timestamp>().map(|ts| ts.as_nanosecond()).map_err(|_| {
@@ -37,7 +38,10 @@ pub fn parse_time(s: &str) -> Result<i128> {
 fn fix_offset(s: &str) -> String {
     // A trailing [+-]HH without minutes.
     let b = s.as_bytes();
-    if b.len() > 3 && (b[b.len() - 3] == b'+' || b[b.len() - 3] == b'-') && s[s.len() - 2..].bytes().all(|c| c.is_ascii_digit()) {
+    if b.len() > 3
+        && (b[b.len() - 3] == b'+' || b[b.len() - 3] == b'-')
+        && s[s.len() - 2..].bytes().all(|c| c.is_ascii_digit())
+    {
         return format!("{s}:00");
     }
     s.to_string()
@@ -52,7 +56,9 @@ pub fn parse_target(time: Option<&str>, lsn: Option<&str>, xid: Option<&str>, na
         return Ok(Target::Time(parse_time(t)?));
     }
     if let Some(l) = lsn {
-        return parse_lsn(l).map(Target::Lsn).ok_or_else(|| Error::Invalid(format!("--lsn {l:?}: expected X/Y in hex, like 0/3000028")));
+        return parse_lsn(l)
+            .map(Target::Lsn)
+            .ok_or_else(|| Error::Invalid(format!("--lsn {l:?}: expected X/Y in hex, like 0/3000028")));
     }
     if let Some(x) = xid {
         if x.is_empty() || !x.bytes().all(|c| c.is_ascii_digit()) {
@@ -82,8 +88,12 @@ pub fn choose<'a>(backups: &'a [(SnapshotId, Snapshot)], target: &Target) -> Res
     };
     let info = |s: &'a Snapshot| s.postgres.as_ref();
     let found = match target {
-        Target::Time(t) => pg.iter().rev().find(|(_, s)| info(s).and_then(|p| ns(&p.stop_time)).is_some_and(|stop| stop <= *t)),
-        Target::Lsn(l) => pg.iter().rev().find(|(_, s)| info(s).and_then(|p| parse_lsn(&p.stop_lsn)).is_some_and(|stop| stop <= *l)),
+        Target::Time(t) => {
+            pg.iter().rev().find(|(_, s)| info(s).and_then(|p| ns(&p.stop_time)).is_some_and(|stop| stop <= *t))
+        }
+        Target::Lsn(l) => {
+            pg.iter().rev().find(|(_, s)| info(s).and_then(|p| parse_lsn(&p.stop_lsn)).is_some_and(|stop| stop <= *l))
+        }
         _ => Some(newest),
     };
     found.copied().ok_or_else(|| {
@@ -172,15 +182,20 @@ pub fn prepare(dir: &Path, pg: &PgBackup, settings: &str, owner: Option<(u32, u3
         .mode(0o600)
         .open(&auto)
         .map_err(|e| Error::io(auto.display().to_string(), e))?;
-    f.write_all(settings.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(auto.display().to_string(), e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    f.write_all(settings.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(auto.display().to_string(), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
     if let Some((uid, gid)) = owner {
-        for p in [dir.join("backup_label"), dir.join("tablespace_map"), dir.join("recovery.signal"), auto, dir.to_path_buf()]
-            .into_iter()
-            .chain(made)
+        for p in
+            [dir.join("backup_label"), dir.join("tablespace_map"), dir.join("recovery.signal"), auto, dir.to_path_buf()]
+                .into_iter()
+                .chain(made)
         {
             if p.exists() {
-                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| Error::io(p.display().to_string(), e))?;
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(p.display().to_string(), e))?;
             }
         }
     }
@@ -210,7 +225,10 @@ mod tests {
         assert_eq!(choose(&b, &t("2026-01-01T11:00:00Z")).unwrap().1.time, "2026-01-01T10:00:00Z");
         assert_eq!(choose(&b, &t("2026-01-01 12:30:00+01")).unwrap().1.time, "2026-01-01T10:00:00Z");
         assert_eq!(choose(&b, &t("2026-01-01T12:00:00Z")).unwrap().1.time, "2026-01-01T12:00:00Z");
-        assert!(choose(&b, &t("2026-01-01T09:00:00Z")).unwrap_err().to_string().contains("oldest one ends at 2026-01-01T10:00:00Z"));
+        assert!(choose(&b, &t("2026-01-01T09:00:00Z"))
+            .unwrap_err()
+            .to_string()
+            .contains("oldest one ends at 2026-01-01T10:00:00Z"));
         assert_eq!(choose(&b, &Target::Lsn(0x4000000)).unwrap().1.time, "2026-01-01T10:00:00Z");
         assert_eq!(choose(&b, &Target::Latest).unwrap().1.time, "2026-01-01T12:00:00Z");
         assert!(choose(&[], &Target::Latest).is_err());

@@ -30,8 +30,7 @@ pub fn psql_binary() -> String {
 impl Session {
     /// Connects with a libpq connection string or URI (empty: libpq's defaults and `PG*`).
     pub fn connect(conn: &str) -> Result<Session> {
-        let stderr_file =
-            std::env::temp_dir().join(format!("cairn-psql-{}-{}.err", std::process::id(), unique()));
+        let stderr_file = std::env::temp_dir().join(format!("cairn-psql-{}-{}.err", std::process::id(), unique()));
         let err = std::fs::File::create(&stderr_file).map_err(|e| Error::io("psql error log", e))?;
         let mut cmd = Command::new(psql_binary());
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F"]).arg(SEP.to_string());
@@ -39,12 +38,10 @@ impl Session {
         if !conn.is_empty() {
             cmd.arg("-d").arg(conn);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .map_err(|e| Error::Sql(format!("cannot run {}: {e} (is the PostgreSQL client installed?)", psql_binary())))?;
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(err)).spawn().map_err(|e| {
+                Error::Sql(format!("cannot run {}: {e} (is the PostgreSQL client installed?)", psql_binary()))
+            })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Sql("psql: no pipes".into()));
         };
@@ -108,7 +105,8 @@ fn unique() -> u64 {
 
 /// Decodes the hex that `encode(..., 'hex')` returns.
 pub fn unhex(s: &str) -> Result<String> {
-    let bytes = cairn_format::id::from_hex(s.trim()).ok_or_else(|| Error::Sql("malformed hex from the server".into()))?;
+    let bytes =
+        cairn_format::id::from_hex(s.trim()).ok_or_else(|| Error::Sql("malformed hex from the server".into()))?;
     String::from_utf8(bytes).map_err(|_| Error::Sql("backup label is not UTF-8".into()))
 }
 

@@ -115,7 +115,8 @@ pub fn segno_of(lsn: u64, seg_size: u64) -> u64 {
 const OBJECT_VERSION: u8 = 1;
 
 fn encode(data: &[u8]) -> Vec<u8> {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut v = Vec::with_capacity(9 + data.len());
     v.push(OBJECT_VERSION);
     v.extend_from_slice(&ms.to_le_bytes());
@@ -333,11 +334,7 @@ pub fn expirable(files: &[(WalName, u64)], backups: &[cairn_format::snapshot::Pg
         return Vec::new();
     };
     let (first, seg) = oldest;
-    files
-        .iter()
-        .filter(|(w, _)| w.kind != Kind::History && w.segno(seg).is_some_and(|n| n < first))
-        .cloned()
-        .collect()
+    files.iter().filter(|(w, _)| w.kind != Kind::History && w.segno(seg).is_some_and(|n| n < first)).cloned().collect()
 }
 
 #[cfg(test)]

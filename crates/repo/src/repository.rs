@@ -154,7 +154,11 @@ impl Repository {
 
     /// Opens a repository with its master key itself (from a key cache): no key file is
     /// read and no KDF runs. Fails like a wrong password if the key does not open `config`.
-    pub fn open_with_master(store: Arc<dyn Store>, rt: tokio::runtime::Handle, master: MasterKey) -> Result<Repository> {
+    pub fn open_with_master(
+        store: Arc<dyn Store>,
+        rt: tokio::runtime::Handle,
+        master: MasterKey,
+    ) -> Result<Repository> {
         let location = store.location();
         let config_bytes = match block(&rt, store.get(layout::CONFIG, None)) {
             Ok(b) => b,

@@ -105,7 +105,14 @@ impl PgCluster {
         let sock = dir.join("sock");
         std::fs::create_dir_all(&sock).unwrap();
         give_to_postgres(&sock);
-        PgCluster { bin: bin.to_path_buf(), data: data.to_path_buf(), sock, log: dir.join("server.log"), port: 5432, running: false }
+        PgCluster {
+            bin: bin.to_path_buf(),
+            data: data.to_path_buf(),
+            sock,
+            log: dir.join("server.log"),
+            port: 5432,
+            running: false,
+        }
     }
 
     /// The `-c` options that make a restored cluster listen on this object's socket.
@@ -122,14 +129,22 @@ impl PgCluster {
             .args(["-w", "-t", "120", "-o", &self.opts(), "start"])
             .output();
         if !matches!(&o, Ok(o) if o.status.success()) {
-            panic!("pg_ctl start failed: {:?}\nserver log:\n{}", o, std::fs::read_to_string(&self.log).unwrap_or_default());
+            panic!(
+                "pg_ctl start failed: {:?}\nserver log:\n{}",
+                o,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
         self.running = true;
     }
 
     pub fn stop(&mut self) {
         if self.running {
-            let _ = as_postgres(self.bin.join("pg_ctl")).args(["-D"]).arg(&self.data).args(["-m", "fast", "-w", "stop"]).output();
+            let _ = as_postgres(self.bin.join("pg_ctl"))
+                .args(["-D"])
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"])
+                .output();
             self.running = false;
         }
     }
@@ -199,7 +214,11 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = as_postgres(self.bin.join("pg_ctl")).args(["-D"]).arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+            let _ = as_postgres(self.bin.join("pg_ctl"))
+                .args(["-D"])
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
         }
     }
 }
