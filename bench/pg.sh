@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# PostgreSQL: cairn vs pgBackRest on the same pgbench database, in one run.
+# Writes bench/PG.md (overwritten). Needs root (runs the server and both tools as the
+# postgres user, drops page caches). Knobs: BENCH_PG_SCALE (pgbench scale, default 50:
+# about 800 MB), BENCH_DIR, BENCH_CAIRN_BIN, BENCH_PG_RESULTS.
+#
+# Both tools archive every WAL file (one archive_command runs both, each timed), take a
+# full base backup, then a second one after more writes (pgBackRest: incremental), and
+# restore to the same point in time; the restored clusters must match the table checksum
+# taken at that time. Then the RPO of cairn's WAL streaming, idle and busy, measured after
+# killing the server.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+W=${BENCH_DIR:-/tmp/cairn-bench-pg}
+SCALE=${BENCH_PG_SCALE:-50}
+RESULTS=${BENCH_PG_RESULTS:-$HERE/PG.md}
+PW=cairn-bench-password
+while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(CAIRN|PG)[A-Z_]*$' || true)
+
+log() { printf '[pg-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (the server and the tools run as postgres; caches are dropped)"
+command -v pgbackrest >/dev/null || { log "installing pgbackrest"; apt-get install -y -q pgbackrest >&2 || { apt-get update -q >&2; apt-get install -y -q pgbackrest >&2; }; }
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+[ -x "$BIN/initdb" ] || die "no PostgreSQL server binaries"
+if [ -n "${BENCH_CAIRN_BIN:-}" ]; then CAIRN_SRC=$BENCH_CAIRN_BIN
+else (cd "$ROOT" && cargo build --release -p cairn-cli >&2); CAIRN_SRC=${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn; fi
+
+if [ -e "$W" ] && [ ! -e "$W/.cairn-bench" ]; then die "BENCH_DIR=$W exists and is not ours"; fi
+[ -e "$W/data/postmaster.pid" ] && runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1 || true
+rm -rf "$W"; mkdir -p "$W"/{sock,pgbr-repo,pgbr-log,pgbr-lock,pgbr-spool,home,log}; touch "$W/.cairn-bench"
+cp "$CAIRN_SRC" "$W/cairn"; printf '%s' "$PW" >"$W/password"
+chown -R postgres:postgres "$W"
+cleanup() {
+  for d in "$W"/data "$W"/r-*; do [ -e "$d/postmaster.pid" ] && runuser -u postgres -- "$BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1; done
+  pkill -f "$W/cairn pg wal-stream" 2>/dev/null || true
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+
+ENVS="HOME=$W/home XDG_CACHE_HOME=$W/home/.cache CAIRN_REPO=$W/cairn-repo CAIRN_PASSWORD_FILE=$W/password PATH=$BIN:$PATH"
+pg() { runuser -u postgres -- env $ENVS "$@"; }
+cairn() { pg "$W/cairn" "$@"; }
+PGBR="pgbackrest --config=$W/pgbackrest.conf --stanza=bench"
+sql() { pg psql -X -A -t -q -h "$W/sock" -d postgres -c "$1"; }
+sql_at() { pg psql -X -A -t -q -h "$1" -d postgres -c "$2"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
+MD5="SELECT md5(string_agg(aid::text || ':' || abalance::text, ',' ORDER BY aid)) FROM pgbench_accounts"
+declare -A R=()
+
+cat >"$W/pgbackrest.conf" <<EOF
+[global]
+repo1-path=$W/pgbr-repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$PW
+compress-type=zst
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+log-path=$W/pgbr-log
+lock-path=$W/pgbr-lock
+spool-path=$W/pgbr-spool
+
+[bench]
+pg1-path=$W/data
+pg1-socket-path=$W/sock
+pg1-port=5432
+EOF
+# One archive_command, both tools, each timed (ms) into its own log.
+cat >"$W/archive.sh" <<EOF
+#!/bin/sh
+set -e
+a=\$(date +%s%N); env $ENVS "$W/cairn" pg archive-push "\$1"; b=\$(date +%s%N)
+$PGBR archive-push "\$1"; c=\$(date +%s%N)
+echo \$(( (b - a) / 1000000 )) >>"$W/log/cairn-push.ms"
+echo \$(( (c - b) / 1000000 )) >>"$W/log/pgbackrest-push.ms"
+EOF
+chmod 755 "$W/archive.sh"; chown postgres:postgres "$W"/pgbackrest.conf "$W/archive.sh"
+
+log "cluster: initdb, pgbench scale $SCALE"
+pg "$BIN/initdb" -D "$W/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+cat >>"$W/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$W/sock'
+wal_level = replica
+max_wal_senders = 4
+archive_mode = on
+archive_command = '$W/archive.sh %p'
+shared_buffers = 256MB
+max_wal_size = 2GB
+EOF
+pg "$BIN/pg_ctl" -D "$W/data" -l "$W/log/server.log" -w start >/dev/null
+cairn init >/dev/null
+pg $PGBR stanza-create >/dev/null
+pg "$BIN/pgbench" -h "$W/sock" -i -s "$SCALE" -q postgres >/dev/null 2>&1
+DBSIZE=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
+
+base_backup() { # tool kind -> R[tool-kind]
+  drop_caches; local t0; t0=$(now)
+  case $1 in
+    cairn) cairn pg backup --data-dir "$W/data" --connection "host=$W/sock user=postgres" >"$W/log/$1-$2.log" 2>&1 ;;
+    pgbackrest) pg $PGBR --type="$2" backup >"$W/log/$1-$2.log" 2>&1 ;;
+  esac || { tail -n 5 "$W/log/$1-$2.log" >&2; die "$1 backup failed"; }
+  R[$1-$2]=$(since "$t0"); log "$1 backup ($2): ${R[$1-$2]} s"
+}
+base_backup cairn full
+base_backup pgbackrest full
+log "writes: pgbench 20 s"
+pg "$BIN/pgbench" -h "$W/sock" -T 20 -c 2 -n postgres >/dev/null 2>&1
+base_backup cairn incr
+base_backup pgbackrest incr
+pg "$BIN/pgbench" -h "$W/sock" -T 10 -c 2 -n postgres >/dev/null 2>&1
+sleep 1.2
+T=$(sql "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+SUM_T=$(sql "$MD5")
+sleep 1.2
+pg "$BIN/pgbench" -h "$W/sock" -T 10 -c 2 -n postgres >/dev/null 2>&1
+sql "SELECT pg_switch_wal()" >/dev/null
+sleep 3
+R[cairn-size]=$(du -sm "$W/cairn-repo" | cut -f1); R[pgbackrest-size]=$(du -sm "$W/pgbr-repo" | cut -f1)
+
+restore() { # tool: restore to T, start, wait for promotion, compare
+  local t=$1 d=$W/r-$1 s=$W/r-$1-sock t0 t1
+  mkdir -p "$s"; chown postgres:postgres "$s"; drop_caches; t0=$(now)
+  case $t in
+    cairn) pg "$W/cairn" --password-file "$W/password" pg restore --target-dir "$d" --time "$T" >"$W/log/$t-restore.log" 2>&1 ;;
+    pgbackrest) mkdir -p "$d"; chown postgres:postgres "$d"; chmod 700 "$d"
+      pg $PGBR --pg1-path="$d" --type=time "--target=$T" --target-action=promote restore >"$W/log/$t-restore.log" 2>&1 ;;
+  esac || { tail -n 5 "$W/log/$t-restore.log" >&2; die "$t restore failed"; }
+  R[$t-restore]=$(since "$t0"); t1=$(now)
+  pg "$BIN/pg_ctl" -D "$d" -l "$W/log/$t-restored.log" -w -t 600 \
+     -o "-c unix_socket_directories='$s' -c archive_mode=off -c port=5433" start >/dev/null
+  until [ "$(sql_at "$s -p 5433" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
+  R[$t-replay]=$(since "$t1")
+  local got; got=$(pg psql -X -A -t -q -h "$s" -p 5433 -d postgres -c "$MD5")
+  R[$t-ok]=$([ "$got" = "$SUM_T" ] && echo "equal" || echo "DIFFERENT")
+  pg "$BIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null
+  log "$t restore ${R[$t-restore]} s, replay+promote ${R[$t-replay]} s, state at T: ${R[$t-ok]}"
+  rm -rf "$d"
+}
+restore cairn
+restore pgbackrest
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)]; else print "n/a" }'; }
+R[cairn-push]=$(median "$W/log/cairn-push.ms"); R[pgbackrest-push]=$(median "$W/log/pgbackrest-push.ms")
+R[pushes]=$(wc -l <"$W/log/cairn-push.ms")
+
+# RPO with streaming: commit, then kill the server; how far behind is the newest
+# commit a restore recovers?
+rpo() { # idle|busy
+  local mode=$1 bpid=
+  pg "$W/cairn" pg backup --data-dir "$W/data" --connection "host=$W/sock user=postgres" >/dev/null 2>&1
+  sql "CREATE TABLE IF NOT EXISTS rpo (at timestamptz default clock_timestamp())"
+  pg "$W/cairn" pg wal-stream --connection "host=$W/sock user=postgres replication=true" --spool "$W/spool" >"$W/log/stream.log" 2>&1 &
+  sleep 2
+  if [ "$mode" = busy ]; then pg "$BIN/pgbench" -h "$W/sock" -T 60 -c 2 -n postgres >/dev/null 2>&1 & bpid=$!; fi
+  for _ in $(seq 1 20); do sql "INSERT INTO rpo DEFAULT VALUES"; sleep 0.1; done
+  [ "$mode" = idle ] && sleep 2
+  local last; last=$(sql "SELECT extract(epoch FROM max(at)) FROM rpo")
+  # The server dies; the streamer on its own keeps what it already has and is stopped
+  # without a final flush from the server.
+  kill -9 "$(head -n1 "$W/data/postmaster.pid")"; [ -n "$bpid" ] && { kill "$bpid" 2>/dev/null || true; wait "$bpid" 2>/dev/null || true; }
+  pkill -9 -f "$W/cairn pg wal-stream" || true; pkill -9 -f "pg_receivewal.*$W/spool" || true; wait 2>/dev/null || true
+  local d=$W/r-rpo s=$W/r-rpo-sock; mkdir -p "$s"; chown postgres:postgres "$s"
+  pg "$W/cairn" --password-file "$W/password" pg restore --target-dir "$d" --latest >/dev/null
+  pg "$BIN/pg_ctl" -D "$d" -l "$W/log/rpo-$mode.log" -w -t 600 -o "-c unix_socket_directories='$s' -c archive_mode=off -c port=5433" start >/dev/null
+  until [ "$(sql_at "$s -p 5433" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
+  local got; got=$(pg psql -X -A -t -q -h "$s" -p 5433 -d postgres -c "SELECT coalesce(extract(epoch FROM max(at)), 0) FROM rpo")
+  R[rpo-$mode]=$(awk -v a="$last" -v b="$got" 'BEGIN{printf "%.2f", a-b}')
+  log "RPO $mode: ${R[rpo-$mode]} s"
+  pg "$BIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null
+  # Back to the primary for the next round: it restarts and recovers from its own WAL.
+  rm -rf "$d" "$W/spool"
+  pg "$BIN/pg_ctl" -D "$W/data" -l "$W/log/server.log" -w start >/dev/null
+}
+rpo idle
+rpo busy
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+{
+  echo "# PostgreSQL: cairn vs pgBackRest"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; page cache dropped before each backup and restore"
+  echo "- PostgreSQL $("$BIN/postgres" --version | awk '{print $3}'); $(pgbackrest version); $("$W/cairn" --version)"
+  echo "- database: pgbench scale $SCALE ($DBSIZE); pgBackRest with zstd and aes-256-cbc, process-max=2; cairn with its defaults (zstd, AES-256-GCM)"
+  echo "- the second backup follows 20 s of pgbench writes (pgBackRest: --type=incr; cairn: a base backup that skips unchanged files)"
+  echo
+  echo "| step | cairn | pgBackRest | cairn/pgBackRest |"
+  echo "|---|---:|---:|---:|"
+  echo "| full base backup (s) | ${R[cairn-full]} | ${R[pgbackrest-full]} | $(ratio "${R[cairn-full]}" "${R[pgbackrest-full]}") |"
+  echo "| second base backup (s) | ${R[cairn-incr]} | ${R[pgbackrest-incr]} | $(ratio "${R[cairn-incr]}" "${R[pgbackrest-incr]}") |"
+  echo "| PITR: restore files (s) | ${R[cairn-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[cairn-restore]}" "${R[pgbackrest-restore]}") |"
+  echo "| PITR: replay + promote (s) | ${R[cairn-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[cairn-replay]}" "${R[pgbackrest-replay]}") |"
+  echo "| PITR total (s) | $(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}') | $(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}') | $(ratio "$(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}')" "$(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}')") |"
+  echo "| state at the target time | ${R[cairn-ok]} | ${R[pgbackrest-ok]} | |"
+  echo "| archive-push, median per 16 MiB segment (ms, ${R[pushes]} segments) | ${R[cairn-push]} | ${R[pgbackrest-push]} | $(ratio "${R[cairn-push]}" "${R[pgbackrest-push]}") |"
+  echo "| repository size after both backups and all WAL (MiB) | ${R[cairn-size]} | ${R[pgbackrest-size]} | $(ratio "${R[cairn-size]}" "${R[pgbackrest-size]}") |"
+  echo
+  echo "RPO with \`cairn pg wal-stream\` (newest commit before killing the server minus newest commit recovered): idle ${R[rpo-idle]} s, busy (pgbench running) ${R[rpo-busy]} s. pgBackRest archives whole segments only: its RPO is bounded by \`archive_timeout\` (0 here, i.e. unbounded on an idle server)."
+} >"$RESULTS"
+cat "$RESULTS"
