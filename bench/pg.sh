@@ -45,7 +45,7 @@ pg() { runuser -u postgres -- env $ENVS "$@"; }
 cairn() { pg "$W/cairn" "$@"; }
 PGBR="pgbackrest --config=$W/pgbackrest.conf --stanza=bench"
 sql() { pg psql -X -A -t -q -h "$W/sock" -d postgres -c "$1"; }
-sql_at() { pg psql -X -A -t -q -h "$1" -d postgres -c "$2"; }
+sql_at() { pg psql -X -A -t -q -h "$1" -p 5433 -d postgres -c "$2"; } # a restored cluster
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
@@ -72,7 +72,7 @@ pg1-socket-path=$W/sock
 pg1-port=5432
 EOF
 # One archive_command, both tools, each timed (ms) into its own log.
-cat >"$W/archive.sh" <<EOF
+cat >"$W/archive-cairn-then-pgbackrest.sh" <<EOF
 #!/bin/sh
 set -e
 a=\$(date +%s%N); env $ENVS "$W/cairn" pg archive-push "\$1"; b=\$(date +%s%N)
@@ -80,7 +80,7 @@ $PGBR archive-push "\$1"; c=\$(date +%s%N)
 echo \$(( (b - a) / 1000000 )) >>"$W/log/cairn-push.ms"
 echo \$(( (c - b) / 1000000 )) >>"$W/log/pgbackrest-push.ms"
 EOF
-chmod 755 "$W/archive.sh"; chown postgres:postgres "$W"/pgbackrest.conf "$W/archive.sh"
+chmod 755 "$W/archive-cairn-then-pgbackrest.sh"; chown postgres:postgres "$W"/pgbackrest.conf "$W/archive-cairn-then-pgbackrest.sh"
 
 log "cluster: initdb, pgbench scale $SCALE"
 pg "$BIN/initdb" -D "$W/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
@@ -90,7 +90,7 @@ unix_socket_directories = '$W/sock'
 wal_level = replica
 max_wal_senders = 4
 archive_mode = on
-archive_command = '$W/archive.sh %p'
+archive_command = '$W/archive-cairn-then-pgbackrest.sh %p'
 shared_buffers = 256MB
 max_wal_size = 2GB
 EOF
@@ -135,7 +135,7 @@ restore() { # tool: restore to T, start, wait for promotion, compare
   R[$t-restore]=$(since "$t0"); t1=$(now)
   pg "$BIN/pg_ctl" -D "$d" -l "$W/log/$t-restored.log" -w -t 600 \
      -o "-c unix_socket_directories='$s' -c archive_mode=off -c port=5433" start >/dev/null
-  until [ "$(sql_at "$s -p 5433" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
+  until [ "$(sql_at "$s" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
   R[$t-replay]=$(since "$t1")
   local got; got=$(pg psql -X -A -t -q -h "$s" -p 5433 -d postgres -c "$MD5")
   R[$t-ok]=$([ "$got" = "$SUM_T" ] && echo "equal" || echo "DIFFERENT")
@@ -169,7 +169,7 @@ rpo() { # idle|busy
   local d=$W/r-rpo s=$W/r-rpo-sock; mkdir -p "$s"; chown postgres:postgres "$s"
   pg "$W/cairn" --password-file "$W/password" pg restore --target-dir "$d" --latest >/dev/null
   pg "$BIN/pg_ctl" -D "$d" -l "$W/log/rpo-$mode.log" -w -t 600 -o "-c unix_socket_directories='$s' -c archive_mode=off -c port=5433" start >/dev/null
-  until [ "$(sql_at "$s -p 5433" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
+  until [ "$(sql_at "$s" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
   local got; got=$(pg psql -X -A -t -q -h "$s" -p 5433 -d postgres -c "SELECT coalesce(extract(epoch FROM max(at)), 0) FROM rpo")
   R[rpo-$mode]=$(awk -v a="$last" -v b="$got" 'BEGIN{printf "%.2f", a-b}')
   log "RPO $mode: ${R[rpo-$mode]} s"

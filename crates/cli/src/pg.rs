@@ -45,24 +45,73 @@ fn postgres_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> 
 fn archive_push(ctx: &Context, path: &Path) -> Result<()> {
     let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let name = WalName::parse(file).ok_or_else(|| anyhow!("{}: not a WAL file name", path.display()))?;
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let repo = ctx.open_fast()?;
-    wal::push(&repo, &name, &data)?;
+    match Mapped::new(&file) {
+        Some(m) => wal::push(&repo, &name, m.bytes())?,
+        None => {
+            let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            wal::push(&repo, &name, &data)?
+        }
+    };
     Ok(())
+}
+
+/// A file mapped read-only with its pages populated up front: reading a 16 MiB segment
+/// into a fresh buffer costs 4096 page faults, which on a virtual machine is a third of an
+/// archive-push.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(f: &std::fs::File) -> Option<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(f.metadata().ok()?.len()).ok().filter(|&l| l > 0)?;
+        // SAFETY: a private read-only mapping of a file we hold open; unmapped in Drop. The
+        // server does not modify a segment it hands to archive_command.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE, f.as_raw_fd(), 0)
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
+    }
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for the lifetime of `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
     let w = WalName::parse(name).ok_or_else(|| anyhow!("{name:?}: not a WAL file name"))?;
     let repo = ctx.open_fast()?;
-    let Some(data) = wal::get(&repo, &w)? else {
-        // Not an error for PostgreSQL: the end of the archive.
-        return Err(Exit(1).into());
-    };
     // Written under a temporary name and renamed, so PostgreSQL never reads half a file.
     let tmp = path.with_extension("cairn-tmp");
-    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let found = wal::get_to(&repo, &w, &mut f);
+    drop(f);
+    match found {
+        Ok(Some(_)) => {
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
+        Ok(None) => {
+            let _ = std::fs::remove_file(&tmp);
+            // Not an error for PostgreSQL: the end of the archive.
+            Err(Exit(1).into())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.into())
+        }
+    }
 }
 
 // ---- base backup ----

@@ -120,6 +120,7 @@ fn point_in_time_restore_reaches_exactly_the_target_time() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let t = c.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
     let at_t = c.sql(ACCOUNTS_MD5);
+    c.sql("SELECT pg_create_restore_point('after-a')");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     c.pgbench(&["-t", "200", "-c", "2", "-n"]);
     c.sql("INSERT INTO marks (phase) VALUES ('B')");
@@ -134,6 +135,16 @@ fn point_in_time_restore_reaches_exactly_the_target_time() {
     assert_eq!(r.sql(ACCOUNTS_MD5), at_t, "state at T differs:\n{}", r.server_log());
     assert_eq!(r.sql("SELECT string_agg(phase, ',' ORDER BY at) FROM marks"), "A", "nothing after T may be there");
     r.stop();
+
+    // The same moment by restore point name.
+    let by_name = env.path("named/data");
+    env.ok(&["pg", "restore", "--target-dir", by_name.to_str().unwrap(), "--name", "after-a"]);
+    let mut n = env.restored("named", &by_name);
+    n.start();
+    assert!(n.wait_promoted(120), "never promoted:\n{}", n.server_log());
+    assert_eq!(n.sql(ACCOUNTS_MD5), at_t);
+    assert_eq!(n.sql("SELECT string_agg(phase, ',' ORDER BY at) FROM marks"), "A");
+    n.stop();
 
     // A target before the oldest base backup ends is refused clearly.
     let o = env.run(&[

@@ -155,6 +155,49 @@ pub fn seal_object(master: &MasterKey, kind: &[u8], plaintext: &[u8]) -> Result<
     Ok(ct)
 }
 
+/// Like [`seal_object`], but `fill` appends the plaintext straight into the output buffer
+/// (which has room for `capacity` bytes of it), where it is then encrypted in place: for
+/// large objects, no second copy of the plaintext is made or touched.
+pub fn seal_object_with<E>(
+    master: &MasterKey,
+    kind: &[u8],
+    capacity: usize,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Result<Vec<u8>, E>, Error> {
+    let salt: [u8; SALT_LEN] = random_array()?;
+    let key = master.object_key(&salt);
+    let mut buf = Vec::with_capacity(1 + SALT_LEN + capacity + TAG_LEN);
+    buf.push(SEALED_VERSION);
+    buf.extend_from_slice(&salt);
+    if let Err(e) = fill(&mut buf) {
+        return Ok(Err(e));
+    }
+    let tag = key
+        .0
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(HEADER_NONCE), Aad::from(kind), &mut buf[1 + SALT_LEN..])
+        .map_err(|_| Error::Decrypt)?;
+    buf.extend_from_slice(tag.as_ref());
+    Ok(Ok(buf))
+}
+
+/// Like [`open_object`], decrypting in place: returns the buffer with the plaintext at
+/// `1 + SALT_LEN ..` (see [`SEALED_PREFIX`]) and its length.
+pub fn open_object_in_place(master: &MasterKey, kind: &[u8], mut sealed: Vec<u8>) -> Result<(Vec<u8>, usize), Error> {
+    if sealed.len() < 1 + SALT_LEN + TAG_LEN {
+        return Err(Error::Truncated(sealed.len()));
+    }
+    if sealed[0] != SEALED_VERSION {
+        return Err(Error::Version(sealed[0]));
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&sealed[1..1 + SALT_LEN]);
+    let n = master.object_key(&salt).open_with(HEADER_NONCE, kind, &mut sealed[1 + SALT_LEN..])?;
+    Ok((sealed, n))
+}
+
+/// Where a sealed object's plaintext starts once opened in place.
+pub const SEALED_PREFIX: usize = 1 + SALT_LEN;
+
 pub fn open_object(master: &MasterKey, kind: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
     if sealed.len() < 1 + SALT_LEN + TAG_LEN {
         return Err(Error::Truncated(sealed.len()));

@@ -114,25 +114,65 @@ pub fn segno_of(lsn: u64, seg_size: u64) -> u64 {
 
 const OBJECT_VERSION: u8 = 1;
 
-fn encode(data: &[u8]) -> Vec<u8> {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let mut v = Vec::with_capacity(9 + data.len());
-    v.push(OBJECT_VERSION);
-    v.extend_from_slice(&ms.to_le_bytes());
-    v.extend_from_slice(data);
-    v
+/// The 9-byte header in front of the file's bytes.
+fn header() -> [u8; 9] {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut h = [0u8; 9];
+    h[0] = OBJECT_VERSION;
+    h[1..].copy_from_slice(&ms.to_le_bytes());
+    h
 }
 
-/// A WAL object's plaintext: (stored at, Unix ms; file bytes).
-fn decode(name: &WalName, mut plain: Vec<u8>) -> Result<(i64, Vec<u8>)> {
-    if plain.len() < 9 || plain[0] != OBJECT_VERSION {
-        return Err(Error::Invalid(format!("WAL object {}: unknown version or truncated", name.name)));
+/// Reads a WAL object's 9-byte header from `r`: the time it was stored (Unix ms).
+fn read_header(r: &mut dyn std::io::Read) -> std::io::Result<i64> {
+    let mut h = [0u8; 9];
+    r.read_exact(&mut h)?;
+    if h[0] != OBJECT_VERSION {
+        return Err(std::io::Error::other(format!("unknown WAL object version {}", h[0])));
     }
     let mut ms = [0u8; 8];
-    ms.copy_from_slice(&plain[1..9]);
-    plain.drain(..9);
-    Ok((i64::from_le_bytes(ms), plain))
+    ms.copy_from_slice(&h[1..]);
+    Ok(i64::from_le_bytes(ms))
+}
+
+/// Copies the rest of `r` to `w` through one 1 MiB buffer, at most `max` bytes.
+fn copy_limited(r: &mut dyn std::io::Read, w: &mut dyn std::io::Write, max: usize) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        if total > max as u64 {
+            return Err(std::io::Error::other("larger than any WAL file"));
+        }
+        w.write_all(&buf[..n])?;
+    }
+}
+
+/// Streams one WAL file's bytes into `w`; `None` when the archive has no such file (see
+/// [`get`] for partial segments). Returns the time the file was stored (Unix ms).
+pub fn get_to(repo: &Repository, name: &WalName, w: &mut dyn std::io::Write) -> Result<Option<i64>> {
+    let mut candidates = vec![name.clone()];
+    if name.kind == Kind::Segment {
+        candidates.extend(WalName::parse(&format!("{}.partial", name.name)));
+    }
+    for c in candidates {
+        match repo.get_named_with(&c.path(), |r| {
+            let t = read_header(r)?;
+            copy_limited(r, w, MAX_FILE)?;
+            Ok(t)
+        }) {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// What pushing a file did.
@@ -151,13 +191,14 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed> {
     }
     let path = name.path();
     if name.kind == Kind::Partial {
-        repo.put_named(&path, &encode(data), LEVEL, PutMode::Overwrite)?;
+        repo.put_named(&path, &[&header(), data], LEVEL, PutMode::Overwrite)?;
         return Ok(Pushed::Stored);
     }
-    match repo.put_named(&path, &encode(data), LEVEL, PutMode::Create) {
+    match repo.put_named(&path, &[&header(), data], LEVEL, PutMode::Create) {
         Ok(()) => Ok(Pushed::Stored),
         Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::AlreadyExists) => {
-            let (_, have) = decode(name, repo.get_named(&path, MAX_FILE + 9)?)?;
+            let mut have = Vec::with_capacity(data.len());
+            get_to(repo, name, &mut have)?;
             if have == data {
                 Ok(Pushed::AlreadyThere)
             } else {
@@ -177,21 +218,8 @@ pub fn get(repo: &Repository, name: &WalName) -> Result<Option<Vec<u8>>> {
 
 /// Like [`get`], with the time the file was stored (Unix ms).
 pub fn get_with_time(repo: &Repository, name: &WalName) -> Result<Option<(i64, Vec<u8>)>> {
-    match repo.get_named(&name.path(), MAX_FILE + 9) {
-        Ok(d) => return Ok(Some(decode(name, d)?)),
-        Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if name.kind == Kind::Segment {
-        if let Some(p) = WalName::parse(&format!("{}.partial", name.name)) {
-            match repo.get_named(&p.path(), MAX_FILE + 9) {
-                Ok(d) => return Ok(Some(decode(&p, d)?)),
-                Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(None)
+    let mut out = Vec::new();
+    Ok(get_to(repo, name, &mut out)?.map(|t| (t, out)))
 }
 
 /// Every WAL file in the archive, by name.
