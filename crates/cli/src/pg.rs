@@ -72,7 +72,14 @@ impl Mapped {
         // SAFETY: a private read-only mapping of a file we hold open; unmapped in Drop. The
         // server does not modify a segment it hands to archive_command.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE, f.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                f.as_raw_fd(),
+                0,
+            )
         };
         (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
     }

@@ -174,7 +174,11 @@ pub fn seal_object_with<E>(
     }
     let tag = key
         .0
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(HEADER_NONCE), Aad::from(kind), &mut buf[1 + SALT_LEN..])
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(HEADER_NONCE),
+            Aad::from(kind),
+            &mut buf[1 + SALT_LEN..],
+        )
         .map_err(|_| Error::Decrypt)?;
     buf.extend_from_slice(tag.as_ref());
     Ok(Ok(buf))

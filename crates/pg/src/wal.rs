@@ -116,7 +116,8 @@ const OBJECT_VERSION: u8 = 1;
 
 /// The 9-byte header in front of the file's bytes.
 fn header() -> [u8; 9] {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut h = [0u8; 9];
     h[0] = OBJECT_VERSION;
     h[1..].copy_from_slice(&ms.to_le_bytes());

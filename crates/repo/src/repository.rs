@@ -346,7 +346,11 @@ impl Repository {
 
     /// Opens a named object and hands its plaintext to `read` as a stream (decompressed
     /// as it is read): a WAL file goes to its destination without a 16 MiB buffer.
-    pub fn get_named_with<T>(&self, path: &str, read: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T>) -> Result<T> {
+    pub fn get_named_with<T>(
+        &self,
+        path: &str,
+        read: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T>,
+    ) -> Result<T> {
         let bytes = self.block_on(self.store.get(path, None))?;
         let damaged = |d: String| Error::Damaged { what: "object", id: path.to_string(), detail: d };
         let (buf, n) = cairn_crypto::open_object_in_place(&self.master, &named_kind(path), bytes)
@@ -355,7 +359,8 @@ impl Repository {
         match plain.first() {
             Some(&COMPRESSION_NONE) => read(&mut &plain[1..]).map_err(|e| damaged(e.to_string())),
             Some(&COMPRESSION_ZSTD) => {
-                let mut dec = zstd::stream::read::Decoder::with_buffer(&plain[1..]).map_err(|e| damaged(e.to_string()))?;
+                let mut dec =
+                    zstd::stream::read::Decoder::with_buffer(&plain[1..]).map_err(|e| damaged(e.to_string()))?;
                 read(&mut dec).map_err(|e| damaged(e.to_string()))
             }
             _ => Err(damaged("unknown compression".into())),
