@@ -73,6 +73,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// PostgreSQL: base backups, WAL archiving and streaming, point-in-time restore
     Pg(PgArgs),
+    /// Copy snapshots to another repository (only what it lacks travels)
+    Copy(CopyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -435,4 +437,22 @@ pub struct PgCheckArgs {
     /// Seconds to wait for the switched segment
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The destination repository: a directory or s3://BUCKET/PREFIX?...
+    #[arg(long)]
+    pub to: String,
+    /// The destination's password file (or CAIRN_TO_PASSWORD)
+    #[arg(long, env = "CAIRN_TO_PASSWORD_FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Snapshots to copy (default: all that the destination lacks)
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
 }

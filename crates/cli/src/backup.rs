@@ -136,7 +136,7 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     } else {
         let mut excludes = plan.excludes.clone();
         // Never back up the repository into itself (`cairn backup ~` with the default one).
-        if let Ok(repo_dir) = std::fs::canonicalize(&ctx.repo_path) {
+        if let Some(repo_dir) = ctx.remote.is_none().then(|| std::fs::canonicalize(&ctx.repo_path).ok()).flatten() {
             if plan.paths.iter().any(|p| repo_dir.starts_with(p)) {
                 excludes.push(gitignore_literal(&repo_dir));
             }

@@ -18,6 +18,8 @@ pub struct Context {
     pub repo_path: PathBuf,
     /// True when no repository was named and the default one is used.
     pub is_default: bool,
+    /// The repository's URL when it is not on local disk (`repo_path` is then unused).
+    pub remote: Option<String>,
 }
 
 pub fn data_home() -> Option<PathBuf> {
@@ -31,6 +33,23 @@ fn config_home() -> Option<PathBuf> {
     match std::env::var_os("XDG_CONFIG_HOME") {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
         _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")),
+    }
+}
+
+/// The store for a repository given as a directory or a URL (`s3://BUCKET/PREFIX?...`).
+pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
+    let Some((scheme, _)) = spec.split_once("://") else {
+        return Ok(Arc::new(LocalStore::new(spec)));
+    };
+    match scheme {
+        "s3" => {
+            let u = cairn_store_s3::S3Url::parse(spec).map_err(|e| anyhow!(e))?;
+            Ok(Arc::new(cairn_store_s3::S3Store::new(&u).map_err(|e| anyhow!(e))?))
+        }
+        "az" | "gs" | "sftp" => {
+            bail!("repository URL scheme '{scheme}://' is not supported yet: use s3:// or a directory")
+        }
+        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://BUCKET/PREFIX, or a directory)"),
     }
 }
 
@@ -65,8 +84,15 @@ impl Context {
     pub fn new(g: &Global, rt: tokio::runtime::Handle) -> Result<Context> {
         let (repo_path, is_default) = match &g.repo {
             Some(r) if r.contains("://") => {
-                let scheme = r.split("://").next().unwrap_or("");
-                bail!("repository URL scheme '{scheme}://' is not supported yet; use a directory path")
+                // Validated now, so a bad URL fails before any password prompt.
+                store_for(r)?;
+                return Ok(Context {
+                    g: g.clone(),
+                    rt,
+                    repo_path: PathBuf::new(),
+                    is_default: false,
+                    remote: Some(r.clone()),
+                });
             }
             Some(r) if r.is_empty() => bail!("--repo is empty"),
             Some(r) => (PathBuf::from(r), false),
@@ -77,11 +103,15 @@ impl Context {
                 (d.join("cairn/repo"), true)
             }
         };
-        Ok(Context { g: g.clone(), rt, repo_path, is_default })
+        Ok(Context { g: g.clone(), rt, repo_path, is_default, remote: None })
     }
 
     pub fn store(&self, dry_run: bool) -> Arc<dyn Store> {
-        let mut s: Arc<dyn Store> = Arc::new(LocalStore::new(&self.repo_path));
+        let mut s: Arc<dyn Store> = match &self.remote {
+            // Validated in `new`.
+            Some(url) => store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path))),
+            None => Arc::new(LocalStore::new(&self.repo_path)),
+        };
         if self.g.limit_upload.is_some() || self.g.limit_download.is_some() {
             let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
             s = Arc::new(LimitStore::new(s, kib(self.g.limit_upload), kib(self.g.limit_download)));
@@ -94,7 +124,19 @@ impl Context {
     }
 
     pub fn location(&self) -> String {
-        self.repo_path.display().to_string()
+        match &self.remote {
+            Some(u) => u.clone(),
+            None => self.repo_path.display().to_string(),
+        }
+    }
+
+    /// The repository as another process should be told it (`CAIRN_REPO`): the URL, or
+    /// the absolute directory.
+    pub fn repo_spec(&self) -> Result<String> {
+        Ok(match &self.remote {
+            Some(u) => u.clone(),
+            None => std::path::absolute(&self.repo_path)?.display().to_string(),
+        })
     }
 
     /// The password: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND,
@@ -270,7 +312,7 @@ fn write_secret(f: &std::path::Path, data: &[u8]) -> Result<()> {
 }
 
 pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
-    if ctx.repo_path.join("config").exists() {
+    if ctx.remote.is_none() && ctx.repo_path.join("config").exists() {
         bail!("a repository already exists at {}", ctx.location());
     }
     let mut opts = InitOptions::default();
@@ -282,16 +324,13 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
         opts.pack_size = n as u32;
     }
     if let Some(from) = &a.copy_chunker_params_from {
-        if from.contains("://") {
-            bail!("--copy-chunker-params-from: only repositories on local disk are supported yet");
-        }
         let pw = match (&a.from_password_file, std::env::var("CAIRN_FROM_PASSWORD")) {
             (Some(f), _) => read_password_file(f)?,
             (None, Ok(p)) => p.into_bytes(),
             (None, Err(_)) => prompt(&format!("enter the password of {from}: "), false)?,
         };
-        let source = Repository::open(Arc::new(LocalStore::new(from)), ctx.rt.clone(), &pw)
-            .with_context(|| format!("opening {from}"))?;
+        let source =
+            Repository::open(store_for(from)?, ctx.rt.clone(), &pw).with_context(|| format!("opening {from}"))?;
         opts.chunker_from = Some((source.chunker_params(), *source.id_key().as_bytes()));
     }
     let pw = ctx.password(true)?;

@@ -10,6 +10,7 @@ mod backup;
 mod browse;
 mod check;
 mod context;
+mod copy;
 mod forget;
 mod keys;
 mod output;
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .worker_threads(2)
         .thread_name("cairn-io")
         .enable_time()
+        .enable_io()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
     let ctx = context::Context::new(&cli.global, rt.handle().clone())?;
@@ -88,5 +90,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rewrite(a) => rewrite::run(&ctx, &a),
         Command::Prune(a) => prune::run(&ctx, &a),
         Command::Pg(a) => pg::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, &a),
     }
 }

@@ -273,8 +273,7 @@ fn shell_quote(s: &str) -> String {
 /// password source that works without a terminal.
 fn restore_command(ctx: &Context) -> Result<String> {
     let exe = std::env::current_exe().context("locating the cairn binary")?;
-    let repo = std::path::absolute(&ctx.repo_path)?;
-    let mut env = vec![format!("CAIRN_REPO={}", shell_quote(&repo.display().to_string()))];
+    let mut env = vec![format!("CAIRN_REPO={}", shell_quote(&ctx.repo_spec()?))];
     if let Some(f) = &ctx.g.password_file {
         env.push(format!("CAIRN_PASSWORD_FILE={}", shell_quote(&std::path::absolute(f)?.display().to_string())));
     } else if let Ok(c) = std::env::var("CAIRN_PASSWORD_COMMAND") {

@@ -41,7 +41,7 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         r.wal_files_deleted += 1;
         r.wal_bytes_deleted += size;
     }
-    if !dry_run {
+    if !dry_run && ctx.remote.is_none() {
         let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
         match cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age) {
             Ok((0, _)) => {}

