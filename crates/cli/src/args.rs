@@ -36,7 +36,7 @@ pub struct Global {
     /// Limit downloads to this many KiB/s
     #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", global = true)]
     pub limit_download: Option<u64>,
-    /// Directory for local caches (remote repositories; a local repository needs none)
+    /// Cache directory for remote repositories' metadata (default ~/.cache/cairn/repos; "off" disables it)
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
 }

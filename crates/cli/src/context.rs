@@ -109,7 +109,13 @@ impl Context {
     pub fn store(&self, dry_run: bool) -> Arc<dyn Store> {
         let mut s: Arc<dyn Store> = match &self.remote {
             // Validated in `new`.
-            Some(url) => store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path))),
+            Some(url) => {
+                let remote = store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path)));
+                match self.cache_dir() {
+                    Some(dir) => Arc::new(cairn_store::CacheStore::new(remote, dir)),
+                    None => remote,
+                }
+            }
             None => Arc::new(LocalStore::new(&self.repo_path)),
         };
         if self.g.limit_upload.is_some() || self.g.limit_download.is_some() {
@@ -121,6 +127,19 @@ impl Context {
         } else {
             s
         }
+    }
+
+    /// Where a remote repository's metadata is cached: `--cache-dir` (or `CAIRN_CACHE_DIR`),
+    /// else under `$XDG_CACHE_HOME/cairn/repos`, one directory per repository location.
+    /// `--cache-dir off` disables it.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        let base = match &self.g.cache_dir {
+            Some(d) if d.as_os_str() == "off" => return None,
+            Some(d) => d.clone(),
+            None => cache_home()?.join("cairn/repos"),
+        };
+        let key = cairn_format::id::to_hex(&cairn_crypto::content_hash(self.location().as_bytes())[..16]);
+        Some(base.join(key))
     }
 
     pub fn location(&self) -> String {

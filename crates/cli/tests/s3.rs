@@ -50,6 +50,21 @@ impl S3Env {
     }
 }
 
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn s3_store_passes_the_conformance_suite() {
     let env = Env::new();
@@ -87,6 +102,15 @@ fn backup_restore_check_prune_and_copy_with_an_s3_repository() {
     s.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
     assert!(compare_trees(&src, &t, false).is_empty());
     s.ok(&["check", "--read-data"]);
+    // The metadata cache: snapshots and index files land in it, and reading through it
+    // gives the same answers as without it.
+    let cached = s.json(&["snapshots"]);
+    let cache = s.env.path(".cache/cairn/repos");
+    let files = walk_files(&cache);
+    assert!(files.iter().any(|f| f.contains("/objects/snapshots/")), "{files:?}");
+    assert!(files.iter().any(|f| f.contains("/objects/index/")), "{files:?}");
+    assert!(files.iter().any(|f| f.contains("/ranges/data/")), "trees are cached: {files:?}");
+    assert_eq!(s.json(&["--cache-dir", "off", "snapshots"]), cached);
     // Prune on S3.
     std::fs::remove_file(src.join("big")).unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);

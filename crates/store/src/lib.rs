@@ -14,6 +14,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 
+mod cache;
 pub mod conformance;
 mod dryrun;
 mod fault;
@@ -22,6 +23,7 @@ mod local;
 mod memory;
 mod retry;
 
+pub use cache::CacheStore;
 pub use dryrun::DryRunStore;
 pub use fault::FaultStore;
 pub use limit::LimitStore;

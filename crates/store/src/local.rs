@@ -19,6 +19,11 @@ pub struct LocalStore {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A number unique within this process, for temporary file names.
+pub(crate) fn next_tmp() -> u64 {
+    TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore { root: Arc::new(root.into()), fsync: true }
