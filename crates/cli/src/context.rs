@@ -42,14 +42,9 @@ pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
         return Ok(Arc::new(LocalStore::new(spec)));
     };
     match scheme {
-        "s3" => {
-            let u = cairn_store_s3::S3Url::parse(spec).map_err(|e| anyhow!(e))?;
-            Ok(Arc::new(cairn_store_s3::S3Store::new(&u).map_err(|e| anyhow!(e))?))
-        }
-        "az" | "gs" | "sftp" => {
-            bail!("repository URL scheme '{scheme}://' is not supported yet: use s3:// or a directory")
-        }
-        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://BUCKET/PREFIX, or a directory)"),
+        "s3" | "gs" | "az" => Ok(Arc::new(cairn_store_s3::open(spec).map_err(|e| anyhow!(e))?)),
+        "sftp" => bail!("repository URL scheme 'sftp://' is not supported yet: use s3://, gs://, az:// or a directory"),
+        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://, gs://, az://, or a directory)"),
     }
 }
 

@@ -176,7 +176,9 @@ fn bad_urls_are_clear_errors() {
     for (url, want) in [
         ("s3://", "no bucket"),
         ("s3://b?colour=red", "unknown option"),
-        ("gs://bucket/x", "not supported yet"),
+        ("sftp://host/x", "not supported yet"),
+        ("gs://", "no bucket"),
+        ("az://c?colour=red", "unknown option"),
         ("ftp://host/x", "unknown repository URL scheme"),
     ] {
         let o = env.cmd().env("CAIRN_REPO", url).args(["snapshots"]).output().unwrap();

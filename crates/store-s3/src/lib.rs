@@ -1,5 +1,6 @@
 //! Object stores behind cairn's [`Store`] trait, through the `object_store` crate: any
-//! S3-compatible service (AWS, Ceph RGW, MinIO, SeaweedFS, Garage).
+//! S3-compatible service (AWS, Ceph RGW, MinIO, SeaweedFS, Garage), Google Cloud Storage
+//! and Azure Blob Storage.
 //!
 //! Key decisions: create-only puts are `PutMode::Create`, which `object_store` sends as
 //! `If-None-Match: *` (atomic on services that support conditional writes; the
@@ -8,10 +9,14 @@
 //! crate sees the HTTP/S3 stack (STYLE.md). `object_store` retries transient failures
 //! itself (exponential back-off); errors that reach us are final.
 //!
-//! URL: `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false]`; the
-//! endpoint, region and credentials may also come from the standard `AWS_*` variables
-//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN`, ...).
+//! URLs:
+//! - `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false]`; the endpoint,
+//!   region and credentials may also come from the standard `AWS_*` variables
+//!   (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
+//! - `gs://BUCKET[/PREFIX]`, credentials from `GOOGLE_SERVICE_ACCOUNT` /
+//!   `GOOGLE_APPLICATION_CREDENTIALS` (a service account file) or the metadata server.
+//! - `az://CONTAINER[/PREFIX][?account=NAME&endpoint=URL&emulator=true]`, credentials from
+//!   `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY` (or other `AZURE_*`).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -70,6 +75,88 @@ impl S3Url {
     }
 }
 
+/// A parsed `gs://` or `az://` URL: the bucket (container), the prefix and the options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudUrl {
+    pub scheme: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub options: Vec<(String, String)>,
+}
+
+impl CloudUrl {
+    pub fn parse(url: &str, allowed: &[&str]) -> std::result::Result<CloudUrl, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url}: not a URL"))?;
+        let (loc, query) = match rest.split_once('?') {
+            Some((l, q)) => (l, q),
+            None => (rest, ""),
+        };
+        let (bucket, prefix) = match loc.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (loc, ""),
+        };
+        if bucket.is_empty() {
+            return Err(format!("{url}: no bucket or container ({scheme}://NAME/PREFIX)"));
+        }
+        if prefix.split('/').any(|c| c == ".." || c == ".") {
+            return Err(format!("{url}: the prefix may not contain . or .."));
+        }
+        let mut options = Vec::new();
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("{url}: query option {kv:?} is not key=value"))?;
+            if !allowed.contains(&k) {
+                return Err(format!("{url}: unknown option {k:?} ({})", allowed.join(", ")));
+            }
+            options.push((k.to_string(), v.to_string()));
+        }
+        Ok(CloudUrl { scheme: scheme.into(), bucket: bucket.into(), prefix: prefix.into(), options })
+    }
+
+    fn opt(&self, k: &str) -> Option<&str> {
+        self.options.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Opens the store a repository URL names (`s3://`, `gs://`, `az://`).
+pub fn open(url: &str) -> std::result::Result<S3Store, String> {
+    match url.split_once("://").map(|(s, _)| s) {
+        Some("s3") => S3Store::new(&S3Url::parse(url)?),
+        Some("gs") => {
+            let u = CloudUrl::parse(url, &[])?;
+            let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&u.bucket)
+                .build()
+                .map_err(|e| format!("{url}: {}", one_line(&e)))?;
+            Ok(S3Store {
+                inner: Arc::new(store),
+                prefix: u.prefix.clone(),
+                location: format!("gs://{}/{}", u.bucket, u.prefix),
+            })
+        }
+        Some("az") => {
+            let u = CloudUrl::parse(url, &["account", "endpoint", "emulator"])?;
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(&u.bucket);
+            if let Some(a) = u.opt("account") {
+                b = b.with_account(a);
+            }
+            if u.opt("emulator") == Some("true") {
+                b = b.with_use_emulator(true);
+            }
+            if let Some(e) = u.opt("endpoint") {
+                b = b.with_endpoint(e.to_string()).with_allow_http(e.starts_with("http://"));
+            }
+            let store = b.build().map_err(|e| format!("{url}: {}", one_line(&e)))?;
+            Ok(S3Store {
+                inner: Arc::new(store),
+                prefix: u.prefix.clone(),
+                location: format!("az://{}/{}", u.bucket, u.prefix),
+            })
+        }
+        _ => Err(format!("{url}: not an s3://, gs:// or az:// URL")),
+    }
+}
+
+/// Any object store behind [`Store`] (named for its first and main use).
 pub struct S3Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
