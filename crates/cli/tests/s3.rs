@@ -186,3 +186,40 @@ fn bad_urls_are_clear_errors() {
         assert!(stderr(&o).contains(want), "{url}: {}", stderr(&o));
     }
 }
+
+/// The cycle on Azure Blob Storage (a real Azurite).
+#[test]
+fn backup_restore_check_and_prune_on_azure() {
+    let env = Env::new();
+    let Some(az) = cairn_testkit::s3::Azurite::start(&env.path("azurite")) else {
+        eprintln!("SKIPPED: no Azurite (npm install -g azurite); scripts/test installs it");
+        return;
+    };
+    az.container("backups");
+    let run = |args: &[&str]| {
+        let o = env
+            .cmd()
+            .env("CAIRN_REPO", "az://backups/repo?emulator=true")
+            .env("AZURITE_BLOB_STORAGE_URL", az.url())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..5u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(300_000, 2 * i + 7)).unwrap();
+    }
+    run(&["init"]);
+    run(&["backup", src.to_str().unwrap()]);
+    let t = env.path("r");
+    run(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t, false).is_empty());
+    std::fs::remove_file(src.join("f0")).unwrap();
+    run(&["backup", src.to_str().unwrap()]);
+    run(&["forget", "--keep-last", "1"]);
+    run(&["prune", "--delete-now"]);
+    run(&["check", "--read-data"]);
+}

@@ -97,3 +97,66 @@ impl Drop for Seaweed {
         let _ = self.child.wait();
     }
 }
+
+/// Azurite's blob service (npm `azurite`) on 127.0.0.1 with the emulator's well-known
+/// account, killed on drop.
+pub struct Azurite {
+    child: Child,
+    pub port: u16,
+}
+
+impl Azurite {
+    pub fn start(dir: &Path) -> Option<Azurite> {
+        Command::new("azurite-blob").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().ok()?;
+        std::fs::create_dir_all(dir).ok()?;
+        let port = free_block()?;
+        let child = Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
+            .arg("--location")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let s = Azurite { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "Azurite did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(s)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a container: a Shared Key signed request with the emulator's well-known key
+    /// (object_store has no call for it).
+    pub fn container(&self, name: &str) {
+        let script = r#"
+import base64, hmac, hashlib, sys, urllib.request, email.utils
+url, name = sys.argv[1], sys.argv[2]
+acct = "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date = email.utils.formatdate(usegmt=True)
+sts = "PUT\n\n\n\n\ntext/plain\n\n\n\n\n\n\nx-ms-date:%s\nx-ms-version:2021-08-06\n/%s/%s/%s\nrestype:container" % (date, acct, acct, name)
+sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request("%s/%s/%s?restype=container" % (url, acct, name), method="PUT", data=b"",
+    headers={"Content-Type": "text/plain", "x-ms-date": date, "x-ms-version": "2021-08-06", "Authorization": "SharedKey %s:%s" % (acct, sig)})
+print(urllib.request.urlopen(req).status)
+"#;
+        let o = Command::new("python3").arg("-c").arg(script).arg(self.url()).arg(name).output();
+        assert!(
+            matches!(&o, Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "201"),
+            "could not create container {name}: {o:?}"
+        );
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
