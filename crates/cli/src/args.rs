@@ -89,6 +89,11 @@ pub struct InitArgs {
     /// on object stores, smaller ones less repacking
     #[arg(long, value_name = "SIZE")]
     pub pack_size: Option<String>,
+    /// Objects stay undeletable for this many days after they are written: cairn itself
+    /// never deletes a younger one (pair it with S3 Object Lock default retention on the
+    /// bucket, see the README)
+    #[arg(long, value_name = "DAYS")]
+    pub object_lock_days: Option<u32>,
 }
 
 #[derive(Args, Debug)]

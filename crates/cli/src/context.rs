@@ -330,6 +330,12 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
         bail!("a repository already exists at {}", ctx.location());
     }
     let mut opts = InitOptions::default();
+    if let Some(d) = a.object_lock_days {
+        if d == 0 || d > 36500 {
+            bail!("--object-lock-days: {d} is not between 1 and 36500");
+        }
+        opts.object_lock_days = d;
+    }
     if let Some(s) = &a.pack_size {
         let n = crate::prune::parse_size("--pack-size", s)?;
         if !(64 << 10..=1 << 30).contains(&n) {

@@ -120,6 +120,26 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
     }
     removals.sort_by_key(|(id, _)| *id);
     removals.dedup_by_key(|(id, _)| *id);
+    // Snapshots under the repository's object-lock period stay; a later forget removes them.
+    let now = cairn_repo::lease::unix_now();
+    let mut locked = Vec::new();
+    removals.retain(|(id, _)| {
+        let written = repo.block_on(repo.store().head(&cairn_repo::layout::snapshot(id))).ok().and_then(|m| m.modified);
+        match repo.locked_until(written, now) {
+            Some(until) => {
+                locked.push((*id, until));
+                false
+            }
+            None => true,
+        }
+    });
+    for (id, until) in &locked {
+        eprintln!(
+            "cairn: snapshot {} is in its object-lock period until {}: kept for now",
+            id.short(),
+            jiff::Timestamp::from_second(*until).map(|t| t.to_string()).unwrap_or_default()
+        );
+    }
     if !a.dry_run {
         for (id, _) in &removals {
             repo.delete_snapshot(*id)?;

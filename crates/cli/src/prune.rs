@@ -34,7 +34,12 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
     // WAL that no remaining PostgreSQL base backup needs.
     let backups: Vec<_> = repo.list_snapshots()?.into_iter().filter_map(|(_, s)| s.postgres).collect();
     let files = cairn_pg::wal::list(repo)?;
+    let now = cairn_repo::lease::unix_now();
     for (w, size) in cairn_pg::wal::expirable(&files, &backups) {
+        let written = repo.block_on(repo.store().head(&w.path())).ok().and_then(|m| m.modified);
+        if repo.locked_until(written, now).is_some() {
+            continue;
+        }
         if !dry_run {
             cairn_pg::wal::delete(repo, &w)?;
         }
@@ -89,6 +94,15 @@ pub fn print(ctx: &Context, r: &PruneReport) {
         println!("{} marked packs {}indexed again: a backup that ran meanwhile uses them", r.packs_resurrected, would);
     }
     println!("deleted: {} packs, {} {}freed", r.packs_deleted, bytes(r.bytes_deleted), would);
+    if r.packs_locked > 0 || r.index_files_locked > 0 {
+        println!(
+            "locked: {} packs ({}) and {} index files are still in their object-lock period; a prune after {} deletes them",
+            r.packs_locked,
+            bytes(r.bytes_locked),
+            r.index_files_locked,
+            jiff::Timestamp::from_second(r.locked_until).map(|t| t.to_string()).unwrap_or_default()
+        );
+    }
     if r.wal_files_deleted > 0 {
         println!(
             "WAL: {} files ({}) older than the oldest PostgreSQL base backup {}deleted",

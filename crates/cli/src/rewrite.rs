@@ -40,7 +40,14 @@ pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
         new.original = Some(old.original.unwrap_or(*old_id));
         let new_id = repo.save_snapshot(&new)?;
         if a.forget && !a.dry_run {
-            repo.delete_snapshot(*old_id)?;
+            let written =
+                repo.block_on(repo.store().head(&cairn_repo::layout::snapshot(old_id))).ok().and_then(|m| m.modified);
+            match repo.locked_until(written, cairn_repo::lease::unix_now()) {
+                None => repo.delete_snapshot(*old_id)?,
+                Some(_) => {
+                    eprintln!("cairn: snapshot {} is in its object-lock period: not forgotten yet", old_id.short())
+                }
+            }
         }
         if !ctx.g.quiet && !ctx.g.json {
             println!(

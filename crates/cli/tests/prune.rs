@@ -395,3 +395,48 @@ fn a_backup_suspended_past_its_lease_publishes_nothing() {
     env.ok(&["backup", "--command", "head -c 300000 /dev/zero", "--stdin-name", "x"]);
     assert_eq!(env.short_ids().len(), 1);
 }
+
+/// Sets a file's modification time `days` back.
+fn age(p: &Path, days: i64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs((days * 86400) as u64);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    set_mtime(p, secs, 0);
+}
+
+#[test]
+fn objects_in_their_lock_period_are_never_deleted_by_cairn() {
+    let env = Env::new();
+    env.ok(&["init", "--object-lock-days", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(2_000_000, 41)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let first = env.short_ids()[0].clone();
+    std::fs::write(src.join("a"), noise(2_000_000, 43)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // A young snapshot is kept by forget, with a clear note.
+    let o = env.run(&["forget", &first]);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("object-lock period"), "{}", stderr(&o));
+    assert_eq!(env.short_ids().len(), 2);
+    // Once old enough it goes; its packs are still young: prune leaves them and says so.
+    let snap = std::fs::read_dir(env.repo.join("snapshots")).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    for s in &snap {
+        age(s, 2);
+    }
+    env.ok(&["forget", &first]);
+    assert_eq!(env.short_ids().len(), 1);
+    let r = env.json(&["prune", "--delete-now"]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert!(r["packs_locked"].as_u64().unwrap() >= 1, "{r}");
+    check_clean(&env, false);
+    // After the lock period a later prune deletes them.
+    for p in packs(&env.repo) {
+        age(&p, 2);
+    }
+    let r = env.json(&["prune", "--delete-now"]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["packs_locked"], 0, "{r}");
+    check_clean(&env, true);
+    restore_equals(&env, "latest", &src, "r");
+}

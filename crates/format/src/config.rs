@@ -26,6 +26,14 @@ pub struct Config {
     pub compression_level: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Days every object stays undeletable after it is written (S3 Object Lock with a
+    /// default retention on the bucket); cairn itself never deletes a younger object.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub object_lock_days: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Config {

@@ -73,6 +73,12 @@ pub struct PruneReport {
     pub pending_reasons: Vec<String>,
     pub index_files_written: usize,
     pub index_files_deleted: usize,
+    /// Packs that would go but are still under the repository's object-lock period, and
+    /// the latest time one of them unlocks (Unix seconds; 0: none).
+    pub packs_locked: usize,
+    pub bytes_locked: u64,
+    pub locked_until: i64,
+    pub index_files_locked: usize,
     /// PostgreSQL WAL files no remaining base backup needs (set by the caller).
     pub wal_files_deleted: usize,
     pub wal_bytes_deleted: u64,
@@ -221,7 +227,10 @@ impl Catalog {
 struct State {
     /// Every index file listed (superseded ones included): a consolidation supersedes all.
     index_ids: Vec<IndexId>,
+    /// When each index file was written (object-lock periods run from it).
+    index_modified: HashMap<IndexId, Option<i64>>,
     sizes: HashMap<PackId, u64>,
+    modified: HashMap<PackId, Option<i64>>,
     catalog: Catalog,
     snapshots: usize,
 }
@@ -291,13 +300,16 @@ fn location(e: &BlobEntry) -> crate::Location {
 }
 
 fn load_state(repo: &Repository, docs: &PruneDocs, warnings: &mut Vec<String>) -> Result<State> {
-    let index_ids = repo.list_index_ids()?;
+    let index_metas = repo.block_on(repo.store().list(layout::INDEX))?;
+    let index_ids: Vec<IndexId> = index_metas.iter().filter_map(|m| layout::id_of(&m.path).map(IndexId)).collect();
+    let index_modified =
+        index_metas.iter().filter_map(|m| layout::id_of(&m.path).map(|i| (IndexId(i), m.modified))).collect();
     let files = repo.load_index_files()?;
-    let sizes: HashMap<PackId, u64> = repo
-        .block_on(repo.store().list(layout::DATA))?
-        .into_iter()
-        .filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size)))
-        .collect();
+    let packs = repo.block_on(repo.store().list(layout::DATA))?;
+    let sizes: HashMap<PackId, u64> =
+        packs.iter().filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size))).collect();
+    let modified: HashMap<PackId, Option<i64>> =
+        packs.iter().filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.modified))).collect();
     let mut cat = Catalog::default();
     for (_, f) in files {
         for p in f.packs {
@@ -322,7 +334,7 @@ fn load_state(repo: &Repository, docs: &PruneDocs, warnings: &mut Vec<String>) -
             Err(e) => warnings.push(format!("unindexed pack {} left alone: {e}", p.short())),
         }
     }
-    Ok(State { index_ids, sizes, catalog: cat, snapshots: 0 })
+    Ok(State { index_ids, index_modified, sizes, modified, catalog: cat, snapshots: 0 })
 }
 
 /// Runs prune (see the module docs). With `dry_run`, writes nothing and reports the plan.
@@ -580,19 +592,36 @@ fn sweep(
         }
         r.packs_resurrected += resurrect.len();
     }
+    let now = unix_now();
+    let mut locked = HashSet::new();
     for &i in &delete {
         let p = &st.catalog.packs[i];
+        // Under an object-lock period: left for a later prune (its marker stays).
+        if let Some(until) = repo.locked_until(st.modified.get(&p.id).copied().flatten(), now) {
+            r.packs_locked += 1;
+            r.bytes_locked += p.size;
+            r.locked_until = r.locked_until.max(until);
+            locked.insert(p.id);
+            continue;
+        }
         repo.block_on(repo.store().delete(&layout::pack(&p.id)))?;
         r.packs_deleted += 1;
         r.bytes_deleted += p.size;
         deleted.insert(p.id);
     }
     for m in ready {
-        for (a, _) in &m.arms {
-            repo.block_on(repo.store().delete(&layout::prune_doc(a)))?;
+        if m.marker.packs.iter().any(|p| locked.contains(p)) {
+            continue;
         }
-        repo.block_on(repo.store().delete(&layout::prune_doc(&m.id)))?;
+        for id in m.arms.iter().map(|(a, _)| *a).chain([m.id]) {
+            let path = layout::prune_doc(&id);
+            let written = repo.block_on(repo.store().head(&path)).ok().and_then(|h| h.modified);
+            if repo.locked_until(written, now).is_none() {
+                repo.block_on(repo.store().delete(&path))?;
+            }
+        }
     }
+    let delete: Vec<usize> = delete.into_iter().filter(|&i| !locked.contains(&st.catalog.packs[i].id)).collect();
     // Deleted packs are gone from the catalog's point of view.
     for &i in &delete {
         let id = st.catalog.packs[i].id;
@@ -786,7 +815,13 @@ fn consolidate(
     let old: Vec<IndexId> = st.index_ids.iter().filter(|id| !written.contains(id)).copied().collect();
     written.insert(repo.save_index(&IndexFile { supersedes: old.clone(), packs: last.packs })?);
     r.index_files_written += 1;
+    let now = unix_now();
     for id in old.iter().filter(|id| !written.contains(id)) {
+        // A superseded file is ignored by readers; a locked one is deleted by a later prune.
+        if repo.locked_until(st.index_modified.get(id).copied().flatten(), now).is_some() {
+            r.index_files_locked += 1;
+            continue;
+        }
         repo.block_on(repo.store().delete(&layout::index(id)))?;
         r.index_files_deleted += 1;
     }

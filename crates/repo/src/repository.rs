@@ -40,11 +40,19 @@ pub struct InitOptions {
     /// Chunker parameters and id key of another repository, so both chunk and name blobs
     /// identically.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+    /// See `Config::object_lock_days`.
+    pub object_lock_days: u32,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { kdf: KdfParams::DEFAULT, compression_level: 3, pack_size: 8 * 1024 * 1024, chunker_from: None }
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            compression_level: 3,
+            pack_size: 8 * 1024 * 1024,
+            chunker_from: None,
+            object_lock_days: 0,
+        }
     }
 }
 
@@ -89,6 +97,7 @@ impl Repository {
             id_key: Config::hex(&id_key),
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
+            object_lock_days: opts.object_lock_days,
         };
         let (key_id, key_bytes) = make_key_file(&master, password, meta, opts.kdf)?;
         block(&rt, store.put(&layout::key(&key_id), key_bytes, PutMode::Create))?;
@@ -174,6 +183,18 @@ impl Repository {
             return Err(Error::Invalid("config: invalid chunker parameters".into()));
         }
         Ok(Repository { store, rt, master, id_key, config, key_id: KeyId::default(), lease: Default::default() })
+    }
+
+    /// Until when (Unix seconds) an object written at `modified` may not be deleted, if
+    /// the repository has an object-lock period and that time is still ahead. An object
+    /// whose write time the store does not report counts as written now.
+    pub fn locked_until(&self, modified: Option<i64>, now: i64) -> Option<i64> {
+        let days = self.config.object_lock_days;
+        if days == 0 {
+            return None;
+        }
+        let until = modified.unwrap_or(now) + days as i64 * 86400;
+        (until > now).then_some(until)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -295,7 +295,7 @@ impl Store for S3Store {
     fn head<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ObjectMeta>> {
         Box::pin(async move {
             let m = self.inner.head(&self.key(path)).await.map_err(|e| map(path, e))?;
-            Ok(ObjectMeta { path: path.into(), size: m.size })
+            Ok(ObjectMeta { path: path.into(), size: m.size, modified: Some(m.last_modified.timestamp()) })
         })
     }
 
@@ -304,7 +304,14 @@ impl Store for S3Store {
             let p = self.key(prefix.trim_end_matches('/'));
             let metas: Vec<object_store::ObjectMeta> =
                 self.inner.list(Some(&p)).try_collect().await.map_err(|e| map(prefix, e))?;
-            Ok(metas.into_iter().map(|m| ObjectMeta { path: self.rel(&m.location), size: m.size }).collect())
+            Ok(metas
+                .into_iter()
+                .map(|m| ObjectMeta {
+                    path: self.rel(&m.location),
+                    size: m.size,
+                    modified: Some(m.last_modified.timestamp()),
+                })
+                .collect())
         })
     }
 

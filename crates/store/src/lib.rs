@@ -98,6 +98,9 @@ pub enum PutMode {
 pub struct ObjectMeta {
     pub path: String,
     pub size: u64,
+    /// Last modification (Unix seconds), when the store knows it: object-lock periods run
+    /// from it.
+    pub modified: Option<i64>,
 }
 
 /// What a store can do, so callers can explain rather than fail obscurely.

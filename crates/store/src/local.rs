@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,7 +167,7 @@ impl LocalStore {
                 } else if ft.is_file() {
                     // A file removed between readdir and stat (concurrent prune) is skipped.
                     if let Ok(m) = ent.metadata() {
-                        out.push(ObjectMeta { path: key, size: m.len() });
+                        out.push(ObjectMeta { path: key, size: m.len(), modified: Some(m.mtime()) });
                     }
                 }
             }
@@ -205,7 +206,7 @@ impl Store for LocalStore {
             if !m.is_file() {
                 return Err(Error::NotFound { path: p });
             }
-            Ok(ObjectMeta { path: p, size: m.len() })
+            Ok(ObjectMeta { path: p, size: m.len(), modified: Some(m.mtime()) })
         })
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>> {

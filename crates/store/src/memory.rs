@@ -57,7 +57,7 @@ impl Store for MemoryStore {
         Box::pin(async move {
             self.with(|m| {
                 m.get(path)
-                    .map(|v| ObjectMeta { path: path.into(), size: v.len() as u64 })
+                    .map(|v| ObjectMeta { path: path.into(), size: v.len() as u64, modified: None })
                     .ok_or_else(|| Error::NotFound { path: path.into() })
             })
         })
@@ -68,7 +68,7 @@ impl Store for MemoryStore {
             self.with(|m| {
                 Ok(m.iter()
                     .filter(|(k, _)| k.starts_with(&p))
-                    .map(|(k, v)| ObjectMeta { path: k.clone(), size: v.len() as u64 })
+                    .map(|(k, v)| ObjectMeta { path: k.clone(), size: v.len() as u64, modified: None })
                     .collect())
             })
         })
