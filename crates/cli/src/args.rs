@@ -94,6 +94,10 @@ pub struct InitArgs {
     /// bucket, see the README)
     #[arg(long, value_name = "DAYS")]
     pub object_lock_days: Option<u32>,
+    /// S3 Object Lock mode of the retention cairn sets on every object of an s3://
+    /// repository (with --object-lock-days)
+    #[arg(long, value_name = "MODE", default_value = "compliance", value_parser = ["compliance", "governance"])]
+    pub object_lock_mode: String,
 }
 
 #[derive(Args, Debug)]

@@ -32,7 +32,8 @@ pub fn run(ctx: &Context, a: &CheckArgs) -> Result<()> {
         (None, false) => ReadData::None,
     };
     let repo = ctx.open()?;
-    let r = check(&repo, mode)?;
+    let mut r = check(&repo, mode)?;
+    retention(ctx, &repo, &mut r)?;
     if ctx.g.json {
         let v = serde_json::json!({
             "clean": r.is_clean(), "snapshots": r.snapshots, "packs": r.packs, "packs_read": r.packs_read, "blobs": r.blobs,
@@ -73,6 +74,42 @@ pub fn run(ctx: &Context, a: &CheckArgs) -> Result<()> {
     }
     if !r.is_clean() {
         return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+/// For an s3:// repository with object lock: every object must carry a retention at least
+/// as long as configured from its write time (an object without one could be deleted by
+/// anyone holding the credentials).
+fn retention(ctx: &Context, repo: &cairn_repo::Repository, r: &mut cairn_repo::check::CheckReport) -> Result<()> {
+    let days = repo.config().object_lock_days;
+    let Some(url) = ctx.remote.as_ref().filter(|u| u.starts_with("s3://") && days > 0) else { return Ok(()) };
+    let s3 = cairn_store_s3::open(url).map_err(|e| anyhow::anyhow!(e))?;
+    let mut objects = vec![cairn_store::ObjectMeta { path: "config".into(), size: 0, modified: None }];
+    for prefix in ["keys", "snapshots", "index", "data"] {
+        objects.extend(repo.block_on(cairn_store::Store::list(&s3, prefix))?);
+    }
+    let (mut missing, mut short) = (0, 0);
+    for o in &objects {
+        let modified = match o.modified {
+            Some(m) => m,
+            None => repo.block_on(cairn_store::Store::head(&s3, &o.path))?.modified.unwrap_or(0),
+        };
+        match repo.block_on(s3.retention(&o.path))? {
+            None => {
+                missing += 1;
+                r.errors.push(format!("{} has no object lock", o.path));
+            }
+            // An hour of slack for clock differences between cairn and the store.
+            Some((_, until)) if until + 3600 < modified + days as i64 * 86400 => {
+                short += 1;
+                r.errors.push(format!("{} is locked only until {until} (Unix time), less than {days} days", o.path));
+            }
+            Some(_) => {}
+        }
+    }
+    if missing + short == 0 {
+        r.warnings.push(format!("object lock: all {} objects are locked for at least {days} days", objects.len()));
     }
     Ok(())
 }

@@ -102,17 +102,22 @@ impl Context {
     }
 
     pub fn store(&self, dry_run: bool) -> Arc<dyn Store> {
-        let mut s: Arc<dyn Store> = match &self.remote {
+        let s: Arc<dyn Store> = match &self.remote {
             // Validated in `new`.
-            Some(url) => {
-                let remote = store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path)));
-                match self.cache_dir() {
-                    Some(dir) => Arc::new(cairn_store::CacheStore::new(remote, dir)),
-                    None => remote,
-                }
-            }
+            Some(url) => store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path))),
             None => Arc::new(LocalStore::new(&self.repo_path)),
         };
+        self.decorate(s, dry_run)
+    }
+
+    /// The cache (remote repositories), bandwidth limits and dry-run around a store.
+    fn decorate(&self, base: Arc<dyn Store>, dry_run: bool) -> Arc<dyn Store> {
+        let mut s = base;
+        if self.remote.is_some() {
+            if let Some(dir) = self.cache_dir() {
+                s = Arc::new(cairn_store::CacheStore::new(s, dir));
+            }
+        }
         if self.g.limit_upload.is_some() || self.g.limit_download.is_some() {
             let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
             s = Arc::new(LimitStore::new(s, kib(self.g.limit_upload), kib(self.g.limit_download)));
@@ -191,7 +196,26 @@ impl Context {
             bail!("no repository given (--repo or CAIRN_REPO) and the default repository {} does not exist yet; 'cairn backup PATH' creates it", self.location());
         }
         let pw = self.password(false)?;
-        Ok(Repository::open(self.store(dry_run), self.rt.clone(), &pw)?)
+        let mut repo = Repository::open(self.store(dry_run), self.rt.clone(), &pw)?;
+        self.apply_lock(&mut repo, dry_run)?;
+        Ok(repo)
+    }
+
+    /// For an s3:// repository whose config asks for object lock: the store that writes
+    /// every object with that retention.
+    fn locked_store(&self, days: u32, mode: &str, dry_run: bool) -> Result<Option<Arc<dyn Store>>> {
+        let Some(url) = self.remote.as_ref().filter(|u| u.starts_with("s3://") && days > 0) else { return Ok(None) };
+        let lock = cairn_store_s3::Lock { mode: if mode.is_empty() { "COMPLIANCE".into() } else { mode.into() }, days };
+        let s: Arc<dyn Store> = Arc::new(cairn_store_s3::open_locked(url, Some(lock)).map_err(|e| anyhow!(e))?);
+        Ok(Some(self.decorate(s, dry_run)))
+    }
+
+    fn apply_lock(&self, repo: &mut Repository, dry_run: bool) -> Result<()> {
+        let (days, mode) = (repo.config().object_lock_days, repo.config().object_lock_mode.clone());
+        if let Some(s) = self.locked_store(days, &mode, dry_run)? {
+            repo.replace_store(s);
+        }
+        Ok(())
     }
 
     /// Opens the repository without the password KDF when a key cache entry for it exists
@@ -212,7 +236,10 @@ impl Context {
         if let Some(p) = &path {
             if let Some(master) = std::fs::read(p).ok().and_then(|b| cairn_crypto::unwrap_from_cache(&b, &pw)) {
                 match Repository::open_with_master(self.store(false), self.rt.clone(), master) {
-                    Ok(r) => return Ok(r),
+                    Ok(mut r) => {
+                        self.apply_lock(&mut r, false)?;
+                        return Ok(r);
+                    }
                     // Another repository now lives here: forget the entry.
                     Err(cairn_repo::Error::WrongPassword { .. }) => {
                         let _ = std::fs::remove_file(p);
@@ -221,7 +248,8 @@ impl Context {
                 }
             }
         }
-        let repo = Repository::open(self.store(false), self.rt.clone(), &pw)?;
+        let mut repo = Repository::open(self.store(false), self.rt.clone(), &pw)?;
+        self.apply_lock(&mut repo, false)?;
         if let Some(p) = &path {
             // Best effort: without a cache entry the next call is merely slower.
             let _ = write_private(p, &cairn_crypto::wrap_for_cache(repo.master(), &pw)?);
@@ -335,6 +363,7 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
             bail!("--object-lock-days: {d} is not between 1 and 36500");
         }
         opts.object_lock_days = d;
+        opts.object_lock_mode = a.object_lock_mode.to_ascii_uppercase();
     }
     if let Some(s) = &a.pack_size {
         let n = crate::prune::parse_size("--pack-size", s)?;
@@ -354,7 +383,11 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
         opts.chunker_from = Some((source.chunker_params(), *source.id_key().as_bytes()));
     }
     let pw = ctx.password(true)?;
-    let repo = Repository::init(ctx.store(false), ctx.rt.clone(), &pw, &key_meta(), opts)?;
+    let store = match ctx.locked_store(opts.object_lock_days, &opts.object_lock_mode, false)? {
+        Some(s) => s,
+        None => ctx.store(false),
+    };
+    let repo = Repository::init(store, ctx.rt.clone(), &pw, &key_meta(), opts)?;
     if ctx.g.json {
         println!("{}", serde_json::json!({"repository": ctx.location(), "id": repo.config().id}));
     } else if !ctx.g.quiet {

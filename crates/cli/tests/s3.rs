@@ -223,3 +223,75 @@ fn backup_restore_check_and_prune_on_azure() {
     run(&["prune", "--delete-now"]);
     run(&["check", "--read-data"]);
 }
+
+/// Every object is written with an S3 Object Lock retention (signed requests checked by a
+/// SeaweedFS that has identities), `check` verifies it, a locked pack cannot be destroyed
+/// by a direct delete of its version, and prune leaves locked packs alone.
+#[test]
+fn object_lock_protects_every_object() {
+    let env = Env::new();
+    let identities = r#"{"identities": [{"name": "admin", "credentials": [{"accessKey": "cairn-test", "secretKey": "cairn-test-secret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}"#;
+    let Some(server) = Seaweed::start_with(&env.path("weed"), Some(identities)) else {
+        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        return;
+    };
+    server.locked_bucket("locked");
+    let s = S3Env { url: format!("s3://locked/repo?endpoint={}", server.endpoint()), env, _server: server };
+    let src = s.env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(1_500_000, 61)).unwrap();
+    s.ok(&["init", "--object-lock-days", "1"]);
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let o = s.run(&["check", "--read-data"]);
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(out.contains("locked for at least 1 days"), "{out}");
+    // A direct delete of a pack's version is refused by the server.
+    let ep = s._server.endpoint();
+    let versions = std::process::Command::new("curl")
+        .args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "cairn-test:cairn-test-secret"])
+        .arg(format!("{ep}/locked?versions="))
+        .output()
+        .unwrap();
+    let xml = String::from_utf8_lossy(&versions.stdout).to_string();
+    let field = |block: &str, tag: &str| {
+        block.split(&format!("<{tag}>")).nth(1).and_then(|r| r.split(&format!("</{tag}>")).next()).map(str::to_string)
+    };
+    let (key, vid) = xml
+        .split("<Version>")
+        .skip(1)
+        .filter_map(|b| Some((field(b, "Key")?, field(b, "VersionId")?)))
+        .find(|(k, _)| k.starts_with("repo/data/"))
+        .unwrap_or_else(|| panic!("no pack versions: {xml}"));
+    let del = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+        .args(["--user", "cairn-test:cairn-test-secret"])
+        .arg(format!("{ep}/locked/{key}?versionId={vid}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&del.stdout), "403", "a locked version was deleted");
+    // prune leaves young packs alone.
+    std::fs::write(src.join("a"), noise(1_500_000, 63)).unwrap();
+    s.ok(&["backup", src.to_str().unwrap()]);
+    let snaps = s.json(&["snapshots"]);
+    let first = snaps[0]["short_id"].as_str().unwrap().to_string();
+    let o = s.run(&["forget", &first]);
+    assert!(stderr(&o).contains("object-lock period"), "{}", stderr(&o));
+    let p = s.json(&["prune", "--delete-now"]);
+    assert_eq!(p["packs_deleted"], 0, "{p}");
+    s.ok(&["check", "--read-data"]);
+    // An object written around cairn, without a retention, is reported.
+    let fake = format!("data/ff/{}", "f".repeat(64));
+    // SAFETY: this test binary's own environment, set before the runtime starts.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "cairn-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
+    }
+    let plain = cairn_store_s3::open(&s.url).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(cairn_store::Store::put(&plain, &fake, b"x".to_vec(), cairn_store::PutMode::Create)).unwrap();
+    let o = s.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(out.contains("has no object lock"), "{out}");
+}

@@ -30,6 +30,9 @@ pub struct Config {
     /// default retention on the bucket); cairn itself never deletes a younger object.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub object_lock_days: u32,
+    /// `COMPLIANCE` or `GOVERNANCE` when `object_lock_days` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object_lock_mode: String,
 }
 
 fn is_zero(v: &u32) -> bool {

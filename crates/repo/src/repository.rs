@@ -40,8 +40,9 @@ pub struct InitOptions {
     /// Chunker parameters and id key of another repository, so both chunk and name blobs
     /// identically.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
-    /// See `Config::object_lock_days`.
+    /// See `Config::object_lock_days` and `object_lock_mode`.
     pub object_lock_days: u32,
+    pub object_lock_mode: String,
 }
 
 impl Default for InitOptions {
@@ -52,6 +53,7 @@ impl Default for InitOptions {
             pack_size: 8 * 1024 * 1024,
             chunker_from: None,
             object_lock_days: 0,
+            object_lock_mode: String::new(),
         }
     }
 }
@@ -98,6 +100,7 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
             object_lock_days: opts.object_lock_days,
+            object_lock_mode: opts.object_lock_mode,
         };
         let (key_id, key_bytes) = make_key_file(&master, password, meta, opts.kdf)?;
         block(&rt, store.put(&layout::key(&key_id), key_bytes, PutMode::Create))?;
@@ -195,6 +198,12 @@ impl Repository {
         }
         let until = modified.unwrap_or(now) + days as i64 * 86400;
         (until > now).then_some(until)
+    }
+
+    /// Swaps the store under an open repository (the same objects reached another way,
+    /// e.g. with object-lock headers once the config says the repository wants them).
+    pub fn replace_store(&mut self, store: Arc<dyn Store>) {
+        self.store = store;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -2,6 +2,10 @@
 //! S3-compatible service (AWS, Ceph RGW, MinIO, SeaweedFS, Garage), Google Cloud Storage
 //! and Azure Blob Storage.
 //!
+//! With [`open_locked`], every object but writer leases and partial WAL segments is written
+//! with an S3 Object Lock retention, through requests signed here (`lock.rs`), which
+//! `object_store` cannot make.
+//!
 //! Key decisions: create-only puts are `PutMode::Create`, which `object_store` sends as
 //! `If-None-Match: *` (atomic on services that support conditional writes; the
 //! conformance suite checks it); ranged reads map to HTTP ranges; the repository lives
@@ -17,6 +21,10 @@
 //!   `GOOGLE_APPLICATION_CREDENTIALS` (a service account file) or the metadata server.
 //! - `az://CONTAINER[/PREFIX][?account=NAME&endpoint=URL&emulator=true]`, credentials from
 //!   `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY` (or other `AZURE_*`).
+
+mod lock;
+
+pub use lock::Lock;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -119,8 +127,24 @@ impl CloudUrl {
 
 /// Opens the store a repository URL names (`s3://`, `gs://`, `az://`).
 pub fn open(url: &str) -> std::result::Result<S3Store, String> {
+    open_locked(url, None)
+}
+
+/// Like [`open`]; with `lock`, every object but writer leases and partial WAL segments is
+/// written with that S3 Object Lock retention (S3 only).
+pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store, String> {
+    if lock.is_some() && !url.starts_with("s3://") {
+        return Err(format!("{url}: object lock is supported on s3:// repositories only"));
+    }
     match url.split_once("://").map(|(s, _)| s) {
-        Some("s3") => S3Store::new(&S3Url::parse(url)?),
+        Some("s3") => {
+            let mut s = S3Store::new(&S3Url::parse(url)?)?;
+            if let Some(l) = lock {
+                let signer = s.signer.clone().ok_or_else(|| format!("{url}: no signer"))??;
+                s.lock = Some((l, signer));
+            }
+            Ok(s)
+        }
         Some("gs") => {
             let u = CloudUrl::parse(url, &[])?;
             let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -131,6 +155,8 @@ pub fn open(url: &str) -> std::result::Result<S3Store, String> {
                 inner: Arc::new(store),
                 prefix: u.prefix.clone(),
                 location: format!("gs://{}/{}", u.bucket, u.prefix),
+                signer: None,
+                lock: None,
             })
         }
         Some("az") => {
@@ -150,6 +176,8 @@ pub fn open(url: &str) -> std::result::Result<S3Store, String> {
                 inner: Arc::new(store),
                 prefix: u.prefix.clone(),
                 location: format!("az://{}/{}", u.bucket, u.prefix),
+                signer: None,
+                lock: None,
             })
         }
         _ => Err(format!("{url}: not an s3://, gs:// or az:// URL")),
@@ -161,6 +189,9 @@ pub struct S3Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
     location: String,
+    /// For the requests object_store cannot make (S3 only).
+    signer: Option<std::result::Result<lock::Signer, String>>,
+    lock: Option<(Lock, lock::Signer)>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -191,14 +222,24 @@ impl S3Store {
             .region
             .clone()
             .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
-        b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        b = b.with_region(&region);
+        let (origin, bucket_path) = match &endpoint {
+            Some(e) if path_style => (e.trim_end_matches('/').to_string(), format!("/{}", url.bucket)),
+            Some(e) => {
+                let (scheme, host) = e.split_once("://").unwrap_or(("https", e));
+                (format!("{scheme}://{}.{}", url.bucket, host.trim_end_matches('/')), String::new())
+            }
+            None => (format!("https://{}.s3.{region}.amazonaws.com", url.bucket), String::new()),
+        };
+        let signer = Some(lock::Signer::new(origin, bucket_path, region.clone()));
         // The conditional create is what makes concurrent writers safe.
         b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
         let inner = b.build().map_err(|e| format!("s3://{}: {e}", url.bucket))?;
         let location =
             format!("s3://{}/{}{}", url.bucket, url.prefix, endpoint.map(|e| format!(" at {e}")).unwrap_or_default());
-        Ok(S3Store { inner: Arc::new(inner), prefix: url.prefix.clone(), location })
+        Ok(S3Store { inner: Arc::new(inner), prefix: url.prefix.clone(), location, signer, lock: None })
     }
 
     fn key(&self, path: &str) -> OsPath {
@@ -243,6 +284,19 @@ fn one_line(e: &dyn std::error::Error) -> String {
     s.replace('\n', " ")
 }
 
+impl S3Store {
+    /// An object's S3 Object Lock retention: (mode, retain-until in Unix seconds), `None`
+    /// when it has none.
+    pub async fn retention(&self, path: &str) -> Result<Option<(String, i64)>> {
+        let signer = match &self.signer {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(Error::Other { path: path.into(), message: e.clone() }),
+            None => return Err(Error::Other { path: path.into(), message: "not an S3 store".into() }),
+        };
+        signer.retention(self.key(path).as_ref()).await.map_err(|message| Error::Other { path: path.into(), message })
+    }
+}
+
 impl Store for S3Store {
     fn location(&self) -> String {
         self.location.clone()
@@ -254,6 +308,20 @@ impl Store for S3Store {
 
     fn put<'a>(&'a self, path: &'a str, data: Vec<u8>, mode: PutMode) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // Leases and partial WAL segments are rewritten in place: never locked.
+            if let Some((l, signer)) =
+                self.lock.as_ref().filter(|_| !path.starts_with("writers/") && !path.ends_with(".partial"))
+            {
+                let key = self.key(path).to_string();
+                let status = signer
+                    .put_locked(&key, data, mode == PutMode::Create, l)
+                    .await
+                    .map_err(|message| Error::Other { path: path.into(), message })?;
+                if !status.is_success() {
+                    return Err(Error::AlreadyExists { path: path.into() });
+                }
+                return Ok(());
+            }
             let opts = PutOptions {
                 mode: match mode {
                     PutMode::Create => object_store::PutMode::Create,

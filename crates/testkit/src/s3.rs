@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub struct Seaweed {
     child: Child,
     pub port: u16,
+    pub master: u16,
     pub log: std::path::PathBuf,
 }
 
@@ -34,6 +35,12 @@ impl Seaweed {
     /// Starts SeaweedFS (master, volume, filer, S3) in `dir`; `None` when `weed` is not
     /// installed (the caller skips loudly).
     pub fn start(dir: &Path) -> Option<Seaweed> {
+        Self::start_with(dir, None)
+    }
+
+    /// With `identities` (SeaweedFS's S3 identities JSON), requests must be signed by one
+    /// of them: signatures are then really verified.
+    pub fn start_with(dir: &Path, identities: Option<&str>) -> Option<Seaweed> {
         if Command::new("weed").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
             return None;
         }
@@ -41,8 +48,14 @@ impl Seaweed {
         let base = free_block()?;
         let ports = [base, base + 1, base + 2, base + 3];
         let log = dir.join("weed.log");
-        let child = Command::new("weed")
-            .arg("server")
+        let mut cmd = Command::new("weed");
+        cmd.arg("server");
+        if let Some(json) = identities {
+            let f = dir.join("s3.json");
+            std::fs::write(&f, json).ok()?;
+            cmd.arg(format!("-s3.config={}", f.display()));
+        }
+        let child = cmd
             .arg(format!("-dir={}", dir.display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-volume.max=50", "-master.volumeSizeLimitMB=128"])
             // Side services on fixed default ports would collide between concurrent tests.
@@ -55,7 +68,7 @@ impl Seaweed {
             .stderr(std::fs::File::create(dir.join("weed.err")).ok()?)
             .spawn()
             .ok()?;
-        let s = Seaweed { child, port: ports[3], log };
+        let s = Seaweed { child, port: ports[3], master: ports[0], log };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
@@ -70,6 +83,25 @@ impl Seaweed {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket with Object Lock (and versioning) enabled, through `weed shell`.
+    pub fn locked_bucket(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "echo 's3.bucket.create -name {name} -withLock' | weed shell -master=127.0.0.1:{}",
+                    self.master
+                ))
+                .output();
+            if matches!(&out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("Object Lock: enabled")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not create locked bucket {name}: {out:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Creates a bucket (retrying while the cluster is still assembling itself).
