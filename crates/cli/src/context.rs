@@ -36,6 +36,16 @@ fn config_home() -> Option<PathBuf> {
     }
 }
 
+/// A deletion the store refused for lack of rights, said as what it means: the
+/// repository is append-only for these credentials.
+pub fn delete_rights(cmd: &str, e: cairn_repo::Error) -> anyhow::Error {
+    if e.store_kind() == Some(cairn_store::ErrorKind::PermissionDenied) {
+        anyhow!("{cmd} needs the right to delete objects in the repository, which these credentials (or this directory) do not give: an append-only setup still allows backup, copy, check and restore ({e})")
+    } else {
+        e.into()
+    }
+}
+
 /// The store for a repository given as a directory or a URL (`s3://BUCKET/PREFIX?...`).
 pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
     let Some((scheme, _)) = spec.split_once("://") else {

@@ -142,7 +142,7 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
     }
     if !a.dry_run {
         for (id, _) in &removals {
-            repo.delete_snapshot(*id)?;
+            repo.delete_snapshot(*id).map_err(|e| crate::context::delete_rights("forget", e))?;
         }
     }
     let pruned = if a.prune { Some(crate::prune::execute(ctx, &repo, &a.prune_opts, a.dry_run)?) } else { None };

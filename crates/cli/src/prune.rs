@@ -30,7 +30,7 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         dry_run,
         hostname: cairn_fs::hostname(),
     };
-    let mut r = cairn_repo::prune(repo, &opts)?;
+    let mut r = cairn_repo::prune(repo, &opts).map_err(|e| crate::context::delete_rights("prune", e))?;
     // WAL that no remaining PostgreSQL base backup needs.
     let backups: Vec<_> = repo.list_snapshots()?.into_iter().filter_map(|(_, s)| s.postgres).collect();
     let files = cairn_pg::wal::list(repo)?;
@@ -41,7 +41,10 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
             continue;
         }
         if !dry_run {
-            cairn_pg::wal::delete(repo, &w)?;
+            cairn_pg::wal::delete(repo, &w).map_err(|e| match e {
+                cairn_pg::Error::Repo(e) => crate::context::delete_rights("prune", e),
+                e => e.into(),
+            })?;
         }
         r.wal_files_deleted += 1;
         r.wal_bytes_deleted += size;

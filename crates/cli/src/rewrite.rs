@@ -43,7 +43,9 @@ pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
             let written =
                 repo.block_on(repo.store().head(&cairn_repo::layout::snapshot(old_id))).ok().and_then(|m| m.modified);
             match repo.locked_until(written, cairn_repo::lease::unix_now()) {
-                None => repo.delete_snapshot(*old_id)?,
+                None => {
+                    repo.delete_snapshot(*old_id).map_err(|e| crate::context::delete_rights("rewrite --forget", e))?
+                }
                 Some(_) => {
                     eprintln!("cairn: snapshot {} is in its object-lock period: not forgotten yet", old_id.short())
                 }

@@ -440,3 +440,63 @@ fn objects_in_their_lock_period_are_never_deleted_by_cairn() {
     check_clean(&env, true);
     restore_equals(&env, "latest", &src, "r");
 }
+
+/// Marks every directory of the repository append-only (`chattr +a`: entries can be
+/// added, none removed, even by root) and undoes it when dropped.
+struct AppendOnly(Vec<std::path::PathBuf>);
+
+impl AppendOnly {
+    fn set(dirs: Vec<std::path::PathBuf>) -> Option<AppendOnly> {
+        for d in &dirs {
+            if !run_sh(&format!("chattr +a '{}' 2>/dev/null", d.display())) {
+                let _ = AppendOnly(dirs.clone());
+                return None;
+            }
+        }
+        Some(AppendOnly(dirs))
+    }
+}
+
+impl Drop for AppendOnly {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            run_sh(&format!("chattr -a '{}' 2>/dev/null", d.display()));
+        }
+    }
+}
+
+#[test]
+fn an_append_only_repository_backs_up_and_says_clearly_what_needs_delete_rights() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(600_000, 71)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let first = env.short_ids()[0].clone();
+    std::fs::write(src.join("a"), noise(600_000, 73)).unwrap();
+    let mut dirs: Vec<_> = ["snapshots", "index", "keys", "data"].iter().map(|d| env.repo.join(d)).collect();
+    dirs.extend(std::fs::read_dir(env.repo.join("data")).unwrap().flatten().map(|e| e.path()));
+    let Some(guard) = AppendOnly::set(dirs) else {
+        eprintln!("SKIPPED: chattr +a is not available here (needs root on ext4/xfs)");
+        return;
+    };
+    // Adding works: backup, check, restore.
+    env.ok(&["backup", src.to_str().unwrap()]);
+    check_clean(&env, true);
+    restore_equals(&env, "latest", &src, "r");
+    // Removing does not, and says why in one line.
+    let o = env.run(&["forget", &first]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("forget needs the right to delete") && e.trim().lines().count() == 1, "{e}");
+    drop(guard);
+    env.ok(&["forget", &first]);
+    let mut dirs: Vec<_> = ["index", "data"].iter().map(|d| env.repo.join(d)).collect();
+    dirs.extend(std::fs::read_dir(env.repo.join("data")).unwrap().flatten().map(|e| e.path()));
+    let _guard = AppendOnly::set(dirs).unwrap();
+    let o = env.run(&["prune", "--delete-now"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("prune needs the right to delete"), "{}", stderr(&o));
+    check_clean(&env, false);
+}

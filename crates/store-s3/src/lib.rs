@@ -266,6 +266,9 @@ fn map(path: &str, e: object_store::Error) -> Error {
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             Error::AlreadyExists { path: path.into() }
         }
+        e @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
+            Error::Denied { path: path.into(), message: one_line(&e) }
+        }
         e => Error::Other { path: path.into(), message: one_line(&e) },
     }
 }

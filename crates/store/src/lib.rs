@@ -42,6 +42,9 @@ pub enum Error {
     AlreadyExists { path: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The credentials (or file permissions) do not allow this operation.
+    #[error("{path}: permission denied: {message}")]
+    Denied { path: String, message: String },
     #[error("{path}: {message}")]
     Other { path: String, message: String },
 }
@@ -65,6 +68,7 @@ impl Error {
                 _ if source.kind() == std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
                 _ => ErrorKind::Other,
             },
+            Error::Denied { .. } => ErrorKind::PermissionDenied,
             Error::Other { .. } => ErrorKind::Other,
         }
     }
