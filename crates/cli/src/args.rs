@@ -36,6 +36,10 @@ pub struct Global {
     /// Limit downloads to this many KiB/s
     #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", global = true)]
     pub limit_download: Option<u64>,
+    /// Parallel uploads (and, for restore, reads): default 2 for a local repository, 8
+    /// for a remote one, where each request waits on the network
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
     /// Cache directory for remote repositories' metadata (default ~/.cache/cairn/repos; "off" disables it)
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,

@@ -154,9 +154,10 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         // A database's main file can be unchanged while its -wal holds new commits.
         force: a.force || a.sqlite.is_some(),
         threads,
-        // Two packs in flight let one fsync overlap the next write (1.7 GB file: 3.7 s ->
-        // 3.3 s); each costs 8 MiB of memory, and more gained nothing here.
-        uploads: 2,
+        // Locally two packs in flight let one fsync overlap the next write (1.7 GB file:
+        // 3.7 s -> 3.3 s) and more gained nothing; remote stores want more (`--connections`).
+        // Each costs a pack (8 MiB) of memory.
+        uploads: ctx.connections(),
     };
     let outcome = archive(ctx, &repo, source.as_ref(), opts);
     if let Some(mut c) = child {

@@ -152,6 +152,11 @@ impl Context {
         Some(base.join(key))
     }
 
+    /// Requests kept in flight at once (`--connections`).
+    pub fn connections(&self) -> usize {
+        self.g.connections.map(usize::from).unwrap_or(if self.remote.is_some() { 8 } else { 2 })
+    }
+
     pub fn location(&self) -> String {
         match &self.remote {
             Some(u) => u.clone(),

@@ -48,7 +48,7 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         let src_index = src.load_index()?;
         let mut dst_index = dst.load_index()?;
         let recovered = dst.recover_unindexed(&mut dst_index)?;
-        let saver = BlobSaver::new(&dst, dst_index, recovered, 2);
+        let saver = BlobSaver::new(&dst, dst_index, recovered, ctx.connections());
         let trees = std::thread::scope(|s| -> Result<Vec<_>> {
             let _close = saver.close_on_drop();
             s.spawn(|| saver.run_uploader());

@@ -154,7 +154,7 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         parent: parent.as_ref().map(|(_, s)| s.tree),
         force: false,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-        uploads: 2,
+        uploads: ctx.connections(),
     };
     // On any error the session ends with the process, which aborts the backup server-side.
     let outcome = crate::backup::archive(ctx, &repo, &src, opts)?;
@@ -317,7 +317,7 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
     let opts = RestoreOptions {
         overwrite: Overwrite::Always,
         verify: false,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
         filter: &all,
     };
     let restorer = Restorer::new(&repo, &index);

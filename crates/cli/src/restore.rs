@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
             OverwriteArg::Never => Overwrite::Never,
         },
         verify: a.verify,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
         filter: &filter,
     };
     let dest = FsDestination::new(&a.target).map_err(|e| anyhow!("{}: {e}", a.target.display()))?;
