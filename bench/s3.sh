@@ -26,7 +26,21 @@ else (cd "$ROOT" && cargo build --release -p cairn-cli >&2); CAIRN=${CARGO_TARGE
 if [ -e "$W" ] && [ ! -e "$W/.cairn-bench" ]; then die "BENCH_DIR=$W exists and is not ours"; fi
 rm -rf "$W"; mkdir -p "$W"/{weed,data,restore,logs,cache}; touch "$W/.cairn-bench"
 
-P=27300
+# Four ports (and their gRPC companions, + 10000) free now.
+P=$(python3 - <<'PY'
+import socket, random
+def free(p):
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); return True
+    except OSError:
+        return False
+for _ in range(500):
+    b = random.randrange(20000, 29990, 10)
+    if all(free(b + i) and free(b + i + 10000) for i in range(4)):
+        print(b); break
+PY
+)
+[ -n "$P" ] || die "no free ports"
 # Signed requests (restic signs) need an identity; an admin identity's uploads create
 # buckets on first use.
 printf '%s' '{"identities": [{"name": "bench", "credentials": [{"accessKey": "bench", "secretKey": "bench-secret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' >"$W/s3.json"
@@ -36,10 +50,15 @@ weed server -s3.config="$W/s3.json" -dir="$W/weed" -ip=127.0.0.1 -ip.bind=127.0.
 WEED=$!
 trap 'kill $WEED 2>/dev/null; rm -rf "$W"' EXIT
 EP=http://127.0.0.1:$((P+3))
-until curl -s -o /dev/null "$EP"; do sleep 0.2; done
+until curl -s -o /dev/null "$EP"; do kill -0 $WEED 2>/dev/null || { tail -n 5 "$W/logs/weed.log" >&2; die "SeaweedFS exited"; }; sleep 0.2; done
 for b in cairn restic; do
-  until echo "s3.bucket.create -name $b" | weed shell -master=127.0.0.1:$P >/dev/null 2>&1 &&
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$EP/$b")" != 404 ]; do sleep 0.5; done
+  tries=0
+  until echo "s3.bucket.create -name $b" | timeout 20 weed shell -master=127.0.0.1:$P >/dev/null 2>&1 &&
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$EP/$b")" != 404 ]; do
+    tries=$((tries + 1)); [ $tries -lt 60 ] || die "could not create bucket $b (SeaweedFS log: $W/logs/weed.log)"
+    kill -0 $WEED 2>/dev/null || { tail -n 5 "$W/logs/weed.log" >&2; die "SeaweedFS exited"; }
+    sleep 0.5
+  done
 done
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 
