@@ -1,5 +1,5 @@
 //! A local cache in front of a remote store, for what repository readers fetch again and
-//! again: index files, snapshots, key files and the config (whole objects), and small
+//! again: index files, snapshots and key files (whole objects), and small
 //! ranged reads of packs (trees and pack headers, the blobs `snapshots`, `ls`, `find` and a
 //! backup's dedup lookups need). After one run, those commands cost only listings.
 //!
@@ -29,8 +29,10 @@ pub struct CacheStore {
     pub misses: AtomicU64,
 }
 
+/// Objects named by the hash of their bytes. Not `config`: a repository deleted and made
+/// again at the same location has another config under the same name.
 fn whole_cacheable(path: &str) -> bool {
-    path == "config" || ["index/", "snapshots/", "keys/"].iter().any(|p| path.starts_with(p))
+    ["index/", "snapshots/", "keys/"].iter().any(|p| path.starts_with(p))
 }
 
 /// A relative path that stays below the cache directory (object names are ids and fixed
