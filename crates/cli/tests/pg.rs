@@ -116,7 +116,7 @@ fn point_in_time_restore_reaches_exactly_the_target_time() {
     assert!(b["stop_lsn"].as_str().unwrap().contains('/'), "{b}");
     // Writes after the base backup, then the target moment, then more writes.
     c.pgbench(&["-t", "200", "-c", "2", "-n"]);
-    c.sql("INSERT INTO marks (phase) VALUES ('A')");
+    let xid_a = c.sql("INSERT INTO marks (phase) VALUES ('A') RETURNING xmin::text");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let t = c.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
     let at_t = c.sql(ACCOUNTS_MD5);
@@ -145,6 +145,16 @@ fn point_in_time_restore_reaches_exactly_the_target_time() {
     assert_eq!(n.sql(ACCOUNTS_MD5), at_t);
     assert_eq!(n.sql("SELECT string_agg(phase, ',' ORDER BY at) FROM marks"), "A");
     n.stop();
+
+    // And by the transaction that wrote mark A.
+    let by_xid = env.path("byxid/data");
+    env.ok(&["pg", "restore", "--target-dir", by_xid.to_str().unwrap(), "--xid", &xid_a]);
+    let mut x = env.restored("byxid", &by_xid);
+    x.start();
+    assert!(x.wait_promoted(120), "never promoted:\n{}", x.server_log());
+    assert_eq!(x.sql(ACCOUNTS_MD5), at_t);
+    assert_eq!(x.sql("SELECT string_agg(phase, ',' ORDER BY at) FROM marks"), "A");
+    x.stop();
 
     // A target before the oldest base backup ends is refused clearly.
     let o = env.run(&[
