@@ -252,39 +252,48 @@ impl Used {
         sizes: &HashMap<PackId, u64>,
         warnings: &mut Vec<String>,
     ) -> Result<usize> {
-        let mut stack: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
+        // Level by level, each level's trees fetched concurrently: on an object store every
+        // tree is a request, and one at a time would make prune wait on latency.
+        let mut level: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
         let mut missing_data = 0usize;
-        while let Some(t) = stack.pop() {
-            if !self.trees.insert(t) {
-                continue;
+        while !level.is_empty() {
+            let mut wanted = Vec::new();
+            for t in std::mem::take(&mut level) {
+                if !self.trees.insert(t) {
+                    continue;
+                }
+                self.blobs.insert(t.blob());
+                if cat.locate(&t.blob()).is_none() {
+                    cat.read_marked(repo, sizes, warnings);
+                }
+                let Some((rec, e)) = cat.locate(&t.blob()) else {
+                    return Err(Error::Invalid(format!(
+                        "tree {} of a snapshot is in no pack; prune cannot tell what it references and stops (run 'cairn check')",
+                        t.short()
+                    )));
+                };
+                wanted.push((t.blob(), rec.id, rec.salt, location(e)));
             }
-            self.blobs.insert(t.blob());
-            if cat.locate(&t.blob()).is_none() {
-                cat.read_marked(repo, sizes, warnings);
-            }
-            let Some((rec, e)) = cat.locate(&t.blob()) else {
-                return Err(Error::Invalid(format!(
-                    "tree {} of a snapshot is in no pack; prune cannot tell what it references and stops (run 'cairn check')",
-                    t.short()
-                )));
-            };
-            let data = repo.read_blob_at(&t.blob(), rec.id, &rec.salt, &location(e))?;
-            let tree = Tree::decode(&data).map_err(|err| Error::Damaged {
-                what: "tree",
-                id: t.to_hex(),
-                detail: err.to_string(),
-            })?;
-            for n in &tree.nodes {
-                match n.kind {
-                    NodeKind::Dir => stack.extend(n.subtree),
-                    NodeKind::File => {
-                        for b in &n.content {
-                            if self.blobs.insert(*b) && cat.locate(b).is_none() {
-                                missing_data += 1;
+            for chunk in wanted.chunks(64) {
+                for ((id, ..), data) in chunk.iter().zip(repo.read_blobs_at(chunk)?) {
+                    let tree = Tree::decode(&data).map_err(|err| Error::Damaged {
+                        what: "tree",
+                        id: id.to_hex(),
+                        detail: err.to_string(),
+                    })?;
+                    for n in &tree.nodes {
+                        match n.kind {
+                            NodeKind::Dir => level.extend(n.subtree),
+                            NodeKind::File => {
+                                for b in &n.content {
+                                    if self.blobs.insert(*b) && cat.locate(b).is_none() {
+                                        missing_data += 1;
+                                    }
+                                }
                             }
+                            _ => {}
                         }
                     }
-                    _ => {}
                 }
             }
         }

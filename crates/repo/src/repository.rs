@@ -546,6 +546,26 @@ impl Repository {
         self.open_blob(id, salt, loc.offset, loc.raw_length, ct)
     }
 
+    /// Reads several blobs whose locations the caller looked up, their requests all in
+    /// flight at once; in order.
+    pub fn read_blobs_at(&self, wanted: &[(BlobId, PackId, [u8; 32], crate::Location)]) -> Result<Vec<Vec<u8>>> {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|(_, pack, _, loc)| {
+                let store = self.store.clone();
+                let path = layout::pack(pack);
+                let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
+                self.rt.spawn(async move { store.get(&path, Some(range)).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        for (h, (id, _, salt, loc)) in handles.into_iter().zip(wanted) {
+            let ct = self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))??;
+            out.push(self.open_blob(id, salt, loc.offset, loc.raw_length, ct)?);
+        }
+        Ok(out)
+    }
+
     pub fn load_tree(&self, index: &Index, id: TreeId) -> Result<Tree> {
         let data = self.read_blob(index, &id.blob())?;
         Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
