@@ -274,7 +274,7 @@ impl Used {
                 };
                 wanted.push((t.blob(), rec.id, rec.salt, location(e)));
             }
-            for chunk in wanted.chunks(64) {
+            for chunk in wanted.chunks(16) {
                 for ((id, ..), data) in chunk.iter().zip(repo.read_blobs_at(chunk)?) {
                     let tree = Tree::decode(&data).map_err(|err| Error::Damaged {
                         what: "tree",
