@@ -295,3 +295,54 @@ fn object_lock_protects_every_object() {
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert!(out.contains("has no object lock"), "{out}");
 }
+
+/// A copy killed midway resumes without sending again what already arrived.
+#[test]
+fn an_interrupted_copy_resumes_without_resending() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..24u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(1_500_000, 2 * i + 301)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let dst = env.path("dst");
+    let o = env.cmd().env("CAIRN_REPO", &dst).args(["init", "--pack-size", "64K"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Reading the source slowed to ~8 MB/s, so that it is surely midway when killed.
+    let copy = || {
+        let mut c = env.cmd();
+        c.env("CAIRN_TO_PASSWORD", PASSWORD).args([
+            "--json",
+            "--limit-download",
+            "8000",
+            "copy",
+            "--to",
+            dst.to_str().unwrap(),
+        ]);
+        c
+    };
+    let mut child = copy().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!packs(&dst).is_empty(), "nothing arrived before the kill: the test proves nothing");
+    let o = copy().output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sent = v["bytes_copied"].as_u64().unwrap();
+    assert!(sent < 24 * 1_500_000 * 9 / 10, "the resumed copy sent {sent} bytes: it started over");
+    assert_eq!(v["copied"].as_array().unwrap().len(), 1, "{v}");
+    let t = env.path("r");
+    let o = env
+        .cmd()
+        .env("CAIRN_REPO", &dst)
+        .args(["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(compare_trees(&src, &t, false).is_empty());
+    let o = env.cmd().env("CAIRN_REPO", &dst).args(["check", "--read-data"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
