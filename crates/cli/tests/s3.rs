@@ -346,3 +346,43 @@ fn an_interrupted_copy_resumes_without_resending() {
     let o = env.cmd().env("CAIRN_REPO", &dst).args(["check", "--read-data"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Through a proxy that cuts a fifth of the connections mid-request (the HTTP client keeps
+/// connections alive, so that is a few requests, not a fifth of them) and adds latency,
+/// backup and copy still complete and the repository checks clean.
+#[test]
+fn backup_and_copy_ride_out_network_faults() {
+    let Some(s) = S3Env::new("faulty") else { return };
+    let proxy = cairn_testkit::s3::FaultyProxy::start(s._server.port, 20, std::time::Duration::from_millis(2));
+    let url = format!("s3://faulty/repo?endpoint=http://127.0.0.1:{}", proxy.port);
+    let run = |args: &[&str]| {
+        let o = s
+            .env
+            .cmd()
+            .env("CAIRN_REPO", &url)
+            .env("CAIRN_CACHE_DIR", "off")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .env("CAIRN_TO_PASSWORD", PASSWORD)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cairn {args:?} through faults: {}", stderr(&o));
+    };
+    let src = s.env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..24u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(700_000, 2 * i + 501)).unwrap();
+    }
+    run(&["init"]);
+    run(&["backup", src.to_str().unwrap()]);
+    s.env.init();
+    run(&["copy", "--to", s.env.repo.to_str().unwrap()]);
+    run(&["check", "--read-data"]);
+    s.env.ok(&["check", "--read-data"]);
+    let t = s.env.path("r");
+    s.env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t, false).is_empty());
+    assert!(proxy.cuts() >= 1, "no connection was cut: the test proved nothing");
+    eprintln!("{} connections cut mid-request", proxy.cuts());
+}

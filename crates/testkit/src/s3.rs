@@ -192,3 +192,91 @@ impl Drop for Azurite {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of `target` that adds latency to every connection
+/// and cuts `fail_percent` of them (deterministically: every n-th, the first included) at a
+/// random point: the network faults an object store client must ride out. Runs until the
+/// process ends.
+pub struct FaultyProxy {
+    pub port: u16,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultyProxy {
+    pub fn start(target: u16, fail_percent: u64, latency: Duration) -> FaultyProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = cuts.clone();
+        std::thread::spawn(move || {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ port as u64;
+            let every = (100 / fail_percent.max(1)).max(1);
+            for (n, conn) in l.incoming().flatten().enumerate() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Every `100 / fail_percent`-th connection, the first included, dies within
+                // its first 20 KB from the client (mid-request); the others carry on.
+                let cut = (n as u64 % every == 0).then_some(1 + seed % 20_000);
+                let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    if pipe(conn, up, cut, latency) {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        FaultyProxy { port, cuts }
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Returns whether it cut the connection.
+fn pipe(client: std::net::TcpStream, server: std::net::TcpStream, cut: Option<u64>, latency: Duration) -> bool {
+    use std::io::{Read, Write};
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return false };
+    // Server to client.
+    let back = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s2.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if c2.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = c2.shutdown(std::net::Shutdown::Both);
+    });
+    let (mut c, mut s) = (client, server);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    let mut was_cut = false;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                std::thread::sleep(latency);
+                if cut.is_some_and(|at| sent + n as u64 > at) {
+                    was_cut = true;
+                    break; // the fault: the connection dies mid-request
+                }
+                sent += n as u64;
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = c.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
+    was_cut
+}
