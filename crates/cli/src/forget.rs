@@ -123,15 +123,12 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
     // Snapshots under the repository's object-lock period stay; a later forget removes them.
     let now = cairn_repo::lease::unix_now();
     let mut locked = Vec::new();
-    removals.retain(|(id, _)| {
-        let written = repo.block_on(repo.store().head(&cairn_repo::layout::snapshot(id))).ok().and_then(|m| m.modified);
-        match repo.locked_until(written, now) {
-            Some(until) => {
-                locked.push((*id, until));
-                false
-            }
-            None => true,
+    removals.retain(|(id, _)| match repo.object_locked_until(&cairn_repo::layout::snapshot(id), now) {
+        Some(until) => {
+            locked.push((*id, until));
+            false
         }
+        None => true,
     });
     for (id, until) in &locked {
         eprintln!(

@@ -36,8 +36,7 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
     let files = cairn_pg::wal::list(repo)?;
     let now = cairn_repo::lease::unix_now();
     for (w, size) in cairn_pg::wal::expirable(&files, &backups) {
-        let written = repo.block_on(repo.store().head(&w.path())).ok().and_then(|m| m.modified);
-        if repo.locked_until(written, now).is_some() {
+        if repo.object_locked_until(&w.path(), now).is_some() {
             continue;
         }
         if !dry_run {

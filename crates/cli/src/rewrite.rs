@@ -40,9 +40,7 @@ pub fn run(ctx: &Context, a: &RewriteArgs) -> Result<()> {
         new.original = Some(old.original.unwrap_or(*old_id));
         let new_id = repo.save_snapshot(&new)?;
         if a.forget && !a.dry_run {
-            let written =
-                repo.block_on(repo.store().head(&cairn_repo::layout::snapshot(old_id))).ok().and_then(|m| m.modified);
-            match repo.locked_until(written, cairn_repo::lease::unix_now()) {
+            match repo.object_locked_until(&cairn_repo::layout::snapshot(old_id), cairn_repo::lease::unix_now()) {
                 None => {
                     repo.delete_snapshot(*old_id).map_err(|e| crate::context::delete_rights("rewrite --forget", e))?
                 }

@@ -203,19 +203,10 @@ pub fn open_object_in_place(master: &MasterKey, kind: &[u8], mut sealed: Vec<u8>
 pub const SEALED_PREFIX: usize = 1 + SALT_LEN;
 
 pub fn open_object(master: &MasterKey, kind: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
-    if sealed.len() < 1 + SALT_LEN + TAG_LEN {
-        return Err(Error::Truncated(sealed.len()));
-    }
-    if sealed[0] != SEALED_VERSION {
-        return Err(Error::Version(sealed[0]));
-    }
-    let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&sealed[1..1 + SALT_LEN]);
-    let key = master.object_key(&salt);
-    let mut body = sealed[1 + SALT_LEN..].to_vec();
-    let n = key.open_with(HEADER_NONCE, kind, &mut body)?;
-    body.truncate(n);
-    Ok(body)
+    let (mut buf, n) = open_object_in_place(master, kind, sealed.to_vec())?;
+    buf.truncate(SEALED_PREFIX + n);
+    buf.drain(..SEALED_PREFIX);
+    Ok(buf)
 }
 
 /// The keyed BLAKE3 key that names blobs: a MAC, so a storage provider holding a known

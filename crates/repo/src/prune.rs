@@ -624,8 +624,7 @@ fn sweep(
         }
         for id in m.arms.iter().map(|(a, _)| *a).chain([m.id]) {
             let path = layout::prune_doc(&id);
-            let written = repo.block_on(repo.store().head(&path)).ok().and_then(|h| h.modified);
-            if repo.locked_until(written, now).is_none() {
+            if repo.object_locked_until(&path, now).is_none() {
                 repo.block_on(repo.store().delete(&path))?;
             }
         }

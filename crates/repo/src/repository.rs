@@ -58,6 +58,15 @@ impl Default for InitOptions {
     }
 }
 
+/// The sealed config, or "no repository" when there is none.
+fn read_config(store: &Arc<dyn Store>, rt: &tokio::runtime::Handle) -> Result<Vec<u8>> {
+    match block(rt, store.get(layout::CONFIG, None)) {
+        Ok(b) => Ok(b),
+        Err(e) if e.is_not_found() => Err(Error::NoRepository { location: store.location() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn block<F: Future>(rt: &tokio::runtime::Handle, f: F) -> F::Output {
     rt.block_on(f)
 }
@@ -125,11 +134,7 @@ impl Repository {
     /// Opens a repository with any of its keys' passwords.
     pub fn open(store: Arc<dyn Store>, rt: tokio::runtime::Handle, password: &[u8]) -> Result<Repository> {
         let location = store.location();
-        let config_bytes = match block(&rt, store.get(layout::CONFIG, None)) {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
-            Err(e) => return Err(e.into()),
-        };
+        let config_bytes = read_config(&store, &rt)?;
         let keys = block(&rt, store.list(layout::KEYS))?;
         for k in keys {
             let Some(id) = layout::id_of(&k.path) else { continue };
@@ -144,22 +149,7 @@ impl Repository {
                 let Ok(plain) = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20) else {
                     continue; // a key of another (half-created) repository: try the next
                 };
-                let config = Config::decode(&plain)?;
-                let id_key =
-                    IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
-                let params = chunker_params(&config);
-                if !params.is_valid() {
-                    return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
-                }
-                return Ok(Repository {
-                    store,
-                    rt,
-                    master,
-                    id_key,
-                    config,
-                    key_id: KeyId(id),
-                    lease: Default::default(),
-                });
+                return Repository::with_config(store, rt, master, &plain, KeyId(id));
             }
         }
         Err(Error::WrongPassword { location })
@@ -172,20 +162,27 @@ impl Repository {
         rt: tokio::runtime::Handle,
         master: MasterKey,
     ) -> Result<Repository> {
-        let location = store.location();
-        let config_bytes = match block(&rt, store.get(layout::CONFIG, None)) {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
-            Err(e) => return Err(e.into()),
-        };
+        let config_bytes = read_config(&store, &rt)?;
         let plain = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20)
-            .map_err(|_| Error::WrongPassword { location: location.clone() })?;
-        let config = Config::decode(&plain)?;
+            .map_err(|_| Error::WrongPassword { location: store.location() })?;
+        Repository::with_config(store, rt, master, &plain, KeyId::default())
+    }
+
+    /// The repository once `config` opened with `master`: checks what it says.
+    fn with_config(
+        store: Arc<dyn Store>,
+        rt: tokio::runtime::Handle,
+        master: MasterKey,
+        config_plain: &[u8],
+        key_id: KeyId,
+    ) -> Result<Repository> {
+        let config = Config::decode(config_plain)?;
         let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
-        if !chunker_params(&config).is_valid() {
-            return Err(Error::Invalid("config: invalid chunker parameters".into()));
+        let params = chunker_params(&config);
+        if !params.is_valid() {
+            return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
         }
-        Ok(Repository { store, rt, master, id_key, config, key_id: KeyId::default(), lease: Default::default() })
+        Ok(Repository { store, rt, master, id_key, config, key_id, lease: Default::default() })
     }
 
     /// Until when (Unix seconds) an object written at `modified` may not be deleted, if
@@ -204,6 +201,17 @@ impl Repository {
     /// e.g. with object-lock headers once the config says the repository wants them).
     pub fn replace_store(&mut self, store: Arc<dyn Store>) {
         self.store = store;
+    }
+
+    /// Until when the object at `path` may not be deleted (see [`Repository::locked_until`]).
+    /// Asks the store for the object's write time only when the repository has a lock
+    /// period: an unlocked repository pays no request per deletion.
+    pub fn object_locked_until(&self, path: &str, now: i64) -> Option<i64> {
+        if self.config.object_lock_days == 0 {
+            return None;
+        }
+        let written = self.block_on(self.store.head(path)).ok().and_then(|m| m.modified);
+        self.locked_until(written, now)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
