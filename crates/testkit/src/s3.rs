@@ -216,8 +216,9 @@ impl FaultyProxy {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 // Every `100 / fail_percent`-th connection, the first included, dies within
-                // its first 20 KB from the client (mid-request); the others carry on.
-                let cut = (n as u64 % every == 0).then_some(1 + seed % 20_000);
+                // its first 200 bytes from the client, inside its first request whatever it is
+                // (so the count of cuts is certain); the others carry on.
+                let cut = (n as u64 % every == 0).then_some(1 + seed % 200);
                 let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", target)) else { continue };
                 let counter = counter.clone();
                 std::thread::spawn(move || {
