@@ -340,32 +340,9 @@ impl Repository {
 
     /// Stores an object named by its role rather than its hash (PostgreSQL WAL files),
     /// sealed with its path as associated data so that one cannot pass for another. The
-    /// plaintext is the concatenation of `parts`, compressed as one zstd frame straight into the buffer that is then encrypted in place: these objects
-    /// are written once per WAL file, and every copy of 16 MiB costs page faults.
+    /// plaintext is the concatenation of `parts` (see `seal_parts`).
     pub fn put_named(&self, path: &str, parts: &[&[u8]], level: i32, mode: PutMode) -> Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let kind = named_kind(path);
-        let fill = |buf: &mut Vec<u8>| -> std::io::Result<()> {
-            let start = buf.len();
-            buf.push(COMPRESSION_ZSTD);
-            let mut enc = zstd::stream::write::Encoder::new(&mut *buf, level)?;
-            enc.set_pledged_src_size(Some(total as u64))?;
-            for p in parts {
-                std::io::Write::write_all(&mut enc, p)?;
-            }
-            enc.finish()?;
-            // Incompressible: store as is (as `seal` does).
-            if buf.len() - start > total {
-                buf.truncate(start);
-                buf.push(COMPRESSION_NONE);
-                for p in parts {
-                    buf.extend_from_slice(p);
-                }
-            }
-            Ok(())
-        };
-        let sealed = cairn_crypto::seal_object_with(&self.master, &kind, total + total / 64 + 1024, fill)?
-            .map_err(|e| Error::Invalid(format!("compressing {path}: {e}")))?;
+        let sealed = seal_parts(&self.master, &named_kind(path), parts, level)?;
         Ok(self.block_on(self.store.put(path, sealed, mode))?)
     }
 
@@ -674,18 +651,34 @@ fn named_kind(path: &str) -> Vec<u8> {
 }
 
 pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) -> Result<Vec<u8>> {
-    let mut plain = Vec::with_capacity(payload.len() + 1);
-    match zstd::bulk::compress(payload, level) {
-        Ok(c) if c.len() < payload.len() => {
-            plain.push(COMPRESSION_ZSTD);
-            plain.extend_from_slice(&c);
+    seal_parts(master, kind, &[payload], level)
+}
+
+/// Seals the concatenation of `parts`, compressed as one zstd frame straight into the
+/// buffer that is then encrypted in place (for a 16 MiB WAL segment, every extra copy costs
+/// page faults), or stored as is when compression does not make it strictly smaller.
+pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], level: i32) -> Result<Vec<u8>> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let fill = |buf: &mut Vec<u8>| -> std::io::Result<()> {
+        let start = buf.len();
+        buf.push(COMPRESSION_ZSTD);
+        let mut enc = zstd::stream::write::Encoder::new(&mut *buf, level)?;
+        enc.set_pledged_src_size(Some(total as u64))?;
+        for p in parts {
+            std::io::Write::write_all(&mut enc, p)?;
         }
-        _ => {
-            plain.push(COMPRESSION_NONE);
-            plain.extend_from_slice(payload);
+        enc.finish()?;
+        if buf.len() - start > total {
+            buf.truncate(start);
+            buf.push(COMPRESSION_NONE);
+            for p in parts {
+                buf.extend_from_slice(p);
+            }
         }
-    }
-    Ok(cairn_crypto::seal_object(master, kind, &plain)?)
+        Ok(())
+    };
+    cairn_crypto::seal_object_with(master, kind, total + total / 64 + 1024, fill)?
+        .map_err(|e| Error::Invalid(format!("compressing: {e}")))
 }
 
 pub(crate) fn open_sealed(master: &MasterKey, kind: &[u8], sealed: &[u8], max: usize) -> Result<Vec<u8>> {
