@@ -15,7 +15,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository: a directory path (default: $XDG_DATA_HOME/cairn/repo)
+    /// Repository: a directory path (default: $XDG_DATA_HOME/cairn/repo) or a URL:
+    /// s3://BUCKET/PREFIX?endpoint=..., az://CONTAINER/PREFIX, gs://BUCKET/PREFIX,
+    /// sftp://[USER@]HOST[:PORT]/PATH
     #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
     pub repo: Option<String>,
     /// Read the password from this file (also CAIRN_PASSWORD_FILE)
@@ -454,7 +456,7 @@ pub struct PgCheckArgs {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// The destination repository: a directory or s3://BUCKET/PREFIX?...
+    /// The destination repository: a directory or a URL (s3://, az://, gs://, sftp://)
     #[arg(long)]
     pub to: String,
     /// The destination's password file (or CAIRN_TO_PASSWORD)

@@ -46,15 +46,22 @@ pub fn delete_rights(cmd: &str, e: cairn_repo::Error) -> anyhow::Error {
     }
 }
 
-/// The store for a repository given as a directory or a URL (`s3://BUCKET/PREFIX?...`).
+/// The store for a repository given as a directory or a URL (`s3://BUCKET/PREFIX?...`,
+/// `sftp://USER@HOST/PATH`, ...).
 pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
     let Some((scheme, _)) = spec.split_once("://") else {
         return Ok(Arc::new(LocalStore::new(spec)));
     };
     match scheme {
         "s3" | "gs" | "az" => Ok(Arc::new(cairn_store_s3::open(spec).map_err(|e| anyhow!(e))?)),
-        "sftp" => bail!("repository URL scheme 'sftp://' is not supported yet: use s3://, gs://, az:// or a directory"),
-        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://, gs://, az://, or a directory)"),
+        // object_store retries by itself; the SFTP store reconnects on the next request
+        // after a dropped connection, which the retry decorator makes.
+        "sftp" => Ok(Arc::new(cairn_store::RetryStore::new(
+            Arc::new(cairn_store_sftp::open(spec).map_err(|e| anyhow!(e))?),
+            6,
+            std::time::Duration::from_millis(200),
+        ))),
+        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://, gs://, az://, sftp://, or a directory)"),
     }
 }
 

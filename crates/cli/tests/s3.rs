@@ -176,7 +176,8 @@ fn bad_urls_are_clear_errors() {
     for (url, want) in [
         ("s3://", "no bucket"),
         ("s3://b?colour=red", "unknown option"),
-        ("sftp://host/x", "not supported yet"),
+        ("sftp://host", "no path"),
+        ("sftp://-oProxyCommand=sh/x", "no host"),
         ("gs://", "no bucket"),
         ("az://c?colour=red", "unknown option"),
         ("ftp://host/x", "unknown repository URL scheme"),

@@ -75,9 +75,12 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.kind() == ErrorKind::NotFound
     }
-    /// Whether retrying the same request may succeed.
+    /// Whether retrying the same request may succeed: interruptions, timeouts and
+    /// dropped connections (a remote store reconnects on the next request).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if matches!(source.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock))
+        use std::io::ErrorKind as K;
+        matches!(self, Error::Io { source, .. } if matches!(source.kind(),
+            K::Interrupted | K::TimedOut | K::WouldBlock | K::ConnectionAborted | K::ConnectionReset | K::BrokenPipe | K::UnexpectedEof))
     }
     pub(crate) fn io(path: &str, source: std::io::Error) -> Self {
         match source.kind() {

@@ -11,6 +11,7 @@ use std::process::Command;
 
 pub mod pg;
 pub mod s3;
+pub mod ssh;
 
 /// Deterministic pseudo-random bytes.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
