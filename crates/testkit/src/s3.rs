@@ -193,91 +193,127 @@ impl Drop for Azurite {
     }
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `target` that adds latency to every connection
-/// and cuts `fail_percent` of them (deterministically: every n-th, the first included) at a
-/// random point: the network faults an object store client must ride out. Runs until the
-/// process ends.
+/// An HTTP/1.1 proxy on 127.0.0.1 in front of `target` that adds latency to every request
+/// and fails `fail_percent` of the requests (deterministically: every n-th, the first
+/// included), alternating two faults: a `503 Slow Down` answered by the proxy itself (the
+/// server never sees the request), and a connection cut in the middle of the request (the
+/// server sees half a request). These are the faults an object store client must ride out.
+/// Runs until the process ends.
 pub struct FaultyProxy {
     pub port: u16,
-    cuts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stats: std::sync::Arc<ProxyStats>,
+}
+
+#[derive(Default)]
+struct ProxyStats {
+    requests: std::sync::atomic::AtomicU64,
+    faults: std::sync::atomic::AtomicU64,
 }
 
 impl FaultyProxy {
     pub fn start(target: u16, fail_percent: u64, latency: Duration) -> FaultyProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}"));
         let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = cuts.clone();
+        let stats = std::sync::Arc::new(ProxyStats::default());
+        let st = stats.clone();
         std::thread::spawn(move || {
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ port as u64;
             let every = (100 / fail_percent.max(1)).max(1);
-            for (n, conn) in l.incoming().flatten().enumerate() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                // Every `100 / fail_percent`-th connection, the first included, dies within
-                // its first 200 bytes from the client, inside its first request whatever it is
-                // (so the count of cuts is certain); the others carry on.
-                let cut = (n as u64 % every == 0).then_some(1 + seed % 200);
+            for conn in l.incoming().flatten() {
                 let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", target)) else { continue };
-                let counter = counter.clone();
-                std::thread::spawn(move || {
-                    if pipe(conn, up, cut, latency) {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
+                let st = st.clone();
+                std::thread::spawn(move || proxy_http(conn, up, &st, every, latency));
             }
         });
-        FaultyProxy { port, cuts }
+        FaultyProxy { port, stats }
     }
 
-    /// Connections cut so far.
-    pub fn cuts(&self) -> u64 {
-        self.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    /// Requests seen so far.
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests failed so far.
+    pub fn faults(&self) -> u64 {
+        self.stats.faults.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
-/// Returns whether it cut the connection.
-fn pipe(client: std::net::TcpStream, server: std::net::TcpStream, cut: Option<u64>, latency: Duration) -> bool {
-    use std::io::{Read, Write};
-    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return false };
-    // Server to client.
-    let back = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match s2.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if c2.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
+/// Reads one request head (through the blank line); `None` at the end of the connection.
+fn read_head(r: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let n = r.read_until(b'\n', &mut head).ok()?;
+        if n == 0 {
+            return None;
         }
+        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+/// The request body's length from its head; `None` for a chunked body (the connection is
+/// then passed through untouched).
+fn body_len(head: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    if text.contains("transfer-encoding: chunked") {
+        return None;
+    }
+    Some(text.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok())).unwrap_or(0))
+}
+
+fn proxy_http(
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    st: &ProxyStats,
+    every: u64,
+    latency: Duration,
+) {
+    use std::io::{BufReader, Read, Write};
+    use std::sync::atomic::Ordering::Relaxed;
+    let (Ok(mut c2), Ok(mut s2), Ok(mut to_client)) = (client.try_clone(), server.try_clone(), client.try_clone())
+    else {
+        return;
+    };
+    // Responses flow back untouched. HTTP/1.1 clients do not pipeline: a new request
+    // comes only after the whole previous response, so the proxy may answer one itself.
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut s2, &mut c2);
         let _ = c2.shutdown(std::net::Shutdown::Both);
     });
-    let (mut c, mut s) = (client, server);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut sent = 0u64;
-    let mut was_cut = false;
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                std::thread::sleep(latency);
-                if cut.is_some_and(|at| sent + n as u64 > at) {
-                    was_cut = true;
-                    break; // the fault: the connection dies mid-request
-                }
-                sent += n as u64;
-                if s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+    let mut from_client = BufReader::new(client);
+    let mut s = server;
+    while let Some(head) = read_head(&mut from_client) {
+        std::thread::sleep(latency);
+        let n = st.requests.fetch_add(1, Relaxed);
+        let Some(len) = body_len(&head) else {
+            let _ = s.write_all(&head);
+            let _ = std::io::copy(&mut from_client, &mut s);
+            break;
+        };
+        if n % every == 0 {
+            st.faults.fetch_add(1, Relaxed);
+            if (n / every) % 2 == 0 {
+                // Answered here: the server never sees it.
+                let _ = std::io::copy(&mut (&mut from_client).take(len), &mut std::io::sink());
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected by the test proxy</Message></Error>";
+                let _ = write!(
+                    to_client,
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                // Cut mid-request: the server gets the head and half the body.
+                let _ = s.write_all(&head);
+                let _ = std::io::copy(&mut (&mut from_client).take(len / 2), &mut s);
             }
+            break;
+        }
+        if s.write_all(&head).is_err() || std::io::copy(&mut (&mut from_client).take(len), &mut s).is_err() {
+            break;
         }
     }
     let _ = s.shutdown(std::net::Shutdown::Both);
-    let _ = c.shutdown(std::net::Shutdown::Both);
+    let _ = to_client.shutdown(std::net::Shutdown::Both);
     let _ = back.join();
-    was_cut
 }
