@@ -157,6 +157,8 @@ pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store
                 location: format!("gs://{}/{}", u.bucket, u.prefix),
                 signer: None,
                 lock: None,
+                multipart_threshold: MULTIPART_THRESHOLD,
+                part_size: PART_SIZE,
             })
         }
         Some("az") => {
@@ -178,6 +180,8 @@ pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store
                 location: format!("az://{}/{}", u.bucket, u.prefix),
                 signer: None,
                 lock: None,
+                multipart_threshold: MULTIPART_THRESHOLD,
+                part_size: PART_SIZE,
             })
         }
         _ => Err(format!("{url}: not an s3://, gs:// or az:// URL")),
@@ -192,7 +196,17 @@ pub struct S3Store {
     /// For the requests object_store cannot make (S3 only).
     signer: Option<std::result::Result<lock::Signer, String>>,
     lock: Option<(Lock, lock::Signer)>,
+    /// Objects larger than this go up in parts of `part_size`, several at once.
+    multipart_threshold: usize,
+    part_size: usize,
 }
+
+/// Packs are 16 MiB by default: they go in one request. Larger ones (`init --pack-size`)
+/// go in parts, which S3 requires beyond 5 GiB and which upload in parallel.
+const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
+const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Parts of one object in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,6 +215,54 @@ impl std::fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// Sets when (objects above `threshold` bytes) and how (parts of `part_size`) objects
+    /// are uploaded in parts. S3 wants parts of at least 5 MiB, but for the last.
+    pub fn with_multipart(mut self, threshold: usize, part_size: usize) -> S3Store {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size.max(1);
+        self
+    }
+
+    /// A multipart upload: parts in parallel, then complete (the object appears whole,
+    /// at once); aborted on any failure so no parts are left to pay for.
+    /// Create-only: multipart completion cannot be made conditional through object_store,
+    /// so an existing object is found by a HEAD first. Only large packs take this path,
+    /// and they are named by their content: a racing writer of the same name writes the
+    /// same bytes, so the window between the HEAD and the completion loses nothing.
+    async fn put_multipart(&self, path: &str, data: Vec<u8>, mode: PutMode) -> Result<()> {
+        use futures::StreamExt;
+        let key = self.key(path);
+        if mode == PutMode::Create {
+            match self.inner.head(&key).await {
+                Ok(_) => return Err(Error::AlreadyExists { path: path.into() }),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(map(path, e)),
+            }
+        }
+        let mut up = self.inner.put_multipart(&key).await.map_err(|e| map(path, e))?;
+        let data = bytes::Bytes::from(data);
+        let parts: Vec<_> = (0..data.len())
+            .step_by(self.part_size)
+            .map(|at| up.put_part(PutPayload::from(data.slice(at..(at + self.part_size).min(data.len())))))
+            .collect();
+        // put_part has queued each part in order; they may complete in any order.
+        let sent: std::result::Result<Vec<()>, _> = futures::stream::iter(parts)
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let done = match sent {
+            Ok(_) => up.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let _ = up.abort().await;
+            return Err(map(path, e));
+        }
+        Ok(())
+    }
+
     /// Builds the client (no request is made yet).
     pub fn new(url: &S3Url) -> std::result::Result<S3Store, String> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
@@ -239,7 +301,15 @@ impl S3Store {
         let inner = b.build().map_err(|e| format!("s3://{}: {e}", url.bucket))?;
         let location =
             format!("s3://{}/{}{}", url.bucket, url.prefix, endpoint.map(|e| format!(" at {e}")).unwrap_or_default());
-        Ok(S3Store { inner: Arc::new(inner), prefix: url.prefix.clone(), location, signer, lock: None })
+        Ok(S3Store {
+            inner: Arc::new(inner),
+            prefix: url.prefix.clone(),
+            location,
+            signer,
+            lock: None,
+            multipart_threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+        })
     }
 
     fn key(&self, path: &str) -> OsPath {
@@ -324,6 +394,9 @@ impl Store for S3Store {
                     return Err(Error::AlreadyExists { path: path.into() });
                 }
                 return Ok(());
+            }
+            if data.len() > self.multipart_threshold {
+                return self.put_multipart(path, data, mode).await;
             }
             let opts = PutOptions {
                 mode: match mode {
