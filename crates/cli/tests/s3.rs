@@ -317,6 +317,91 @@ fn object_lock_protects_every_object() {
     assert!(out.contains("has no object lock"), "{out}");
 }
 
+/// Append-only credentials on a real S3 server: a bucket policy denies `s3:DeleteObject` to
+/// the backup host's identity. With them, backup, check, restore and copy work; forget and
+/// prune say in one line that they need delete rights; the admin identity can still
+/// forget and prune.
+#[test]
+fn append_only_s3_credentials_back_up_but_cannot_delete() {
+    let env = Env::new();
+    let identities = r#"{"identities":[
+        {"name":"admin","credentials":[{"accessKey":"admin","secretKey":"admin-secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
+        {"name":"writer","credentials":[{"accessKey":"writer","secretKey":"writer-secret"}],"actions":["Read","Write","List","Tagging"]}]}"#;
+    let Some(server) = Seaweed::start_with(&env.path("weed"), Some(identities)) else {
+        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        return;
+    };
+    server.bucket_as("appendonly", "admin", "admin-secret");
+    let policy = env.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"backup-host-cannot-delete","Effect":"Deny",
+            "Principal":{"AWS":"arn:aws:iam::000000000000:user/writer"},"Action":["s3:DeleteObject"],
+            "Resource":["arn:aws:s3:::appendonly/*"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(server.signed("PUT", "/appendonly?policy=", Some(&policy), "admin", "admin-secret"), 204);
+    let url = format!("s3://appendonly/repo?endpoint={}", server.endpoint());
+    let as_user = |who: &str, args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_REPO", &url)
+            .env("AWS_ACCESS_KEY_ID", who)
+            .env("AWS_SECRET_ACCESS_KEY", format!("{who}-secret"))
+            .env("CAIRN_TO_PASSWORD", PASSWORD)
+            .env("CAIRN_FROM_PASSWORD", PASSWORD)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |who: &str, args: &[&str]| {
+        let o = as_user(who, args);
+        assert!(o.status.success(), "{who}: cairn {args:?}: {}", stderr(&o));
+        o
+    };
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(900_000, 81)).unwrap();
+    ok("writer", &["init"]);
+    ok("writer", &["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("a"), noise(900_000, 83)).unwrap();
+    ok("writer", &["backup", src.to_str().unwrap()]);
+    ok("writer", &["check", "--read-data"]);
+    let t = env.path("r");
+    ok("writer", &["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t, false).is_empty());
+    // Copies in both directions.
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let o = env
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "writer")
+        .env("AWS_SECRET_ACCESS_KEY", "writer-secret")
+        .env("CAIRN_TO_PASSWORD", PASSWORD)
+        .args(["copy", "--to", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "copy into the append-only repository: {}", stderr(&o));
+    let local = env.repo.to_str().unwrap().to_string();
+    ok("writer", &["copy", "--to", &local]);
+    // The server really refuses the writer's deletes.
+    assert_eq!(server.signed("DELETE", "/appendonly/repo/config", None, "writer", "writer-secret"), 403);
+    let refused = |args: &[&str]| {
+        let o = as_user("writer", args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains("needs the right to delete") && e.trim().lines().count() == 1, "{args:?}: {e}");
+    };
+    refused(&["forget", "--keep-last", "1"]);
+    ok("writer", &["check"]);
+    // The admin, on a trusted host, decides retention; pruning what it freed needs
+    // deletes again. (Not --delete-now: the writer could not delete its leases either,
+    // so they stay live until they expire, and --delete-now would wait for them.)
+    ok("admin", &["forget", "--keep-last", "1"]);
+    refused(&["prune"]);
+    ok("admin", &["prune"]);
+    ok("admin", &["check", "--read-data"]);
+}
+
 /// A copy killed midway resumes without sending again what already arrived.
 #[test]
 fn an_interrupted_copy_resumes_without_resending() {

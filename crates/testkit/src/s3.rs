@@ -104,6 +104,27 @@ impl Seaweed {
         }
     }
 
+    /// Sends an S3 request signed with `key:secret` (curl's SigV4); returns the HTTP status.
+    pub fn signed(&self, method: &str, path: &str, body: Option<&Path>, key: &str, secret: &str) -> u16 {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{key}:{secret}")]);
+        if let Some(b) = body {
+            c.arg("-T").arg(b);
+        }
+        let out = c.arg(format!("{}{path}", self.endpoint())).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
+    /// Creates a bucket with signed requests (a server started with identities).
+    pub fn bucket_as(&self, name: &str, key: &str, secret: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.signed("PUT", &format!("/{name}"), None, key, secret) != 200 {
+            assert!(Instant::now() < deadline, "could not create bucket {name}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// Creates a bucket (retrying while the cluster is still assembling itself).
     pub fn bucket(&self, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
