@@ -38,8 +38,7 @@ fn bad_input_gets_one_clear_line() {
     assert_clean_failure(&env.run(&["restore", "latest", "--target", env.path("t").to_str().unwrap()]), "no snapshots");
     assert_clean_failure(&env.run(&["backup", "--time", "yesterday", env.dir.path().to_str().unwrap()]), "RFC 3339");
     assert_clean_failure(
-        &env
-            .cmd()
+        &env.cmd()
             .env("CAIRN_REPO", "sftp://no-such-host.invalid/x")
             .env("CAIRN_SSH_ARGS", "-o BatchMode=yes")
             .args(["snapshots"])

@@ -545,46 +545,59 @@ impl SftpStore {
         }
         .await;
         let closed = conn.close(key, &handle).await;
-        let placed = match written.and(closed) {
-            Err(e) => Err(e),
-            Ok(()) => match mode {
-                PutMode::Create if conn.hardlink => {
-                    match conn.extended(key, "hardlink@openssh.com", &[tmp.as_bytes(), remote.as_bytes()]).await {
-                        // The protocol has no "exists" code: a failed link to a name that
-                        // now exists is that.
-                        Err(e)
-                            if e.kind() == cairn_store::ErrorKind::Other && conn.stat(key, &remote).await.is_ok() =>
-                        {
-                            Err(Error::AlreadyExists { path: key.into() })
-                        }
-                        r => r,
-                    }
-                }
-                PutMode::Create => {
-                    let r = conn
-                        .call_status(key, wire::FXP_RENAME, |b| {
-                            wire::put_str(b, tmp.as_bytes());
-                            wire::put_str(b, remote.as_bytes());
-                        })
-                        .await;
-                    return r;
-                }
-                PutMode::Overwrite if conn.posix_rename => {
-                    return conn.extended(key, "posix-rename@openssh.com", &[tmp.as_bytes(), remote.as_bytes()]).await;
-                }
-                PutMode::Overwrite => {
-                    let _ = conn.call_status(key, wire::FXP_REMOVE, |b| wire::put_str(b, remote.as_bytes())).await;
-                    return conn
-                        .call_status(key, wire::FXP_RENAME, |b| {
-                            wire::put_str(b, tmp.as_bytes());
-                            wire::put_str(b, remote.as_bytes());
-                        })
-                        .await;
-                }
-            },
+        if let Err(e) = written.and(closed) {
+            self.discard(&conn, key, &tmp).await;
+            return Err(e);
+        }
+        let (c, t, r) = (&conn, &tmp, &remote);
+        let rename = |overwrite: bool| async move {
+            if overwrite {
+                // Not atomic: a reader may briefly find no object. Only servers without
+                // OpenSSH's extensions take this path, and only for the few objects that
+                // are overwritten (leases).
+                let _ = c.call_status(key, wire::FXP_REMOVE, |b| wire::put_str(b, r.as_bytes())).await;
+            }
+            c.call_status(key, wire::FXP_RENAME, |b| {
+                wire::put_str(b, t.as_bytes());
+                wire::put_str(b, r.as_bytes());
+            })
+            .await
         };
-        let _ = conn.call_status(key, wire::FXP_REMOVE, |b| wire::put_str(b, tmp.as_bytes())).await;
+        let placed = match mode {
+            PutMode::Create if conn.hardlink => {
+                let linked = match conn
+                    .extended(key, "hardlink@openssh.com", &[tmp.as_bytes(), remote.as_bytes()])
+                    .await
+                {
+                    // The protocol has no "exists" code: a failed link to a name that
+                    // now exists is that.
+                    Err(e) if e.kind() == cairn_store::ErrorKind::Other && conn.stat(key, &remote).await.is_ok() => {
+                        Err(Error::AlreadyExists { path: key.into() })
+                    }
+                    r => r,
+                };
+                // The temporary name goes whatever happened (after a link it is a second
+                // name of the object: left behind, it would double the space used).
+                self.discard(&conn, key, &tmp).await;
+                return linked;
+            }
+            PutMode::Create => rename(false).await,
+            PutMode::Overwrite if conn.posix_rename => {
+                conn.extended(key, "posix-rename@openssh.com", &[tmp.as_bytes(), remote.as_bytes()]).await
+            }
+            PutMode::Overwrite => rename(true).await,
+        };
+        // After a rename the temporary name is gone, unless the rename failed.
+        if placed.is_err() {
+            self.discard(&conn, key, &tmp).await;
+        }
         placed
+    }
+
+    /// Removes a temporary file; failing to is not an error of the put (a leftover is
+    /// never listed).
+    async fn discard(&self, conn: &Conn, key: &str, tmp: &str) {
+        let _ = conn.call_status(key, wire::FXP_REMOVE, |b| wire::put_str(b, tmp.as_bytes())).await;
     }
 
     async fn get_impl(&self, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {

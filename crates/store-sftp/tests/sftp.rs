@@ -11,6 +11,18 @@ fn server(dir: &std::path::Path) -> Option<cairn_testkit::ssh::Sshd> {
     s
 }
 
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
 #[test]
 fn sftp_store_passes_conformance_and_moves_large_objects() {
     let tmp = tempfile::tempdir().unwrap();
@@ -46,6 +58,8 @@ fn sftp_store_passes_conformance_and_moves_large_objects() {
         let l = store.list("data").await.unwrap();
         assert_eq!(l.len(), 65, "{l:?}");
         assert!(l.iter().all(|m| m.modified.is_some()));
+        let leftovers: Vec<_> = walk(&root).into_iter().filter(|p| p.contains(".tmp-")).collect();
+        assert!(leftovers.is_empty(), "temporary files left on the server: {leftovers:?}");
     });
     // The server really is a separate process: a killed connection is reconnected.
     rt.block_on(async {
