@@ -140,7 +140,7 @@ pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store
         Some("s3") => {
             let mut s = S3Store::new(&S3Url::parse(url)?)?;
             if let Some(l) = lock {
-                let signer = s.signer.clone().ok_or_else(|| format!("{url}: no signer"))??;
+                let signer = s.signer.clone().ok_or_else(|| format!("{url}: no signer"))?;
                 s.lock = Some((l, signer));
             }
             Ok(s)
@@ -194,7 +194,7 @@ pub struct S3Store {
     prefix: String,
     location: String,
     /// For the requests object_store cannot make (S3 only).
-    signer: Option<std::result::Result<lock::Signer, String>>,
+    signer: Option<lock::Signer>,
     lock: Option<(Lock, lock::Signer)>,
     /// Objects larger than this go up in parts of `part_size`, several at once.
     multipart_threshold: usize,
@@ -295,10 +295,12 @@ impl S3Store {
             }
             None => (format!("https://{}.s3.{region}.amazonaws.com", url.bucket), String::new()),
         };
-        let signer = Some(lock::Signer::new(origin, bucket_path, region.clone()));
         // The conditional create is what makes concurrent writers safe.
         b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
         let inner = b.build().map_err(|e| format!("s3://{}: {e}", url.bucket))?;
+        // The signed requests use object_store's own credential chain (environment,
+        // web identity, ECS task role, instance profile), refreshed as it refreshes them.
+        let signer = Some(lock::Signer::new(origin, bucket_path, region.clone(), inner.credentials().clone()));
         let location =
             format!("s3://{}/{}{}", url.bucket, url.prefix, endpoint.map(|e| format!(" at {e}")).unwrap_or_default());
         Ok(S3Store {
@@ -361,10 +363,8 @@ impl S3Store {
     /// An object's S3 Object Lock retention: (mode, retain-until in Unix seconds), `None`
     /// when it has none.
     pub async fn retention(&self, path: &str) -> Result<Option<(String, i64)>> {
-        let signer = match &self.signer {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(Error::Other { path: path.into(), message: e.clone() }),
-            None => return Err(Error::Other { path: path.into(), message: "not an S3 store".into() }),
+        let Some(signer) = &self.signer else {
+            return Err(Error::Other { path: path.into(), message: "not an S3 store".into() });
         };
         signer.retention(self.key(path).as_ref()).await.map_err(|message| Error::Other { path: path.into(), message })
     }

@@ -1,8 +1,9 @@
 //! S3 Object Lock: puts that carry a retention (`x-amz-object-lock-mode` and
 //! `-retain-until-date`) and heads that read it back. `object_store` cannot send these
 //! headers, so these few requests are made and signed (AWS Signature Version 4) here.
-//! Credentials come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and, if set,
-//! `AWS_SESSION_TOKEN`.
+//! Credentials are object_store's (its provider chain: `AWS_*` variables, web identity,
+//! ECS task role, EC2 instance profile), asked for on every request so that temporary
+//! credentials are used fresh.
 
 use base64::Engine;
 use ring::{digest, hmac};
@@ -14,7 +15,7 @@ pub struct Lock {
     pub days: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Signer {
     pub client: reqwest::Client,
     /// `http(s)://host[:port]` and the path prefix of the bucket (`/bucket` for path-style
@@ -22,9 +23,13 @@ pub(crate) struct Signer {
     pub origin: String,
     pub bucket_path: String,
     pub region: String,
-    access_key: String,
-    secret_key: String,
-    token: Option<String>,
+    credentials: object_store::aws::AwsCredentialProvider,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({}{})", self.origin, self.bucket_path)
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -53,23 +58,24 @@ fn encode_path(p: &str) -> String {
 }
 
 impl Signer {
-    pub fn new(origin: String, bucket_path: String, region: String) -> Result<Signer, String> {
-        let access_key =
-            std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| "object lock needs AWS_ACCESS_KEY_ID".to_string())?;
-        let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY")
-            .map_err(|_| "object lock needs AWS_SECRET_ACCESS_KEY".to_string())?;
-        let token = std::env::var("AWS_SESSION_TOKEN").ok();
-        Ok(Signer { client: reqwest::Client::new(), origin, bucket_path, region, access_key, secret_key, token })
+    pub fn new(
+        origin: String,
+        bucket_path: String,
+        region: String,
+        credentials: object_store::aws::AwsCredentialProvider,
+    ) -> Signer {
+        Signer { client: reqwest::Client::new(), origin, bucket_path, region, credentials }
     }
 
     /// A signed request for `key` (the object key within the bucket).
-    fn request(
+    async fn request(
         &self,
         method: reqwest::Method,
         key: &str,
         mut headers: Vec<(String, String)>,
         body: &[u8],
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let cred = self.credentials.get_credential().await.map_err(|e| format!("S3 credentials: {e}"))?;
         let now = jiff::Timestamp::now();
         let amz_date = now.strftime("%Y%m%dT%H%M%SZ").to_string();
         let day = &amz_date[..8];
@@ -79,7 +85,7 @@ impl Signer {
         headers.push(("host".into(), host));
         headers.push(("x-amz-content-sha256".into(), payload.clone()));
         headers.push(("x-amz-date".into(), amz_date.clone()));
-        if let Some(t) = &self.token {
+        if let Some(t) = &cred.token {
             headers.push(("x-amz-security-token".into(), t.clone()));
         }
         let mut h: Vec<(String, String)> =
@@ -91,18 +97,18 @@ impl Signer {
         let canonical = format!("{}\n{path}\n\n{canonical_headers}\n{signed}\n{payload}", method.as_str());
         let scope = format!("{day}/{}/s3/aws4_request", self.region);
         let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex(&sha256(canonical.as_bytes())));
-        let k = mac(format!("AWS4{}", self.secret_key).as_bytes(), day);
+        let k = mac(format!("AWS4{}", cred.secret_key).as_bytes(), day);
         let k = mac(&k, &self.region);
         let k = mac(&k, "s3");
         let k = mac(&k, "aws4_request");
         let sig = hex(&mac(&k, &to_sign));
         let auth =
-            format!("AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}", self.access_key);
+            format!("AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}", cred.key_id);
         let mut rb = self.client.request(method, format!("{}{path}", self.origin)).header("authorization", auth);
         for (k, v) in headers.into_iter().filter(|(k, _)| k != "host") {
             rb = rb.header(k, v);
         }
-        rb
+        Ok(rb)
     }
 
     /// Puts an object with a retention of `lock.days` from now; create-only when `create`.
@@ -128,7 +134,7 @@ impl Signer {
         if create {
             headers.push(("if-none-match".to_string(), "*".to_string()));
         }
-        let rb = self.request(reqwest::Method::PUT, key, headers, &data);
+        let rb = self.request(reqwest::Method::PUT, key, headers, &data).await?;
         let resp = rb.body(data).send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
         if !status.is_success()
@@ -144,7 +150,8 @@ impl Signer {
     /// The retention of an object: (mode, retain-until as Unix seconds), or `None` if it
     /// has none.
     pub async fn retention(&self, key: &str) -> Result<Option<(String, i64)>, String> {
-        let resp = self.request(reqwest::Method::HEAD, key, Vec::new(), b"").send().await.map_err(|e| e.to_string())?;
+        let resp =
+            self.request(reqwest::Method::HEAD, key, Vec::new(), b"").await?.send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HEAD {key}: {}", resp.status()));
         }
