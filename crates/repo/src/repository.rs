@@ -410,20 +410,28 @@ impl Repository {
 
     /// Every index file that no other supersedes, with its id (see [`Repository::load_index`]).
     pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
+        Ok(self.load_index_files_listed()?.1)
+    }
+
+    /// [`Repository::load_index_files`], with the listing it read them from (every index
+    /// object, superseded ones included, with its size and time): prune needs both, and
+    /// one listing is one request fewer and cannot disagree with the files read.
+    pub fn load_index_files_listed(&self) -> Result<(Vec<cairn_store::ObjectMeta>, Vec<(IndexId, IndexFile)>)> {
         let mut attempt = 0;
-        let (ids, files) = loop {
-            let ids = self.list_index_ids()?;
+        let (metas, ids, files) = loop {
+            let metas = self.block_on(self.store.list(layout::INDEX))?;
+            let ids: Vec<IndexId> = metas.iter().filter_map(|m| layout::id_of(&m.path).map(IndexId)).collect();
             match self.load_many(KIND_INDEX, ids.iter().map(layout::index).collect(), "index file") {
                 Err(e) if attempt < 5 && e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => attempt += 1,
                 r => {
                     let files = r?.iter().map(|f| IndexFile::decode(f)).collect::<std::result::Result<Vec<_>, _>>()?;
-                    break (ids, files);
+                    break (metas, ids, files);
                 }
             }
         };
         let superseded: std::collections::HashSet<IndexId> =
             files.iter().flat_map(|f| f.supersedes.iter().copied()).collect();
-        Ok(ids.into_iter().zip(files).filter(|(id, _)| !superseded.contains(id)).collect())
+        Ok((metas, ids.into_iter().zip(files).filter(|(id, _)| !superseded.contains(id)).collect()))
     }
 
     /// Fetches and opens many sealed objects concurrently, in order.

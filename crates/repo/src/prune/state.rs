@@ -164,11 +164,10 @@ pub(super) fn location(e: &BlobEntry) -> crate::Location {
 }
 
 pub(super) fn load_state(repo: &Repository, docs: &PruneDocs, warnings: &mut Vec<String>) -> Result<State> {
-    let index_metas = repo.block_on(repo.store().list(layout::INDEX))?;
+    let (index_metas, files) = repo.load_index_files_listed()?;
     let index_ids: Vec<IndexId> = index_metas.iter().filter_map(|m| layout::id_of(&m.path).map(IndexId)).collect();
     let index_modified =
         index_metas.iter().filter_map(|m| layout::id_of(&m.path).map(|i| (IndexId(i), m.modified))).collect();
-    let files = repo.load_index_files()?;
     let packs = repo.block_on(repo.store().list(layout::DATA))?;
     let sizes: HashMap<PackId, u64> =
         packs.iter().filter_map(|m| layout::id_of(&m.path).map(|i| (PackId(i), m.size))).collect();
