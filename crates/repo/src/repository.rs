@@ -21,6 +21,9 @@ use crate::keys::{make_key_file, try_unlock, KeyMeta};
 use crate::lease::LeaseState;
 use crate::{blob, layout, packer, Error, Result};
 
+/// Index files with their ids.
+pub type IndexFiles = Vec<(IndexId, IndexFile)>;
+
 pub struct Repository {
     store: Arc<dyn Store>,
     rt: tokio::runtime::Handle,
@@ -409,14 +412,14 @@ impl Repository {
     }
 
     /// Every index file that no other supersedes, with its id (see [`Repository::load_index`]).
-    pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
+    pub fn load_index_files(&self) -> Result<IndexFiles> {
         Ok(self.load_index_files_listed()?.1)
     }
 
     /// [`Repository::load_index_files`], with the listing it read them from (every index
     /// object, superseded ones included, with its size and time): prune needs both, and
     /// one listing is one request fewer and cannot disagree with the files read.
-    pub fn load_index_files_listed(&self) -> Result<(Vec<cairn_store::ObjectMeta>, Vec<(IndexId, IndexFile)>)> {
+    pub fn load_index_files_listed(&self) -> Result<(Vec<cairn_store::ObjectMeta>, IndexFiles)> {
         let mut attempt = 0;
         let (metas, ids, files) = loop {
             let metas = self.block_on(self.store.list(layout::INDEX))?;
