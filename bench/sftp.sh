@@ -75,7 +75,7 @@ run() { # tool op args...
     R[$t-$op]=FAIL; log "$t $op FAILED"; tail -n 5 "$W/logs/$t-$op.log" >&2
   fi
 }
-C=(env "CAIRN_REPO=sftp://bench$W/remote/cairn" "CAIRN_SSH_ARGS=-F $W/ssh/config" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
+C=(env "CAIRN_REPO=sftp://bench$W/remote/cairn" "CAIRN_SSH_ARGS=-F $W/ssh/config" "CAIRN_SFTP_CONNECTIONS=${BENCH_SFTP_CONNECTIONS:-1}" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
 CL=(env "CAIRN_REPO=$W/local-repo" "CAIRN_PASSWORD=$PW" "$CAIRN")
 RS=(env "RESTIC_PASSWORD=$PW" "RESTIC_CACHE_DIR=$W/cache/restic" restic -r "sftp:bench:$W/remote/restic" -o "sftp.command=ssh -F $W/ssh/config bench -s sftp")
 "${C[@]}" init >/dev/null; "${CL[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
