@@ -88,4 +88,14 @@ fn sftp_store_passes_conformance_and_moves_large_objects() {
         put.await.unwrap().unwrap();
         assert_eq!(store.get("data/cd/pack", None).await.unwrap(), big);
     });
+    // A pool of connections (CAIRN_SFTP_CONNECTIONS) keeps the same contract, and really
+    // opens that many.
+    sshd.drop_connections();
+    std::env::set_var("CAIRN_SFTP_CONNECTIONS", "3");
+    let pooled = cairn_store_sftp::open(&format!("sftp://cairn-test{}", tmp.path().join("pooled").display())).unwrap();
+    rt.block_on(async {
+        cairn_store::conformance::run(&pooled).await.unwrap();
+        assert_eq!(pooled.list("nothing").await.unwrap().len(), 0);
+    });
+    assert_eq!(sshd.drop_connections(), 3);
 }
