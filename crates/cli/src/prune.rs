@@ -48,9 +48,18 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         r.wal_files_deleted += 1;
         r.wal_bytes_deleted += size;
     }
-    if !dry_run && ctx.remote.is_none() {
+    if !dry_run {
         let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
-        match cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age) {
+        let swept = match &ctx.remote {
+            None => cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age),
+            Some(url) if url.starts_with("sftp://") => match cairn_store_sftp::open(url) {
+                Ok(s) => repo.block_on(s.remove_stale_temporaries(age)),
+                Err(e) => Err(cairn_store::Error::Other { path: url.clone(), message: e }),
+            },
+            // Object stores have no temporaries: an upload appears whole or not at all.
+            Some(_) => Ok((0, 0)),
+        };
+        match swept {
             Ok((0, _)) => {}
             Ok((n, b)) => {
                 r.warnings.push(format!("removed {n} temporary files ({}) left by killed processes", bytes(b)))

@@ -78,8 +78,16 @@ fn backup_restore_check_prune_and_copy_over_sftp() {
     std::fs::remove_file(src.join("big")).unwrap();
     s.ok(&["backup", src.to_str().unwrap()]);
     s.ok(&["forget", "--keep-last", "1"]);
+    // What a killed writer leaves: a temporary file, old; and a live writer's, new.
+    let stale = s.dir.join("data/.tmp-4242-1");
+    let live = s.dir.join("data/.tmp-4242-2");
+    std::fs::write(&stale, noise(5000, 1)).unwrap();
+    std::fs::write(&live, noise(5000, 2)).unwrap();
+    assert!(std::process::Command::new("touch").args(["-d", "3 hours ago"]).arg(&stale).status().unwrap().success());
     let p = s.json(&["prune", "--delete-now"]);
     assert!(p["packs_deleted"].as_u64().unwrap() >= 1, "{p}");
+    assert!(!stale.exists(), "prune removes a killed writer's temporary file on the server: {p}");
+    assert!(live.exists(), "and leaves a young one alone");
     s.ok(&["check", "--read-data"]);
 
     // Copy local -> SFTP and back.

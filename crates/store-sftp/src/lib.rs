@@ -638,7 +638,31 @@ impl SftpStore {
         res
     }
 
+    /// Removes `.tmp-*` files not modified for `older_than`: what killed writers left
+    /// (a live writer's temporary is minutes old at most). Returns files and bytes removed.
+    pub async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<(u64, u64)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let cutoff = now.saturating_sub(older_than.as_secs()) as i64;
+        let conn = self.conn().await?;
+        let (mut n, mut bytes) = (0, 0);
+        for t in self.walk("", true).await? {
+            if t.modified.is_some_and(|m| m < cutoff) {
+                let remote = self.join(&t.path);
+                if conn.call_status(&t.path, wire::FXP_REMOVE, |b| wire::put_str(b, remote.as_bytes())).await.is_ok() {
+                    n += 1;
+                    bytes += t.size;
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+
     async fn list_impl(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.walk(prefix, false).await
+    }
+
+    /// The files under `prefix`: the objects, or (`temporaries`) only the `.tmp-*` files.
+    async fn walk(&self, prefix: &str, temporaries: bool) -> Result<Vec<ObjectMeta>> {
         let conn = self.conn().await?;
         let prefix = prefix.trim_matches('/').to_string();
         let mut out = Vec::new();
@@ -657,13 +681,14 @@ impl SftpStore {
             while let Some(done) = tasks.join_next().await {
                 let (key, entries) = done.map_err(|e| Error::Other { path: String::new(), message: e.to_string() })?;
                 for (name, attrs) in entries?.unwrap_or_default() {
-                    if name == "." || name == ".." || name.starts_with(".tmp-") {
+                    if name == "." || name == ".." {
                         continue;
                     }
+                    let tmp = name.starts_with(".tmp-");
                     let child = if key.is_empty() { name } else { format!("{key}/{name}") };
                     if attrs.is_dir() {
                         level.push(child);
-                    } else if attrs.is_file() {
+                    } else if attrs.is_file() && tmp == temporaries {
                         out.push(ObjectMeta {
                             path: child,
                             size: attrs.size.unwrap_or(0),
