@@ -76,7 +76,15 @@ impl SftpUrl {
         if host.is_empty() || host.starts_with('-') {
             return Err(format!("{url}: no host (sftp://USER@HOST/PATH)"));
         }
-        if user.as_deref().is_some_and(|u| u.starts_with('-')) {
+        // Host and user reach ssh, which substitutes them into ProxyCommand and the like
+        // (%h, %r): only characters that cannot mean anything to a shell.
+        let plain = |s: &str, extra: &str| {
+            s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
+        };
+        if !plain(host, ":%") || (host.contains(':') && !hostport.starts_with('[')) {
+            return Err(format!("{url}: bad host name '{host}'"));
+        }
+        if user.as_deref().is_some_and(|u| u.starts_with('-') || !plain(u, "")) {
             return Err(format!("{url}: bad user name"));
         }
         let path = match path.strip_prefix("~/").or(if path == "~" { Some("") } else { None }) {
@@ -104,6 +112,9 @@ impl SftpUrl {
         if let Ok(extra) = std::env::var("CAIRN_SSH_ARGS") {
             c.extend(extra.split_whitespace().map(String::from));
         }
+        // A silently dead link is noticed within a minute, not never (no request has a
+        // timeout of its own). After the user's options: ssh keeps the first value given.
+        c.extend(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"].map(String::from));
         // `--` ends the options: a host name can never be read as one.
         c.extend(["-s".into(), "--".into(), self.host.clone(), "sftp".into()]);
         c
@@ -132,6 +143,9 @@ pub struct SftpStore {
     next: Arc<AtomicUsize>,
 }
 
+/// The largest object read whole (packs are at most 1 GiB).
+const MAX_OBJECT: u64 = 4 << 30;
+
 /// Where replies go, by request id; `None` once the connection is gone.
 type Pending = Mutex<Option<HashMap<u32, oneshot::Sender<Msg>>>>;
 
@@ -152,6 +166,14 @@ struct Conn {
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Random per process (std's hasher keys come from the OS's random source).
+static PROCESS_NONCE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+});
 
 fn lost(path: &str, what: &str) -> Error {
     Error::Io {
@@ -219,9 +241,24 @@ impl Conn {
             let log = errlog.lock().map(|l| l.clone()).unwrap_or_default();
             let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
             let why = if last.is_empty() { what.to_string() } else { last };
-            Error::Other {
-                path: place.clone(),
-                message: format!("cannot open an SFTP session with '{}': {why}", argv.join(" ")),
+            let message = format!("cannot open an SFTP session with '{}': {why}", argv.join(" "));
+            // A server restarting or a network blip may pass: the retry decorator tries
+            // again. Authentication, host keys and names do not.
+            const PASSING: [&str; 6] = [
+                "Connection refused",
+                "Connection timed out",
+                "Connection reset",
+                "Connection closed",
+                "No route to host",
+                "Network is unreachable",
+            ];
+            if PASSING.iter().any(|p| why.contains(p)) {
+                Error::Io {
+                    path: place.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, message),
+                }
+            } else {
+                Error::Other { path: place.clone(), message }
             }
         };
         let mut init = Vec::new();
@@ -255,6 +292,7 @@ impl Conn {
         }
         let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let pend_w = pending.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
                 if stdin.write_all(&p).await.is_err() {
@@ -264,6 +302,11 @@ impl Conn {
                 if rx.is_empty() && stdin.flush().await.is_err() {
                     break;
                 }
+            }
+            // Nothing more reaches the server: the connection is dead for new requests
+            // and for those waiting.
+            if let Ok(mut m) = pend_w.lock() {
+                *m = None;
             }
         });
         let pend = pending.clone();
@@ -296,9 +339,14 @@ impl Conn {
             let m = conn.call("", wire::FXP_EXTENDED, |b| wire::put_str(b, b"limits@openssh.com")).await?;
             if m.typ == wire::FXP_EXTENDED_REPLY {
                 let mut r = Reader::new(&m.body);
-                if let (Some(_packet), Some(read), Some(write)) = (r.u64(), r.u64(), r.u64()) {
-                    // 0 means "no limit"; cap at 255 KiB, what OpenSSH accepts in one message.
-                    let cap = |v: u64| if v == 0 { 255 * 1024 } else { v.min(255 * 1024) as u32 };
+                if let (Some(packet), Some(read), Some(write)) = (r.u64(), r.u64(), r.u64()) {
+                    // 0 means "no limit"; at most 255 KiB, what OpenSSH accepts in one
+                    // message, leaving room in a packet for the request's own fields.
+                    let most = match packet {
+                        0 => 255 * 1024,
+                        p => p.saturating_sub(1024).clamp(4096, 255 * 1024),
+                    };
+                    let cap = |v: u64| if v == 0 { most as u32 } else { v.clamp(4096, most) as u32 };
                     conn.max_read = cap(read);
                     conn.max_write = cap(write);
                 }
@@ -323,7 +371,14 @@ impl Conn {
             let Some(m) = m.as_mut() else { return Err(lost(path, "closed")) };
             m.insert(id, tx);
         }
-        self.tx.send(wire::packet(typ, &payload)).map_err(|_| lost(path, "closed"))?;
+        if self.tx.send(wire::packet(typ, &payload)).is_err() {
+            if let Ok(mut m) = self.pending.lock() {
+                if let Some(m) = m.as_mut() {
+                    m.remove(&id);
+                }
+            }
+            return Err(lost(path, "closed"));
+        }
         Ok(rx)
     }
 
@@ -493,6 +548,7 @@ impl SftpStore {
 
     fn join(&self, key: &str) -> String {
         match (self.parsed.path.as_str(), key) {
+            ("", "") => ".".to_string(),
             (root, "") => root.to_string(),
             ("", k) => k.to_string(),
             ("/", k) => format!("/{k}"),
@@ -505,11 +561,11 @@ impl SftpStore {
         let Some((dir, _)) = remote.rsplit_once('/') else { return Ok(()) };
         let mut at = String::new();
         for (i, comp) in dir.split('/').enumerate() {
-            if i > 0 || comp.is_empty() {
+            if (i > 0 || comp.is_empty()) && !at.ends_with('/') {
                 at.push('/');
             }
             at.push_str(comp);
-            if comp.is_empty() || at == "/" {
+            if comp.is_empty() {
                 continue;
             }
             let r = conn
@@ -536,16 +592,32 @@ impl SftpStore {
             return Err(Error::AlreadyExists { path: key.into() });
         }
         let dir = remote.rsplit_once('/').map(|(d, _)| d.to_string());
-        let tmp_name = format!(".tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed));
-        let tmp = match &dir {
-            Some(d) => format!("{d}/{tmp_name}"),
-            None => tmp_name,
+        // Unique across processes and hosts (pids repeat, in containers always): the
+        // process id, a per-process random number and a counter.
+        let tmp_at = || {
+            let name = format!(
+                ".tmp-{}-{:016x}-{}",
+                std::process::id(),
+                *PROCESS_NONCE,
+                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            match &dir {
+                Some(d) => format!("{d}/{name}"),
+                None => name,
+            }
         };
         let flags = wire::FXF_WRITE | wire::FXF_CREAT | wire::FXF_EXCL;
+        let mut tmp = tmp_at();
         let handle = match conn.open(key, &tmp, flags).await {
             Err(e) if e.is_not_found() => {
                 self.make_parents(&conn, key, &remote).await?;
                 conn.open(key, &tmp, flags).await?
+            }
+            // Exclusive create of a name that exists fails with a bare "failure": once
+            // more with a new name.
+            Err(e) if e.kind() == cairn_store::ErrorKind::Other => {
+                tmp = tmp_at();
+                conn.open(key, &tmp, flags).await.map_err(|_| e)?
             }
             r => r?,
         };
@@ -582,12 +654,22 @@ impl SftpStore {
                     .extended(key, "hardlink@openssh.com", &[tmp.as_bytes(), remote.as_bytes()])
                     .await
                 {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_transient() => Err(e),
                     // The protocol has no "exists" code: a failed link to a name that
                     // now exists is that.
-                    Err(e) if e.kind() == cairn_store::ErrorKind::Other && conn.stat(key, &remote).await.is_ok() => {
-                        Err(Error::AlreadyExists { path: key.into() })
+                    Err(_) if conn.stat(key, &remote).await.is_ok() => Err(Error::AlreadyExists { path: key.into() }),
+                    // A filesystem without hard links: a rename places it (create-only
+                    // is then checked, not atomic).
+                    Err(_) => {
+                        return match rename(false).await {
+                            Ok(()) => Ok(()),
+                            Err(e) => {
+                                self.discard(&conn, key, &tmp).await;
+                                Err(e)
+                            }
+                        }
                     }
-                    r => r,
                 };
                 // The temporary name goes whatever happened (after a link it is a second
                 // name of the object: left behind, it would double the space used).
@@ -620,6 +702,11 @@ impl SftpStore {
         let res = async {
             let m = conn.call(key, wire::FXP_FSTAT, |b| wire::put_str(b, &handle)).await?;
             let size = m.attrs(key)?.size.ok_or_else(|| bad_reply(key, "no size"))?;
+            // Objects are packs of at most 1 GiB and smaller files: a larger size is not
+            // ours (or a hostile server's), and is not allocated.
+            if range.is_none() && size > MAX_OBJECT {
+                return Err(Error::Other { path: key.into(), message: format!("object of {size} bytes is too large") });
+            }
             let r = match range {
                 None => 0..size,
                 Some(r) if r.start <= r.end && r.end <= size => r,
@@ -671,7 +758,9 @@ impl SftpStore {
         // directories cost one round trip per level, not per directory.
         while !level.is_empty() {
             let mut tasks = tokio::task::JoinSet::new();
-            for key in level.drain(..) {
+            // At most 32 directories open at once (servers limit open handles).
+            let rest = level.split_off(level.len().min(32));
+            for key in std::mem::replace(&mut level, rest) {
                 let (conn, remote) = (conn.clone(), self.join(&key));
                 tasks.spawn(async move {
                     let r = conn.read_dir(&key, &remote).await;
@@ -681,7 +770,9 @@ impl SftpStore {
             while let Some(done) = tasks.join_next().await {
                 let (key, entries) = done.map_err(|e| Error::Other { path: String::new(), message: e.to_string() })?;
                 for (name, attrs) in entries?.unwrap_or_default() {
-                    if name == "." || name == ".." {
+                    // A name with a '/' (or an empty one) cannot come from a real directory:
+                    // never turned into a key.
+                    if name == "." || name == ".." || name.is_empty() || name.contains('/') {
                         continue;
                     }
                     let tmp = name.starts_with(".tmp-");
@@ -769,6 +860,9 @@ mod tests {
             "sftp://-oProxyCommand=x/r",
             "sftp://@host/r",
             "sftp://h/a/../b",
+            "sftp://h$(reboot)/r",
+            "sftp://u;x@h/r",
+            "sftp://::1/r",
             "s3://b/p",
         ] {
             assert!(SftpUrl::parse(bad).is_err(), "{bad}");

@@ -145,8 +145,13 @@ impl Attrs {
     pub fn is_dir(&self) -> bool {
         self.permissions.is_some_and(|p| p & Self::S_IFMT == 0o040000)
     }
+    /// A regular file; without permissions (servers may omit them), whatever is not a
+    /// directory.
     pub fn is_file(&self) -> bool {
-        self.permissions.is_some_and(|p| p & Self::S_IFMT == 0o100000)
+        match self.permissions {
+            Some(p) => p & Self::S_IFMT == 0o100000,
+            None => true,
+        }
     }
 }
 

@@ -28,6 +28,8 @@ fn sftp_store_passes_conformance_and_moves_large_objects() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(sshd) = server(&tmp.path().join("sshd")) else { return };
     std::env::set_var("CAIRN_SSH_ARGS", sshd.ssh_args());
+    std::env::remove_var("CAIRN_SFTP_COMMAND");
+    std::env::remove_var("CAIRN_SFTP_CONNECTIONS");
     let root = tmp.path().join("repo");
     let store = cairn_store_sftp::open(&format!("sftp://cairn-test{}", root.display())).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -88,6 +90,22 @@ fn sftp_store_passes_conformance_and_moves_large_objects() {
         put.await.unwrap().unwrap();
         assert_eq!(store.get("data/cd/pack", None).await.unwrap(), big);
     });
+    // The server goes away (listener too) and comes back: requests meanwhile are refused
+    // as a passing failure, and the retrying store (as the CLI stacks it: 6 tries, from
+    // 200 ms) reaches the restarted server.
+    let mut sshd = sshd;
+    sshd.stop();
+    let restarted = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        sshd.resume();
+        sshd
+    });
+    let retrying =
+        cairn_store::RetryStore::new(std::sync::Arc::new(store.clone()), 6, std::time::Duration::from_millis(200));
+    rt.block_on(async {
+        assert_eq!(retrying.get("data/00/obj0", None).await.unwrap(), 0u32.to_le_bytes());
+    });
+    let sshd = restarted.join().unwrap();
     // A pool of connections (CAIRN_SFTP_CONNECTIONS) keeps the same contract, and really
     // opens that many.
     sshd.drop_connections();

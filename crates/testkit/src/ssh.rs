@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub struct Sshd {
     child: Child,
+    binary: PathBuf,
+    config: PathBuf,
     pub port: u16,
     /// `ssh -F` this file: host `cairn-test` is this server, with the right key, user and
     /// pinned host key.
@@ -98,7 +100,7 @@ impl Sshd {
                     break; // port taken meanwhile, or a config error: see the log
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Sshd { child, port, client_config, log });
+                    return Some(Sshd { child, binary: sshd, config, port, client_config, log });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -117,6 +119,30 @@ impl Sshd {
             let _ = Command::new("kill").args(["-9", p]).status();
         }
         pids.len()
+    }
+
+    /// Stops the server (listener and connections), as a restart or an outage would;
+    /// [`Sshd::resume`] starts it again on the same port with the same keys.
+    pub fn stop(&mut self) {
+        self.drop_connections();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).expect("sshd log");
+        self.child = Command::new(&self.binary)
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `CAIRN_SSH_ARGS` for cairn to reach this server as `sftp://cairn-test/...`.
