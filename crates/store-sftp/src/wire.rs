@@ -184,8 +184,8 @@ impl Msg {
     /// The error a status reply carries, or a protocol error for anything else.
     fn fail(&self, path: &str, want: &str) -> cairn_store::Error {
         match (self.typ, self.status()) {
-            (FXP_STATUS, Some((code, msg))) => super::status_error(path, code, &msg),
-            _ => super::bad_reply(path, want),
+            (FXP_STATUS, Some((code, msg))) => crate::conn::status_error(path, code, &msg),
+            _ => crate::conn::bad_reply(path, want),
         }
     }
 
