@@ -5,8 +5,6 @@
 mod common;
 use common::*;
 
-use std::process::Output;
-
 use cairn_testkit::s3::Seaweed;
 
 struct S3Env {
@@ -26,27 +24,20 @@ impl S3Env {
         let url = format!("s3://{bucket}/repo?endpoint={}", server.endpoint());
         Some(S3Env { env, _server: server, url })
     }
-    /// cairn against the S3 repository.
-    fn run(&self, args: &[&str]) -> Output {
-        self.env
-            .cmd()
-            .env("CAIRN_REPO", &self.url)
-            .env("AWS_ACCESS_KEY_ID", "cairn-test")
-            .env("AWS_SECRET_ACCESS_KEY", "cairn-test-secret")
-            .env("CAIRN_TO_PASSWORD", PASSWORD)
-            .args(args)
-            .output()
-            .unwrap()
+}
+
+impl RemoteRepo for S3Env {
+    fn env(&self) -> &Env {
+        &self.env
     }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "cairn {args:?} failed: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
+    fn vars(&self) -> Vec<(String, String)> {
+        [
+            ("CAIRN_REPO", self.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "cairn-test"),
+            ("AWS_SECRET_ACCESS_KEY", "cairn-test-secret"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
     }
 }
 

@@ -28,25 +28,14 @@ impl SftpEnv {
         let url = format!("sftp://cairn-test{}", dir.display());
         Some(SftpEnv { env, server, url, dir })
     }
-    fn run(&self, args: &[&str]) -> Output {
-        self.env
-            .cmd()
-            .env("CAIRN_REPO", &self.url)
-            .env("CAIRN_SSH_ARGS", self.server.ssh_args())
-            .env("CAIRN_TO_PASSWORD", PASSWORD)
-            .args(args)
-            .output()
-            .unwrap()
+}
+
+impl RemoteRepo for SftpEnv {
+    fn env(&self) -> &Env {
+        &self.env
     }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "cairn {args:?} failed: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
+    fn vars(&self) -> Vec<(String, String)> {
+        vec![("CAIRN_REPO".into(), self.url.clone()), ("CAIRN_SSH_ARGS".into(), self.server.ssh_args())]
     }
 }
 

@@ -66,3 +66,34 @@ impl Env {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A repository reached through a URL (S3, SFTP, ...): the test's `Env` plus the variables
+/// that name the repository and carry its credentials. `run`, `ok` and `json` drive cairn
+/// against it as `Env`'s do against the local one.
+pub trait RemoteRepo {
+    fn env(&self) -> &Env;
+    /// `CAIRN_REPO` and whatever else this server needs (credentials, ssh options).
+    fn vars(&self) -> Vec<(String, String)>;
+    fn cmd(&self) -> Command {
+        let mut c = self.env().cmd();
+        c.env("CAIRN_TO_PASSWORD", PASSWORD);
+        for (k, v) in self.vars() {
+            c.env(k, v);
+        }
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run cairn")
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "cairn {args:?} failed: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+}
