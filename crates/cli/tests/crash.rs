@@ -139,7 +139,7 @@ impl Killer {
     }
     /// Most runs must have been killed mid-way, or the loop tested little.
     fn assert_mostly_killed(&self, what: &str) {
-        eprintln!("{what}: {} of {} runs killed mid-run (span now {} ms)", self.killed, self.runs, self.span);
+        eprintln!("{what}: {} of {} runs killed mid-run (span now {})", self.killed, self.runs, self.span);
         assert!(self.killed * 2 >= self.runs, "{what}: only {} of {} runs were killed mid-run", self.killed, self.runs);
     }
 }

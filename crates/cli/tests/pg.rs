@@ -24,7 +24,7 @@ struct PgEnv {
 impl PgEnv {
     fn new() -> Option<PgEnv> {
         let Some(bin) = pg_bin() else {
-            eprintln!("SKIPPED: no PostgreSQL server binaries (initdb) found; scripts/test installs them");
+            cairn_testkit::skip("no PostgreSQL server binaries (initdb) found; scripts/test installs them");
             return None;
         };
         let dir = tempfile::Builder::new().prefix("cairn-pg-").tempdir().unwrap();

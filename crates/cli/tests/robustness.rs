@@ -365,7 +365,7 @@ fn full_disk_is_one_clear_error() {
     let env = Env::new();
     let mnt = env.path("small");
     let Some(_tmpfs) = Tmpfs::mount(&mnt, "3m") else {
-        eprintln!("SKIP full_disk_is_one_clear_error: cannot mount a small tmpfs here (needs root)");
+        cairn_testkit::skip("full_disk_is_one_clear_error: cannot mount a small tmpfs here (needs root)");
         return;
     };
     let src = env.path("src");

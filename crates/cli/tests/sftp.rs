@@ -21,7 +21,7 @@ impl SftpEnv {
     fn new() -> Option<SftpEnv> {
         let env = Env::new();
         let Some(server) = Sshd::start(&env.path("sshd")) else {
-            eprintln!("SKIPPED: OpenSSH server (sshd) is not installed; scripts/test installs openssh-server");
+            cairn_testkit::skip("OpenSSH server (sshd) is not installed; scripts/test installs openssh-server");
             return None;
         };
         let dir = env.path("remote/repo");

@@ -6,7 +6,7 @@ use cairn_store::{PutMode, Store};
 fn server(dir: &std::path::Path) -> Option<cairn_testkit::ssh::Sshd> {
     let s = cairn_testkit::ssh::Sshd::start(dir);
     if s.is_none() {
-        eprintln!("SKIPPED: OpenSSH server (sshd) is not installed; scripts/test installs it");
+        cairn_testkit::skip("OpenSSH server (sshd) is not installed; scripts/test installs it");
     }
     s
 }
