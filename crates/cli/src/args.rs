@@ -215,6 +215,10 @@ pub struct RestoreArgs {
     /// Re-read what was written and check it against the snapshot
     #[arg(long)]
     pub verify: bool,
+    /// Also restore device nodes, setuid/setgid bits and file capabilities (the default
+    /// only for a restore to /; otherwise they are left out with a warning)
+    #[arg(long)]
+    pub privileged: bool,
     #[arg(long)]
     pub dry_run: bool,
 }

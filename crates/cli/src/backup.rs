@@ -214,11 +214,11 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     } else {
         if !ctx.g.quiet {
             for w in &outcome.warnings {
-                eprintln!("cairn: warning: {w}");
+                eprintln!("cairn: warning: {}", output::sanitize(w));
             }
         }
         for e in &outcome.errors {
-            eprintln!("cairn: error: {e}");
+            eprintln!("cairn: error: {}", output::sanitize(e));
         }
         if !ctx.g.quiet {
             println!("files:   {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified);

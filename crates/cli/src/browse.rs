@@ -42,12 +42,12 @@ pub fn snapshots(ctx: &Context, a: &SnapshotsArgs) -> Result<()> {
             "{:<9} {:<19} {:<16} {:<6} {:<16} {:>10}  {}{}{}",
             id.short(),
             output::local_time(&s.time),
-            s.hostname,
-            s.kind,
-            s.tags.join(","),
+            output::sanitize(&s.hostname),
+            output::sanitize(&s.kind),
+            output::sanitize(&s.tags.join(",")),
             output::bytes(s.summary.total_bytes),
-            s.paths.join(" "),
-            s.label.as_ref().map(|l| format!("  [{l}]")).unwrap_or_default(),
+            output::sanitize(&s.paths.join(" ")),
+            s.label.as_ref().map(|l| format!("  [{}]", output::sanitize(l))).unwrap_or_default(),
             if s.partial { "  (partial)" } else { "" }
         );
     }
@@ -65,17 +65,20 @@ fn node_json(path: &str, n: &Node) -> serde_json::Value {
     })
 }
 
+/// One `ls -l`-style line. Every string from the snapshot goes through
+/// [`output::sanitize`]: a name with a newline or an escape sequence must not forge lines.
 fn long_line(path: &str, n: &Node) -> String {
-    let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-    let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
-    let link = n.link_target.as_ref().map(|t| format!(" -> {}", t.lossy())).unwrap_or_default();
+    let owner = n.user.as_deref().map(|u| output::sanitize(u).into_owned()).unwrap_or_else(|| n.uid.to_string());
+    let group = n.group.as_deref().map(|g| output::sanitize(g).into_owned()).unwrap_or_else(|| n.gid.to_string());
+    let link = n.link_target.as_ref().map(|t| format!(" -> {}", output::sanitize(&t.lossy()))).unwrap_or_default();
     format!(
-        "{} {:<8} {:<8} {:>12} {} {path}{link}",
+        "{} {:<8} {:<8} {:>12} {} {}{link}",
         output::mode_string(n.kind, n.mode),
         owner,
         group,
         n.size,
-        output::ns_time(n.mtime)
+        output::ns_time(n.mtime),
+        output::sanitize(path)
     )
 }
 
@@ -93,7 +96,7 @@ pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
         } else if a.long {
             writeln!(out, "{}", long_line(p, n))
         } else {
-            writeln!(out, "{p}")
+            writeln!(out, "{}", output::sanitize(p))
         }
     };
     let mut io_err = None;
@@ -190,7 +193,7 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
         println!("{}", serde_json::json!({"from": id1.to_hex(), "to": id2.to_hex(), "changes": v}));
     } else {
         for (c, p) in &changes {
-            println!("{}    {p}", c.symbol());
+            println!("{}    {}", c.symbol(), output::sanitize(p));
         }
         if !ctx.g.quiet {
             let count = |k: browse::Change| changes.iter().filter(|(c, _)| *c == k).count();

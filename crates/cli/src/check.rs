@@ -46,20 +46,20 @@ pub fn run(ctx: &Context, a: &CheckArgs) -> Result<()> {
     } else {
         for w in &r.warnings {
             if !ctx.g.quiet {
-                eprintln!("cairn: warning: {w}");
+                eprintln!("cairn: warning: {}", crate::output::sanitize(w));
             }
         }
         for e in &r.errors {
-            eprintln!("cairn: error: {e}");
+            eprintln!("cairn: error: {}", crate::output::sanitize(e));
         }
         for p in &r.damaged_packs {
             eprintln!("damaged pack: {}", p.to_hex());
         }
         for (b, why) in &r.damaged_blobs {
-            eprintln!("damaged blob: {} ({why})", b.to_hex());
+            eprintln!("damaged blob: {} ({})", b.to_hex(), crate::output::sanitize(why));
         }
         for f in &r.affected {
-            eprintln!("affected: {f}");
+            eprintln!("affected: {}", crate::output::sanitize(f));
         }
         if !ctx.g.quiet {
             println!(

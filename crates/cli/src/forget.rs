@@ -92,7 +92,8 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
                 if let Some(ts) = &key.tags {
                     label.push(format!("tags [{}]", ts.join(",")));
                 }
-                println!("group: {}", if label.is_empty() { "all snapshots".into() } else { label.join(", ") });
+                let label = if label.is_empty() { "all snapshots".into() } else { label.join(", ") };
+                println!("group: {}", crate::output::sanitize(&label));
             }
             let mut order: Vec<usize> = (0..members.len()).collect();
             order.sort_by(|&x, &y| items[y].time.instant.cmp(&items[x].time.instant));

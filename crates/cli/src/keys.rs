@@ -35,8 +35,8 @@ pub fn run(ctx: &Context, a: &KeyArgs) -> Result<()> {
                     println!(
                         "{cur}{:<10} {:<12} {:<20} {}",
                         id.short(),
-                        k.username,
-                        k.hostname,
+                        crate::output::sanitize(&k.username),
+                        crate::output::sanitize(&k.hostname),
                         crate::output::local_time(&k.created)
                     );
                 }

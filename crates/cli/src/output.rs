@@ -12,7 +12,9 @@ pub fn one_line(e: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ").replace('\n', " ")
+    // Messages quote names from snapshots: no control character reaches the terminal
+    // (backslashes stay as they are: messages quote names with `{:?}` escapes).
+    escape(&parts.join(": ").replace('\n', " "), false).into_owned()
 }
 
 pub fn bytes(n: u64) -> String {
@@ -34,7 +36,7 @@ pub fn bytes(n: u64) -> String {
 pub fn local_time(rfc3339: &str) -> String {
     match rfc3339.parse::<jiff::Timestamp>() {
         Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => rfc3339.to_string(),
+        Err(_) => sanitize(rfc3339).into_owned(),
     }
 }
 
@@ -94,4 +96,45 @@ pub fn mode_string(kind: cairn_format::tree::NodeKind, mode: u32) -> String {
         s.push(if mode & (1 << (8 - i)) != 0 { *c } else { '-' });
     }
     s
+}
+
+/// Text from a snapshot or repository (names, link targets, hosts, tags, owners) as one
+/// safe line for a terminal: control characters (C0, DEL, C1), which could forge lines
+/// or send escape sequences, become `\xNN` / `\u{NNNN}` escapes, and so does a backslash,
+/// so that an escape is never ambiguous. `--json` output keeps exact values.
+pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, backslash: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || (backslash && c == '\\');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' if backslash => out.push_str("\\\\"),
+            c if (c as u32) < 0x100 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn sanitize_escapes_what_could_forge_output() {
+        assert_eq!(sanitize("plain name.txt"), "plain name.txt");
+        assert_eq!(sanitize("a\nb"), "a\\x0ab");
+        assert_eq!(sanitize("\u{1b}[2Jcleared"), "\\x1b[2Jcleared");
+        assert_eq!(sanitize("c1\u{9b}31m"), "c1\\x9b31m");
+        assert_eq!(sanitize("back\\slash"), "back\\\\slash");
+        assert_eq!(sanitize("tab\there"), "tab\\x09here");
+        assert_eq!(sanitize("ünïcödé ok"), "ünïcödé ok");
+    }
 }

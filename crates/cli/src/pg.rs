@@ -319,6 +319,8 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
         verify: false,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
         filter: &all,
+        // A data directory holds no device nodes or setuid files; none are wanted.
+        privileged: false,
     };
     let restorer = Restorer::new(&repo, &index);
     let prefix = format!("/{}", pg.data_dir.trim_matches('/'));

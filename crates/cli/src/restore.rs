@@ -71,11 +71,15 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
         verify: a.verify,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
         filter: &filter,
+        // A restore to / puts a system back as it was; anywhere else it is a copy, and
+        // what grants privilege stays out unless asked for.
+        privileged: a.privileged || std::fs::canonicalize(&a.target).is_ok_and(|t| t == std::path::Path::new("/")),
     };
     let dest = FsDestination::new(&a.target).map_err(|e| anyhow!("{}: {e}", a.target.display()))?;
     let restorer = Restorer::new(&repo, &index);
     let plan = restorer.plan(root, &prefix, &dest, &opts)?;
     if a.dry_run {
+        print_warnings(&plan.warnings);
         if ctx.g.json {
             println!(
                 "{}",
@@ -96,14 +100,13 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let sum = execute(ctx, &restorer, plan, &dest, &opts)?;
     let secs = start.elapsed().as_secs_f64();
-    for e in &sum.errors {
-        eprintln!("cairn: warning: {e}");
-    }
+    print_warnings(&sum.warnings);
     if ctx.g.json {
         println!(
             "{}",
             serde_json::json!({"snapshot_id": sid.to_hex(), "files": sum.files, "dirs": sum.dirs, "specials": sum.specials,
-                "bytes_written": sum.bytes_written, "files_skipped": sum.files_skipped, "verified": sum.verified, "duration_secs": secs})
+                "bytes_written": sum.bytes_written, "files_skipped": sum.files_skipped, "verified": sum.verified,
+                "warnings": sum.warnings.lines, "more_warnings": sum.warnings.more, "duration_secs": secs})
         );
     } else if !ctx.g.quiet {
         println!(
@@ -120,4 +123,13 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_warnings(w: &cairn_engine::restore::Warnings) {
+    for l in &w.lines {
+        eprintln!("cairn: warning: {}", output::sanitize(l));
+    }
+    if w.more > 0 {
+        eprintln!("cairn: warning: and {} more like these", w.more);
+    }
 }

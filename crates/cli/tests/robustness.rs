@@ -492,3 +492,22 @@ fn any_damaged_object_gives_clean_errors_never_a_panic() {
     }
     env.ok(&["check", "--read-data"]);
 }
+
+/// `check` refuses a file node whose size disagrees with its blobs (restore refuses it
+/// too, so a check that passed it would promise a restore that fails).
+#[test]
+fn check_compares_each_file_size_with_its_blobs() {
+    let env = Env::new();
+    env.init();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let repo =
+        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
+            .unwrap();
+    let data = b"twelve bytes".to_vec();
+    let t = raw_tree(vec![file(b"liar", vec![repo.blob_id(&data)], 1000)]);
+    let id = repo.blob_id(&t).tree();
+    plant(&env.repo, &[(BlobType::Data, data), (BlobType::Tree, t)], id);
+    let o = env.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/liar: the tree says 1000 bytes but its content holds 12"), "{}", stderr(&o));
+}

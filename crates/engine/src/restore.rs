@@ -68,6 +68,52 @@ pub struct RestoreOptions<'f> {
     pub threads: usize,
     /// `(path as in the snapshot, is_dir) -> keep`.
     pub filter: &'f (dyn Fn(&str, bool) -> bool + Sync),
+    /// Restore what grants privilege: device nodes, setuid/setgid bits on non-directories
+    /// and file capabilities (`security.capability`). Off, they are left out with a
+    /// warning: a snapshot is untrusted input, and a root restore "as a copy" of a device
+    /// node or a setuid-root file would hand every local user root. Edges turn it on only
+    /// when asked, or for a restore to `/`.
+    pub privileged: bool,
+}
+
+/// Warnings listed one by one before they are only counted.
+const MAX_WARNINGS: usize = 100;
+
+/// Takes out of `n` what grants privilege (see [`RestoreOptions::privileged`]); false when
+/// the whole node is left out.
+fn strip_privilege(n: &mut Node, path: &str, warnings: &mut Warnings) -> bool {
+    if matches!(n.kind, NodeKind::Chardev | NodeKind::Blockdev) {
+        warnings.push(format!("{path}: device node not restored (--privileged restores device nodes)"));
+        return false;
+    }
+    if n.kind != NodeKind::Dir && n.mode & 0o6000 != 0 {
+        n.mode &= !0o6000;
+        warnings.push(format!("{path}: setuid/setgid bit not restored (--privileged restores it)"));
+    }
+    let before = n.xattrs.len();
+    n.xattrs.retain(|x| x.name.0 != b"security.capability");
+    if n.xattrs.len() != before {
+        warnings.push(format!("{path}: file capabilities not restored (--privileged restores them)"));
+    }
+    true
+}
+
+/// What a restore left out or could not create, as lines for the user: the first
+/// [`MAX_WARNINGS`] in full, then a count.
+#[derive(Debug, Default, Clone)]
+pub struct Warnings {
+    pub lines: Vec<String>,
+    pub more: u64,
+}
+
+impl Warnings {
+    fn push(&mut self, w: String) {
+        if self.lines.len() < MAX_WARNINGS {
+            self.lines.push(w);
+        } else {
+            self.more += 1;
+        }
+    }
 }
 
 struct PlannedFile {
@@ -95,6 +141,7 @@ pub struct RestorePlan {
     pub files_total: u64,
     pub bytes_total: u64,
     pub files_skipped: u64,
+    pub warnings: Warnings,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -105,7 +152,9 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
     pub files_skipped: u64,
     pub verified: u64,
-    pub errors: Vec<String>,
+    /// What was left out (privilege, see [`RestoreOptions::privileged`]) or could not be
+    /// created (a device node without root); everything else was restored.
+    pub warnings: Warnings,
 }
 
 pub struct Restorer<'a> {
@@ -143,7 +192,7 @@ impl<'a> Restorer<'a> {
                     "the snapshot has more than {MAX_ENTRIES} entries; refusing to plan it"
                 )));
             }
-            for n in tree.nodes {
+            for mut n in tree.nodes {
                 if !is_safe_name(&n.name.0) {
                     return Err(Error::Unsafe(format!(
                         "entry {:?} in {}",
@@ -160,6 +209,9 @@ impl<'a> Restorer<'a> {
                 child.extend_from_slice(&n.name.0);
                 let is_dir = n.kind == NodeKind::Dir;
                 if !(opts.filter)(&child_s, is_dir) {
+                    continue;
+                }
+                if !opts.privileged && !strip_privilege(&mut n, &child_s, &mut plan.warnings) {
                     continue;
                 }
                 match n.kind {
@@ -258,7 +310,8 @@ impl<'a> Restorer<'a> {
         opts: &RestoreOptions<'_>,
         progress: &AtomicU64,
     ) -> Result<RestoreSummary> {
-        let mut sum = RestoreSummary { files_skipped: plan.files_skipped, ..Default::default() };
+        let mut sum =
+            RestoreSummary { files_skipped: plan.files_skipped, warnings: plan.warnings.clone(), ..Default::default() };
         // Every pack must be there before any file is created or truncated: a missing pack
         // fails the restore while the target is still untouched.
         let present: std::collections::HashSet<String> = self
@@ -332,7 +385,16 @@ impl<'a> Restorer<'a> {
             sum.files += 1;
         }
         for (rel, n) in &plan.specials {
-            dest.create_special(rel, n).map_err(|e| Error::io(display(rel), e))?;
+            match dest.create_special(rel, n) {
+                Ok(()) => {}
+                // A device node without root (or a FIFO on a filesystem without them):
+                // say so and restore the rest, directory metadata included.
+                Err(e) if n.kind != NodeKind::Symlink => {
+                    sum.warnings.push(format!("{}: not restored: {e}", display(rel)));
+                    continue;
+                }
+                Err(e) => return Err(Error::io(display(rel), e)),
+            }
             if n.kind != NodeKind::Symlink {
                 dest.set_metadata(rel, n).map_err(|e| Error::io(display(rel), e))?;
             } else {

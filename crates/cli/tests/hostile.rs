@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used)]
+//! A snapshot is untrusted input (issue 11): whoever controls the storage can write any
+//! snapshot. What it holds must not grant privilege on restore, and what it names must not
+//! forge the output people read.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+/// `security.capability` for `cap_setuid=ep` (VFS_CAP_REVISION_2 with the effective flag,
+/// permitted = 1 << CAP_SETUID).
+fn cap_setuid_xattr() -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [0x0200_0001u32, 1 << 7, 0, 0, 0] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v
+}
+
+fn has_xattr(p: &Path, name: &str) -> bool {
+    xattrs(p).iter().any(|(n, _)| n == name.as_bytes())
+}
+
+/// A root restore of a snapshot holding a world-writable device node (the equivalent of
+/// /dev/mem), a setuid-root file and a file with `cap_setuid=ep` recreates none of them
+/// unless asked (`--privileged`); a FIFO and the rest come back, with a warning for each
+/// left out. A non-root restore with `--privileged` skips the device it cannot create and
+/// finishes everything else, directory metadata included.
+#[test]
+fn restore_leaves_out_what_grants_privilege_unless_asked() {
+    if !is_root() {
+        cairn_testkit::skip("restore_leaves_out_what_grants_privilege_unless_asked needs root (mknod, setcap)");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    assert!(run_sh(&format!("mknod -m 0666 '{}' c 1 1", src.join("d/mem").display())));
+    assert!(run_sh(&format!("mkfifo '{}'", src.join("d/fifo").display())));
+    std::fs::write(src.join("d/suid"), b"#!/bin/sh\nid\n").unwrap();
+    std::fs::set_permissions(src.join("d/suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::write(src.join("d/capped"), b"capped").unwrap();
+    assert!(set_xattr(&src.join("d/capped"), "security.capability", &cap_setuid_xattr()), "setting a capability");
+    std::fs::write(src.join("d/plain"), b"plain").unwrap();
+    set_mtime(&src.join("d"), 1_600_000_000, 0);
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let t = env.path("copy");
+    let o = env.run(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(!t.join("d/mem").exists(), "a device node was recreated in a copy");
+    assert!(e.contains("d/mem: device node not restored"), "{e}");
+    assert_eq!(std::fs::metadata(t.join("d/suid")).unwrap().mode() & 0o7777, 0o755);
+    assert!(e.contains("d/suid: setuid/setgid bit not restored"), "{e}");
+    assert!(!has_xattr(&t.join("d/capped"), "security.capability"));
+    assert!(e.contains("d/capped: file capabilities not restored"), "{e}");
+    assert_eq!(std::fs::read(t.join("d/plain")).unwrap(), b"plain");
+    assert!(std::fs::symlink_metadata(t.join("d/fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::metadata(t.join("d")).unwrap().mtime(), 1_600_000_000);
+
+    // Asked for: everything as it was.
+    let t = env.path("privileged");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap(), "--privileged"]);
+    let m = std::fs::symlink_metadata(t.join("d/mem")).unwrap();
+    assert_eq!((m.rdev(), m.mode() & 0o7777), (std::fs::symlink_metadata(src.join("d/mem")).unwrap().rdev(), 0o666));
+    assert_eq!(std::fs::metadata(t.join("d/suid")).unwrap().mode() & 0o7777, 0o4755);
+    assert!(has_xattr(&t.join("d/capped"), "security.capability"));
+
+    // Not root: the device cannot be made; the rest is restored and the restore succeeds.
+    let base = env.path("nobody");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(run_sh(&format!("chown -R nobody '{}'", base.display())));
+    let repo = env.path("repo-for-nobody");
+    assert!(Command::new("cp").arg("-a").arg(&env.repo).arg(&repo).status().unwrap().success());
+    assert!(run_sh(&format!("chown -R nobody '{}'", repo.display())));
+    let o = Command::new("runuser")
+        .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_cairn"), "restore", "--privileged"])
+        .arg(format!("latest:{}", src.display()))
+        .arg("--target")
+        .arg(base.join("t"))
+        .env("CAIRN_REPO", &repo)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("HOME", &base)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "non-root restore: {}", stderr(&o));
+    assert!(stderr(&o).contains("d/mem: not restored"), "{}", stderr(&o));
+    let t = base.join("t");
+    assert_eq!(std::fs::read(t.join("d/plain")).unwrap(), b"plain");
+    assert!(t.join("d/fifo").exists());
+    assert_eq!(std::fs::metadata(t.join("d")).unwrap().mtime(), 1_600_000_000, "directory metadata not applied");
+}
+
+/// Names with newlines and terminal escapes are escaped in what people read (`ls`, `find`,
+/// `diff`, `snapshots`), and kept exact in `--json`.
+#[test]
+fn names_from_a_snapshot_cannot_forge_output() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let evil = "evil\nforged-line\u{1b}[2J";
+    std::fs::write(src.join(evil), b"x").unwrap();
+    env.ok(&["backup", "--tag", "t\u{1b}]0;title\u{7}", src.to_str().unwrap()]);
+    std::fs::write(src.join("new"), b"y").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for args in [vec!["ls", "latest"], vec!["ls", "--long", "latest"], vec!["find", "evil*"], vec!["snapshots"]] {
+        let out = env.ok(&args);
+        assert!(!out.contains('\u{1b}'), "{args:?} printed an escape: {out:?}");
+        assert!(!out.lines().any(|l| l.starts_with("forged-line")), "{args:?} printed a forged line: {out:?}");
+    }
+    let ids = env.short_ids();
+    let out = env.ok(&["diff", &ids[0], &ids[1]]);
+    assert!(!out.contains('\u{1b}') && !out.lines().any(|l| l.starts_with("forged-line")), "{out:?}");
+    assert!(env.ok(&["ls", "latest"]).contains("evil\\x0aforged-line\\x1b[2J"));
+    let v = env.json(&["ls", "latest"]);
+    assert!(v.as_array().unwrap().iter().any(|n| n["name"] == evil), "{v}");
+}
+
+fn open_repo(path: &Path, rt: &tokio::runtime::Runtime) -> cairn_repo::Repository {
+    cairn_repo::Repository::open(
+        std::sync::Arc::new(cairn_store::LocalStore::new(path)),
+        rt.handle().clone(),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// Stores every indexed blob once more, in new packs that an index file names (what two
+/// backups racing on the same data leave): each blob then has a home copy and a second one.
+fn store_again(path: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    let repo = open_repo(path, &rt);
+    let _lease = repo.lease("test", "dup").unwrap();
+    let index = repo.load_index().unwrap();
+    let blobs: Vec<_> = index.iter().map(|(id, l)| (*id, l.kind)).collect();
+    let saver = cairn_repo::BlobSaver::new(&repo, cairn_repo::Index::default(), Vec::new(), 1);
+    std::thread::scope(|s| {
+        s.spawn(|| saver.run_uploader());
+        let mut w = saver.worker().unwrap();
+        for (id, kind) in &blobs {
+            w.save(*kind, *id, &repo.read_blob(&index, id).unwrap()).unwrap();
+        }
+        w.flush().unwrap();
+        saver.close();
+    });
+    saver.finish().unwrap();
+}
+
+/// `check --read-data` reads every pack an index names: a damaged pack whose blobs all
+/// have another (home) copy is reported too, though every snapshot still restores.
+#[test]
+fn check_read_data_reads_packs_whose_blobs_live_elsewhere_too() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(300_000, 5)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before: Vec<_> = packs(&env.repo);
+    store_again(&env.repo);
+    let all = packs(&env.repo);
+    assert_eq!(all.len(), 2 * before.len(), "{all:?}");
+    // Damage each pack in turn (one of each pair holds only second copies).
+    for p in &all {
+        let good = std::fs::read(p).unwrap();
+        let mut bad = good.clone();
+        bad[40] ^= 0x55;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(p, &bad).unwrap();
+        let o = env.run(&["check", "--read-data"]);
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(o.status.code(), Some(1), "damage in {name} went unseen: {}", stderr(&o));
+        assert!(stderr(&o).contains(&name[..8]), "{name} not named: {}", stderr(&o));
+        std::fs::write(p, &good).unwrap();
+    }
+    assert!(env.run(&["check", "--read-data"]).status.success());
+}
