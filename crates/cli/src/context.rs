@@ -218,7 +218,21 @@ impl Context {
             bail!("no repository given (--repo or CAIRN_REPO) and the default repository {} does not exist yet; 'cairn backup PATH' creates it", self.location());
         }
         let pw = self.password(false)?;
-        let mut repo = Repository::open(self.store(dry_run), self.rt.clone(), &pw)?;
+        // The key file that opened this repository last time is tried first (a hint,
+        // not a secret: a key id is the hash of a file anyone with the storage can list).
+        let hint = cache_home().map(|c| {
+            c.join("cairn/key-ids")
+                .join(cairn_format::id::to_hex(&cairn_crypto::content_hash(self.location().as_bytes())[..16]))
+        });
+        let preferred = hint
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| cairn_format::KeyId::from_hex(s.trim()));
+        let mut repo = Repository::open_preferring(self.store(dry_run), self.rt.clone(), &pw, preferred)?;
+        if let Some(p) = hint.filter(|_| preferred != Some(repo.key_id())) {
+            // Best effort: without it the next open merely tries the cheapest key first.
+            let _ = write_private(&p, repo.key_id().to_hex().as_bytes());
+        }
         self.apply_lock(&mut repo, dry_run)?;
         Ok(repo)
     }

@@ -182,3 +182,59 @@ fn check_read_data_reads_packs_whose_blobs_live_elsewhere_too() {
     }
     assert!(env.run(&["check", "--read-data"]).status.success());
 }
+
+/// Key files planted without the password cannot stall or abort every command: those past
+/// the KDF bounds are never run, the allowed but costly ones are tried after ours
+/// (cheapest first, and the key that opened the repository last time before all).
+#[test]
+fn planted_key_files_cost_a_reader_almost_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let plant = |memory_kib: u32, iterations: u32, parallelism: u32, n: u8| {
+        let kf = cairn_format::keyfile::KeyFile {
+            version: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            hostname: "evil".into(),
+            username: "evil".into(),
+            kdf: "argon2id".into(),
+            memory_kib,
+            iterations,
+            parallelism,
+            salt: "00".repeat(15) + &format!("{n:02x}"),
+            wrapped: "00".repeat(60),
+        };
+        let bytes = kf.encode();
+        let name = cairn_format::id::to_hex(&cairn_crypto::content_hash(&bytes));
+        std::fs::write(env.repo.join("keys").join(name), bytes).unwrap();
+    };
+    plant(4 * 1024 * 1024, 100, 64, 1); // the old bounds' maximum: 4 GiB, 100 passes
+    plant(256 * 1024, 4, 1, 2); // the largest now allowed
+    plant(256 * 1024, 4, 16, 3);
+    for _ in 0..2 {
+        // Twice: once as a new host (no key id remembered), once as a known one; both
+        // under a 1 GiB address-space limit that a 4 GiB Argon2 run could not live in.
+        let t = std::time::Instant::now();
+        let o = Command::new("prlimit")
+            .arg("--as=1073741824")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(["snapshots"])
+            .env("CAIRN_REPO", &env.repo)
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("HOME", env.dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(t.elapsed() < std::time::Duration::from_secs(3), "took {:?}", t.elapsed());
+    }
+    // A wrong password is still one clear line, having tried only what is in bounds.
+    let t = std::time::Instant::now();
+    let o = env.cmd().env("CAIRN_PASSWORD", "wrong").args(["snapshots"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("wrong password"), "{}", stderr(&o));
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
+}

@@ -42,12 +42,32 @@ pub(crate) fn make_key_file(
     Ok((KeyId(Id(cairn_crypto::content_hash(&bytes))), bytes))
 }
 
+/// The most a key file may ask of the KDF (format.md §4.3): 256 MiB, 16 passes, 16
+/// lanes, and memory x passes at most 8x the default's, so a planted key file costs a
+/// reader at most about half a second and 256 MiB, never gigabytes or minutes.
+pub(crate) const MAX_KDF_MEMORY_KIB: u32 = 256 * 1024;
+pub(crate) const MAX_KDF_ITERATIONS: u32 = 16;
+pub(crate) const MAX_KDF_PARALLELISM: u32 = 16;
+pub(crate) const MAX_KDF_COST: u64 = 8 * 32 * 1024 * 4;
+
+pub(crate) fn kdf_in_bounds(kf: &KeyFile) -> bool {
+    kf.memory_kib <= MAX_KDF_MEMORY_KIB
+        && kf.iterations <= MAX_KDF_ITERATIONS
+        && kf.parallelism <= MAX_KDF_PARALLELISM
+        && kdf_cost(kf) <= MAX_KDF_COST
+}
+
+/// Memory x passes: what trying this key file costs, to try the cheap ones first.
+pub(crate) fn kdf_cost(kf: &KeyFile) -> u64 {
+    kf.memory_kib as u64 * kf.iterations as u64
+}
+
 /// Tries `password` on one key file; `Ok(None)` when it is not this key's password.
 pub(crate) fn try_unlock(kf: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
     let salt = from_hex(&kf.salt).ok_or_else(|| crate::Error::Invalid("key file: bad salt".into()))?;
     let wrapped = from_hex(&kf.wrapped).ok_or_else(|| crate::Error::Invalid("key file: bad wrapped key".into()))?;
-    // Refuse absurd costs from a hostile key file rather than exhausting memory.
-    if kf.memory_kib > 4 * 1024 * 1024 || kf.iterations > 100 || kf.parallelism > 64 {
+    // Refuse absurd costs from a hostile key file rather than exhausting memory or time.
+    if !kdf_in_bounds(kf) {
         return Err(crate::Error::Invalid("key file: KDF parameters out of range".into()));
     }
     let kek = derive_kek(

@@ -136,10 +136,27 @@ impl Repository {
 
     /// Opens a repository with any of its keys' passwords.
     pub fn open(store: Arc<dyn Store>, rt: tokio::runtime::Handle, password: &[u8]) -> Result<Repository> {
+        Repository::open_preferring(store, rt, password, None)
+    }
+
+    /// [`Repository::open`], trying the key file `preferred` first (the one that opened
+    /// this repository last time, remembered by the caller): then key files planted by
+    /// whoever controls the storage cost nothing on hosts that opened it before.
+    pub fn open_preferring(
+        store: Arc<dyn Store>,
+        rt: tokio::runtime::Handle,
+        password: &[u8],
+        preferred: Option<KeyId>,
+    ) -> Result<Repository> {
         let location = store.location();
         let config_bytes = read_config(&store, &rt)?;
         let keys = block(&rt, store.list(layout::KEYS))?;
-        for k in keys {
+        // Key files are read first and tried cheapest first: a planted key file with
+        // costly (but allowed) KDF parameters is then tried after ours, not before it.
+        // Those outside the bounds are never run; a malformed one must not stop the
+        // others from being tried.
+        let mut candidates = Vec::new();
+        for k in &keys {
             let Some(id) = layout::id_of(&k.path) else { continue };
             let bytes = block(&rt, store.get(&k.path, None))?;
             // A key file must be named by its hash: one copied or renamed in is ignored.
@@ -147,7 +164,12 @@ impl Repository {
                 continue;
             }
             let Ok(kf) = KeyFile::decode(&bytes) else { continue };
-            // A malformed key file must not stop the others from being tried.
+            if crate::keys::kdf_in_bounds(&kf) {
+                candidates.push((crate::keys::kdf_cost(&kf), id, kf));
+            }
+        }
+        candidates.sort_by_key(|(cost, id, _)| (Some(KeyId(*id)) != preferred, *cost));
+        for (_, id, kf) in candidates {
             if let Ok(Some(master)) = try_unlock(&kf, password) {
                 let Ok(plain) = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20) else {
                     continue; // a key of another (half-created) repository: try the next
