@@ -21,7 +21,7 @@ start=$(date +%s)
 status=passed
 for r in $(seq 1 "$RUNS"); do
   echo "[crash-bench] run $r of $RUNS" >&2
-  if ! CAIRN_CRASH_TRIALS=$TRIALS cargo nextest run -q --locked -p cairn-cli --test crash --no-capture >>"$LOG" 2>&1; then
+  if ! CAIRN_CRASH_TRIALS=$TRIALS cargo nextest run --locked -p cairn-cli --test crash --no-capture >>"$LOG" 2>&1; then
     status="FAILED in run $r"
     break
   fi
@@ -46,6 +46,12 @@ sum() { sed -nE "s/^$1: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk
   echo "Plus, per run, the deterministic case of issue 9 (an adopted tree pack whose data never arrived)."
   echo
   echo "Seeds: $(grep -oE '^[a-z+ ]+: CAIRN_CRASH_SEED=[0-9]+' "$LOG" | tr '\n' ';' | sed 's/;/; /g')"
+  if [ "$status" != passed ]; then
+    echo
+    echo '```'
+    grep -E 'panicked|failed|FAIL' -A6 "$LOG" | head -60
+    echo '```'
+  fi
 } >"$RESULTS"
 cat "$RESULTS"
 [ "$status" = passed ]

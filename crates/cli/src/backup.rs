@@ -87,7 +87,8 @@ fn find_parent(
     if let Some(p) = &a.parent {
         return Ok(Some(repo.resolve_snapshot(p)?));
     }
-    let mut snaps = repo.list_snapshots()?;
+    // A damaged snapshot cannot be a parent; the others still can.
+    let mut snaps = repo.list_snapshots_lenient()?.snapshots;
     snaps.retain(|(_, s)| s.hostname == host && s.paths == paths);
     Ok(snaps.pop())
 }

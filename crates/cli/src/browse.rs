@@ -23,9 +23,20 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     v
 }
 
+/// The readable snapshots; each damaged one is a warning on stderr (the rest still work).
+pub fn readable_snapshots(
+    repo: &cairn_repo::Repository,
+) -> Result<Vec<(cairn_format::SnapshotId, cairn_format::snapshot::Snapshot)>> {
+    let list = repo.list_snapshots_lenient()?;
+    for (id, why) in &list.damaged {
+        eprintln!("cairn: warning: snapshot {} is damaged and left out: {}", id.short(), output::sanitize(why));
+    }
+    Ok(list.snapshots)
+}
+
 pub fn snapshots(ctx: &Context, a: &SnapshotsArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let mut snaps = repo.list_snapshots()?;
+    let mut snaps = readable_snapshots(&repo)?;
     snaps.retain(|(_, s)| {
         a.host.as_ref().is_none_or(|h| &s.hostname == h)
             && a.tags.iter().all(|t| s.tags.contains(t))
@@ -141,7 +152,7 @@ pub fn find(ctx: &Context, a: &FindArgs) -> Result<()> {
     let whole_path = a.pattern.contains('/');
     let repo = ctx.open()?;
     // Snapshots before the index: a snapshot is written after the index files it needs.
-    let mut snaps = repo.list_snapshots()?;
+    let mut snaps = readable_snapshots(&repo)?;
     let index = repo.load_index()?;
     if let Some(h) = &a.host {
         snaps.retain(|(_, s)| &s.hostname == h);
@@ -239,7 +250,7 @@ pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
 
 pub fn stats(ctx: &Context, _a: &StatsArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let snaps = repo.list_snapshots()?;
+    let snaps = readable_snapshots(&repo)?;
     let index = repo.load_index()?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
     let (mut raw, mut enc, mut blobs) = (0u64, 0u64, 0u64);

@@ -23,14 +23,18 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         return Err(anyhow!("{} is this same repository", a.to));
     }
     let _lease = dst.lease("copy", &cairn_fs::hostname())?;
+    let mut damaged = Vec::new();
     let mut snaps = if a.snapshots.is_empty() {
-        src.list_snapshots()?
+        // The readable ones travel; the damaged ones are named at the end (exit 1).
+        let list = src.list_snapshots_lenient()?;
+        damaged = list.damaged;
+        list.snapshots
     } else {
         a.snapshots.iter().map(|s| src.resolve_snapshot(s)).collect::<std::result::Result<Vec<_>, _>>()?
     };
     snaps
         .retain(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t)));
-    let todo = missing(snaps, &dst.list_snapshots()?);
+    let todo = missing(snaps, &dst.list_snapshots_lenient()?.snapshots);
     let start = std::time::Instant::now();
     let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
     let stats = out.stats;
@@ -55,6 +59,14 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
             stats.blobs_skipped,
             start.elapsed().as_secs_f64()
         );
+    }
+    if let Some((id, why)) = damaged.first() {
+        return Err(anyhow!(
+            "{} source snapshots are damaged and were not copied (first: {}: {})",
+            damaged.len(),
+            id.short(),
+            output::sanitize(why)
+        ));
     }
     Ok(())
 }

@@ -50,8 +50,14 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     // Snapshots first: each is written after the index files and packs it needs, so a
     // backup finishing during the check cannot make its blobs look missing.
-    let snaps = match repo.list_snapshots() {
-        Ok(s) => s,
+    // A damaged snapshot is an error; the others are still checked.
+    let snaps = match repo.list_snapshots_lenient() {
+        Ok(list) => {
+            for (id, why) in &list.damaged {
+                r.errors.push(format!("snapshot {} is damaged: {why}", id.short()));
+            }
+            list.snapshots
+        }
         Err(e) => {
             r.errors.push(format!("snapshots: {e}"));
             Vec::new()

@@ -42,7 +42,7 @@ pub use keys::KeyMeta;
 pub use lease::Lease;
 pub use packer::{FinishedPack, Packer};
 pub use prune::{prune, PruneOptions, PruneReport};
-pub use repository::{InitOptions, Repository};
+pub use repository::{InitOptions, Repository, SnapshotList};
 pub use saver::{BlobSaver, SaverStats, WorkerSaver};
 
 pub use cairn_format as format;

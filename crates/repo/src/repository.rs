@@ -600,27 +600,44 @@ impl Repository {
         Ok(self.list_ids(layout::SNAPSHOTS)?.into_iter().map(SnapshotId).collect())
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first; fails if any snapshot is damaged. For what acts on
+    /// the whole set (prune and forget must not take an unreadable snapshot for absent).
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut attempt = 0;
-        let (ids, docs) = loop {
-            let ids = self.list_snapshot_ids()?;
-            match self.load_many(KIND_SNAPSHOT, ids.iter().map(layout::snapshot).collect(), "snapshot") {
-                // Forgotten between listing and reading: list again.
-                Err(e) if attempt < 5 && e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => attempt += 1,
-                r => break (ids, r?),
-            }
-        };
-        let mut out = Vec::new();
-        for (id, d) in ids.into_iter().zip(docs) {
-            let s = Snapshot::decode(&d).map_err(|e| Error::Damaged {
-                what: "snapshot",
-                id: id.to_hex(),
-                detail: e.to_string(),
-            })?;
-            out.push((id, s));
+        let list = self.list_snapshots_lenient()?;
+        if let Some((id, detail)) = list.damaged.into_iter().next() {
+            return Err(Error::Damaged { what: "snapshot", id: id.to_hex(), detail });
         }
-        out.sort_by(|a, b| sort_key(&a.1).cmp(&sort_key(&b.1)).then(a.0.cmp(&b.0)));
+        Ok(list.snapshots)
+    }
+
+    /// Every readable snapshot, oldest first, and the damaged ones apart: one flipped byte
+    /// in one snapshot must not hide all the others from `snapshots`, `find`, `check` or
+    /// `restore latest`. A snapshot forgotten between listing and reading is left out;
+    /// store errors (unreachable, no permission) still fail.
+    pub fn list_snapshots_lenient(&self) -> Result<SnapshotList> {
+        let ids = self.list_snapshot_ids()?;
+        let mut handles = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let store = self.store.clone();
+            let p = layout::snapshot(id);
+            handles.push(self.rt.spawn(async move { store.get(&p, None).await }));
+        }
+        let mut out = SnapshotList::default();
+        for (id, h) in ids.into_iter().zip(handles) {
+            let bytes = match self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))? {
+                Ok(b) => b,
+                Err(e) if e.kind() == cairn_store::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let doc = self
+                .open_named(KIND_SNAPSHOT, &layout::snapshot(&id), &bytes, "snapshot")
+                .and_then(|d| Snapshot::decode(&d).map_err(|e| Error::Invalid(e.to_string())));
+            match doc {
+                Ok(s) => out.snapshots.push((id, s)),
+                Err(e) => out.damaged.push((id, damage_detail(&e))),
+            }
+        }
+        out.snapshots.sort_by(|a, b| sort_key(&a.1).cmp(&sort_key(&b.1)).then(a.0.cmp(&b.0)));
         Ok(out)
     }
 
@@ -632,7 +649,8 @@ impl Repository {
     pub fn resolve_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self
-                .list_snapshots()?
+                .list_snapshots_lenient()?
+                .snapshots
                 .pop()
                 .ok_or_else(|| Error::SnapshotNotFound("latest (the repository has no snapshots)".into()));
         }
@@ -653,6 +671,21 @@ impl Repository {
 
     pub fn delete_snapshot(&self, id: SnapshotId) -> Result<()> {
         Ok(self.block_on(self.store.delete(&layout::snapshot(&id)))?)
+    }
+}
+
+/// Snapshots as [`Repository::list_snapshots_lenient`] found them.
+#[derive(Debug, Default)]
+pub struct SnapshotList {
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshots that exist but cannot be read (damaged or not ours), and why.
+    pub damaged: Vec<(SnapshotId, String)>,
+}
+
+fn damage_detail(e: &Error) -> String {
+    match e {
+        Error::Damaged { detail, .. } => detail.clone(),
+        e => e.to_string(),
     }
 }
 
