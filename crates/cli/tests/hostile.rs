@@ -280,3 +280,89 @@ fn one_damaged_snapshot_leaves_the_others_usable() {
     let o = env.run(&["prune"]);
     assert_eq!(o.status.code(), Some(1), "prune ran with a damaged snapshot: {}", stderr(&o));
 }
+
+/// Stores `blobs` as `(id, claimed raw length, blob plaintext)` in one data pack that an
+/// index names, bypassing every check a writer makes: what an attacker with the key (or
+/// the password) could plant.
+fn plant_data_pack(repo: &cairn_repo::Repository, blobs: Vec<(cairn_format::BlobId, u32, Vec<u8>)>) {
+    let mut p = cairn_repo::Packer::new(repo.master(), cairn_format::BlobType::Data, 1 << 20).unwrap();
+    for (id, raw, plain) in blobs {
+        p.add_with(id, raw, |buf| buf.extend_from_slice(&plain)).unwrap();
+    }
+    let f = p.finish().unwrap();
+    repo.block_on(repo.store().put(&cairn_repo::layout::pack(&f.id), f.data, cairn_store::PutMode::Create)).unwrap();
+    let packs = vec![cairn_format::index::IndexedPack { id: f.id, salt: f.salt, blobs: f.entries }];
+    repo.save_index(&cairn_format::index::IndexFile { supersedes: Vec::new(), packs }).unwrap();
+}
+
+/// A blob whose pack header and index claim a raw length of 2^32-1 (or one that a zstd
+/// frame contradicts) is refused before anything is allocated for it: restore, dump and
+/// `check --read-data` fail cleanly under a 2 GiB address-space limit, in seconds.
+#[test]
+fn a_huge_claimed_blob_length_is_refused_before_allocating() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    let repo = open_repo(&env.repo, &rt);
+    let lease = repo.lease("test", "evil").unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    let mut frame = vec![1u8]; // zstd
+    frame.extend(zstd::bulk::compress(&zeros, 3).unwrap());
+    let id = repo.blob_id(&zeros);
+    plant_data_pack(&repo, vec![(id, u32::MAX, frame)]);
+    // A file of that blob, claiming the size the header claims.
+    let (sid, snap) = repo.resolve_snapshot("latest").unwrap();
+    let _ = sid;
+    let mut tree = repo.load_tree(&repo.load_index().unwrap(), snap.tree).unwrap();
+    let mut n = tree.nodes[0].clone();
+    n.name = cairn_format::tree::RawName(b"huge".to_vec());
+    n.kind = cairn_format::tree::NodeKind::File;
+    n.content = vec![id];
+    n.size = u32::MAX as u64;
+    n.subtree = None;
+    tree.nodes.push(n);
+    let bytes = cairn_format::tree::Tree::new(tree.nodes).encode();
+    let tid = repo.blob_id(&bytes);
+    let mut p = cairn_repo::Packer::new(repo.master(), cairn_format::BlobType::Tree, 1 << 20).unwrap();
+    let mut codec = cairn_repo::BlobCodec::new(3);
+    p.add_with(tid, bytes.len() as u32, |buf| codec.encode_into(&bytes, buf)).unwrap();
+    let f = p.finish().unwrap();
+    repo.block_on(repo.store().put(&cairn_repo::layout::pack(&f.id), f.data, cairn_store::PutMode::Create)).unwrap();
+    repo.save_index(&cairn_format::index::IndexFile {
+        supersedes: Vec::new(),
+        packs: vec![cairn_format::index::IndexedPack { id: f.id, salt: f.salt, blobs: f.entries }],
+    })
+    .unwrap();
+    let mut s2 = snap.clone();
+    s2.tree = tid.tree();
+    s2.time = "2030-01-01T00:00:00Z".into();
+    repo.save_snapshot(&s2).unwrap();
+    drop(lease);
+    let t = env.path("t");
+    for args in [
+        vec!["restore".to_string(), "latest".into(), "--target".into(), t.display().to_string()],
+        vec!["dump".into(), "latest".into(), format!("{}/huge", src.display())],
+        vec!["check".into(), "--read-data".into()],
+    ] {
+        let start = std::time::Instant::now();
+        let o = Command::new("prlimit")
+            .arg("--as=2147483648")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(&args)
+            .env("CAIRN_REPO", &env.repo)
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("HOME", env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {:?} {e}", o.status);
+        assert!(!e.contains("panicked") && !e.contains("memory allocation"), "{args:?}: {e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{args:?} took {:?}", start.elapsed());
+    }
+}

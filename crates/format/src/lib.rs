@@ -20,6 +20,12 @@ pub mod pack;
 pub mod snapshot;
 pub mod tree;
 
+/// The largest blob (data or tree) the format allows (§8): a reader never allocates more
+/// for one blob, whatever a hostile pack header or index says; a writer never stores a
+/// larger one (chunks are at most a few MiB; a tree this large is a directory of about
+/// 400,000 entries).
+pub const MAX_BLOB_LEN: u32 = 128 << 20;
+
 pub use id::{BlobId, Id, IndexId, KeyId, MarkerId, PackId, SnapshotId, TreeId, WriterId};
 
 #[derive(Debug, thiserror::Error)]

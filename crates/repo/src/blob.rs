@@ -72,8 +72,23 @@ thread_local! {
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Decodes a blob plaintext; `raw_length` bounds decompression (hostile input).
+/// Decodes a blob plaintext; `raw_length` bounds decompression (hostile input), and
+/// nothing is allocated for a `raw_length` the format does not allow or the zstd frame
+/// contradicts.
 pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
+    let damaged = |detail: String| Error::Damaged { what: "blob", id: String::new(), detail };
+    if raw_length > cairn_format::MAX_BLOB_LEN as usize {
+        return Err(damaged(format!("raw length {raw_length} is over the format's limit")));
+    }
+    if plain.first() == Some(&COMPRESSION_ZSTD) {
+        // Our writer records the content size in the frame: when it is there it must
+        // agree, before a buffer of `raw_length` bytes is set aside for it.
+        if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(&plain[1..]) {
+            if n != raw_length as u64 {
+                return Err(damaged(format!("zstd frame holds {n} bytes, the index says {raw_length}")));
+            }
+        }
+    }
     match plain.first() {
         Some(&COMPRESSION_NONE) => {
             let mut v = plain;

@@ -158,6 +158,10 @@ impl Repository {
         let mut candidates = Vec::new();
         for k in &keys {
             let Some(id) = layout::id_of(&k.path) else { continue };
+            // A key file is a few hundred bytes: never read a planted giant whole.
+            if k.size > 64 * 1024 {
+                continue;
+            }
             let bytes = block(&rt, store.get(&k.path, None))?;
             // A key file must be named by its hash: one copied or renamed in is ignored.
             if Id(cairn_crypto::content_hash(&bytes)) != id {
@@ -353,7 +357,11 @@ impl Repository {
         if Id(cairn_crypto::content_hash(bytes)) != id {
             return Err(damaged("content does not match its name".into()));
         }
-        open_sealed(&self.master, kind, bytes, 1 << 30).map_err(|e| damaged(e.to_string()))
+        let max = max_document(kind);
+        if bytes.len() > max + 1024 {
+            return Err(damaged(format!("{} bytes, more than a {what} may hold ({max})", bytes.len())));
+        }
+        open_sealed(&self.master, kind, bytes, max).map_err(|e| damaged(e.to_string()))
     }
 
     /// The ids named by the objects under `prefix`.
@@ -445,6 +453,15 @@ impl Repository {
         let mut attempt = 0;
         let (metas, ids, files) = loop {
             let metas = self.block_on(self.store.list(layout::INDEX))?;
+            // Never read whole an object larger than an index file can be.
+            let max = max_document(KIND_INDEX) as u64 + 1024;
+            if let Some(m) = metas.iter().find(|m| m.size > max) {
+                return Err(Error::Damaged {
+                    what: "index file",
+                    id: m.path.clone(),
+                    detail: format!("{} bytes, more than an index file may hold", m.size),
+                });
+            }
             let ids: Vec<IndexId> = metas.iter().filter_map(|m| layout::id_of(&m.path).map(IndexId)).collect();
             match self.load_many(KIND_INDEX, ids.iter().map(layout::index).collect(), "index file") {
                 Err(e) if attempt < 5 && e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => attempt += 1,
@@ -615,14 +632,24 @@ impl Repository {
     /// `restore latest`. A snapshot forgotten between listing and reading is left out;
     /// store errors (unreachable, no permission) still fail.
     pub fn list_snapshots_lenient(&self) -> Result<SnapshotList> {
-        let ids = self.list_snapshot_ids()?;
+        let mut out = SnapshotList::default();
+        let max = max_document(KIND_SNAPSHOT) as u64 + 1024;
+        let mut ids = Vec::new();
+        for m in self.block_on(self.store.list(layout::SNAPSHOTS))? {
+            let Some(id) = layout::id_of(&m.path).map(SnapshotId) else { continue };
+            // Never read whole an object larger than a snapshot can be.
+            if m.size > max {
+                out.damaged.push((id, format!("{} bytes, more than a snapshot may hold", m.size)));
+            } else {
+                ids.push(id);
+            }
+        }
         let mut handles = Vec::with_capacity(ids.len());
         for id in &ids {
             let store = self.store.clone();
             let p = layout::snapshot(id);
             handles.push(self.rt.spawn(async move { store.get(&p, None).await }));
         }
-        let mut out = SnapshotList::default();
         for (id, h) in ids.into_iter().zip(handles) {
             let bytes = match self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))? {
                 Ok(b) => b,
@@ -745,6 +772,17 @@ pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], level
     };
     cairn_crypto::seal_object_with(master, kind, total + total / 64 + 1024, fill)?
         .map_err(|e| Error::Invalid(format!("compressing: {e}")))
+}
+
+/// The largest plaintext a sealed document of `kind` may have (format.md §5): bounds what
+/// untrusted storage can make a reader allocate, far below what a real repository needs
+/// (a consolidated index file of 200,000 blobs is about 30 MiB; a snapshot a few KiB).
+pub(crate) fn max_document(kind: &[u8]) -> usize {
+    match kind {
+        KIND_INDEX | KIND_PRUNE => 256 << 20,
+        KIND_SNAPSHOT => 16 << 20,
+        _ => 1 << 20,
+    }
 }
 
 pub(crate) fn open_sealed(master: &MasterKey, kind: &[u8], sealed: &[u8], max: usize) -> Result<Vec<u8>> {

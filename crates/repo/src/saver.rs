@@ -265,6 +265,16 @@ impl WorkerSaver<'_, '_> {
     /// Saves a blob unless the repository (or this backup) already has it. Returns whether
     /// it was new. `id` must be `repo.blob_id(data)`.
     pub fn save(&mut self, kind: BlobType, id: BlobId, data: &[u8]) -> Result<bool> {
+        if data.len() > cairn_format::MAX_BLOB_LEN as usize {
+            // Only a tree can be this large (a directory of some 400,000 entries): readers
+            // would refuse it, so it is never written.
+            return Err(Error::Invalid(format!(
+                "a {} blob of {} bytes is over the format's {} MiB limit (a directory with too many entries?)",
+                if kind == BlobType::Tree { "tree" } else { "data" },
+                data.len(),
+                cairn_format::MAX_BLOB_LEN >> 20
+            )));
+        }
         if !self.saver.claim(id) {
             return Ok(false);
         }
