@@ -122,7 +122,8 @@ pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
                 Some(n) => n.subtree.ok_or_else(|| anyhow!("{base}: directory without subtree"))?,
                 None => snap.tree,
             };
-            browse::walk(&repo, &index, tree, &base, &mut |p, n| match emit(p, n, &mut out) {
+            let mut budget = browse::Budget::for_snapshot(&snap.summary);
+            browse::walk(&repo, &index, tree, &base, &mut budget, &mut |p, n| match emit(p, n, &mut out) {
                 Ok(()) => true,
                 Err(e) => {
                     io_err.get_or_insert(e);
@@ -161,7 +162,8 @@ pub fn find(ctx: &Context, a: &FindArgs) -> Result<()> {
     let mut total = 0;
     for (id, s) in &snaps {
         let mut hits = Vec::new();
-        browse::walk(&repo, &index, s.tree, "/", &mut |p, n| {
+        let mut budget = browse::Budget::for_snapshot(&s.summary);
+        browse::walk(&repo, &index, s.tree, "/", &mut budget, &mut |p, n| {
             let m = if whole_path { glob.is_match(p) } else { glob.is_match(n.name.lossy().as_ref()) };
             if m {
                 hits.push((p.to_string(), n.clone()));
@@ -197,7 +199,9 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
     let (id2, s2) = repo.resolve_snapshot(&a.snapshot2)?;
     let index = repo.load_index()?;
     let mut changes = Vec::new();
-    browse::diff(&repo, &index, Some(s1.tree), Some(s2.tree), "", &mut changes)?;
+    let (b1, b2) = (browse::Budget::for_snapshot(&s1.summary), browse::Budget::for_snapshot(&s2.summary));
+    let mut budget = browse::Budget::new(b1.limit().saturating_add(b2.limit()));
+    browse::diff(&repo, &index, Some(s1.tree), Some(s2.tree), "", &mut budget, &mut changes)?;
     if ctx.g.json {
         let v: Vec<_> =
             changes.iter().map(|(c, p)| serde_json::json!({"change": c.symbol().to_string(), "path": p})).collect();

@@ -37,7 +37,25 @@ impl std::error::Error for Exit {}
 fn main() {
     tune_allocator();
     let cli = Cli::parse();
-    let code = match run(cli) {
+    // Tree walks (ls, find, diff, copy, rewrite, restore lookups) recurse up to the
+    // format's 4096 levels: the command runs on a thread with room for that (reserved
+    // address space; only what a deep tree uses is touched).
+    let code = match std::thread::Builder::new()
+        .name("cairn".into())
+        .stack_size(cairn_repo::check::WALK_STACK)
+        .spawn(move || exit_code(run(cli)))
+    {
+        Ok(h) => h.join().unwrap_or(1),
+        Err(e) => {
+            eprintln!("cairn: error: starting: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn exit_code(r: anyhow::Result<()>) -> i32 {
+    match r {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(Exit(c)) => *c,
@@ -46,8 +64,7 @@ fn main() {
                 1
             }
         },
-    };
-    std::process::exit(code);
+    }
 }
 
 /// Pack (8 MiB) and chunk (~1 MiB) buffers are allocated and freed at a high rate. By

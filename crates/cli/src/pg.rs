@@ -324,7 +324,8 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
     };
     let restorer = Restorer::new(&repo, &index);
     let prefix = format!("/{}", pg.data_dir.trim_matches('/'));
-    let plan = restorer.plan(root, &prefix, &dest, &opts)?;
+    let plan =
+        restorer.plan(root, &prefix, &dest, &opts, &mut cairn_engine::browse::Budget::for_snapshot(&snap.summary))?;
     let start = Instant::now();
     let sum = crate::restore::execute(ctx, &restorer, plan, &dest, &opts)?;
     // The data directory's owner, when we can give it (root): PostgreSQL refuses others.

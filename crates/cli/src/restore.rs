@@ -77,7 +77,8 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     };
     let dest = FsDestination::new(&a.target).map_err(|e| anyhow!("{}: {e}", a.target.display()))?;
     let restorer = Restorer::new(&repo, &index);
-    let plan = restorer.plan(root, &prefix, &dest, &opts)?;
+    let plan =
+        restorer.plan(root, &prefix, &dest, &opts, &mut cairn_engine::browse::Budget::for_snapshot(&snap.summary))?;
     if a.dry_run {
         print_warnings(&plan.warnings);
         if ctx.g.json {

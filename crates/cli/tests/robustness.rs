@@ -511,3 +511,112 @@ fn check_compares_each_file_size_with_its_blobs() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("/liar: the tree says 1000 bytes but its content holds 12"), "{}", stderr(&o));
 }
+
+fn dir(name: &[u8], subtree: TreeId) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.mode = 0o755;
+    n.subtree = Some(subtree);
+    n
+}
+
+/// Runs cairn with a time limit and a 2 GiB address-space limit: a hang or a blow-up
+/// fails the test instead of the machine.
+fn bounded(env: &Env, args: &[&str]) -> std::process::Output {
+    let start = std::time::Instant::now();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--as=2147483648")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_REPO", &env.repo)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("HOME", env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("cairn {args:?} ran for more than 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("cairn {args:?}: {:?}", start.elapsed());
+    child.wait_with_output().unwrap()
+}
+
+/// 41 trees of 28 KB standing for 2^40 paths (each level's two directories share one
+/// subtree), and a chain of trees 5,000 deep: every command ends in seconds, within
+/// memory; `check` walks each tree once (also with a damaged leaf); what must visit every
+/// path (restore, ls, find, diff) stops with one clear line.
+#[test]
+fn shared_subtree_bombs_and_deep_chains_end_quickly() {
+    let env = Env::new();
+    env.init();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let repo =
+        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
+            .unwrap();
+    let data = b"leaf".to_vec();
+    let missing = repo.blob_id(b"never stored");
+    let bomb = |leaf_nodes: Vec<Node>| {
+        let mut blobs = vec![(BlobType::Data, data.clone())];
+        let leaf = raw_tree(leaf_nodes);
+        let mut top = repo.blob_id(&leaf).tree();
+        blobs.push((BlobType::Tree, leaf));
+        for _ in 0..40 {
+            let t = raw_tree(vec![dir(b"a", top), dir(b"b", top)]);
+            top = repo.blob_id(&t).tree();
+            blobs.push((BlobType::Tree, t));
+        }
+        plant(&env.repo, &blobs, top);
+        top
+    };
+    // One whose leaf names a blob that is nowhere: check must report it, once.
+    bomb(vec![file(b"f", vec![repo.blob_id(&data)], 4), file(b"lost", vec![missing], 12)]);
+    let o = bounded(&env, &["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not indexed"), "{}", stderr(&o));
+    // A sound one: check passes it, walking 42 trees.
+    let clean = bomb(vec![file(b"f", vec![repo.blob_id(&data)], 4)]);
+    let snaps = env.json(&["snapshots"]);
+    let bomb = snaps.as_array().unwrap().iter().find(|s| s["tree"] == clean.to_hex()).unwrap()["short_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = env.path("t");
+    for args in [
+        vec!["restore", bomb.as_str(), "--target", t.to_str().unwrap()],
+        vec!["ls", bomb.as_str()],
+        vec!["find", "nothing-matches"],
+    ] {
+        let o = bounded(&env, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("more than"), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{args:?}: {}", stderr(&o));
+    }
+
+    let env = Env::new();
+    env.init();
+    let repo =
+        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
+            .unwrap();
+    let leaf = raw_tree(vec![file(b"f", vec![repo.blob_id(&data)], 4)]);
+    let mut top = repo.blob_id(&leaf).tree();
+    let mut blobs = vec![(BlobType::Data, data.clone()), (BlobType::Tree, leaf)];
+    for _ in 0..5_000 {
+        let t = raw_tree(vec![dir(b"d", top)]);
+        top = repo.blob_id(&t).tree();
+        blobs.push((BlobType::Tree, t));
+    }
+    plant(&env.repo, &blobs, top);
+    let deep = env.short_ids()[0].clone();
+    for args in
+        [vec!["restore", deep.as_str(), "--target", t.to_str().unwrap()], vec!["ls", deep.as_str()], vec!["check"]]
+    {
+        let o = bounded(&env, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("deeper than"), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -510,7 +510,10 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                 }
                 Ok(Some(Entry::File { node, slot }))
             }
-            _ => Ok(Some(Entry::Leaf(node))),
+            _ => {
+                self.count(|s| s.others += 1);
+                Ok(Some(Entry::Leaf(node)))
+            }
         }
     }
 }

@@ -8,16 +8,62 @@ use cairn_repo::{Index, Repository};
 
 use crate::{Error, Result};
 
+/// How many entries a walk of a snapshot may visit. Trees may share subtrees, which is
+/// legitimate, so a small hostile snapshot (41 trees) can stand for 2^40 paths; walks that
+/// must visit every path (restore, ls, find, diff) stop once they pass what the snapshot's
+/// own summary says it holds, with generous slack, and never past [`MAX_WALK`].
+#[derive(Debug, Clone)]
+pub struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+/// The most entries any walk visits, whatever a summary claims.
+pub const MAX_WALK: u64 = 50_000_000;
+
+impl Budget {
+    /// Twice the entries the summary counts, plus 100,000 (summaries written before
+    /// `others` existed do not count symlinks and specials; foreign ones may be empty).
+    pub fn for_snapshot(summary: &cairn_format::snapshot::Summary) -> Budget {
+        let counted =
+            [summary.files_new, summary.files_changed, summary.files_unmodified, summary.dirs, summary.others]
+                .iter()
+                .fold(0u64, |a, b| a.saturating_add(*b));
+        Budget::new(counted.saturating_mul(2).saturating_add(100_000))
+    }
+    pub fn new(limit: u64) -> Budget {
+        let limit = limit.min(MAX_WALK);
+        Budget { left: limit, limit }
+    }
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+    /// Takes `n` entries from the budget; an error once it is spent.
+    pub fn spend(&mut self, n: usize) -> Result<()> {
+        match self.left.checked_sub(n as u64) {
+            Some(l) => {
+                self.left = l;
+                Ok(())
+            }
+            None => Err(Error::Invalid(format!(
+                "the snapshot expands to more than {} entries, far more than its summary records: damaged or hostile trees (shared subtrees repeated), refusing to go on",
+                self.limit
+            ))),
+        }
+    }
+}
+
 /// Visits every node below `tree` depth-first in name order; `visit(path, node)` returns
-/// whether to descend into a directory.
+/// whether to descend into a directory. Stops with an error once `budget` is spent.
 pub fn walk(
     repo: &Repository,
     index: &Index,
     tree: TreeId,
     prefix: &str,
+    budget: &mut Budget,
     visit: &mut dyn FnMut(&str, &Node) -> bool,
 ) -> Result<()> {
-    walk_at(repo, index, tree, prefix, visit, 0)
+    walk_at(repo, index, tree, prefix, budget, visit, 0)
 }
 
 fn too_deep(depth: usize, path: &str) -> Result<()> {
@@ -32,16 +78,18 @@ fn walk_at(
     index: &Index,
     tree: TreeId,
     prefix: &str,
+    budget: &mut Budget,
     visit: &mut dyn FnMut(&str, &Node) -> bool,
     depth: usize,
 ) -> Result<()> {
     too_deep(depth, prefix)?;
     let t = repo.load_tree(index, tree)?;
+    budget.spend(t.nodes.len())?;
     for n in &t.nodes {
         let p = format!("{}/{}", prefix.trim_end_matches('/'), n.name.lossy());
         if visit(&p, n) && n.kind == NodeKind::Dir {
             if let Some(st) = n.subtree {
-                walk_at(repo, index, st, &p, visit, depth + 1)?;
+                walk_at(repo, index, st, &p, budget, visit, depth + 1)?;
             }
         }
     }
@@ -115,13 +163,15 @@ impl Change {
     }
 }
 
-/// Differences between two trees, as `(change, path)` in path order.
+/// Differences between two trees, as `(change, path)` in path order, within `budget`
+/// (both snapshots' budgets together).
 pub fn diff(
     repo: &Repository,
     index: &Index,
     a: Option<TreeId>,
     b: Option<TreeId>,
     prefix: &str,
+    budget: &mut Budget,
     out: &mut Vec<(Change, String)>,
 ) -> Result<()> {
     too_deep(prefix.matches('/').count(), prefix)?;
@@ -136,6 +186,7 @@ pub fn diff(
         Some(t) => repo.load_tree(index, t)?,
         None => Tree::default(),
     };
+    budget.spend(ta.nodes.len() + tb.nodes.len())?;
     let (mut i, mut j) = (0, 0);
     while i < ta.nodes.len() || j < tb.nodes.len() {
         let na = ta.nodes.get(i);
@@ -151,7 +202,7 @@ pub fn diff(
                 let p = format!("{prefix}/{}", x.name.lossy());
                 out.push((Change::Removed, dir_suffix(&p, x)));
                 if x.kind == NodeKind::Dir {
-                    diff(repo, index, x.subtree, None, &p, out)?;
+                    diff(repo, index, x.subtree, None, &p, budget, out)?;
                 }
                 i += 1;
             }
@@ -160,7 +211,7 @@ pub fn diff(
                 let p = format!("{prefix}/{}", y.name.lossy());
                 out.push((Change::Added, dir_suffix(&p, y)));
                 if y.kind == NodeKind::Dir {
-                    diff(repo, index, None, y.subtree, &p, out)?;
+                    diff(repo, index, None, y.subtree, &p, budget, out)?;
                 }
                 j += 1;
             }
@@ -171,7 +222,7 @@ pub fn diff(
                     out.push((Change::Removed, dir_suffix(&p, x)));
                     out.push((Change::Added, dir_suffix(&p, y)));
                 } else if x.kind == NodeKind::Dir {
-                    diff(repo, index, x.subtree, y.subtree, &p, out)?;
+                    diff(repo, index, x.subtree, y.subtree, &p, budget, out)?;
                 } else if x.content != y.content || x.link_target != y.link_target {
                     out.push((Change::Modified, p));
                 } else if x.mode != y.mode

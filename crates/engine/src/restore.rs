@@ -124,10 +124,6 @@ struct PlannedFile {
     skip: bool,
 }
 
-/// Upper bound on the entries one restore plans: the plan holds a few hundred bytes per
-/// entry, so far beyond this it would not fit in memory anyway.
-pub const MAX_ENTRIES: usize = 100_000_000;
-
 /// A blob to fetch, where it is, and `(file, offset)` of every place it goes.
 type NeededBlob = (BlobId, cairn_repo::Location, Vec<(usize, u64)>);
 
@@ -169,29 +165,33 @@ impl<'a> Restorer<'a> {
 
     /// `root` is restored as the target itself; `prefix` is its path in the snapshot (for
     /// the filter and messages).
+    /// `budget` bounds the entries planned (see [`crate::browse::Budget`]): a tree may
+    /// reference one subtree many times, legitimately, and a hostile one can make that
+    /// exponential; the plan holds every entry in memory.
     pub fn plan(
         &self,
         root: TreeId,
         prefix: &str,
         dest: &dyn Destination,
         opts: &RestoreOptions<'_>,
+        budget: &mut crate::browse::Budget,
     ) -> Result<RestorePlan> {
         let mut plan = RestorePlan::default();
         let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
         let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-        let mut stack: Vec<(TreeId, RelPath, String)> =
-            vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string())];
-        let mut entries = 0usize;
-        while let Some((tid, rel, spath)) = stack.pop() {
-            let tree = self.repo.load_tree(self.index, tid)?;
-            // A tree may reference one subtree many times, legitimately; a hostile one can
-            // make that exponential. Refuse absurd counts instead of exhausting memory.
-            entries += tree.nodes.len();
-            if entries > MAX_ENTRIES {
+        let mut stack: Vec<(TreeId, RelPath, String, usize)> =
+            vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string(), 0)];
+        while let Some((tid, rel, spath, depth)) = stack.pop() {
+            // Paths are held whole per entry: depth must be bounded, or a deep chain of
+            // trees costs memory quadratic in its depth.
+            if depth > cairn_repo::check::MAX_DEPTH {
                 return Err(Error::Invalid(format!(
-                    "the snapshot has more than {MAX_ENTRIES} entries; refusing to plan it"
+                    "{spath}: trees nested deeper than {}: damaged or hostile snapshot",
+                    cairn_repo::check::MAX_DEPTH
                 )));
             }
+            let tree = self.repo.load_tree(self.index, tid)?;
+            budget.spend(tree.nodes.len())?;
             for mut n in tree.nodes {
                 if !is_safe_name(&n.name.0) {
                     return Err(Error::Unsafe(format!(
@@ -218,7 +218,7 @@ impl<'a> Restorer<'a> {
                     NodeKind::Dir => {
                         let st =
                             n.subtree.ok_or_else(|| Error::Invalid(format!("{child_s}: directory without subtree")))?;
-                        stack.push((st, child.clone(), child_s));
+                        stack.push((st, child.clone(), child_s, depth + 1));
                         plan.dirs.push((child, n));
                     }
                     NodeKind::File => {

@@ -11,6 +11,9 @@ pub struct Summary {
     pub files_changed: u64,
     pub files_unmodified: u64,
     pub dirs: u64,
+    /// Symlinks, FIFOs, devices, sockets (absent in snapshots written before it existed).
+    #[serde(default)]
+    pub others: u64,
     pub bytes_read: u64,
     /// Logical bytes of all files in the snapshot.
     pub total_bytes: u64,

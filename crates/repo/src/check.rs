@@ -232,11 +232,27 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     r.damaged_packs.dedup();
     // Snapshots: every tree loads, every referenced blob is indexed and not damaged.
     r.snapshots = snaps.len();
-    let mut seen_trees: HashMap<TreeId, bool> = HashMap::new();
-    for (sid, s) in &snaps {
-        walk(repo, &index, &mut r, &mut seen_trees, *sid, s.tree, String::new(), &missing_blobs, 0);
+    // The walk recurses up to MAX_DEPTH levels: on a thread with room for that.
+    let r = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("check-walk".into())
+            .stack_size(WALK_STACK)
+            .spawn_scoped(s, move || {
+                let mut seen_trees: HashMap<TreeId, bool> = HashMap::new();
+                for (sid, s) in &snaps {
+                    let mut walked = HashSet::new();
+                    let mut seen = Seen { all: &mut seen_trees, this_snapshot: &mut walked };
+                    walk(repo, &index, &mut r, &mut seen, *sid, s.tree, String::new(), &missing_blobs, 0);
+                }
+                r
+            })
+            .map(|h| h.join())
+    });
+    match r {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(crate::Error::Invalid("the check's tree walk panicked".into())),
+        Err(e) => Err(crate::Error::Invalid(format!("starting the check's tree walk: {e}"))),
     }
-    Ok(r)
 }
 
 /// Reads one pack whole and authenticates every indexed blob in it: the errors, and the
@@ -284,12 +300,25 @@ fn short_err(e: &crate::Error) -> String {
 /// Deeper trees than this are refused rather than overflowing the stack (hostile trees).
 pub const MAX_DEPTH: usize = 4096;
 
+/// Stack for walks that recurse up to [`MAX_DEPTH`] levels (reserved, not committed:
+/// only what a deep tree really uses is touched).
+pub const WALK_STACK: usize = 256 << 20;
+
+/// Trees already walked: across snapshots with their result (a clean one is clean in
+/// every snapshot; one with damage below is walked again once per snapshot, so that each
+/// snapshot's affected paths are named), and within this snapshot (never twice: shared
+/// subtrees would otherwise make a hostile DAG cost exponential time).
+struct Seen<'a> {
+    all: &'a mut HashMap<TreeId, bool>,
+    this_snapshot: &'a mut HashSet<TreeId>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn walk(
     repo: &Repository,
     index: &Index,
     r: &mut CheckReport,
-    seen: &mut HashMap<TreeId, bool>,
+    seen: &mut Seen<'_>,
     sid: SnapshotId,
     tree: TreeId,
     path: String,
@@ -308,10 +337,12 @@ fn walk(
         r.affected.push(format!("{}:{}/", sid.short(), path));
         return false;
     }
-    // A tree found clean once is clean in every snapshot; one with damage below is walked
-    // again so each snapshot's affected paths are named.
-    if seen.get(&tree) == Some(&true) {
+    if seen.all.get(&tree) == Some(&true) {
         return true;
+    }
+    if !seen.this_snapshot.insert(tree) {
+        // Damaged below, and already reported for this snapshot (at its first path).
+        return seen.all.get(&tree).copied().unwrap_or(false);
     }
     if depth > MAX_DEPTH {
         r.errors.push(format!("snapshot {}: trees nested deeper than {MAX_DEPTH} at {path}", sid.short()));
@@ -371,6 +402,6 @@ fn walk(
             _ => {}
         }
     }
-    seen.insert(tree, clean);
+    seen.all.insert(tree, clean);
     clean
 }

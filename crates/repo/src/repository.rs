@@ -1,5 +1,6 @@
 //! Init, open, sealed objects, snapshots, blobs and trees.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
 use std::sync::Arc;
@@ -33,7 +34,15 @@ pub struct Repository {
     key_id: KeyId,
     /// The writer lease this process holds, if any (see `lease.rs`).
     lease: std::sync::Mutex<Option<Arc<LeaseState>>>,
+    /// Small trees recently loaded, by id (see [`Repository::load_tree`]).
+    small_trees: std::sync::Mutex<HashMap<TreeId, Tree>>,
 }
+
+/// Trees of at most this many entries are kept once loaded, up to [`SMALL_TREES`] of
+/// them: a snapshot whose directories share subtrees (legitimately, or thousands of
+/// times over in a hostile one) then costs one decryption per distinct tree, not per path.
+const SMALL_TREE_NODES: usize = 64;
+const SMALL_TREES: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -131,6 +140,7 @@ impl Repository {
             config,
             key_id,
             lease: Default::default(),
+            small_trees: Default::default(),
         })
     }
 
@@ -211,7 +221,16 @@ impl Repository {
         if !params.is_valid() {
             return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
         }
-        Ok(Repository { store, rt, master, id_key, config, key_id, lease: Default::default() })
+        Ok(Repository {
+            store,
+            rt,
+            master,
+            id_key,
+            config,
+            key_id,
+            lease: Default::default(),
+            small_trees: Default::default(),
+        })
     }
 
     /// Until when (Unix seconds) an object written at `modified` may not be deleted, if
@@ -601,9 +620,22 @@ impl Repository {
         Ok(out)
     }
 
+    /// Loads and decodes a tree. Safe to cache by id: a tree's id is a MAC of its bytes.
     pub fn load_tree(&self, index: &Index, id: TreeId) -> Result<Tree> {
+        if let Some(t) = self.small_trees.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(t.clone());
+        }
         let data = self.read_blob(index, &id.blob())?;
-        Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
+        let t =
+            Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })?;
+        if t.nodes.len() <= SMALL_TREE_NODES {
+            let mut c = self.small_trees.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= SMALL_TREES {
+                c.clear();
+            }
+            c.insert(id, t.clone());
+        }
+        Ok(t)
     }
 
     // ---- snapshots ----
