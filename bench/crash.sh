@@ -19,39 +19,49 @@ cd "$ROOT"
 cargo build -q --locked -p cairn-cli --tests
 start=$(date +%s)
 status=passed
+done_runs=0
+
+# sum LOOP FIELD: FIELD 1 = runs killed mid-run, 2 = runs started, over every run.
+sum() { sed -nE "s/^$1: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk -v k="$2" '{ s += $k } END { print s + 0 }'; }
+
+# The report is rewritten after every run, so an interrupted soak still records what it did.
+report() {
+  local secs=$(( $(date +%s) - start ))
+  {
+    echo "# Kill -9 soak (bench/crash.sh)"
+    echo
+    echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $done_runs of $RUNS runs of the crash tests with $TRIALS trials per loop, $secs s: **$status**."
+    echo "Each trial kills the command with SIGKILL, reruns it and runs \`cairn check\` on the repository it wrote;"
+    echo "each run ends with \`check --read-data\` and restores compared with the source."
+    echo
+    echo "| loop | runs started | killed mid-run |"
+    echo "|---|---:|---:|"
+    for what in copy backup "backup at packs" rewrite prune; do
+      echo "| $what | $(sum "$what" 2) | $(sum "$what" 1) |"
+    done
+    echo
+    echo "Plus, per run, the deterministic case of issue 9 (an adopted tree pack whose data never arrived)."
+    echo
+    echo "Seeds: $(grep -oE '^[a-z+ ]+: CAIRN_CRASH_SEED=[0-9]+' "$LOG" | tr '\n' ';' | sed 's/;/; /g')"
+    if [ "$status" != passed ]; then
+      echo
+      echo '```'
+      grep -E 'panicked|failed|FAIL' -A6 "$LOG" | head -60
+      echo '```'
+    fi
+  } >"$RESULTS"
+}
+
 for r in $(seq 1 "$RUNS"); do
   echo "[crash-bench] run $r of $RUNS" >&2
   if ! CAIRN_CRASH_TRIALS=$TRIALS cargo nextest run --locked -p cairn-cli --test crash --no-capture >>"$LOG" 2>&1; then
     status="FAILED in run $r"
+    done_runs=$r
+    report
     break
   fi
+  done_runs=$r
+  report
 done
-secs=$(( $(date +%s) - start ))
-
-# sum LOOP FIELD: FIELD 1 = runs killed mid-run, 2 = runs started, over every run.
-sum() { sed -nE "s/^$1: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk -v k="$2" '{ s += $k } END { print s + 0 }'; }
-{
-  echo "# Kill -9 soak (bench/crash.sh)"
-  echo
-  echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $RUNS runs of the crash tests with $TRIALS trials per loop, $secs s: **$status**."
-  echo "Each trial kills the command with SIGKILL, reruns it and runs \`cairn check\` on the repository it wrote;"
-  echo "each run ends with \`check --read-data\` and restores compared with the source."
-  echo
-  echo "| loop | runs started | killed mid-run |"
-  echo "|---|---:|---:|"
-  for what in copy backup "backup at packs" rewrite prune; do
-    echo "| $what | $(sum "$what" 2) | $(sum "$what" 1) |"
-  done
-  echo
-  echo "Plus, per run, the deterministic case of issue 9 (an adopted tree pack whose data never arrived)."
-  echo
-  echo "Seeds: $(grep -oE '^[a-z+ ]+: CAIRN_CRASH_SEED=[0-9]+' "$LOG" | tr '\n' ';' | sed 's/;/; /g')"
-  if [ "$status" != passed ]; then
-    echo
-    echo '```'
-    grep -E 'panicked|failed|FAIL' -A6 "$LOG" | head -60
-    echo '```'
-  fi
-} >"$RESULTS"
 cat "$RESULTS"
 [ "$status" = passed ]
