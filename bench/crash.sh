@@ -12,8 +12,10 @@ ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${BENCH_CRASH_RUNS:-10}
 TRIALS=${CAIRN_CRASH_TRIALS:-20}
 RESULTS=${BENCH_CRASH_RESULTS:-$HERE/CRASH.md}
-LOG=$(mktemp)
-trap 'rm -f "$LOG"' EXIT
+# The whole test output is kept (the report quotes only the failure): replaying a
+# failure needs more than its seed, since kill instants also depend on timing.
+LOG=${BENCH_CRASH_LOG:-/tmp/cairn-crash-bench.log}
+: >"$LOG"
 
 cd "$ROOT"
 cargo build -q --locked -p cairn-cli --tests
@@ -46,7 +48,8 @@ report() {
     if [ "$status" != passed ]; then
       echo
       echo '```'
-      grep -E 'panicked|failed|FAIL' -A6 "$LOG" | head -60
+      grep -E 'panicked at' -A12 "$LOG" | head -80
+      echo "(whole output: $LOG)"
       echo '```'
     fi
   } >"$RESULTS"

@@ -281,18 +281,8 @@ fn one_damaged_snapshot_leaves_the_others_usable() {
     assert_eq!(o.status.code(), Some(1), "prune ran with a damaged snapshot: {}", stderr(&o));
 }
 
-/// Stores `blobs` as `(id, claimed raw length, blob plaintext)` in one data pack that an
-/// index names, bypassing every check a writer makes: what an attacker with the key (or
-/// the password) could plant.
 fn plant_data_pack(repo: &cairn_repo::Repository, blobs: Vec<(cairn_format::BlobId, u32, Vec<u8>)>) {
-    let mut p = cairn_repo::Packer::new(repo.master(), cairn_format::BlobType::Data, 1 << 20).unwrap();
-    for (id, raw, plain) in blobs {
-        p.add_with(id, raw, |buf| buf.extend_from_slice(&plain)).unwrap();
-    }
-    let f = p.finish().unwrap();
-    repo.block_on(repo.store().put(&cairn_repo::layout::pack(&f.id), f.data, cairn_store::PutMode::Create)).unwrap();
-    let packs = vec![cairn_format::index::IndexedPack { id: f.id, salt: f.salt, blobs: f.entries }];
-    repo.save_index(&cairn_format::index::IndexFile { supersedes: Vec::new(), packs }).unwrap();
+    cairn_testkit::craft::plant_pack(repo, cairn_format::BlobType::Data, blobs);
 }
 
 /// A blob whose pack header and index claim a raw length of 2^32-1 (or one that a zstd

@@ -9,11 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_format::magic::SNAPSHOT_VERSION;
-use cairn_format::snapshot::{Snapshot, Summary};
-use cairn_format::tree::{Node, NodeKind, RawName, Tree};
+use cairn_format::tree::{Node, NodeKind, RawName};
 use cairn_format::{BlobType, TreeId};
-use cairn_repo::{BlobSaver, Repository};
+use cairn_repo::Repository;
 
 fn assert_clean_failure(o: &std::process::Output, needle: &str) {
     let e = stderr(o);
@@ -99,57 +97,10 @@ fn flipped_byte_in_a_pack_is_named_and_other_files_still_restore() {
 /// Writes tree blobs (children first, root last) and a snapshot of the root, bypassing
 /// every check a real backup makes: what an attacker with the key could store.
 fn plant(repo_path: &Path, blobs: &[(BlobType, Vec<u8>)], root: TreeId) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
-    let repo =
-        Repository::open(Arc::new(cairn_store::LocalStore::new(repo_path)), rt.handle().clone(), PASSWORD.as_bytes())
-            .unwrap();
-    let _lease = repo.lease("test", "evil").unwrap();
-    let index = repo.load_index().unwrap();
-    let saver = BlobSaver::new(&repo, index, Vec::new(), 1);
-    std::thread::scope(|s| {
-        s.spawn(|| saver.run_uploader());
-        let mut w = saver.worker().unwrap();
-        for (k, b) in blobs {
-            w.save(*k, repo.blob_id(b), b).unwrap();
-        }
-        w.flush().unwrap();
-        saver.close();
-    });
-    saver.finish().unwrap();
-    let snap = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time: "2026-01-01T00:00:00Z".into(),
-        hostname: "evil".into(),
-        username: "evil".into(),
-        uid: 0,
-        gid: 0,
-        paths: vec!["/".into()],
-        tags: vec![],
-        label: None,
-        tree: root,
-        parent: None,
-        kind: "files".into(),
-        partial: false,
-        original: None,
-        summary: Summary::default(),
-        program_version: "evil".into(),
-        postgres: None,
-    };
-    repo.save_snapshot(&snap).unwrap();
+    cairn_testkit::craft::plant(repo_path, PASSWORD, blobs, root);
 }
 
-fn raw_tree(nodes: Vec<Node>) -> Vec<u8> {
-    // Not Tree::new: no sorting, no validation.
-    serde_json::to_vec(&Tree { version: 1, nodes }).unwrap()
-}
-
-fn file(name: &[u8], content: Vec<cairn_format::BlobId>, size: u64) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::File);
-    n.mode = 0o644;
-    n.content = content;
-    n.size = size;
-    n
-}
+use cairn_testkit::craft::{dir, file, raw_tree};
 
 #[test]
 fn hostile_snapshots_cannot_write_outside_the_target() {
@@ -510,13 +461,6 @@ fn check_compares_each_file_size_with_its_blobs() {
     let o = env.run(&["check"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("/liar: the tree says 1000 bytes but its content holds 12"), "{}", stderr(&o));
-}
-
-fn dir(name: &[u8], subtree: TreeId) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
-    n.mode = 0o755;
-    n.subtree = Some(subtree);
-    n
 }
 
 /// Runs cairn with a time limit and a 2 GiB address-space limit: a hang or a blow-up

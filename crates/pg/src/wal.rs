@@ -52,7 +52,9 @@ impl WalName {
     /// name can never reach outside `wal/`.
     pub fn parse(name: &str) -> Option<WalName> {
         let seg = |s: &str| -> Option<(u32, (u32, u32))> {
-            if s.len() != 24 {
+            // ASCII first: byte offsets below must fall on character boundaries (a name
+            // listed from a hostile repository can hold anything; found by fuzzing).
+            if s.len() != 24 || !s.is_ascii() {
                 return None;
             }
             Some((hex8(&s[..8])?, (hex8(&s[8..16])?, hex8(&s[16..24])?)))
@@ -313,6 +315,11 @@ mod tests {
             "0000000g0000000000000002",
             "000000010000000000000002.PARTIAL",
             "000000010000000a00000002",
+            // 24 bytes with a two-byte character across offset 8 (a fuzzer finding: it
+            // panicked on the slice), and the same inside the other forms.
+            "2026-11\u{639}5T000011.200010",
+            "2026-11\u{639}5T000011.200010.partial",
+            "0000000100000000\u{639}000000.00000028.backup",
         ] {
             assert!(WalName::parse(bad).is_none(), "{bad}");
         }

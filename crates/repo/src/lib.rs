@@ -23,7 +23,7 @@
 //! | forget          | deletes snapshots              | anything              |
 //! | prune           | packs, index; deletes marked   | anything (see prune)  |
 
-mod blob;
+pub mod blob;
 pub mod check;
 mod error;
 mod index;

@@ -26,6 +26,9 @@
 mod conn;
 mod wire;
 
+#[doc(hidden)]
+pub use wire::decode_any_reply;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -235,6 +235,21 @@ impl Msg {
     }
 }
 
+/// Runs every reply decoder the client uses over `bytes` as one reply packet (for the
+/// fuzz target `sftp_reply`): replies come from the server, which may be hostile.
+#[doc(hidden)]
+pub fn decode_any_reply(bytes: &[u8]) {
+    let Some(m) = Msg::parse(bytes.to_vec()) else { return };
+    let _ = m.status();
+    let _ = m.ok("/fuzz");
+    let _ = m.handle("/fuzz");
+    let _ = m.attrs("/fuzz");
+    let _ = m.data("/fuzz");
+    let _ = m.names();
+    let mut r = Reader::new(&m.body);
+    let _ = r.attrs();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod craft;
 pub mod pg;
 pub mod s3;
 pub mod ssh;

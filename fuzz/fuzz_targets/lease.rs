@@ -1,0 +1,5 @@
+#![no_main]
+//! Writer leases (format.md §13.1).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = cairn_format::lease::WriterLease::decode(data);
+});
