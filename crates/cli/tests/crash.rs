@@ -5,7 +5,7 @@
 //! because it trusted a tree that the killed run had left behind.
 //!
 //! The loops kill at random instants (the seed is printed; `CAIRN_CRASH_SEED` replays
-//! it) over a tens of trials here; `bench/crash.sh` runs hundreds with
+//! it) over a tens of trials here; `bench/torture.sh` runs hundreds with
 //! `CAIRN_CRASH_TRIALS`.
 
 mod common;
@@ -382,4 +382,83 @@ fn rewrite_and_prune_killed_at_random_instants_leave_a_clean_repository() {
     }
     let keys = env.ok(&["find", "*.key"]);
     assert!(!keys.contains("secret-"), "an excluded file is still in a snapshot: {keys}");
+}
+
+/// `forget --prune` killed at random instants between backups: the repository checks clean
+/// after every kill and every completed rerun; at the end the kept snapshots restore.
+#[test]
+fn forget_and_prune_killed_at_random_instants_leave_a_clean_repository() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let src = env.path("src");
+    let lease = "5";
+    let n = trials(10);
+    let mut killer = Killer::new("forget+prune", 400);
+    let forget = |env: &Env| {
+        let mut c = env.cmd();
+        c.env("CAIRN_WRITER_LEASE", lease).args([
+            "forget",
+            "--keep-last",
+            "3",
+            "--prune",
+            "--grace",
+            "0",
+            "--max-unused",
+            "0",
+        ]);
+        c
+    };
+    for round in 0..n as u64 {
+        // Each round replaces some files, so older snapshots hold data no newer one has.
+        let _ = std::fs::remove_dir_all(src.join(format!("round-{:03}", round.saturating_sub(2))));
+        grow(&src, round, 150, 6);
+        env.ok(&["backup", src.to_str().unwrap()]);
+        killer.run(forget(&env));
+        assert_ok(&env.run(&["check"]), &format!("check after the forget+prune killed in round {round}"));
+        assert_ok(&forget(&env).output().unwrap(), "forget --prune");
+        assert_ok(&env.run(&["check"]), &format!("check after forget+prune in round {round}"));
+    }
+    killer.assert_mostly_killed("forget+prune");
+    assert_ok(&env.run(&["check", "--read-data"]), "check --read-data");
+    let t = env.path("restored");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+    assert!(compare_trees(&src, &t, false).is_empty());
+}
+
+/// A restore killed at random instants, resumed with `--overwrite if-changed`, ends equal
+/// to the snapshot; the repository is untouched (restores only read).
+#[test]
+fn restore_killed_at_random_instants_resumes_to_an_equal_tree() {
+    let env = Env::new();
+    env.ok(&["init", "--pack-size", "64K"]);
+    let src = env.path("src");
+    grow(&src, 0, 400, 10);
+    std::fs::write(src.join("big.bin"), noise(6_000_000, 99)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let n = trials(10);
+    let mut killer = Killer::new("restore", 300);
+    for round in 0..n {
+        let t = env.path(&format!("restored-{round}"));
+        let mut c = env.cmd();
+        c.args(["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+        killer.run(c);
+        // Resumed, perhaps killed again, then to the end.
+        let mut c = env.cmd();
+        c.args(["restore", &format!("latest:{}", src.display()), "--target", t.to_str().unwrap()]);
+        c.args(["--overwrite", "if-changed"]);
+        killer.run(c);
+        env.ok(&[
+            "restore",
+            &format!("latest:{}", src.display()),
+            "--target",
+            t.to_str().unwrap(),
+            "--overwrite",
+            "if-changed",
+        ]);
+        let diffs = compare_trees(&src, &t, false);
+        assert!(diffs.is_empty(), "round {round}: the resumed restore differs: {diffs:?}");
+        let _ = std::fs::remove_dir_all(&t);
+    }
+    killer.assert_mostly_killed("restore");
+    assert_ok(&env.run(&["check"]), "check");
 }

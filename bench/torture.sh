@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Kill -9 soak: runs the crash tests (crates/cli/tests/crash.rs) BENCH_CRASH_RUNS times,
+# Kill -9 soak (issues 9 and 11): runs the crash tests (crates/cli/tests/crash.rs) BENCH_CRASH_RUNS times,
 # each with a fresh random seed and CAIRN_CRASH_TRIALS trials per loop: copies, backups,
+# forget + prune, resumed restores,
 # rewrites and prunes killed at random instants (or after a random number of packs),
-# rerun, and `check`ed after every trial. Writes bench/CRASH.md (overwritten) with the
+# rerun, and `check`ed after every trial. Writes bench/TORTURE.md (overwritten) with the
 # seeds, the kills that landed mid-run and the outcome. Any failing run stops the soak
 # and its seed is in the report (replay it with CAIRN_CRASH_SEED=... and the same trials).
 set -euo pipefail
@@ -11,7 +12,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${BENCH_CRASH_RUNS:-10}
 TRIALS=${CAIRN_CRASH_TRIALS:-20}
-RESULTS=${BENCH_CRASH_RESULTS:-$HERE/CRASH.md}
+RESULTS=${BENCH_CRASH_RESULTS:-$HERE/TORTURE.md}
 # The whole test output is kept (the report quotes only the failure): replaying a
 # failure needs more than its seed, since kill instants also depend on timing.
 LOG=${BENCH_CRASH_LOG:-/tmp/cairn-crash-bench.log}
@@ -30,7 +31,7 @@ sum() { sed -nE "s/^$1: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk
 report() {
   local secs=$(( $(date +%s) - start ))
   {
-    echo "# Kill -9 soak (bench/crash.sh)"
+    echo "# Kill -9 soak (bench/torture.sh)"
     echo
     echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $done_runs of $RUNS runs of the crash tests with $TRIALS trials per loop, $secs s: **$status**."
     echo "Each trial kills the command with SIGKILL, reruns it and runs \`cairn check\` on the repository it wrote;"
@@ -38,7 +39,7 @@ report() {
     echo
     echo "| loop | runs started | killed mid-run |"
     echo "|---|---:|---:|"
-    for what in copy backup "backup at packs" rewrite prune; do
+    for what in copy backup "backup at packs" rewrite prune "forget+prune" restore; do
       echo "| $what | $(sum "$what" 2) | $(sum "$what" 1) |"
     done
     echo
