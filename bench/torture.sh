@@ -58,7 +58,7 @@ report() {
 
 for r in $(seq 1 "$RUNS"); do
   echo "[crash-bench] run $r of $RUNS" >&2
-  if ! CAIRN_CRASH_TRIALS=$TRIALS cargo nextest run --locked -p cairn-cli --test crash --no-capture >>"$LOG" 2>&1; then
+  if ! CAIRN_CRASH_TRIALS=$TRIALS cargo nextest run --locked --profile soak -p cairn-cli --test crash --no-capture >>"$LOG" 2>&1; then
     status="FAILED in run $r"
     done_runs=$r
     report
