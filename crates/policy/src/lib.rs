@@ -1,4 +1,5 @@
-//! Retention: keep-rules -> a forget plan. Pure: snapshots and their times go in, a plan
+//! Retention: keep-rules -> a forget plan; schedules -> the next run ([`schedule`]). Pure:
+//! snapshots and their times (or an instant) go in, a plan
 //! of what to keep (and why) and what to remove comes out; no I/O, no clock.
 //!
 //! Principal types: [`KeepPolicy`] (the rules), [`Item`] (one snapshot's time and tags),
@@ -13,6 +14,8 @@
 //! minus D (calendar arithmetic: `1y2m` is a year and two months), and
 //! `--keep-within-<unit> D` applies the bucket rule to that window only. Rules combine by
 //! union: a snapshot is kept if any rule keeps it, and the plan lists every rule that did.
+
+pub mod schedule;
 
 use std::collections::BTreeMap;
 
