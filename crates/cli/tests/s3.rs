@@ -64,12 +64,23 @@ fn s3_store_passes_the_conformance_suite() {
         return;
     };
     server.bucket("conf");
-    // SAFETY: the test binary's own environment, set before any thread reads it.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "cairn-test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
-    }
-    let url = cairn_store_s3::S3Url::parse(&format!("s3://conf/some/prefix?endpoint={}", server.endpoint())).unwrap();
+    cairn_testkit::run_child_test(
+        "s3_conformance_in_child",
+        &[
+            ("AWS_ACCESS_KEY_ID", "cairn-test"),
+            ("AWS_SECRET_ACCESS_KEY", "cairn-test-secret"),
+            ("CAIRN_TEST_ENDPOINT", &server.endpoint()),
+        ],
+    );
+}
+
+/// The S3 part of `s3_store_passes_the_conformance_suite`, in a child process that has
+/// the credentials in its environment from the start.
+#[test]
+#[ignore = "run by s3_store_passes_the_conformance_suite in a child process"]
+fn s3_conformance_in_child() {
+    let endpoint = cairn_testkit::child_var("CAIRN_TEST_ENDPOINT");
+    let url = cairn_store_s3::S3Url::parse(&format!("s3://conf/some/prefix?endpoint={endpoint}")).unwrap();
     let store = cairn_store_s3::S3Store::new(&url).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(cairn_store::conformance::run(&store)).unwrap();
@@ -88,7 +99,7 @@ fn s3_store_passes_the_conformance_suite() {
         assert_eq!(multi.get("data/big", None).await.unwrap(), big, "a refused create changes nothing");
     });
     let head = std::process::Command::new("curl")
-        .args(["-sI", &format!("{}/conf/some/prefix/data/big", server.endpoint())])
+        .args(["-sI", &format!("{endpoint}/conf/some/prefix/data/big")])
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
@@ -208,16 +219,9 @@ fn backup_restore_check_and_prune_on_azure() {
         return;
     };
     az.container("backups");
-    // The store contract first, through object_store's Azure client, with every put also
-    // as a multipart (block list) upload.
-    // SAFETY: this test binary's own environment, set before the runtime starts.
-    unsafe { std::env::set_var("AZURITE_BLOB_STORAGE_URL", az.url()) };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store = cairn_store_s3::open("az://backups/conformance?emulator=true").unwrap();
-    rt.block_on(cairn_store::conformance::run(&store)).unwrap();
-    let multi =
-        cairn_store_s3::open("az://backups/conformance-multi?emulator=true").unwrap().with_multipart(0, 1 << 20);
-    rt.block_on(cairn_store::conformance::run(&multi)).unwrap();
+    // The store contract first, through object_store's Azure client (in a child process
+    // that has the emulator's address in its environment).
+    cairn_testkit::run_child_test("azure_conformance_in_child", &[("AZURITE_BLOB_STORAGE_URL", &az.url())]);
     let run = |args: &[&str]| {
         let o = env
             .cmd()
@@ -244,6 +248,19 @@ fn backup_restore_check_and_prune_on_azure() {
     run(&["forget", "--keep-last", "1"]);
     run(&["prune", "--delete-now"]);
     run(&["check", "--read-data"]);
+}
+
+/// The Azure store contract, with every put also as a multipart (block list) upload.
+#[test]
+#[ignore = "run by backup_restore_check_and_prune_on_azure in a child process"]
+fn azure_conformance_in_child() {
+    cairn_testkit::child_var("AZURITE_BLOB_STORAGE_URL");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store = cairn_store_s3::open("az://backups/conformance?emulator=true").unwrap();
+    rt.block_on(cairn_store::conformance::run(&store)).unwrap();
+    let multi =
+        cairn_store_s3::open("az://backups/conformance-multi?emulator=true").unwrap().with_multipart(0, 1 << 20);
+    rt.block_on(cairn_store::conformance::run(&multi)).unwrap();
 }
 
 /// Every object is written with an S3 Object Lock retention (signed requests checked by a
@@ -303,15 +320,14 @@ fn object_lock_protects_every_object() {
     assert_eq!(p["packs_deleted"], 0, "{p}");
     s.ok(&["check", "--read-data"]);
     // An object written around cairn, without a retention, is reported.
-    let fake = format!("data/ff/{}", "f".repeat(64));
-    // SAFETY: this test binary's own environment, set before the runtime starts.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "cairn-test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
-    }
-    let plain = cairn_store_s3::open(&s.url).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    rt.block_on(cairn_store::Store::put(&plain, &fake, b"x".to_vec(), cairn_store::PutMode::Create)).unwrap();
+    cairn_testkit::run_child_test(
+        "put_an_unlocked_object_in_child",
+        &[
+            ("AWS_ACCESS_KEY_ID", "cairn-test"),
+            ("AWS_SECRET_ACCESS_KEY", "cairn-test-secret"),
+            ("CAIRN_TEST_URL", &s.url),
+        ],
+    );
     let o = s.run(&["check"]);
     assert_eq!(o.status.code(), Some(1));
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
@@ -494,4 +510,15 @@ fn backup_and_copy_ride_out_network_faults() {
     eprintln!("{faults} of {requests} requests failed by the proxy");
     assert!(requests >= 60, "too few requests went through the proxy to mean anything: {requests}");
     assert!(faults * 5 + 5 >= requests, "a fifth of the requests failed: {faults} of {requests}");
+}
+
+/// Writes one object around cairn, without a retention (for `object_lock_protects_every_object`).
+#[test]
+#[ignore = "run by object_lock_protects_every_object in a child process"]
+fn put_an_unlocked_object_in_child() {
+    let url = cairn_testkit::child_var("CAIRN_TEST_URL");
+    let plain = cairn_store_s3::open(&url).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let fake = format!("data/ff/{}", "f".repeat(64));
+    rt.block_on(cairn_store::Store::put(&plain, &fake, b"x".to_vec(), cairn_store::PutMode::Create)).unwrap();
 }

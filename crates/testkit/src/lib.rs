@@ -198,3 +198,29 @@ pub fn skip(why: &str) {
     }
     eprintln!("SKIPPED: {why}");
 }
+
+/// Runs the test `name` of the calling test binary in a child process with `vars` in
+/// its environment, and fails unless it ran and passed. For in-process clients that read
+/// their settings from the environment (object_store's builders): setting variables in
+/// the test process itself would race the other tests' threads under plain `cargo test`
+/// (and `setenv` beside a `getenv` in another thread is undefined behaviour). The child
+/// test is `#[ignore]`d so that it runs only this way.
+pub fn run_child_test(name: &str, vars: &[(&str, &str)]) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .envs(vars.iter().copied())
+        .env("CAIRN_CHILD_TEST", name)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} (in a child process) failed:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child process:\n{text}");
+}
+
+/// In a test that [`run_child_test`] runs: the variable its parent set (a child test run
+/// any other way fails here, rather than pass without doing anything).
+pub fn child_var(name: &str) -> String {
+    assert!(std::env::var_os("CAIRN_CHILD_TEST").is_some(), "run by its parent test, in a child process");
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set by the parent test"))
+}
