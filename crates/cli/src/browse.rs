@@ -23,6 +23,19 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     v
 }
 
+/// The index; each damaged index file is a warning on stderr (its packs are read from
+/// their own headers instead, so nothing is missing).
+pub fn readable_index(repo: &cairn_repo::Repository) -> Result<cairn_repo::Index> {
+    let (index, damaged) = repo.load_index_reporting()?;
+    for (id, why) in &damaged {
+        eprintln!(
+            "cairn: warning: index file {id} is damaged and left out (the packs it named are read from their headers): {}",
+            output::sanitize(why)
+        );
+    }
+    Ok(index)
+}
+
 /// The readable snapshots; each damaged one is a warning on stderr (the rest still work).
 pub fn readable_snapshots(
     repo: &cairn_repo::Repository,
@@ -96,7 +109,7 @@ fn long_line(path: &str, n: &Node) -> String {
 pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
     let repo = ctx.open()?;
     let (_, snap) = repo.resolve_snapshot(&a.snapshot)?;
-    let index = repo.load_index()?;
+    let index = readable_index(&repo)?;
     let base = a.path.clone().unwrap_or_else(|| "/".into());
     let mut out = std::io::stdout().lock();
     let mut json = Vec::new();
@@ -154,7 +167,7 @@ pub fn find(ctx: &Context, a: &FindArgs) -> Result<()> {
     let repo = ctx.open()?;
     // Snapshots before the index: a snapshot is written after the index files it needs.
     let mut snaps = readable_snapshots(&repo)?;
-    let index = repo.load_index()?;
+    let index = readable_index(&repo)?;
     if let Some(h) = &a.host {
         snaps.retain(|(_, s)| &s.hostname == h);
     }
@@ -197,7 +210,7 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
     let repo = ctx.open()?;
     let (id1, s1) = repo.resolve_snapshot(&a.snapshot1)?;
     let (id2, s2) = repo.resolve_snapshot(&a.snapshot2)?;
-    let index = repo.load_index()?;
+    let index = readable_index(&repo)?;
     let mut changes = Vec::new();
     let (b1, b2) = (browse::Budget::for_snapshot(&s1.summary), browse::Budget::for_snapshot(&s2.summary));
     let mut budget = browse::Budget::new(b1.limit().saturating_add(b2.limit()));
@@ -229,7 +242,7 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
 pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
     let repo = ctx.open()?;
     let (_, snap) = repo.resolve_snapshot(&a.snapshot)?;
-    let index = repo.load_index()?;
+    let index = readable_index(&repo)?;
     let node = match &a.path {
         Some(p) => browse::lookup(&repo, &index, snap.tree, p)?
             .ok_or_else(|| anyhow!("{p}: is the snapshot root, not a file"))?,
@@ -255,7 +268,7 @@ pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
 pub fn stats(ctx: &Context, _a: &StatsArgs) -> Result<()> {
     let repo = ctx.open()?;
     let snaps = readable_snapshots(&repo)?;
-    let index = repo.load_index()?;
+    let index = readable_index(&repo)?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
     let (mut raw, mut enc, mut blobs) = (0u64, 0u64, 0u64);
     for (_, loc) in index.iter().filter(|(_, l)| l.kind == cairn_format::BlobType::Data) {

@@ -306,7 +306,7 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
         None => recovery::choose(&snaps, &target)?.clone(),
     };
     let Some(pg) = snap.postgres.clone() else { bail!("snapshot {} is not a PostgreSQL base backup", sid.short()) };
-    let index = repo.load_index()?;
+    let index = crate::browse::readable_index(&repo)?;
     let root = browse::subtree(&repo, &index, snap.tree, &pg.data_dir)?;
     let top = browse::lookup(&repo, &index, snap.tree, &pg.data_dir)?
         .ok_or_else(|| anyhow!("snapshot {} does not hold {}", sid.short(), pg.data_dir))?;

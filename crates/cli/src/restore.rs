@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let excludes = PathMatcher::new(&a.excludes).map_err(|e| anyhow!(e))?;
     let repo = ctx.open()?;
     let (sid, snap) = repo.resolve_snapshot(spec)?;
-    let index = repo.load_index()?;
+    let index = crate::browse::readable_index(&repo)?;
     let prefix = sub.map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
     let root = match sub {
         Some(p) => browse::subtree(&repo, &index, snap.tree, p)?,

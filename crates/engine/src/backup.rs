@@ -122,7 +122,7 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
     pub fn run(self) -> Result<BackupOutcome> {
         let start = Instant::now();
         let repo = self.repo;
-        let mut index = repo.load_index()?;
+        let mut index = repo.load_index_for_writing()?;
         let recovered = repo.recover_unindexed(&mut index)?;
         let threads = self.opts.threads.max(1);
         let saver = BlobSaver::new(repo, index, recovered, self.opts.uploads.max(1));

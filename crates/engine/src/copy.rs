@@ -76,7 +76,7 @@ pub fn copy_snapshots(
         return Ok(CopyOutcome { copied: Vec::new(), stats: CopyStats::default() });
     }
     let src_index = src.load_index()?;
-    let mut dst_index = dst.load_index()?;
+    let mut dst_index = dst.load_index_for_writing()?;
     let recovered = dst.recover_unindexed(&mut dst_index)?;
     let saver = BlobSaver::new(dst, dst_index, recovered, uploads);
     let (trees, stats, reached) = std::thread::scope(|s| -> Result<_> {

@@ -450,14 +450,85 @@ impl Repository {
     }
 
     /// Loads every index file (in parallel on the runtime), skipping files that another
-    /// file supersedes. A file deleted by a prune between listing and reading means a
-    /// consolidated file replaced it: list again.
+    /// file supersedes; see [`Repository::load_index_reporting`] for damaged ones.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
-        for (_, f) in self.load_index_files()? {
-            index.add_file(&f);
+        Ok(self.load_index_reporting()?.0)
+    }
+
+    /// [`Repository::load_index`], and the index files that could not be read (name,
+    /// why). A damaged index file does not stop every command: it is left out, and then
+    /// the packs that no readable index file names are read from their own headers (the
+    /// format keeps a pack's contents in its header so that the index can always be rebuilt),
+    /// so reads and dedup see everything that is there. A file deleted by a prune between
+    /// listing and reading means a consolidated file replaced it: list again. Prune does
+    /// not use this: it needs every index file to decide what is referenced where.
+    pub fn load_index_reporting(&self) -> Result<(Index, Vec<(String, String)>)> {
+        let (mut index, damaged) = self.load_index_files_readable()?;
+        if !damaged.is_empty() {
+            for p in self.unindexed_packs(&index)? {
+                // A pack that cannot be read either is left to check.
+                if let Ok((salt, entries)) = self.read_pack_header(p) {
+                    index.add_pack(p, salt, &entries);
+                }
+            }
         }
-        Ok(index)
+        Ok((index, damaged))
+    }
+
+    /// For writers: the index of the readable index files only, damaged ones left out and
+    /// nothing adopted; a writer then adopts what no readable file names
+    /// ([`Repository::recover_unindexed`]) and records it in its own index file, so a
+    /// damaged index file stops mattering once a writer has run.
+    pub fn load_index_for_writing(&self) -> Result<Index> {
+        Ok(self.load_index_files_readable()?.0)
+    }
+
+    fn load_index_files_readable(&self) -> Result<(Index, Vec<(String, String)>)> {
+        let max = max_document(KIND_INDEX) as u64 + 1024;
+        let mut attempt = 0;
+        let (files, damaged) = loop {
+            let metas = self.block_on(self.store.list(layout::INDEX))?;
+            let mut damaged = Vec::new();
+            let mut handles = Vec::new();
+            for m in metas {
+                let Some(id) = layout::id_of(&m.path).map(IndexId) else { continue };
+                if m.size > max {
+                    damaged.push((id.short(), format!("{} bytes, more than an index file may hold", m.size)));
+                    continue;
+                }
+                let store = self.store.clone();
+                let p = layout::index(&id);
+                handles.push((id, self.rt.spawn(async move { store.get(&p, None).await })));
+            }
+            let mut files = Vec::new();
+            let mut gone = false;
+            for (id, h) in handles {
+                match self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))? {
+                    Ok(bytes) => match self
+                        .open_named(KIND_INDEX, &layout::index(&id), &bytes, "index file")
+                        .and_then(|d| IndexFile::decode(&d).map_err(Error::from))
+                    {
+                        Ok(f) => files.push((id, f)),
+                        Err(e) => damaged.push((id.short(), damage_detail(&e))),
+                    },
+                    Err(e) if e.kind() == cairn_store::ErrorKind::NotFound => gone = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !gone || attempt >= 4 {
+                break (files, damaged);
+            }
+            attempt += 1;
+        };
+        let superseded: std::collections::HashSet<IndexId> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = Index::default();
+        for (id, f) in &files {
+            if !superseded.contains(id) {
+                index.add_file(f);
+            }
+        }
+        Ok((index, damaged))
     }
 
     /// Every index file that no other supersedes, with its id (see [`Repository::load_index`]).
