@@ -123,20 +123,10 @@ fn names_from_a_snapshot_cannot_forge_output() {
     assert!(v.as_array().unwrap().iter().any(|n| n["name"] == evil), "{v}");
 }
 
-fn open_repo(path: &Path, rt: &tokio::runtime::Runtime) -> cairn_repo::Repository {
-    cairn_repo::Repository::open(
-        std::sync::Arc::new(cairn_store::LocalStore::new(path)),
-        rt.handle().clone(),
-        PASSWORD.as_bytes(),
-    )
-    .unwrap()
-}
-
 /// Stores every indexed blob once more, in new packs that an index file names (what two
 /// backups racing on the same data leave): each blob then has a home copy and a second one.
 fn store_again(path: &Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
-    let repo = open_repo(path, &rt);
+    let (_rt, repo) = cairn_testkit::craft::open(path, PASSWORD);
     let _lease = repo.lease("test", "dup").unwrap();
     let index = repo.load_index().unwrap();
     let blobs: Vec<_> = index.iter().map(|(id, l)| (*id, l.kind)).collect();
@@ -296,8 +286,7 @@ fn a_huge_claimed_blob_length_is_refused_before_allocating() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
-    let repo = open_repo(&env.repo, &rt);
+    let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
     let lease = repo.lease("test", "evil").unwrap();
     let zeros = vec![0u8; 1 << 20];
     let mut frame = vec![1u8]; // zstd

@@ -450,10 +450,7 @@ fn any_damaged_object_gives_clean_errors_never_a_panic() {
 fn check_compares_each_file_size_with_its_blobs() {
     let env = Env::new();
     env.init();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let repo =
-        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
-            .unwrap();
+    let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
     let data = b"twelve bytes".to_vec();
     let t = raw_tree(vec![file(b"liar", vec![repo.blob_id(&data)], 1000)]);
     let id = repo.blob_id(&t).tree();
@@ -498,10 +495,7 @@ fn bounded(env: &Env, args: &[&str]) -> std::process::Output {
 fn shared_subtree_bombs_and_deep_chains_end_quickly() {
     let env = Env::new();
     env.init();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let repo =
-        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
-            .unwrap();
+    let (rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
     let data = b"leaf".to_vec();
     let missing = repo.blob_id(b"never stored");
     let bomb = |leaf_nodes: Vec<Node>| {
@@ -541,11 +535,10 @@ fn shared_subtree_bombs_and_deep_chains_end_quickly() {
         assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{args:?}: {}", stderr(&o));
     }
 
+    drop((rt, repo));
     let env = Env::new();
     env.init();
-    let repo =
-        Repository::open(Arc::new(cairn_store::LocalStore::new(&env.repo)), rt.handle().clone(), PASSWORD.as_bytes())
-            .unwrap();
+    let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
     let leaf = raw_tree(vec![file(b"f", vec![repo.blob_id(&data)], 4)]);
     let mut top = repo.blob_id(&leaf).tree();
     let mut blobs = vec![(BlobType::Data, data.clone()), (BlobType::Tree, leaf)];
