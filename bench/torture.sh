@@ -25,7 +25,7 @@ status=passed
 done_runs=0
 
 # sum LOOP FIELD: FIELD 1 = runs killed mid-run, 2 = runs started, over every run.
-sum() { sed -nE "s/^$1: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk -v k="$2" '{ s += $k } END { print s + 0 }'; }
+sum() { sed -nE "s/^${1//+/\\+}: ([0-9]+) of ([0-9]+) runs killed.*/\1 \2/p" "$LOG" | awk -v k="$2" '{ s += $k } END { print s + 0 }'; }
 
 # The report is rewritten after every run, so an interrupted soak still records what it did.
 report() {
