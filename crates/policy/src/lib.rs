@@ -15,6 +15,7 @@
 //! `--keep-within-<unit> D` applies the bucket rule to that window only. Rules combine by
 //! union: a snapshot is kept if any rule keeps it, and the plan lists every rule that did.
 
+pub mod file;
 pub mod schedule;
 
 use std::collections::BTreeMap;

@@ -268,6 +268,28 @@ impl Schedule {
         // found, look a few hours of civil time past it for an earlier instant.
         const SLACK_HOURS: i64 = 4;
         let civil = |ts: Timestamp| self.tz.to_datetime(ts);
+        // Fast path (every run away from a DST change): no offset change within the slack
+        // on either side, so civil time is monotonic there and the first match after
+        // civil(t) that lands within the slack is the answer. Without it a frequent
+        // schedule would walk four hours of matches on every call.
+        let slack = jiff::SignedDuration::from_hours(SLACK_HOURS);
+        if let (Ok(lo), Ok(hi)) = (t.checked_sub(slack), t.checked_add(slack)) {
+            let off = |x: Timestamp| self.tz.to_offset(x);
+            if off(lo) == off(t) && off(t) == off(hi) {
+                let mut cursor = civil(t);
+                for _ in 0..4 {
+                    let Some(dt) = self.next_civil(cursor) else { break };
+                    match self.instants(dt).as_slice() {
+                        [i] if *i > hi => break,
+                        [i] if *i > t => return Some(*i),
+                        [i] if *i <= t => {}
+                        _ => break,
+                    }
+                    let Ok(c) = dt.checked_add(1.second()) else { break };
+                    cursor = c;
+                }
+            }
+        }
         let mut cursor = civil(t).checked_sub(SLACK_HOURS.hours()).ok()?;
         let mut best: Option<Timestamp> = None;
         let mut horizon: Option<DateTime> = None;

@@ -1,0 +1,1260 @@
+//! The policy file (`cairn.toml`): TOML text -> a validated, resolved [`Policy`]. Pure: the
+//! text, its name (for messages) and `now` (for the RPO check across DST changes) go in.
+//!
+//! Key decisions:
+//! - Strict: unknown keys, wrong types, bad durations, sizes, cron expressions and time
+//!   zones, undefined classes and repositories, and a schedule that cannot meet its RPO are
+//!   errors that name the file, line and column of the offending value ([`PolicyError`]).
+//!   A policy either loads whole or not at all, so a daemon keeps its old one on reload.
+//! - One duration grammar for the whole file (jiff's friendly format: `30s`, `15m`, `6h`,
+//!   `7d`, `2w`, `6mo`, `1y`, `1h30m`): `m` is minutes everywhere. Objectives and timeouts
+//!   are fixed lengths (a day is 24 h, months and years are refused); `keep.within` is
+//!   calendar time (months and years allowed, as restic's `--keep-within`).
+//! - A source inherits every setting of its class and may override any of them; the
+//!   resolved source records where each value came from ([`Origin`]) so `cairn policy
+//!   check` can say it.
+//! - Class and source sections share one raw shape: the source-only keys (kind, paths,
+//!   command, ...) in a class section are errors like unknown keys.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Span, Timestamp};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::schedule::Schedule;
+use crate::{Duration, KeepPolicy};
+
+/// A mistake in the policy file, located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Where a resolved setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Class,
+    Source,
+    Default,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Class => "class",
+            Origin::Source => "source",
+            Origin::Default => "default",
+        }
+    }
+}
+
+/// How a repository's password is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Password {
+    File(String),
+    Command(String),
+    /// Neither key given: `CAIRN_PASSWORD`/`CAIRN_PASSWORD_FILE` of the daemon's environment.
+    Environment,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    pub name: String,
+    pub url: String,
+    pub password: Password,
+    pub object_lock_days: Option<u32>,
+    pub connections: Option<usize>,
+    /// Bytes per second.
+    pub limit_upload: Option<u64>,
+    pub limit_download: Option<u64>,
+    pub storage_class: Option<String>,
+    /// Bytes; what fill alerts compare with where the store reports no capacity.
+    pub quota: Option<u64>,
+}
+
+/// One schedule of a class or source, with its time zone and jitter.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub schedule: Schedule,
+    pub jitter: SignedDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub command: String,
+    pub timeout: SignedDuration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before: Option<Hook>,
+    pub after: Option<Hook>,
+    pub on_failure: Option<Hook>,
+    pub finally: Option<Hook>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyTo {
+    pub repository: String,
+    /// The copy's own retention; `None`: the copy keeps what the class keeps.
+    pub keep: Option<KeepPolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verify {
+    pub timing: Timing,
+    /// Percent of packs whose data is read and checked, `0 < p <= 100`.
+    pub read_data_subset: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub keep: KeepPolicy,
+    /// PostgreSQL: every instant of this window stays recoverable (base backups and WAL).
+    pub pitr_window: Option<SignedDuration>,
+    pub timing: Timing,
+    /// Prune after forgetting (default true).
+    pub prune: bool,
+}
+
+/// What a source backs up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Files {
+        paths: Vec<String>,
+        exclude: Vec<String>,
+        exclude_files: Vec<String>,
+        one_file_system: bool,
+    },
+    /// A command whose standard output is stored as the file `stdin_name`.
+    Command {
+        command: String,
+        stdin_name: String,
+    },
+    /// A command that writes a directory (`{dir}` in the command is its path), backed up
+    /// and then removed.
+    CommandDir {
+        command: String,
+    },
+    Postgres {
+        data_dir: String,
+        connection: String,
+        stream: bool,
+    },
+    Sqlite {
+        path: String,
+    },
+}
+
+impl SourceKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Files { .. } => "files",
+            SourceKind::Command { .. } | SourceKind::CommandDir { .. } => "command",
+            SourceKind::Postgres { .. } => "postgres",
+            SourceKind::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Set<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// A source with its class's settings applied.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub class: String,
+    pub repository: Set<String>,
+    pub kind: SourceKind,
+    pub schedules: Set<Vec<Timing>>,
+    pub rpo: Set<Option<SignedDuration>>,
+    pub rto: Set<Option<SignedDuration>>,
+    pub max_duration: Set<Option<SignedDuration>>,
+    pub retention: Set<Option<Retention>>,
+    pub copy_to: Set<Vec<CopyTo>>,
+    pub verify: Set<Option<Verify>>,
+    pub drill: Set<Option<Drill>>,
+    pub hooks: Set<Hooks>,
+    pub tags: Set<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Daemon {
+    /// The catalog database; `None`: `cairn-catalog.db` beside the policy file.
+    pub catalog: Option<String>,
+    /// Per-source locks and other state; `None`: the catalog's directory.
+    pub state_dir: Option<String>,
+    /// Catalog rows older than this are deleted (default 400 days).
+    pub keep_jobs: Option<SignedDuration>,
+    /// The host name written into snapshots (default the machine's).
+    pub hostname: Option<String>,
+    /// Backups run at once (default 2).
+    pub max_parallel: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub daemon: Daemon,
+    pub repositories: BTreeMap<String, Repository>,
+    pub classes: BTreeMap<String, ()>,
+    pub sources: BTreeMap<String, Source>,
+}
+
+// ---- raw shapes (what serde reads) -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    repository: BTreeMap<String, Spanned<RawRepository>>,
+    #[serde(default)]
+    class: BTreeMap<String, Spanned<RawSection>>,
+    #[serde(default)]
+    source: BTreeMap<String, Spanned<RawSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    catalog: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    keep_jobs: Option<Spanned<String>>,
+    hostname: Option<Spanned<String>>,
+    max_parallel: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    url: Spanned<String>,
+    password_file: Option<Spanned<String>>,
+    password_command: Option<Spanned<String>>,
+    object_lock_days: Option<Spanned<i64>>,
+    connections: Option<Spanned<i64>>,
+    limit_upload: Option<Spanned<String>>,
+    limit_download: Option<Spanned<String>>,
+    storage_class: Option<Spanned<String>>,
+    quota: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTiming {
+    Cron(String),
+    Table(RawTimingTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimingTable {
+    cron: String,
+    timezone: Option<String>,
+    jitter: Option<String>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawKeep {
+    last: Option<i64>,
+    hourly: Option<i64>,
+    daily: Option<i64>,
+    weekly: Option<i64>,
+    monthly: Option<i64>,
+    yearly: Option<i64>,
+    within: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    schedule: Option<String>,
+    prune: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCopyTo {
+    Name(String),
+    Table(RawCopyTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopyTable {
+    repository: String,
+    keep: Option<RawKeep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    schedule: String,
+    read_data_subset: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    schedule: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHook {
+    Command(String),
+    Table(RawHookTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHookTable {
+    command: String,
+    timeout: Option<String>,
+}
+
+/// A `[class.NAME]` or `[source.NAME]` section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSection {
+    // Settings a class gives and a source may override.
+    repository: Option<Spanned<String>>,
+    schedule: Option<Spanned<OneOrMany<RawTiming>>>,
+    timezone: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    rpo: Option<Spanned<String>>,
+    rto: Option<Spanned<String>>,
+    max_duration: Option<Spanned<String>>,
+    keep: Option<Spanned<RawKeep>>,
+    pitr_window: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
+    copy_to: Option<Spanned<Vec<RawCopyTo>>>,
+    verify: Option<Spanned<RawVerify>>,
+    drill: Option<Spanned<RawDrill>>,
+    before: Option<Spanned<RawHook>>,
+    after: Option<Spanned<RawHook>>,
+    on_failure: Option<Spanned<RawHook>>,
+    finally: Option<Spanned<RawHook>>,
+    tags: Option<Spanned<Vec<String>>>,
+    // Source-only keys.
+    class: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    paths: Option<Spanned<Vec<String>>>,
+    exclude: Option<Spanned<Vec<String>>>,
+    exclude_file: Option<Spanned<Vec<String>>>,
+    one_file_system: Option<Spanned<bool>>,
+    command: Option<Spanned<String>>,
+    output: Option<Spanned<String>>,
+    stdin_name: Option<Spanned<String>>,
+    data_dir: Option<Spanned<String>>,
+    connection: Option<Spanned<String>>,
+    stream: Option<Spanned<bool>>,
+    path: Option<Spanned<String>>,
+}
+
+// ---- parsing -----------------------------------------------------------------------------
+
+/// Reads and validates a policy. `file` names it in messages; `now` anchors the check that
+/// each schedule meets its RPO (over the year ahead, DST changes included).
+pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyError> {
+    let cx = Cx { file, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| s.start).unwrap_or(0);
+        cx.err(at, e.message().trim().to_string())
+    })?;
+    let mut repositories = BTreeMap::new();
+    for (name, r) in raw.repository {
+        cx.name(&name, r.span().start, "repository")?;
+        let repo = cx.repository(&name, r.into_inner())?;
+        repositories.insert(name, repo);
+    }
+    let daemon = match raw.daemon {
+        Some(d) => cx.daemon(d)?,
+        None => Daemon::default(),
+    };
+    let mut classes = BTreeMap::new();
+    for (name, c) in &raw.class {
+        cx.name(name, c.span().start, "class")?;
+        cx.class_only(c)?;
+        // Validate the class on its own, so a mistake is reported at the class even when
+        // every source overrides it.
+        cx.settings(None, Some(c.get_ref()), &repositories)?;
+        classes.insert(name.clone(), ());
+    }
+    let mut sources = BTreeMap::new();
+    for (name, s) in &raw.source {
+        cx.name(name, s.span().start, "source")?;
+        let src = cx.source(name, s, &raw.class, &repositories, now)?;
+        sources.insert(name.clone(), src);
+    }
+    Ok(Policy { daemon, repositories, classes, sources })
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+/// The settings of a source after inheritance, before the kind is read.
+struct Settings {
+    repository: Option<Set<String>>,
+    schedules: Set<Vec<Timing>>,
+    rpo: Set<Option<SignedDuration>>,
+    rto: Set<Option<SignedDuration>>,
+    max_duration: Set<Option<SignedDuration>>,
+    retention: Set<Option<Retention>>,
+    copy_to: Set<Vec<CopyTo>>,
+    verify: Set<Option<Verify>>,
+    drill: Set<Option<Drill>>,
+    hooks: Set<Hooks>,
+    tags: Set<Vec<String>>,
+}
+
+impl Cx<'_> {
+    fn err(&self, at: usize, message: String) -> PolicyError {
+        let at = at.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary_compat(at)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        PolicyError { file: self.file.to_string(), line, column, message }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> PolicyError {
+        self.err(s.span().start, message.into())
+    }
+
+    fn name(&self, name: &str, at: usize, what: &str) -> Result<(), PolicyError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !name.starts_with('.');
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(at, format!("{what} name {name:?}: use letters, digits, '-', '_' and '.' (at most 64)")))
+        }
+    }
+
+    fn fixed(&self, s: &Spanned<String>) -> Result<SignedDuration, PolicyError> {
+        fixed_duration(s.get_ref()).map_err(|why| self.at(s, why))
+    }
+
+    fn positive(&self, s: &Spanned<String>) -> Result<SignedDuration, PolicyError> {
+        let d = self.fixed(s)?;
+        if d <= SignedDuration::ZERO {
+            return Err(self.at(s, format!("{:?} must be longer than zero", s.get_ref())));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, s: &Spanned<String>) -> Result<u64, PolicyError> {
+        parse_size(s.get_ref()).map_err(|why| self.at(s, why))
+    }
+
+    fn repository(&self, name: &str, r: RawRepository) -> Result<Repository, PolicyError> {
+        if r.url.get_ref().trim().is_empty() {
+            return Err(self.at(&r.url, "url is empty"));
+        }
+        let password = match (r.password_file, r.password_command) {
+            (Some(_), Some(c)) => return Err(self.at(&c, "password_file and password_command exclude each other")),
+            (Some(f), None) => Password::File(f.into_inner()),
+            (None, Some(c)) => Password::Command(c.into_inner()),
+            (None, None) => Password::Environment,
+        };
+        let object_lock_days = match r.object_lock_days {
+            Some(d) if !(1..=36500).contains(d.get_ref()) => {
+                return Err(self.at(&d, "object_lock_days must be between 1 and 36500"))
+            }
+            Some(d) => Some(*d.get_ref() as u32),
+            None => None,
+        };
+        let connections = match r.connections {
+            Some(c) if !(1..=256).contains(c.get_ref()) => {
+                return Err(self.at(&c, "connections must be between 1 and 256"))
+            }
+            Some(c) => Some(*c.get_ref() as usize),
+            None => None,
+        };
+        let limit = |l: Option<Spanned<String>>| -> Result<Option<u64>, PolicyError> {
+            l.map(|l| {
+                let v = self.size(&l)?;
+                if v == 0 {
+                    return Err(self.at(&l, "a bandwidth limit must be above zero"));
+                }
+                Ok(v)
+            })
+            .transpose()
+        };
+        Ok(Repository {
+            name: name.to_string(),
+            url: r.url.into_inner(),
+            password,
+            object_lock_days,
+            connections,
+            limit_upload: limit(r.limit_upload)?,
+            limit_download: limit(r.limit_download)?,
+            storage_class: r.storage_class.map(Spanned::into_inner),
+            quota: r.quota.map(|q| self.size(&q)).transpose()?,
+        })
+    }
+
+    fn daemon(&self, d: RawDaemon) -> Result<Daemon, PolicyError> {
+        let max_parallel = match d.max_parallel {
+            Some(m) if !(1..=64).contains(m.get_ref()) => {
+                return Err(self.at(&m, "max_parallel must be between 1 and 64"))
+            }
+            Some(m) => Some(*m.get_ref() as usize),
+            None => None,
+        };
+        Ok(Daemon {
+            catalog: d.catalog.map(Spanned::into_inner),
+            state_dir: d.state_dir.map(Spanned::into_inner),
+            keep_jobs: d.keep_jobs.map(|k| self.positive(&k)).transpose()?,
+            hostname: d.hostname.map(Spanned::into_inner),
+            max_parallel,
+        })
+    }
+
+    /// Source-only keys are errors in a class section.
+    fn class_only(&self, c: &Spanned<RawSection>) -> Result<(), PolicyError> {
+        let r = c.get_ref();
+        let spans = [
+            ("class", r.class.as_ref().map(|s| s.span())),
+            ("kind", r.kind.as_ref().map(|s| s.span())),
+            ("paths", r.paths.as_ref().map(|s| s.span())),
+            ("exclude", r.exclude.as_ref().map(|s| s.span())),
+            ("exclude_file", r.exclude_file.as_ref().map(|s| s.span())),
+            ("one_file_system", r.one_file_system.as_ref().map(|s| s.span())),
+            ("command", r.command.as_ref().map(|s| s.span())),
+            ("output", r.output.as_ref().map(|s| s.span())),
+            ("stdin_name", r.stdin_name.as_ref().map(|s| s.span())),
+            ("data_dir", r.data_dir.as_ref().map(|s| s.span())),
+            ("connection", r.connection.as_ref().map(|s| s.span())),
+            ("stream", r.stream.as_ref().map(|s| s.span())),
+            ("path", r.path.as_ref().map(|s| s.span())),
+        ];
+        for (key, span) in spans {
+            if let Some(span) = span {
+                return Err(self.err(span.start, format!("`{key}` belongs in a [source.NAME] section, not in a class")));
+            }
+        }
+        Ok(())
+    }
+
+    fn timing(&self, t: RawTiming, tz: Option<&str>, jitter: SignedDuration, at: usize) -> Result<Timing, PolicyError> {
+        let (cron, tz, jitter) = match t {
+            RawTiming::Cron(c) => (c, tz.map(str::to_string), jitter),
+            RawTiming::Table(t) => {
+                let j = match &t.jitter {
+                    Some(j) => fixed_duration(j).map_err(|why| self.err(at, why))?,
+                    None => jitter,
+                };
+                (t.cron, t.timezone.or(tz.map(str::to_string)), j)
+            }
+        };
+        if jitter < SignedDuration::ZERO {
+            return Err(self.err(at, "jitter must not be negative".into()));
+        }
+        let schedule = Schedule::parse(&cron, tz.as_deref()).map_err(|e| self.err(at, e.to_string()))?;
+        Ok(Timing { schedule, jitter })
+    }
+
+    fn keep(&self, k: &RawKeep, at: usize) -> Result<KeepPolicy, PolicyError> {
+        for (name, v) in [
+            ("last", k.last),
+            ("hourly", k.hourly),
+            ("daily", k.daily),
+            ("weekly", k.weekly),
+            ("monthly", k.monthly),
+            ("yearly", k.yearly),
+        ] {
+            if v.is_some_and(|n| n < -1) {
+                return Err(self.err(at, format!("keep.{name} must be a count, or -1 for unlimited")));
+            }
+        }
+        let within = match &k.within {
+            Some(w) => calendar_duration(w).map_err(|why| self.err(at, why))?,
+            None => Duration::default(),
+        };
+        let p = KeepPolicy {
+            last: k.last,
+            hourly: k.hourly,
+            daily: k.daily,
+            weekly: k.weekly,
+            monthly: k.monthly,
+            yearly: k.yearly,
+            within,
+            tags: k.tags.iter().flatten().map(|t| vec![t.clone()]).collect(),
+            ..KeepPolicy::default()
+        };
+        if p.is_empty() {
+            return Err(self.err(at, "keep has no rule: it would forget every snapshot".into()));
+        }
+        Ok(p)
+    }
+
+    fn hook(&self, h: &Spanned<RawHook>) -> Result<Hook, PolicyError> {
+        let (command, timeout) = match h.get_ref() {
+            RawHook::Command(c) => (c.clone(), None),
+            RawHook::Table(t) => (t.command.clone(), t.timeout.clone()),
+        };
+        if command.trim().is_empty() {
+            return Err(self.at(h, "hook command is empty"));
+        }
+        let timeout = match timeout {
+            Some(t) => fixed_duration(&t).map_err(|why| self.at(h, why))?,
+            None => SignedDuration::from_mins(5),
+        };
+        if timeout <= SignedDuration::ZERO {
+            return Err(self.at(h, "hook timeout must be longer than zero"));
+        }
+        Ok(Hook { command, timeout })
+    }
+
+    /// The settings of `source` over those of `class` (either may be absent).
+    fn settings(
+        &self,
+        source: Option<&RawSection>,
+        class: Option<&RawSection>,
+        repos: &BTreeMap<String, Repository>,
+    ) -> Result<Settings, PolicyError> {
+        // The section a key is taken from: the source's if it sets it, else the class's.
+        fn pick<'r, T>(
+            s: Option<&'r RawSection>,
+            c: Option<&'r RawSection>,
+            f: impl Fn(&'r RawSection) -> Option<&'r T>,
+        ) -> (Option<&'r T>, Origin) {
+            if let Some(v) = s.and_then(&f) {
+                return (Some(v), Origin::Source);
+            }
+            if let Some(v) = c.and_then(&f) {
+                return (Some(v), Origin::Class);
+            }
+            (None, Origin::Default)
+        }
+        let repository = match pick(source, class, |r| r.repository.as_ref()) {
+            (Some(r), origin) => {
+                if !repos.contains_key(r.get_ref()) {
+                    return Err(self.at(r, format!("repository {:?} is not defined ([repository.NAME])", r.get_ref())));
+                }
+                Some(Set { value: r.get_ref().clone(), origin })
+            }
+            (None, _) => None,
+        };
+        // Time zone and jitter apply to the schedules of the section that sets them, or
+        // inherited from the class.
+        let (tz, _) = pick(source, class, |r| r.timezone.as_ref());
+        if let Some(tz) = tz {
+            Schedule::parse("@daily", Some(tz.get_ref())).map_err(|e| self.at(tz, e.to_string()))?;
+        }
+        let tz = tz.map(|t| t.get_ref().as_str());
+        let jitter = match pick(source, class, |r| r.jitter.as_ref()).0 {
+            Some(j) => {
+                let d = self.fixed(j)?;
+                if d < SignedDuration::ZERO {
+                    return Err(self.at(j, "jitter must not be negative"));
+                }
+                d
+            }
+            None => SignedDuration::ZERO,
+        };
+        let schedules = match pick(source, class, |r| r.schedule.as_ref()) {
+            (Some(s), origin) => {
+                let at = s.span().start;
+                let raw: Vec<&RawTiming> = match s.get_ref() {
+                    OneOrMany::One(t) => vec![t],
+                    OneOrMany::Many(v) => v.iter().collect(),
+                };
+                if raw.is_empty() {
+                    return Err(self.at(s, "schedule is an empty list"));
+                }
+                let mut v = Vec::new();
+                for t in raw {
+                    let t = match t {
+                        RawTiming::Cron(c) => RawTiming::Cron(c.clone()),
+                        RawTiming::Table(t) => RawTiming::Table(RawTimingTable {
+                            cron: t.cron.clone(),
+                            timezone: t.timezone.clone(),
+                            jitter: t.jitter.clone(),
+                        }),
+                    };
+                    v.push(self.timing(t, tz, jitter, at)?);
+                }
+                Set { value: v, origin }
+            }
+            (None, origin) => Set { value: Vec::new(), origin },
+        };
+        let objective = |f: fn(&RawSection) -> Option<&Spanned<String>>| -> Result<_, PolicyError> {
+            let (v, origin) = pick(source, class, f);
+            Ok(Set { value: v.map(|v| self.positive(v)).transpose()?, origin })
+        };
+        let rpo = objective(|r| r.rpo.as_ref())?;
+        let rto = objective(|r| r.rto.as_ref())?;
+        let max_duration = objective(|r| r.max_duration.as_ref())?;
+        let (keep, keep_origin) = pick(source, class, |r| r.keep.as_ref());
+        let (pitr, pitr_origin) = pick(source, class, |r| r.pitr_window.as_ref());
+        let (ret, ret_origin) = pick(source, class, |r| r.retention.as_ref());
+        let retention = match (keep, pitr) {
+            (None, None) => {
+                if let Some(r) = ret {
+                    return Err(self.at(r, "retention without keep (or pitr_window): nothing says what to keep"));
+                }
+                Set { value: None, origin: Origin::Default }
+            }
+            (keep, pitr) => {
+                let keep_policy = match keep {
+                    Some(k) => self.keep(k.get_ref(), k.span().start)?,
+                    // A PITR window alone keeps the base backups it needs (the plan adds them).
+                    None => KeepPolicy { last: Some(1), ..KeepPolicy::default() },
+                };
+                let pitr_window = pitr.map(|p| self.positive(p)).transpose()?;
+                let (schedule, prune) = match ret {
+                    Some(r) => (r.get_ref().schedule.clone(), r.get_ref().prune),
+                    None => (None, None),
+                };
+                let at = ret.map(|r| r.span().start).or(keep.map(|k| k.span().start)).unwrap_or(0);
+                let timing =
+                    self.timing(RawTiming::Cron(schedule.unwrap_or_else(|| "@daily".into())), tz, jitter, at)?;
+                let origin = [keep_origin, pitr_origin, ret_origin]
+                    .into_iter()
+                    .find(|o| *o == Origin::Source)
+                    .unwrap_or(Origin::Class);
+                Set {
+                    value: Some(Retention { keep: keep_policy, pitr_window, timing, prune: prune.unwrap_or(true) }),
+                    origin,
+                }
+            }
+        };
+        let copy_to = match pick(source, class, |r| r.copy_to.as_ref()) {
+            (Some(c), origin) => {
+                let mut v = Vec::new();
+                for t in c.get_ref() {
+                    let (repository, keep) = match t {
+                        RawCopyTo::Name(n) => (n.clone(), None),
+                        RawCopyTo::Table(t) => {
+                            (t.repository.clone(), t.keep.as_ref().map(|k| self.keep(k, c.span().start)).transpose()?)
+                        }
+                    };
+                    if !repos.contains_key(&repository) {
+                        return Err(self.at(c, format!("copy_to: repository {repository:?} is not defined")));
+                    }
+                    if v.iter().any(|x: &CopyTo| x.repository == repository) {
+                        return Err(self.at(c, format!("copy_to names {repository:?} twice")));
+                    }
+                    v.push(CopyTo { repository, keep });
+                }
+                Set { value: v, origin }
+            }
+            (None, origin) => Set { value: Vec::new(), origin },
+        };
+        let verify = match pick(source, class, |r| r.verify.as_ref()) {
+            (Some(v), origin) => {
+                let at = v.span().start;
+                let subset = match &v.get_ref().read_data_subset {
+                    Some(s) => parse_percent(s).map_err(|why| self.err(at, why))?,
+                    None => 0.0,
+                };
+                let timing = self.timing(RawTiming::Cron(v.get_ref().schedule.clone()), tz, jitter, at)?;
+                Set { value: Some(Verify { timing, read_data_subset: subset }), origin }
+            }
+            (None, origin) => Set { value: None, origin },
+        };
+        let drill = match pick(source, class, |r| r.drill.as_ref()) {
+            (Some(d), origin) => {
+                let timing = self.timing(RawTiming::Cron(d.get_ref().schedule.clone()), tz, jitter, d.span().start)?;
+                Set { value: Some(Drill { timing }), origin }
+            }
+            (None, origin) => Set { value: None, origin },
+        };
+        let mut hooks = Hooks::default();
+        let mut hooks_origin = Origin::Default;
+        for (slot, f) in [
+            (&mut hooks.before, (|r: &RawSection| r.before.as_ref()) as fn(&RawSection) -> Option<&Spanned<RawHook>>),
+            (&mut hooks.after, |r| r.after.as_ref()),
+            (&mut hooks.on_failure, |r| r.on_failure.as_ref()),
+            (&mut hooks.finally, |r| r.finally.as_ref()),
+        ] {
+            if let (Some(h), origin) = pick(source, class, f) {
+                *slot = Some(self.hook(h)?);
+                if hooks_origin != Origin::Source {
+                    hooks_origin = origin;
+                }
+            }
+        }
+        let tags = match pick(source, class, |r| r.tags.as_ref()) {
+            (Some(t), origin) => {
+                for tag in t.get_ref() {
+                    if tag.is_empty() || tag.contains(',') || tag.chars().any(char::is_control) {
+                        return Err(self.at(t, format!("tag {tag:?}: tags are non-empty and hold no comma")));
+                    }
+                }
+                Set { value: t.get_ref().clone(), origin }
+            }
+            (None, origin) => Set { value: Vec::new(), origin },
+        };
+        Ok(Settings {
+            repository,
+            schedules,
+            rpo,
+            rto,
+            max_duration,
+            retention,
+            copy_to,
+            verify,
+            drill,
+            hooks: Set { value: hooks, origin: hooks_origin },
+            tags,
+        })
+    }
+
+    fn source(
+        &self,
+        name: &str,
+        s: &Spanned<RawSection>,
+        classes: &BTreeMap<String, Spanned<RawSection>>,
+        repos: &BTreeMap<String, Repository>,
+        now: Timestamp,
+    ) -> Result<Source, PolicyError> {
+        let r = s.get_ref();
+        let section = s.span().start;
+        let class_name = r.class.as_ref().ok_or_else(|| self.err(section, format!("source {name:?} has no class")))?;
+        let class = classes.get(class_name.get_ref()).ok_or_else(|| {
+            self.at(class_name, format!("class {:?} is not defined ([class.NAME])", class_name.get_ref()))
+        })?;
+        let set = self.settings(Some(r), Some(class.get_ref()), repos)?;
+        let repository = set.repository.ok_or_else(|| {
+            self.err(section, format!("source {name:?} has no repository (set it in the source or its class)"))
+        })?;
+        let kind = self.kind(name, r, section)?;
+        if let Some(copy) = set.copy_to.value.iter().find(|c| c.repository == repository.value) {
+            let at = r.copy_to.as_ref().map(|c| c.span().start).unwrap_or(section);
+            return Err(self.err(at, format!("copy_to names {:?}, the source's own repository", copy.repository)));
+        }
+        // A schedule that cannot meet the RPO. PostgreSQL's RPO is kept by WAL archiving,
+        // not by the base backups' schedule, so it is measured rather than checked here.
+        if let (Some(rpo), false) = (set.rpo.value, matches!(kind, SourceKind::Postgres { .. })) {
+            let at = r
+                .schedule
+                .as_ref()
+                .map(|s| s.span().start)
+                .or_else(|| class.get_ref().schedule.as_ref().map(|s| s.span().start))
+                .unwrap_or(section);
+            if set.schedules.value.is_empty() {
+                return Err(self.err(at, format!("source {name:?} has an rpo but no schedule to meet it")));
+            }
+            if let Some(gap) = longest_gap(&set.schedules.value, now, rpo) {
+                return Err(self.err(
+                    at,
+                    format!(
+                        "the schedule of source {name:?} leaves up to {} between backups, more than its rpo of {}",
+                        human(gap),
+                        human(rpo)
+                    ),
+                ));
+            }
+        }
+        Ok(Source {
+            name: name.to_string(),
+            class: class_name.get_ref().clone(),
+            repository,
+            kind,
+            schedules: set.schedules,
+            rpo: set.rpo,
+            rto: set.rto,
+            max_duration: set.max_duration,
+            retention: set.retention,
+            copy_to: set.copy_to,
+            verify: set.verify,
+            drill: set.drill,
+            hooks: set.hooks,
+            tags: set.tags,
+        })
+    }
+
+    fn kind(&self, name: &str, r: &RawSection, section: usize) -> Result<SourceKind, PolicyError> {
+        let kind = r.kind.as_ref().ok_or_else(|| {
+            self.err(section, format!("source {name:?} has no kind (files, command, postgres or sqlite)"))
+        })?;
+        // Keys of the other kinds are mistakes, not silently ignored.
+        let keys: [(&str, Option<std::ops::Range<usize>>); 11] = [
+            ("paths", r.paths.as_ref().map(|s| s.span())),
+            ("exclude", r.exclude.as_ref().map(|s| s.span())),
+            ("exclude_file", r.exclude_file.as_ref().map(|s| s.span())),
+            ("one_file_system", r.one_file_system.as_ref().map(|s| s.span())),
+            ("command", r.command.as_ref().map(|s| s.span())),
+            ("output", r.output.as_ref().map(|s| s.span())),
+            ("stdin_name", r.stdin_name.as_ref().map(|s| s.span())),
+            ("data_dir", r.data_dir.as_ref().map(|s| s.span())),
+            ("connection", r.connection.as_ref().map(|s| s.span())),
+            ("stream", r.stream.as_ref().map(|s| s.span())),
+            ("path", r.path.as_ref().map(|s| s.span())),
+        ];
+        let allowed: &[&str] = match kind.get_ref().as_str() {
+            "files" => &["paths", "exclude", "exclude_file", "one_file_system"],
+            "command" => &["command", "output", "stdin_name"],
+            "postgres" => &["data_dir", "connection", "stream"],
+            "sqlite" => &["path"],
+            other => {
+                return Err(self.at(kind, format!("kind {other:?} is not one of files, command, postgres, sqlite")))
+            }
+        };
+        for (key, span) in &keys {
+            if let (Some(span), false) = (span, allowed.contains(key)) {
+                return Err(self.err(span.start, format!("`{key}` does not apply to a {} source", kind.get_ref())));
+            }
+        }
+        let need = |v: &Option<Spanned<String>>, key: &str| -> Result<String, PolicyError> {
+            match v {
+                Some(v) if !v.get_ref().trim().is_empty() => Ok(v.get_ref().clone()),
+                Some(v) => Err(self.at(v, format!("{key} is empty"))),
+                None => Err(self.err(section, format!("a {} source needs `{key}`", kind.get_ref()))),
+            }
+        };
+        let absolute = |v: &Spanned<String>| -> Result<String, PolicyError> {
+            if !v.get_ref().starts_with('/') {
+                return Err(self.at(v, format!("{:?} is not an absolute path", v.get_ref())));
+            }
+            Ok(v.get_ref().clone())
+        };
+        Ok(match kind.get_ref().as_str() {
+            "files" => {
+                let paths = r.paths.as_ref().ok_or_else(|| self.err(section, "a files source needs `paths`".into()))?;
+                if paths.get_ref().is_empty() {
+                    return Err(self.at(paths, "paths is empty"));
+                }
+                for p in paths.get_ref() {
+                    if !p.starts_with('/') {
+                        return Err(self.at(paths, format!("{p:?} is not an absolute path")));
+                    }
+                }
+                SourceKind::Files {
+                    paths: paths.get_ref().clone(),
+                    exclude: r.exclude.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                    exclude_files: r.exclude_file.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                    one_file_system: r.one_file_system.as_ref().is_some_and(|b| *b.get_ref()),
+                }
+            }
+            "command" => {
+                let command = need(&r.command, "command")?;
+                match r.output.as_ref().map(|o| o.get_ref().as_str()) {
+                    None | Some("stdout") => {
+                        let stdin_name = match &r.stdin_name {
+                            Some(n) => {
+                                let v = n.get_ref();
+                                if v.is_empty() || v.contains('/') || v == "." || v == ".." {
+                                    return Err(self.at(n, "stdin_name must be a plain file name"));
+                                }
+                                v.clone()
+                            }
+                            None => name.to_string(),
+                        };
+                        SourceKind::Command { command, stdin_name }
+                    }
+                    Some("dir") => {
+                        if let Some(n) = &r.stdin_name {
+                            return Err(self.at(n, "stdin_name applies to output = \"stdout\" only"));
+                        }
+                        if !command.contains("{dir}") {
+                            let at = r.command.as_ref().map(|c| c.span().start).unwrap_or(section);
+                            return Err(self.err(
+                                at,
+                                "output = \"dir\": the command must name {dir}, the directory it writes".into(),
+                            ));
+                        }
+                        SourceKind::CommandDir { command }
+                    }
+                    Some(other) => {
+                        let at = r.output.as_ref().map(|o| o.span().start).unwrap_or(section);
+                        return Err(self.err(at, format!("output {other:?} is not \"stdout\" or \"dir\"")));
+                    }
+                }
+            }
+            "postgres" => {
+                let data_dir = r
+                    .data_dir
+                    .as_ref()
+                    .ok_or_else(|| self.err(section, "a postgres source needs `data_dir`".into()))?;
+                SourceKind::Postgres {
+                    data_dir: absolute(data_dir)?,
+                    connection: need(&r.connection, "connection")?,
+                    stream: r.stream.as_ref().is_some_and(|b| *b.get_ref()),
+                }
+            }
+            _ => {
+                let path = r.path.as_ref().ok_or_else(|| self.err(section, "a sqlite source needs `path`".into()))?;
+                SourceKind::Sqlite { path: absolute(path)? }
+            }
+        })
+    }
+}
+
+/// `str::floor_char_boundary` is unstable; error spans from the parser are on boundaries,
+/// this only guards against a span in the middle of a character.
+trait FloorBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+/// The longest gap between runs of the union of `timings` (jitter added to the gap) if it
+/// exceeds `rpo`, over a window long enough to see every pattern a cron expression has
+/// (a year for schedules with few runs, fewer days for frequent ones).
+fn longest_gap(timings: &[Timing], now: Timestamp, rpo: SignedDuration) -> Option<SignedDuration> {
+    const MAX_RUNS: usize = 50_000;
+    let jitter = timings.iter().map(|t| t.jitter).max().unwrap_or(SignedDuration::ZERO);
+    let year = SignedDuration::from_hours(24 * 366);
+    let window = rpo.checked_mul(2000).unwrap_or(year).clamp(SignedDuration::from_hours(24 * 15), year);
+    let end = now.checked_add(window).ok()?;
+    let next = |t: Timestamp| timings.iter().filter_map(|x| x.schedule.next_after(t)).min();
+    let Some(mut prev) = next(now) else {
+        return Some(year);
+    };
+    let mut runs = 0;
+    while prev < end && runs < MAX_RUNS {
+        let Some(n) = next(prev) else {
+            return Some(year);
+        };
+        let gap = n.duration_since(prev).saturating_add(jitter);
+        if gap > rpo {
+            return Some(gap);
+        }
+        prev = n;
+        runs += 1;
+    }
+    None
+}
+
+/// A duration for people: `15m`, `1h 30m`, `2d`.
+pub fn human(d: SignedDuration) -> String {
+    let mut s = d.as_secs();
+    if s == 0 {
+        return "0s".into();
+    }
+    let mut out = Vec::new();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if s >= len {
+            out.push(format!("{}{unit}", s / len));
+            s %= len;
+        }
+    }
+    out.join(" ")
+}
+
+/// A fixed length of time: `30s`, `15m`, `6h`, `7d` (24 h), `2w`; no months or years.
+pub fn fixed_duration(s: &str) -> Result<SignedDuration, String> {
+    let span: Span = s.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 6h, 7d or 1h30m"))?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!("{s:?}: months and years have no fixed length; use days (30d, 365d)"));
+    }
+    let secs = span.get_weeks() as i128 * 7 * 86_400
+        + span.get_days() as i128 * 86_400
+        + span.get_hours() as i128 * 3_600
+        + span.get_minutes() as i128 * 60
+        + span.get_seconds() as i128;
+    if span.get_milliseconds() != 0 || span.get_microseconds() != 0 || span.get_nanoseconds() != 0 {
+        return Err(format!("{s:?}: durations are whole seconds"));
+    }
+    i64::try_from(secs).map(SignedDuration::from_secs).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// Calendar time for `keep.within`: years, months, weeks, days, hours.
+fn calendar_duration(s: &str) -> Result<Duration, String> {
+    let span: Span = s.parse().map_err(|_| format!("{s:?} is not a duration like 7d, 6mo or 1y"))?;
+    if span.get_minutes() != 0 || span.get_seconds() != 0 || span.get_milliseconds() != 0 {
+        return Err(format!("{s:?}: keep.within counts hours, days, weeks, months and years"));
+    }
+    let d = Duration {
+        years: span.get_years() as i32,
+        months: span.get_months(),
+        days: span.get_weeks() * 7 + span.get_days(),
+        hours: span.get_hours() as i32,
+    };
+    if d == Duration::default() || span.is_negative() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// `10MiB`, `1.5 GB`, `500k`, `2TiB`, or a bare number of bytes. k/M/G/T are decimal,
+/// Ki/Mi/Gi/Ti binary; a trailing `/s` is allowed (bandwidth limits).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size like 10MiB, 1.5GB or 500k");
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().trim_end_matches(['B', 'b']).to_ascii_lowercase().as_str() {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "ki" => 1024.0,
+        "mi" => 1024.0 * 1024.0,
+        "gi" => 1024.0 * 1024.0 * 1024.0,
+        "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 / 2.0 {
+        return Err(bad());
+    }
+    Ok(v.round() as u64)
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let bad = || format!("read_data_subset {s:?} is not a percentage like 5%");
+    let v: f64 = s.trim().strip_suffix('%').ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-12-02T09:00:00Z".parse().expect("time")
+    }
+
+    const GOOD: &str = r#"
+[repository.primary]
+url = "/srv/repo"
+password_file = "/etc/cairn/primary.pass"
+
+[repository.offsite]
+url = "s3://bucket/cairn"
+password_command = "cat /etc/cairn/offsite.pass"
+object_lock_days = 30
+limit_upload = "10MiB"
+
+[class.critical]
+repository = "primary"
+schedule = "*/15 * * * *"
+rpo = "20m"
+rto = "1h"
+keep = { within = "2d", daily = 30, weekly = 12 }
+copy_to = ["offsite"]
+verify = { schedule = "0 3 * * *", read_data_subset = "5%" }
+
+[source.uploads]
+class = "critical"
+kind = "files"
+paths = ["/srv/uploads"]
+exclude = ["*.tmp"]
+rpo = "1h"
+
+[source.db]
+class = "critical"
+kind = "command"
+command = "pg_dumpall"
+stdin_name = "all.sql"
+"#;
+
+    fn err(text: &str) -> PolicyError {
+        parse("p.toml", text, now()).expect_err("should fail")
+    }
+
+    #[test]
+    fn resolves_sources_over_classes() {
+        let p = parse("p.toml", GOOD, now()).expect("parses");
+        let u = &p.sources["uploads"];
+        assert_eq!(u.repository.value, "primary");
+        assert_eq!(u.repository.origin, Origin::Class);
+        assert_eq!(u.rpo.value, Some(SignedDuration::from_hours(1)));
+        assert_eq!(u.rpo.origin, Origin::Source);
+        assert_eq!(u.copy_to.value[0].repository, "offsite");
+        assert_eq!(p.repositories["offsite"].limit_upload, Some(10 * 1024 * 1024));
+        assert!(matches!(&p.sources["db"].kind, SourceKind::Command { stdin_name, .. } if stdin_name == "all.sql"));
+        let r = u.retention.value.as_ref().expect("retention");
+        assert_eq!(r.keep.daily, Some(30));
+        assert_eq!(r.keep.within, Duration { days: 2, ..Duration::default() });
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        let e = err("[class.c]\nrpo = \"15m\"\nbogus = 1\n");
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        let e = err(&GOOD.replace("rpo = \"1h\"", "rpo = \"1 fortnight\""));
+        assert!(e.message.contains("not a duration"), "{e}");
+        let e = err(&GOOD.replace("*/15 * * * *", "*/15 * * *"));
+        assert!(e.message.contains("*/15 * * *"), "{e}");
+        let e = err(&GOOD.replace("class = \"critical\"\nkind = \"files\"", "class = \"nope\"\nkind = \"files\""));
+        assert!(e.message.contains("class \"nope\" is not defined"), "{e}");
+        let line = GOOD.lines().position(|l| l == "class = \"nope\"");
+        let _ = line;
+        let e = err(&GOOD.replace("copy_to = [\"offsite\"]", "copy_to = [\"elsewhere\"]"));
+        assert!(e.message.contains("\"elsewhere\" is not defined"), "{e}");
+        let e = err(&GOOD.replace("schedule = \"*/15 * * * *\"", "schedule = \"0 2 * * *\""));
+        assert!(e.message.contains("more than its rpo"), "{e}");
+        let e = err(&GOOD.replace("paths = [\"/srv/uploads\"]", "paths = [\"/srv/uploads\"]\ncommand = \"x\""));
+        assert!(e.message.contains("does not apply to a files source"), "{e}");
+        let e = err(&GOOD.replace("rto = \"1h\"", "rto = \"1h\"\npaths = [\"/x\"]"));
+        assert!(e.message.contains("not in a class"), "{e}");
+    }
+
+    #[test]
+    fn line_and_column_point_at_the_value() {
+        let text = "[class.c]\nrpo = \"soon\"\n";
+        let e = err(text);
+        assert_eq!((e.line, e.column), (2, 7), "{e}");
+        assert_eq!(e.to_string(), format!("p.toml:2:7: {}", e.message));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(fixed_duration("15m"), Ok(SignedDuration::from_mins(15)));
+        assert_eq!(fixed_duration("7d"), Ok(SignedDuration::from_hours(168)));
+        assert_eq!(fixed_duration("1h30m"), Ok(SignedDuration::from_mins(90)));
+        assert!(fixed_duration("6mo").is_err());
+        assert_eq!(calendar_duration("6mo"), Ok(Duration { months: 6, ..Duration::default() }));
+        assert_eq!(calendar_duration("2w"), Ok(Duration { days: 14, ..Duration::default() }));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("500k/s"), Ok(500_000));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(human(SignedDuration::from_secs(90061)), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn every_second_schedule_meets_a_minute_rpo_quickly() {
+        let text = "[repository.r]\nurl = \"/r\"\n[class.c]\nrepository = \"r\"\nschedule = \"* * * * * *\"\nrpo = \"1m\"\n[source.s]\nclass = \"c\"\nkind = \"files\"\npaths = [\"/x\"]\n";
+        let t = std::time::Instant::now();
+        parse("p.toml", text, now()).expect("parses");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+}
