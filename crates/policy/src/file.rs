@@ -1098,7 +1098,7 @@ fn calendar_duration(s: &str) -> Result<Duration, String> {
         years: span.get_years() as i32,
         months: span.get_months(),
         days: span.get_weeks() * 7 + span.get_days(),
-        hours: span.get_hours() as i32,
+        hours: span.get_hours(),
     };
     if d == Duration::default() || span.is_negative() {
         return Err(format!("{s:?} must be longer than zero"));
