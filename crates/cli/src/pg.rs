@@ -201,6 +201,8 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         summary: outcome.summary.clone(),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         postgres: Some(pg.clone()),
+        source: None,
+        job: None,
     };
     let id = repo.save_snapshot(&snap)?;
     let s = &snap.summary;

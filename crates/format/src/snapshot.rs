@@ -57,6 +57,13 @@ pub struct Snapshot {
     /// For `kind = "postgres"`: what a point-in-time restore needs besides the files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgBackup>,
+    /// The policy source (`[source.NAME]`) whose job made it: how `status` finds a
+    /// source's newest recoverable point and a lost catalog is rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The catalog job that made it (`<host>/<number>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// A PostgreSQL base backup's facts, recorded by `cairn pg backup`.

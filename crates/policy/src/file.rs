@@ -205,6 +205,11 @@ pub struct Daemon {
     pub hostname: Option<String>,
     /// Backups run at once (default 2).
     pub max_parallel: Option<usize>,
+    /// The first retry after a failed job waits this long, doubling per failure up to an
+    /// hour (default 30 s).
+    pub retry_delay: Option<SignedDuration>,
+    /// On SIGTERM, running jobs get this long to finish before they are stopped (default 5m).
+    pub stop_timeout: Option<SignedDuration>,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +243,8 @@ struct RawDaemon {
     keep_jobs: Option<Spanned<String>>,
     hostname: Option<Spanned<String>>,
     max_parallel: Option<Spanned<i64>>,
+    retry_delay: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -536,6 +543,8 @@ impl Cx<'_> {
             keep_jobs: d.keep_jobs.map(|k| self.positive(&k)).transpose()?,
             hostname: d.hostname.map(Spanned::into_inner),
             max_parallel,
+            retry_delay: d.retry_delay.map(|k| self.positive(&k)).transpose()?,
+            stop_timeout: d.stop_timeout.map(|k| self.positive(&k)).transpose()?,
         })
     }
 

@@ -81,6 +81,8 @@ pub fn snapshot_of(root: TreeId) -> Snapshot {
         summary: Summary::default(),
         program_version: "evil".into(),
         postgres: None,
+        source: None,
+        job: None,
     }
 }
 

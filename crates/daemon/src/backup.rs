@@ -1,0 +1,238 @@
+//! Back up one thing into a repository: files, a stream (standard input or a command's
+//! output) or an SQLite database -> a saved snapshot. The operation `cairn backup` and the
+//! daemon's backup jobs both call; the edges only build the [`BackupRequest`] and render
+//! the [`BackupReport`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cairn_engine::{Archiver, BackupOptions, Progress, Source, StreamSource};
+use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::{Node, NodeKind};
+use cairn_format::SnapshotId;
+use cairn_fs::{FsSource, FsSourceOptions};
+use cairn_repo::Repository;
+
+use crate::{Error, Result};
+
+/// Where a stream comes from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Stdin,
+    /// `sh -c COMMAND`; its failure fails the backup (no snapshot is saved).
+    Command(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum What {
+    Files {
+        paths: Vec<PathBuf>,
+        excludes: Vec<String>,
+        one_file_system: bool,
+    },
+    /// Stored as the one file `name`.
+    Stream {
+        name: String,
+        input: Input,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum ParentChoice {
+    /// The newest readable snapshot of the same host and paths.
+    Auto,
+    /// A snapshot id or prefix.
+    Given(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub what: What,
+    pub host: String,
+    /// RFC 3339 with offset.
+    pub time: String,
+    pub tags: Vec<String>,
+    pub label: Option<String>,
+    pub parent: ParentChoice,
+    /// Read every file even when its metadata says unchanged.
+    pub force: bool,
+    pub threads: usize,
+    /// Packs in flight.
+    pub uploads: usize,
+    /// The policy source and catalog job, recorded in the snapshot.
+    pub source: Option<String>,
+    pub job: Option<String>,
+    /// The repository's own directory when it is local: never backed up into itself.
+    pub repo_dir: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Files that changed while read, attributes that could not be read...
+    pub warnings: Vec<String>,
+    /// Files that could not be read (the snapshot is then partial).
+    pub errors: Vec<String>,
+}
+
+/// Canonical absolute path of `p`: the parent resolved (so `.`, `..` and symlinked parents
+/// are canonical) but not the last component, since backing up a symlink stores the link.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let io = |e| Error::io(p.display().to_string(), e);
+    std::fs::symlink_metadata(p).map_err(io)?;
+    let abs = std::path::absolute(p).map_err(io)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent).map_err(io)?.join(name)),
+        _ => std::fs::canonicalize(&abs).map_err(io),
+    }
+}
+
+/// An absolute path as a gitignore pattern matching exactly it.
+pub fn gitignore_literal(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn path_strings(paths: &[PathBuf]) -> Vec<String> {
+    let mut v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The time now, RFC 3339 in the machine's offset.
+pub fn now_rfc3339() -> String {
+    let z = jiff::ZonedDateTime::now();
+    z.timestamp().display_with_offset(z.offset()).to_string()
+}
+
+fn find_parent(
+    repo: &Repository,
+    choice: &ParentChoice,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    if let ParentChoice::Given(p) = choice {
+        return Ok(Some(repo.resolve_snapshot(p)?));
+    }
+    // A damaged snapshot cannot be a parent; the others still can.
+    let mut snaps = repo.list_snapshots_lenient()?.snapshots;
+    snaps.retain(|(_, s)| s.hostname == host && s.paths == paths);
+    Ok(snaps.pop())
+}
+
+/// Runs the backup and saves its snapshot. `progress` is updated as it goes (an edge may
+/// show it).
+pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Result<BackupReport> {
+    // Taken before the index is read: prune waits for this lease before deleting anything
+    // this backup could have seen.
+    let _lease = repo.lease("backup", &req.host)?;
+    let (uid, gid, user) = cairn_fs::current_user();
+    let mut child = None;
+    let (source, paths, kind): (Box<dyn Source>, Vec<String>, &str) = match &req.what {
+        What::Stream { name, input } => {
+            let reader: Box<dyn Read + Send> = match input {
+                Input::Command(cmd) => {
+                    let mut c = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(cmd)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .map_err(|e| Error::io(format!("starting command {cmd:?}"), e))?;
+                    let out = c.stdout.take().ok_or_else(|| Error::Source("no stdout from command".into()))?;
+                    child = Some((c, cmd.clone()));
+                    Box::new(out)
+                }
+                Input::Stdin => Box::new(std::io::stdin()),
+            };
+            let mut tmpl = Node::new(Vec::new(), NodeKind::File);
+            tmpl.mode = 0o600;
+            tmpl.uid = uid;
+            tmpl.gid = gid;
+            tmpl.user = Some(user.clone());
+            let now = jiff::Timestamp::now().as_nanosecond() as i64;
+            tmpl.mtime = now;
+            tmpl.atime = now;
+            tmpl.ctime = now;
+            let s = StreamSource::new(name, tmpl, reader);
+            let p = s.path();
+            (Box::new(s), vec![p], "stdin")
+        }
+        What::Sqlite { path } => {
+            let src = cairn_fs::sqlite::SqliteSource::new(path, &std::env::temp_dir()).map_err(Error::Source)?;
+            (Box::new(src), path_strings(std::slice::from_ref(path)), "sqlite")
+        }
+        What::Files { paths, excludes, one_file_system } => {
+            let mut excludes = excludes.clone();
+            // Never back up the repository into itself (`cairn backup ~` with the default one).
+            if let Some(repo_dir) = req.repo_dir.as_ref().and_then(|d| std::fs::canonicalize(d).ok()) {
+                if paths.iter().any(|p| repo_dir.starts_with(p)) {
+                    excludes.push(gitignore_literal(&repo_dir));
+                }
+            }
+            let src =
+                FsSource::new(FsSourceOptions { excludes, one_file_system: *one_file_system, roots: paths.clone() })
+                    .map_err(Error::Source)?;
+            (Box::new(src), path_strings(paths), "files")
+        }
+    };
+    let stream = matches!(req.what, What::Stream { .. });
+    let parent = if stream { None } else { find_parent(repo, &req.parent, &req.host, &paths)? };
+    let opts = BackupOptions {
+        paths: match &req.what {
+            What::Files { paths, .. } => paths.clone(),
+            What::Sqlite { path } => vec![path.clone()],
+            What::Stream { .. } => vec![PathBuf::from(&paths[0])],
+        },
+        parent: parent.as_ref().map(|(_, s)| s.tree),
+        // A database's main file can be unchanged while its -wal holds new commits.
+        force: req.force || matches!(req.what, What::Sqlite { .. }),
+        threads: req.threads,
+        uploads: req.uploads,
+    };
+    let outcome = Archiver::new(repo, source.as_ref(), opts, progress).run();
+    if let Some((mut c, cmd)) = child {
+        if outcome.is_err() {
+            let _ = c.kill();
+        }
+        let status = c.wait().map_err(|e| Error::io("waiting for the command", e))?;
+        if outcome.is_ok() && !status.success() {
+            return Err(Error::CommandFailed { command: cmd, status: status.to_string() });
+        }
+    }
+    let outcome = outcome?;
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: req.time.clone(),
+        hostname: req.host.clone(),
+        username: user,
+        uid,
+        gid,
+        paths,
+        tags: req.tags.clone(),
+        label: req.label.clone(),
+        tree: outcome.tree,
+        parent: parent.map(|(id, _)| id),
+        kind: kind.into(),
+        partial: !outcome.errors.is_empty(),
+        original: None,
+        summary: outcome.summary.clone(),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        postgres: None,
+        source: req.source.clone(),
+        job: req.job.clone(),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupReport { id, snapshot, warnings: outcome.warnings, errors: outcome.errors })
+}

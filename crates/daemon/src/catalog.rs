@@ -1,0 +1,588 @@
+//! The job catalog: every job with what, when, who and how it ended, in an embedded SQLite
+//! database (no server). Several processes use it at once (the daemon, `cairn run`,
+//! `cairn status`): WAL journal mode and a busy timeout make that safe.
+//!
+//! Schema versioned in `meta.schema_version`; [`Catalog::open`] migrates older versions
+//! forward and refuses newer ones. Times are Unix milliseconds. It is a cache of the
+//! repositories' truth: snapshots name their source and job, so [`Catalog::rebuild_from`]
+//! restores the backup history of a lost catalog.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{Error, Result};
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    host         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    class        TEXT NOT NULL,
+    repository   TEXT NOT NULL,
+    trigger      TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    label        TEXT,
+    reason       TEXT,
+    scheduled_at INTEGER,
+    started_at   INTEGER,
+    ended_at     INTEGER,
+    status       TEXT NOT NULL,
+    pid          INTEGER,
+    files        INTEGER,
+    bytes_read   INTEGER,
+    bytes_added  INTEGER,
+    snapshot     TEXT,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs (source, kind, started_at);
+CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_at);
+";
+
+/// A job's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Backup,
+    Copy,
+    Retention,
+    Verify,
+    Drill,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Backup => "backup",
+            Kind::Copy => "copy",
+            Kind::Retention => "retention",
+            Kind::Verify => "verify",
+            Kind::Drill => "drill",
+        }
+    }
+}
+
+/// Why a job ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    /// The one run for windows missed while no daemon ran.
+    CatchUp,
+    Manual,
+    /// A run again after a failure, with backoff.
+    Retry,
+    /// Recorded from a snapshot while rebuilding a lost catalog.
+    Rebuilt,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch_up",
+            Trigger::Manual => "manual",
+            Trigger::Retry => "retry",
+            Trigger::Rebuilt => "rebuilt",
+        }
+    }
+}
+
+/// How a job ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    /// Saved, but some files could not be read.
+    Partial,
+    Failed,
+    /// Its process died (kill -9, power loss) or was stopped before it ended.
+    Interrupted,
+    /// A `before` hook refused it, or the daemon stopped before it began.
+    Cancelled,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Whether a job so ended counts as done for scheduling (its data is saved).
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Partial)
+    }
+}
+
+/// A job about to start.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub host: String,
+    pub kind: Kind,
+    pub source: String,
+    pub class: String,
+    pub repository: String,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub label: Option<String>,
+    pub reason: Option<String>,
+    pub scheduled_at: Option<Timestamp>,
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub files: Option<u64>,
+    pub bytes_read: Option<u64>,
+    pub bytes_added: Option<u64>,
+    pub snapshot: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One catalog row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Job {
+    /// `<host>/<number>`.
+    pub id: String,
+    #[serde(skip)]
+    pub row: i64,
+    pub host: String,
+    pub kind: String,
+    pub source: String,
+    pub class: String,
+    pub repository: String,
+    pub trigger: String,
+    pub actor: String,
+    pub label: Option<String>,
+    pub reason: Option<String>,
+    pub scheduled_at: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub status: String,
+    pub pid: Option<u32>,
+    pub files: Option<u64>,
+    pub bytes_read: Option<u64>,
+    pub bytes_added: Option<u64>,
+    pub snapshot: Option<String>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub started_ms: Option<i64>,
+    #[serde(skip)]
+    pub ended_ms: Option<i64>,
+}
+
+/// What a job list is filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub source: Option<String>,
+    pub kind: Option<Kind>,
+    pub since: Option<Timestamp>,
+    pub limit: Option<usize>,
+}
+
+pub struct Catalog {
+    conn: Connection,
+    path: String,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn time_of(ms: Option<i64>) -> Option<String> {
+    ms.and_then(|m| Timestamp::from_millisecond(m).ok()).map(|t| t.to_string())
+}
+
+const COLUMNS: &str = "id, host, kind, source, class, repository, trigger, actor, label, reason, scheduled_at, \
+                       started_at, ended_at, status, pid, files, bytes_read, bytes_added, snapshot, error";
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let row: i64 = r.get(0)?;
+    let host: String = r.get(1)?;
+    let started: Option<i64> = r.get(11)?;
+    let ended: Option<i64> = r.get(12)?;
+    let u = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Ok(Job {
+        id: format!("{host}/{row}"),
+        row,
+        host,
+        kind: r.get(2)?,
+        source: r.get(3)?,
+        class: r.get(4)?,
+        repository: r.get(5)?,
+        trigger: r.get(6)?,
+        actor: r.get(7)?,
+        label: r.get(8)?,
+        reason: r.get(9)?,
+        scheduled_at: time_of(r.get(10)?),
+        started_at: time_of(started),
+        ended_at: time_of(ended),
+        status: r.get(13)?,
+        pid: r.get::<_, Option<i64>>(14)?.map(|p| p as u32),
+        files: u(r.get(15)?),
+        bytes_read: u(r.get(16)?),
+        bytes_added: u(r.get(17)?),
+        snapshot: r.get(18)?,
+        error: r.get(19)?,
+        started_ms: started,
+        ended_ms: ended,
+    })
+}
+
+impl Catalog {
+    /// Opens (creating, or migrating forward) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let p = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let err = |source| Error::Catalog { path: p.clone(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        // WAL: readers (status) never wait for the writer (the daemon).
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).map_err(err)?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(err)?;
+        let c = Catalog { conn, path: p };
+        c.migrate()?;
+        Ok(c)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Catalog { path: self.path.clone(), source }
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let has_meta: bool = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
+                r.get::<_, i64>(0).map(|n| n > 0)
+            })
+            .map_err(self.err())?;
+        let version: i64 = if has_meta {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(self.err())?
+                .map(|v| v.parse().unwrap_or(-1))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if version < 0 {
+            return Err(Error::CatalogVersion { path: self.path.clone(), why: "unreadable schema_version".into() });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(Error::CatalogVersion {
+                path: self.path.clone(),
+                why: format!("schema version {version} is newer than this cairn's ({SCHEMA_VERSION}); upgrade cairn"),
+            });
+        }
+        if version < 1 {
+            self.conn.execute_batch(SCHEMA_V1).map_err(self.err())?;
+        }
+        // Later versions: `if version < 2 { ALTER TABLE ... }`, each in order.
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![SCHEMA_VERSION.to_string()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Records a job as running from `now`; returns its row number.
+    pub fn start(&self, j: &NewJob, now: Timestamp) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (host, kind, source, class, repository, trigger, actor, label, reason,
+                                   scheduled_at, started_at, status, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'running', ?12)",
+                params![
+                    j.host,
+                    j.kind.as_str(),
+                    j.source,
+                    j.class,
+                    j.repository,
+                    j.trigger.as_str(),
+                    j.actor,
+                    j.label,
+                    j.reason,
+                    j.scheduled_at.map(ms),
+                    ms(now),
+                    std::process::id() as i64,
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records a job that never ran (cancelled or skipped) in one step.
+    pub fn record(&self, j: &NewJob, status: Status, error: Option<&str>, now: Timestamp) -> Result<i64> {
+        let row = self.start(j, now)?;
+        self.finish(row, status, &Outcome { error: error.map(str::to_string), ..Outcome::default() }, now)?;
+        Ok(row)
+    }
+
+    pub fn finish(&self, row: i64, status: Status, o: &Outcome, now: Timestamp) -> Result<()> {
+        let i = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
+        self.conn
+            .execute(
+                "UPDATE jobs SET status = ?2, ended_at = ?3, files = ?4, bytes_read = ?5, bytes_added = ?6,
+                                 snapshot = ?7, error = ?8
+                 WHERE id = ?1",
+                params![
+                    row,
+                    status.as_str(),
+                    ms(now),
+                    i(o.files),
+                    i(o.bytes_read),
+                    i(o.bytes_added),
+                    o.snapshot,
+                    o.error
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Jobs recorded as running (by any process).
+    pub fn running(&self) -> Result<Vec<Job>> {
+        self.query(&format!("SELECT {COLUMNS} FROM jobs WHERE status = 'running' ORDER BY id"), [])
+    }
+
+    fn query<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(self.err())?;
+        let rows = st.query_map(p, row_to_job).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// The newest job of `source` and `kind` (of any status).
+    pub fn last(&self, source: &str, kind: Kind) -> Result<Option<Job>> {
+        Ok(self
+            .query(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE source = ?1 AND kind = ?2 ORDER BY started_at DESC, id DESC LIMIT 1"),
+                params![source, kind.as_str()],
+            )?
+            .pop())
+    }
+
+    /// What scheduling needs of a source's jobs of one kind: when the newest successful
+    /// one started, and the failures that ended after it.
+    pub fn history(&self, source: &str, kind: Kind) -> Result<crate::plan::History> {
+        let last_success: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(started_at) FROM jobs WHERE source = ?1 AND kind = ?2 AND status IN ('succeeded', 'partial')",
+                params![source, kind.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        let (failures, last_failure): (i64, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT count(*), max(ended_at) FROM jobs WHERE source = ?1 AND kind = ?2
+                   AND status IN ('failed', 'interrupted') AND started_at > ?3",
+                params![source, kind.as_str(), last_success.unwrap_or(i64::MIN)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())?;
+        let t = |v: Option<i64>| v.and_then(|m| Timestamp::from_millisecond(m).ok());
+        Ok(crate::plan::History {
+            last_success: t(last_success),
+            failures: failures.clamp(0, u32::MAX as i64) as u32,
+            last_failure: t(last_failure),
+        })
+    }
+
+    /// Jobs, newest first.
+    pub fn jobs(&self, f: &Filter) -> Result<Vec<Job>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(s) = &f.source {
+            args.push(s.clone().into());
+            sql.push_str(&format!(" AND source = ?{}", args.len()));
+        }
+        if let Some(k) = f.kind {
+            args.push(k.as_str().to_string().into());
+            sql.push_str(&format!(" AND kind = ?{}", args.len()));
+        }
+        if let Some(t) = f.since {
+            args.push(ms(t).into());
+            sql.push_str(&format!(" AND started_at >= ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY started_at DESC, id DESC");
+        if let Some(n) = f.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        self.query(&sql, rusqlite::params_from_iter(args))
+    }
+
+    pub fn set_status(&self, row: i64, status: Status, error: &str, now: Timestamp) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET status = ?2, ended_at = coalesce(ended_at, ?3), error = coalesce(error, ?4) WHERE id = ?1",
+                params![row, status.as_str(), ms(now), error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Deletes finished jobs that ended before `before` (the catalog's own retention).
+    pub fn expire(&self, before: Timestamp) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM jobs WHERE status != 'running' AND ended_at < ?1", params![ms(before)])
+            .map_err(self.err())
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM jobs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// Whether any job of `source` was ever recorded.
+    pub fn knows(&self, source: &str) -> Result<bool> {
+        self.conn
+            .query_row("SELECT count(*) FROM jobs WHERE source = ?1", params![source], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// Records, for a source the catalog has no job of, a succeeded backup job per snapshot
+    /// of it in the repository (trigger `rebuilt`). Returns how many were added.
+    pub fn rebuild_from(
+        &self,
+        source: &str,
+        class: &str,
+        repository: &str,
+        snapshots: &[(cairn_format::SnapshotId, cairn_format::snapshot::Snapshot)],
+    ) -> Result<usize> {
+        if self.knows(source)? {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (id, s) in snapshots.iter().filter(|(_, s)| s.source.as_deref() == Some(source)) {
+            let Ok(t) = s.time.parse::<Timestamp>() else { continue };
+            let end = t.checked_add(jiff::SignedDuration::from_secs_f64(s.summary.duration_secs.max(0.0))).unwrap_or(t);
+            let job = NewJob {
+                host: s.hostname.clone(),
+                kind: Kind::Backup,
+                source: source.to_string(),
+                class: class.to_string(),
+                repository: repository.to_string(),
+                trigger: Trigger::Rebuilt,
+                actor: s.username.clone(),
+                label: s.label.clone(),
+                reason: None,
+                scheduled_at: None,
+            };
+            let row = self.start(&job, t)?;
+            let files = s.summary.files_new + s.summary.files_changed + s.summary.files_unmodified;
+            let status = if s.partial { Status::Partial } else { Status::Succeeded };
+            self.finish(
+                row,
+                status,
+                &Outcome {
+                    files: Some(files),
+                    bytes_read: Some(s.summary.bytes_read),
+                    bytes_added: Some(s.summary.bytes_added),
+                    snapshot: Some(id.to_hex()),
+                    error: None,
+                },
+                end,
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs `f` in one transaction (bulk inserts).
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&Catalog) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT").map_err(self.err())?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(source: &str) -> NewJob {
+        NewJob {
+            host: "h".into(),
+            kind: Kind::Backup,
+            source: source.into(),
+            class: "c".into(),
+            repository: "r".into(),
+            trigger: Trigger::Schedule,
+            actor: "root".into(),
+            label: None,
+            reason: None,
+            scheduled_at: None,
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn history_counts_failures_after_the_last_success() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = Catalog::open(&dir.path().join("c.db")).expect("open");
+        let a = c.start(&job("s"), t(0)).expect("start");
+        c.finish(a, Status::Succeeded, &Outcome::default(), t(5)).expect("finish");
+        let b = c.start(&job("s"), t(10)).expect("start");
+        c.finish(b, Status::Failed, &Outcome { error: Some("x".into()), ..Outcome::default() }, t(12)).expect("fin");
+        let h = c.history("s", Kind::Backup).expect("history");
+        assert_eq!(h.last_success, Some(t(0)));
+        assert_eq!((h.failures, h.last_failure), (1, Some(t(12))));
+        let d = c.start(&job("s"), t(20)).expect("start");
+        c.finish(d, Status::Partial, &Outcome::default(), t(25)).expect("finish");
+        let h = c.history("s", Kind::Backup).expect("history");
+        assert_eq!((h.last_success, h.failures), (Some(t(20)), 0));
+        assert_eq!(c.jobs(&Filter { source: Some("s".into()), ..Filter::default() }).expect("jobs").len(), 3);
+        assert_eq!(c.jobs(&Filter { since: Some(t(10)), ..Filter::default() }).expect("jobs").len(), 2);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.db");
+        drop(Catalog::open(&p).expect("open"));
+        let conn = Connection::open(&p).expect("raw");
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).expect("update");
+        drop(conn);
+        let e = Catalog::open(&p).err().expect("refused");
+        assert!(e.to_string().contains("newer than this cairn"), "{e}");
+    }
+}

@@ -1,0 +1,394 @@
+//! The daemon loop: asks [`crate::plan`] what is due for each source and job kind, starts
+//! due jobs on their own threads (never two of one source: the source lock), sleeps until
+//! the next window or a job's end, re-reads the policy on SIGHUP, and on SIGTERM lets
+//! running jobs finish up to `stop_timeout` before it exits.
+//!
+//! Waking is cheap: a source's next window is computed once and kept until it passes, a
+//! job of it ends, or the policy changes; between those the loop only polls its signal
+//! flags once a second.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::catalog::{Catalog, Kind, Status};
+use crate::jobs::{Env, JobReport, JobRequest};
+use crate::plan::{decide, Decision};
+use crate::{Error, Result};
+
+static TERM: AtomicBool = AtomicBool::new(false);
+static HUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only atomic stores: async-signal-safe.
+    if sig == libc::SIGHUP {
+        HUP.store(true, Ordering::SeqCst);
+    } else {
+        TERM.store(true, Ordering::SeqCst);
+    }
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only stores to atomics; sigaction's struct is zeroed and
+        // filled with a valid handler and an empty mask.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Severity of a log line (syslog numbers, which journald reads from a `<N>` prefix).
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Error = 3,
+    Warning = 4,
+    Info = 6,
+}
+
+/// One log line on standard error: `<N>` prefixed under systemd (journald files it at that
+/// priority), with a time stamp otherwise.
+pub fn log(level: Level, msg: &str) {
+    let msg = crate::one_line(&msg);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("<{}>{msg}", level as i32);
+    } else {
+        let tag = match level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Info => "info",
+        };
+        eprintln!("{} {tag}: {msg}", Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+    }
+}
+
+/// Reads and validates the policy file.
+pub fn load_policy(path: &Path) -> Result<cairn_policy::file::Policy> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(cairn_policy::file::parse(&path.display().to_string(), &text, Timestamp::now())?)
+}
+
+fn daemon_lock_path(env: &Env) -> PathBuf {
+    env.state_dir.join("daemon.lock")
+}
+
+/// The pid of the daemon running with this state directory, if one runs.
+pub fn running_daemon(env: &Env) -> Result<Option<u32>> {
+    match crate::lock::try_lock(&daemon_lock_path(env))? {
+        Ok(_) => Ok(None),
+        Err(h) => Ok(Some(h.pid)),
+    }
+}
+
+/// Records as interrupted the jobs of this host still marked running whose source lock is
+/// free: the process that ran them died before recording their end.
+pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<usize> {
+    let mut n = 0;
+    for j in catalog.running()? {
+        if j.host != env.host || !crate::lock::is_free(&env.lock_path(&j.source))? {
+            continue;
+        }
+        catalog.set_status(
+            j.row,
+            Status::Interrupted,
+            "the process running it ended before the job did (killed, or the machine stopped)",
+            Timestamp::now(),
+        )?;
+        log(Level::Warning, &format!("job {} ({} of {}) was interrupted; it will run again", j.id, j.kind, j.source));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// For every source the catalog knows nothing of, the backups its repository holds
+/// (a lost or new catalog is rebuilt from the repositories).
+pub fn rebuild_catalog(env: &Env, catalog: &Catalog) -> Result<usize> {
+    let mut by_repo: HashMap<&str, Vec<&cairn_policy::file::Source>> = HashMap::new();
+    for s in env.policy.sources.values() {
+        if !catalog.knows(&s.name)? {
+            by_repo.entry(s.repository.value.as_str()).or_default().push(s);
+        }
+    }
+    let mut n = 0;
+    for (repo, sources) in by_repo {
+        let snaps = match env.open_repository(repo) {
+            Ok(r) => r.list_snapshots_lenient()?.snapshots,
+            // A repository not created yet has nothing to rebuild from.
+            Err(Error::Repo(cairn_repo::Error::NoRepository { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        for s in sources {
+            n += catalog.rebuild_from(&s.name, &s.class, repo, &snaps)?;
+        }
+    }
+    Ok(n)
+}
+
+/// The kinds of job a source runs on a schedule, with their schedules.
+fn scheduled_kinds(s: &cairn_policy::file::Source) -> Vec<(Kind, Vec<cairn_policy::file::Timing>)> {
+    let mut v = vec![(Kind::Backup, s.schedules.value.clone())];
+    if let Some(r) = &s.retention.value {
+        v.push((Kind::Retention, vec![r.timing.clone()]));
+    }
+    if let Some(x) = &s.verify.value {
+        v.push((Kind::Verify, vec![x.timing.clone()]));
+    }
+    v
+}
+
+struct Running {
+    kind: Kind,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<PathBuf>) -> Result<()> {
+    install_signal_handlers();
+    let mut env = Env::new(load_policy(policy_path)?, policy_path, rt.clone(), cache_dir.clone());
+    let mut me = match crate::lock::try_lock(&daemon_lock_path(&env))? {
+        Ok(l) => l,
+        Err(h) => {
+            return Err(Error::Source(format!(
+                "a daemon (pid {}) already runs with the state directory {}",
+                h.pid,
+                env.state_dir.display()
+            )))
+        }
+    };
+    me.describe("daemon")?;
+    let catalog = env.catalog()?;
+    mark_interrupted(&env, &catalog)?;
+    match rebuild_catalog(&env, &catalog) {
+        Ok(0) => {}
+        Ok(n) => log(Level::Info, &format!("catalog: {n} backup jobs rebuilt from the repositories")),
+        Err(e) => log(Level::Warning, &format!("catalog rebuild from the repositories failed: {e}")),
+    }
+    let start = Timestamp::now();
+    log(
+        Level::Info,
+        &format!(
+            "daemon started: {} sources, policy {}, catalog {}",
+            env.policy.sources.len(),
+            policy_path.display(),
+            env.catalog_path.display()
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut wake: HashMap<(String, &'static str), Timestamp> = HashMap::new();
+    let mut busy_logged: HashMap<String, String> = HashMap::new();
+    let mut last_expire: Option<Timestamp> = None;
+    loop {
+        if TERM.load(Ordering::SeqCst) {
+            break;
+        }
+        if HUP.swap(false, Ordering::SeqCst) {
+            match load_policy(policy_path) {
+                Ok(p) => {
+                    env = Env::new(p, policy_path, rt.clone(), cache_dir.clone());
+                    wake.clear();
+                    log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
+                }
+                Err(e) => log(Level::Error, &format!("policy reload refused, the old policy stays: {e}")),
+            }
+        }
+        let now = Timestamp::now();
+        if last_expire.is_none_or(|t| now.duration_since(t) > SignedDuration::from_hours(1)) {
+            let keep = env.policy.daemon.keep_jobs.unwrap_or(SignedDuration::from_hours(24 * 400));
+            if let Ok(before) = now.checked_sub(keep) {
+                if let Err(e) = catalog.expire(before) {
+                    log(Level::Warning, &format!("catalog expiry: {e}"));
+                }
+            }
+            last_expire = Some(now);
+        }
+        let max_parallel = env.policy.daemon.max_parallel.unwrap_or(2);
+        let sources: Vec<cairn_policy::file::Source> = env.policy.sources.values().cloned().collect();
+        for s in &sources {
+            if running.contains_key(&s.name) {
+                continue;
+            }
+            for (kind, timings) in scheduled_kinds(s) {
+                let key = (s.name.clone(), kind.as_str());
+                if wake.get(&key).is_some_and(|w| *w > now) {
+                    continue;
+                }
+                let h = catalog.history(&s.name, kind)?;
+                match decide(&timings, &s.name, &h, start, now, env.retry_delay()) {
+                    Decision::Never => {
+                        wake.insert(key, Timestamp::MAX);
+                    }
+                    Decision::Wait(t) => {
+                        wake.insert(key, t);
+                    }
+                    Decision::Due { window, trigger } => {
+                        let backups = running.values().filter(|r| r.kind == Kind::Backup).count();
+                        if kind == Kind::Backup && backups >= max_parallel {
+                            continue;
+                        }
+                        let lock = match crate::jobs::lock_source(&env, &s.name, false) {
+                            Ok(l) => l,
+                            Err(Error::Busy { job, pid, .. }) => {
+                                // Another process (a `cairn run`) runs a job of it: look again shortly.
+                                if busy_logged.get(&s.name) != Some(&job) {
+                                    log(
+                                        Level::Info,
+                                        &format!(
+                                            "{} of {} waits: job {job} (pid {pid}) of it is running",
+                                            kind.as_str(),
+                                            s.name
+                                        ),
+                                    );
+                                    busy_logged.insert(s.name.clone(), job);
+                                }
+                                wake.insert(key, now.checked_add(SignedDuration::from_secs(1)).unwrap_or(now));
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        busy_logged.remove(&s.name);
+                        let req = JobRequest {
+                            source: s.name.clone(),
+                            kind,
+                            trigger,
+                            actor: crate::jobs::actor(),
+                            label: None,
+                            reason: None,
+                            window: Some(window),
+                        };
+                        log(
+                            Level::Info,
+                            &format!("{} of {} starts (trigger {})", kind.as_str(), s.name, trigger.as_str()),
+                        );
+                        let handle = spawn_job(env.clone(), req, lock, stop.clone(), tx.clone())?;
+                        running.insert(s.name.clone(), Running { kind, handle });
+                        wake.remove(&key);
+                        break;
+                    }
+                }
+            }
+        }
+        let next = wake.values().min().copied().unwrap_or(Timestamp::MAX);
+        let wait = if next <= now {
+            std::time::Duration::from_millis(200)
+        } else {
+            let d = next.duration_since(now);
+            std::time::Duration::from_millis(d.as_millis().clamp(10, 1000) as u64)
+        };
+        let mut first = rx.recv_timeout(wait).ok();
+        while let Some((source, kind, r)) = first.take().or_else(|| rx.try_recv().ok()) {
+            if let Some(run) = running.remove(&source) {
+                let _ = run.handle.join();
+            }
+            wake.retain(|(s, _), _| *s != source);
+            report(&source, kind, &r);
+        }
+    }
+    // Stopping: no new jobs; the running ones get `stop_timeout` to end.
+    stop.store(true, Ordering::SeqCst);
+    let bound = env.policy.daemon.stop_timeout.unwrap_or(SignedDuration::from_mins(5));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(bound.as_secs().max(0) as u64);
+    if !running.is_empty() {
+        log(
+            Level::Info,
+            &format!("stopping: waiting up to {} for {} running jobs", cairn_policy::file::human(bound), running.len()),
+        );
+    }
+    while !running.is_empty() && std::time::Instant::now() < deadline {
+        if let Ok((source, kind, r)) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if let Some(run) = running.remove(&source) {
+                let _ = run.handle.join();
+            }
+            report(&source, kind, &r);
+        }
+    }
+    for j in catalog.running()? {
+        if j.host == env.host && j.pid == Some(std::process::id()) {
+            catalog.set_status(
+                j.row,
+                Status::Interrupted,
+                "stopped with the daemon (SIGTERM) before it ended",
+                Timestamp::now(),
+            )?;
+            log(
+                Level::Warning,
+                &format!(
+                    "job {} ({} of {}) stopped unfinished; it runs again at the next start",
+                    j.id, j.kind, j.source
+                ),
+            );
+        }
+    }
+    log(Level::Info, "daemon stopped");
+    // Threads of unfinished jobs end with the process; what they uploaded is reused.
+    Ok(())
+}
+
+fn spawn_job(
+    env: Env,
+    req: JobRequest,
+    mut lock: crate::lock::Lock,
+    stop: Arc<AtomicBool>,
+    tx: mpsc::Sender<(String, Kind, Result<JobReport>)>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let name = format!("job-{}", req.source);
+    std::thread::Builder::new()
+        .name(name)
+        // Deep directory trees recurse in the walk, as in the CLI.
+        .stack_size(cairn_repo::check::WALK_STACK)
+        .spawn(move || {
+            let r = crate::jobs::run_locked(&env, &req, &mut lock, &stop);
+            drop(lock);
+            let _ = tx.send((req.source.clone(), req.kind, r));
+        })
+        .map_err(|e| Error::io("starting a job thread", e))
+}
+
+fn report(source: &str, kind: Kind, r: &Result<JobReport>) {
+    match r {
+        Ok(j) => {
+            let level = if j.status.is_success() { Level::Info } else { Level::Error };
+            let mut msg = format!("job {} ({} of {source}) {}", j.id, kind.as_str(), j.status.as_str());
+            if let Some(s) = &j.snapshot {
+                msg.push_str(&format!(", snapshot {}", &s[..s.len().min(8)]));
+            }
+            if let Some(e) = &j.error {
+                msg.push_str(&format!(": {e}"));
+            }
+            log(level, &msg);
+            for c in &j.copies {
+                let level = if c.status.is_success() { Level::Info } else { Level::Error };
+                log(
+                    level,
+                    &format!(
+                        "job {} (copy of {source}) {}{}",
+                        c.id,
+                        c.status.as_str(),
+                        c.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        Err(e) => log(Level::Error, &format!("{} of {source} could not run: {e}", kind.as_str())),
+    }
+}
+
+/// Signals the running daemon to re-read its policy.
+pub fn reload(env: &Env) -> Result<u32> {
+    let pid = running_daemon(env)?
+        .ok_or_else(|| Error::Source(format!("no daemon runs with the state directory {}", env.state_dir.display())))?;
+    // SAFETY: kill with a pid read from our lock file and a valid signal number.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    if rc != 0 {
+        return Err(Error::io(format!("signalling daemon pid {pid}"), std::io::Error::last_os_error()));
+    }
+    Ok(pid)
+}

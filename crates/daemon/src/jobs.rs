@@ -1,0 +1,506 @@
+//! Running one job of a policy source: lock the source, record the job, run the hooks and
+//! the operation, record how it ended. The daemon's scheduler and `cairn run` both come
+//! here, so a job is the same job whoever started it.
+//!
+//! Order of a backup job: `before` hook (its failure cancels the job) -> backup ->
+//! `after` (on success) or `on_failure` -> copies to each `copy_to` repository (each its
+//! own catalog job) -> `finally`. Hooks get the job as JSON on standard input and as
+//! `CAIRN_*` variables, and are killed at their timeout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use cairn_policy::file::{Hook, Policy, Source, SourceKind};
+use cairn_repo::Repository;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::backup::{BackupRequest, Input, ParentChoice, What};
+use crate::catalog::{Catalog, Kind, NewJob, Outcome, Status, Trigger};
+use crate::lock::Lock;
+use crate::{Error, Result};
+
+/// Everything a job needs besides its request: the policy and where state lives.
+#[derive(Clone)]
+pub struct Env {
+    pub policy: Policy,
+    pub policy_path: PathBuf,
+    pub catalog_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub host: String,
+    pub rt: tokio::runtime::Handle,
+    /// Metadata cache of remote repositories.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Env {
+    /// Resolves the catalog, state directory and host name from the policy's `[daemon]`
+    /// section (defaults: `cairn-catalog.db` and `state/` beside the policy file).
+    pub fn new(policy: Policy, policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<PathBuf>) -> Env {
+        let base = policy_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let rel = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let catalog_path = policy.daemon.catalog.as_deref().map(rel).unwrap_or_else(|| base.join("cairn-catalog.db"));
+        let state_dir = policy.daemon.state_dir.as_deref().map(rel).unwrap_or_else(|| {
+            catalog_path.parent().map(|p| p.join("cairn-state")).unwrap_or_else(|| base.join("cairn-state"))
+        });
+        let host = policy.daemon.hostname.clone().unwrap_or_else(cairn_fs::hostname);
+        Env { policy, policy_path: policy_path.to_path_buf(), catalog_path, state_dir, host, rt, cache_dir }
+    }
+
+    pub fn catalog(&self) -> Result<Catalog> {
+        Catalog::open(&self.catalog_path)
+    }
+
+    pub fn source(&self, name: &str) -> Result<&Source> {
+        self.policy.sources.get(name).ok_or_else(|| Error::UnknownSource(name.to_string()))
+    }
+
+    pub fn lock_path(&self, source: &str) -> PathBuf {
+        self.state_dir.join("locks").join(format!("source-{source}.lock"))
+    }
+
+    fn retention_lock_path(&self, repository: &str) -> PathBuf {
+        self.state_dir.join("locks").join(format!("retention-{repository}.lock"))
+    }
+
+    pub fn retry_delay(&self) -> SignedDuration {
+        self.policy.daemon.retry_delay.unwrap_or(SignedDuration::from_secs(30))
+    }
+
+    pub fn open_repository(&self, name: &str) -> Result<Repository> {
+        let r = self
+            .policy
+            .repositories
+            .get(name)
+            .ok_or_else(|| Error::Location(format!("repository {name:?} is not in the policy")))?;
+        crate::repos::open_policy_repository(r, self.cache_dir.clone(), self.rt.clone())
+    }
+}
+
+/// A job to run.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub source: String,
+    pub kind: Kind,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub label: Option<String>,
+    pub reason: Option<String>,
+    /// The scheduled time it stands for.
+    pub window: Option<Timestamp>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub id: String,
+    pub status: Status,
+    pub snapshot: Option<String>,
+    pub error: Option<String>,
+    /// Copy jobs that followed a backup.
+    pub copies: Vec<JobReport>,
+}
+
+/// The OS user running this process.
+pub fn actor() -> String {
+    cairn_fs::current_user().2
+}
+
+/// Takes the source's lock: at once or an error naming the running job (`wait = false`),
+/// or after the running job ends (`wait = true`).
+pub fn lock_source(env: &Env, source: &str, wait: bool) -> Result<Lock> {
+    let path = env.lock_path(source);
+    if wait {
+        return crate::lock::lock(&path);
+    }
+    match crate::lock::try_lock(&path)? {
+        Ok(l) => Ok(l),
+        Err(h) => Err(Error::Busy { source_name: source.to_string(), job: h.job, pid: h.pid }),
+    }
+}
+
+/// Runs a job under the source lock the caller took (`lock`); records it in the catalog.
+pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock, stop: &AtomicBool) -> Result<JobReport> {
+    let src = env.source(&req.source)?.clone();
+    let catalog = env.catalog()?;
+    let new = NewJob {
+        host: env.host.clone(),
+        kind: req.kind,
+        source: src.name.clone(),
+        class: src.class.clone(),
+        repository: src.repository.value.clone(),
+        trigger: req.trigger,
+        actor: req.actor.clone(),
+        label: req.label.clone(),
+        reason: req.reason.clone(),
+        scheduled_at: req.window,
+    };
+    let row = catalog.start(&new, Timestamp::now())?;
+    let id = format!("{}/{row}", env.host);
+    lock.describe(&id)?;
+    let ctx = HookCtx { id: id.clone(), req: req.clone(), src: src.clone() };
+    let hooks = &src.hooks.value;
+    if let Some(h) = &hooks.before {
+        if let Err(e) = run_hook("before", h, &ctx, None) {
+            let why = format!("cancelled: {e}");
+            catalog.finish(
+                row,
+                Status::Cancelled,
+                &Outcome { error: Some(why.clone()), ..Outcome::default() },
+                Timestamp::now(),
+            )?;
+            if let Some(f) = &hooks.finally {
+                let _ = run_hook("finally", f, &ctx, Some((Status::Cancelled, None, Some(&why))));
+            }
+            return Ok(JobReport {
+                id,
+                status: Status::Cancelled,
+                snapshot: None,
+                error: Some(why),
+                copies: Vec::new(),
+            });
+        }
+    }
+    let result = match req.kind {
+        Kind::Backup => backup_job(env, &src, &id),
+        Kind::Retention => retention_job(env, &src),
+        Kind::Verify => verify_job(env, &src),
+        Kind::Copy => copy_job(env, &src, None).map(|_| Done::default()),
+        Kind::Drill => Err(Error::Source("drill jobs are not implemented yet".into())),
+    };
+    let now = Timestamp::now();
+    let (status, outcome) = match &result {
+        Ok(d) => (if d.partial { Status::Partial } else { Status::Succeeded }, d.outcome.clone()),
+        Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
+    };
+    catalog.finish(row, status, &outcome, now)?;
+    let hook = if status.is_success() { ("after", &hooks.after) } else { ("on_failure", &hooks.on_failure) };
+    let mut hook_error = None;
+    if let Some(h) = hook.1 {
+        if let Err(e) = run_hook(hook.0, h, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref())))
+        {
+            hook_error = Some(e.to_string());
+        }
+    }
+    let mut copies = Vec::new();
+    if req.kind == Kind::Backup && status.is_success() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for c in &src.copy_to.value {
+            copies.push(copy_as_job(env, &catalog, &new, &c.repository, &src)?);
+        }
+    }
+    if let Some(f) = &hooks.finally {
+        if let Err(e) =
+            run_hook("finally", f, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref())))
+        {
+            hook_error.get_or_insert(e.to_string());
+        }
+    }
+    let mut error = outcome.error.clone();
+    if let (Some(h), true) = (hook_error, error.is_none()) {
+        error = Some(h);
+    }
+    Ok(JobReport { id, status, snapshot: outcome.snapshot, error, copies })
+}
+
+/// Locks the source (see [`lock_source`]) and runs the job.
+pub fn run(env: &Env, req: &JobRequest, wait: bool) -> Result<JobReport> {
+    let mut lock = lock_source(env, &req.source, wait)?;
+    run_locked(env, req, &mut lock, &AtomicBool::new(false))
+}
+
+#[derive(Debug, Default)]
+struct Done {
+    outcome: Outcome,
+    partial: bool,
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+fn connections(env: &Env, repository: &str) -> usize {
+    let r = env.policy.repositories.get(repository);
+    r.and_then(|r| r.connections).unwrap_or(if r.is_some_and(|r| crate::repos::is_remote(&r.url)) { 8 } else { 2 })
+}
+
+/// Single-quotes a path for `sh -c`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn backup_job(env: &Env, src: &Source, id: &str) -> Result<Done> {
+    let repo = env.open_repository(&src.repository.value)?;
+    let repo_dir = env
+        .policy
+        .repositories
+        .get(&src.repository.value)
+        .filter(|r| !crate::repos::is_remote(&r.url))
+        .map(|r| PathBuf::from(&r.url));
+    let mut staging = None;
+    let what = match &src.kind {
+        SourceKind::Files { paths, exclude, exclude_files, one_file_system } => {
+            let mut excludes = exclude.clone();
+            for f in exclude_files {
+                let text = std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading exclude file {f}"), e))?;
+                excludes.extend(
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+                );
+            }
+            What::Files {
+                paths: paths.iter().map(PathBuf::from).collect(),
+                excludes,
+                one_file_system: *one_file_system,
+            }
+        }
+        SourceKind::Command { command, stdin_name } => {
+            What::Stream { name: stdin_name.clone(), input: Input::Command(command.clone()) }
+        }
+        SourceKind::CommandDir { command } => {
+            // One stable directory per source, so successive backups have the same path
+            // (change detection against the parent) and a killed run's leftovers are
+            // cleared by the next one.
+            let dir = env.state_dir.join("staging").join(&src.name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("clearing {}", dir.display()), e))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            let cmd = command.replace("{dir}", &shell_quote(&dir.display().to_string()));
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| Error::io(format!("starting command {command:?}"), e))?;
+            if !out.status.success() {
+                let _ = std::fs::remove_dir_all(&dir);
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+                return Err(Error::CommandFailed {
+                    command: command.clone(),
+                    status: if last.is_empty() { out.status.to_string() } else { format!("{}: {last}", out.status) },
+                });
+            }
+            staging = Some(dir.clone());
+            What::Files { paths: vec![dir], excludes: Vec::new(), one_file_system: false }
+        }
+        SourceKind::Sqlite { path } => What::Sqlite { path: PathBuf::from(path) },
+        SourceKind::Postgres { .. } => {
+            return Err(Error::Source(
+                "postgres sources are not run by the daemon yet: schedule `cairn pg backup` (see docs/policy.md)"
+                    .into(),
+            ))
+        }
+    };
+    let req = BackupRequest {
+        what,
+        host: env.host.clone(),
+        time: crate::backup::now_rfc3339(),
+        tags: src.tags.value.clone(),
+        label: None,
+        parent: ParentChoice::Auto,
+        force: false,
+        threads: threads(),
+        uploads: connections(env, &src.repository.value),
+        source: Some(src.name.clone()),
+        job: Some(id.to_string()),
+        repo_dir,
+    };
+    let progress = cairn_engine::Progress::default();
+    let result = crate::backup::backup(&repo, &req, &progress);
+    if let Some(dir) = staging {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let report = result?;
+    let s = &report.snapshot.summary;
+    Ok(Done {
+        outcome: Outcome {
+            files: Some(s.files_new + s.files_changed + s.files_unmodified),
+            bytes_read: Some(s.bytes_read),
+            bytes_added: Some(s.bytes_added),
+            snapshot: Some(report.id.to_hex()),
+            error: report
+                .errors
+                .first()
+                .map(|e| format!("{} files could not be read (first: {e})", report.errors.len())),
+        },
+        partial: report.snapshot.partial,
+    })
+}
+
+/// A copy after a backup, recorded as its own job.
+fn copy_as_job(env: &Env, catalog: &Catalog, backup: &NewJob, to: &str, src: &Source) -> Result<JobReport> {
+    let new = NewJob { kind: Kind::Copy, repository: to.to_string(), scheduled_at: None, ..backup.clone() };
+    let row = catalog.start(&new, Timestamp::now())?;
+    let r = copy_job(env, src, Some(to));
+    let (status, outcome) = match &r {
+        Ok(o) => (Status::Succeeded, o.clone()),
+        Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
+    };
+    catalog.finish(row, status, &outcome, Timestamp::now())?;
+    Ok(JobReport {
+        id: format!("{}/{row}", env.host),
+        status,
+        snapshot: outcome.snapshot,
+        error: outcome.error,
+        copies: Vec::new(),
+    })
+}
+
+/// Copies the source's snapshots the destination lacks to `only` (or every `copy_to`).
+fn copy_job(env: &Env, src: &Source, only: Option<&str>) -> Result<Outcome> {
+    let from = env.open_repository(&src.repository.value)?;
+    let mine = |s: &cairn_format::snapshot::Snapshot| s.source.as_deref() == Some(src.name.as_str());
+    let mut snaps = from.list_snapshots_lenient()?.snapshots;
+    snaps.retain(|(_, s)| mine(s));
+    let mut out = Outcome::default();
+    for c in src.copy_to.value.iter().filter(|c| only.is_none_or(|o| o == c.repository)) {
+        let to = env.open_repository(&c.repository)?;
+        let _lease = to.lease("copy", &env.host)?;
+        let todo = cairn_engine::copy::missing(snaps.clone(), &to.list_snapshots_lenient()?.snapshots);
+        let done = cairn_engine::copy::copy_snapshots(&from, &to, &todo, connections(env, &c.repository))?;
+        out.bytes_added = Some(out.bytes_added.unwrap_or(0) + done.stats.bytes_copied);
+        out.files = Some(out.files.unwrap_or(0) + done.copied.len() as u64);
+        if let Some((_, d)) = done.copied.last() {
+            out.snapshot = Some(d.to_hex());
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets the source's snapshots its keep-rules no longer keep (per host and paths), then
+/// prunes the repository (one retention at a time per repository on this host; prune's own
+/// protocol covers other hosts).
+fn retention_job(env: &Env, src: &Source) -> Result<Done> {
+    let Some(ret) = &src.retention.value else {
+        return Err(Error::Source(format!("source {:?} has no keep rules", src.name)));
+    };
+    let _alone = crate::lock::lock(&env.retention_lock_path(&src.repository.value))?;
+    let repo = env.open_repository(&src.repository.value)?;
+    let forgotten = forget_source(&repo, &src.name, &ret.keep)?;
+    if ret.prune {
+        let opts = cairn_repo::PruneOptions {
+            max_unused: 0.05,
+            max_repack_bytes: None,
+            grace_secs: 3600,
+            delete_now: false,
+            dry_run: false,
+            hostname: env.host.clone(),
+        };
+        cairn_repo::prune(&repo, &opts)?;
+    }
+    Ok(Done { outcome: Outcome { files: Some(forgotten as u64), ..Outcome::default() }, partial: false })
+}
+
+/// Deletes the source's snapshots that `keep` does not keep; returns how many.
+pub fn forget_source(repo: &Repository, source: &str, keep: &cairn_policy::KeepPolicy) -> Result<usize> {
+    let mut snaps = repo.list_snapshots()?;
+    snaps.retain(|(_, s)| s.source.as_deref() == Some(source));
+    let keys: Vec<(String, Vec<String>, Vec<String>)> =
+        snaps.iter().map(|(_, s)| (s.hostname.clone(), s.paths.clone(), Vec::new())).collect();
+    let by = cairn_policy::GroupBy { host: true, paths: true, tags: false };
+    let now = cairn_repo::lease::unix_now();
+    let mut n = 0;
+    for (_, members) in cairn_policy::group(&keys, by) {
+        let mut items = Vec::new();
+        for &i in &members {
+            let s = &snaps[i].1;
+            let time = cairn_policy::SnapshotTime::parse(&s.time)
+                .map_err(|e| Error::Source(format!("snapshot {}: {e}", snaps[i].0.short())))?;
+            items.push(cairn_policy::Item { time, tags: s.tags.clone() });
+        }
+        for (k, d) in cairn_policy::plan_group(&items, keep).iter().enumerate() {
+            let id = snaps[members[k]].0;
+            // Under object lock a snapshot stays until its period ends; a later run removes it.
+            if !d.keep() && repo.object_locked_until(&cairn_repo::layout::snapshot(&id), now).is_none() {
+                repo.delete_snapshot(id)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn verify_job(env: &Env, src: &Source) -> Result<Done> {
+    let repo = env.open_repository(&src.repository.value)?;
+    let subset = src.verify.value.as_ref().map(|v| v.read_data_subset).unwrap_or(0.0);
+    let read = if subset <= 0.0 {
+        cairn_repo::check::ReadData::None
+    } else if subset >= 100.0 {
+        cairn_repo::check::ReadData::All
+    } else {
+        cairn_repo::check::ReadData::Percent(subset / 100.0)
+    };
+    let r = cairn_repo::check::check(&repo, read)?;
+    if let Some(first) = r.errors.first() {
+        return Err(Error::Source(format!("check found {} problems (first: {first})", r.errors.len())));
+    }
+    Ok(Done { outcome: Outcome { files: Some(r.packs_read as u64), ..Outcome::default() }, partial: false })
+}
+
+struct HookCtx {
+    id: String,
+    req: JobRequest,
+    src: Source,
+}
+
+/// Runs a hook with the job on stdin (JSON) and in `CAIRN_*` variables; an error if it
+/// fails, cannot start, or outlives its timeout (it is then killed).
+fn run_hook(
+    name: &'static str,
+    h: &Hook,
+    cx: &HookCtx,
+    end: Option<(Status, Option<&str>, Option<&str>)>,
+) -> Result<()> {
+    let fail = |why: String| Error::Hook { hook: name, command: h.command.clone(), why };
+    let json = serde_json::json!({
+        "hook": name, "job": cx.id, "kind": cx.req.kind.as_str(), "source": cx.src.name, "class": cx.src.class,
+        "repository": cx.src.repository.value, "trigger": cx.req.trigger.as_str(), "actor": cx.req.actor,
+        "label": cx.req.label, "reason": cx.req.reason,
+        "status": end.map(|e| e.0.as_str()), "snapshot": end.and_then(|e| e.1), "error": end.and_then(|e| e.2),
+    });
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&h.command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .env("CAIRN_HOOK", name)
+        .env("CAIRN_JOB_ID", &cx.id)
+        .env("CAIRN_JOB_KIND", cx.req.kind.as_str())
+        .env("CAIRN_SOURCE", &cx.src.name)
+        .env("CAIRN_CLASS", &cx.src.class)
+        .env("CAIRN_REPOSITORY", &cx.src.repository.value)
+        .env("CAIRN_TRIGGER", cx.req.trigger.as_str());
+    if let Some((status, snap, err)) = end {
+        cmd.env("CAIRN_STATUS", status.as_str());
+        if let Some(s) = snap {
+            cmd.env("CAIRN_SNAPSHOT", s);
+        }
+        if let Some(e) = err {
+            cmd.env("CAIRN_ERROR", e);
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| fail(format!("could not start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its input is fine.
+        let _ = stdin.write_all(json.to_string().as_bytes());
+    }
+    let limit = Duration::from_secs(h.timeout.as_secs().max(1) as u64);
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(fail(format!("failed ({s})"))),
+            Ok(None) if start.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "ran past its timeout of {} and was killed",
+                    cairn_policy::file::human(h.timeout)
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(fail(format!("waiting: {e}"))),
+        }
+    }
+}

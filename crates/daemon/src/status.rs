@@ -1,0 +1,181 @@
+//! `status`: for every source, its newest recoverable point as the repository holds it,
+//! its data age against the class RPO, its last job and next run, and how far each copy
+//! lags. Data age is read from the repository (snapshots name their source), never from
+//! what a daemon believes it did, so it is right on any host that reads the repository.
+
+use std::collections::HashMap;
+
+use cairn_format::snapshot::Snapshot;
+use cairn_format::SnapshotId;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::catalog::{Catalog, Kind};
+use crate::jobs::Env;
+use crate::plan::{decide, Decision};
+use crate::Result;
+
+/// A data age against its RPO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RpoState {
+    Ok,
+    /// Past 80% of the RPO.
+    AtRisk,
+    Breached,
+    /// No RPO set.
+    NoObjective,
+    /// The repository could not be read.
+    Unknown,
+}
+
+impl RpoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpoState::Ok => "OK",
+            RpoState::AtRisk => "AT RISK",
+            RpoState::Breached => "BREACHED",
+            RpoState::NoObjective => "-",
+            RpoState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Where a data age stands against `rpo`.
+pub fn rpo_state(age: Option<SignedDuration>, rpo: Option<SignedDuration>) -> RpoState {
+    match (age, rpo) {
+        (_, None) => RpoState::NoObjective,
+        (None, Some(_)) => RpoState::Breached,
+        (Some(a), Some(r)) if a > r => RpoState::Breached,
+        (Some(a), Some(r)) if a.as_secs_f64() > 0.8 * r.as_secs_f64() => RpoState::AtRisk,
+        (Some(_), Some(_)) => RpoState::Ok,
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopyStatus {
+    pub repository: String,
+    pub newest: Option<String>,
+    /// How far the copy's newest point is behind the primary's, in seconds.
+    pub lag_secs: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub class: String,
+    pub kind: String,
+    pub repository: String,
+    /// Time of the newest snapshot of the source in its repository.
+    pub newest: Option<String>,
+    pub newest_snapshot: Option<String>,
+    pub newest_host: Option<String>,
+    pub data_age_secs: Option<i64>,
+    pub rpo_secs: Option<i64>,
+    pub rpo_state: RpoState,
+    pub last_job: Option<String>,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub next_run: Option<String>,
+    pub copies: Vec<CopyStatus>,
+    /// Why the repository could not be read.
+    pub error: Option<String>,
+}
+
+type Listing = std::result::Result<Vec<(SnapshotId, Snapshot)>, String>;
+
+fn newest<'a>(snaps: &'a [(SnapshotId, Snapshot)], source: &str) -> Option<(&'a SnapshotId, &'a Snapshot, Timestamp)> {
+    snaps
+        .iter()
+        .filter(|(_, s)| s.source.as_deref() == Some(source))
+        .filter_map(|(id, s)| s.time.parse::<Timestamp>().ok().map(|t| (id, s, t)))
+        .max_by_key(|(_, _, t)| *t)
+}
+
+/// The status of every source (or of `only`). Each repository is listed once.
+pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) -> Result<Vec<SourceStatus>> {
+    let mut listings: HashMap<String, Listing> = HashMap::new();
+    let mut list = |name: &str| -> Listing {
+        listings
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                env.open_repository(name)
+                    .and_then(|r| Ok(r.list_snapshots_lenient()?.snapshots))
+                    .map_err(|e| crate::one_line(&e))
+            })
+            .clone()
+    };
+    let daemon_start = now;
+    let mut out = Vec::new();
+    for s in env.policy.sources.values().filter(|s| only.is_none_or(|o| o == s.name)) {
+        let primary = list(&s.repository.value);
+        let (newest_t, newest_id, newest_host, error) = match &primary {
+            Ok(snaps) => match newest(snaps, &s.name) {
+                Some((id, snap, t)) => (Some(t), Some(id.to_hex()), Some(snap.hostname.clone()), None),
+                None => (None, None, None, None),
+            },
+            Err(e) => (None, None, None, Some(e.clone())),
+        };
+        let age = newest_t.map(|t| now.duration_since(t));
+        let state = if error.is_some() { RpoState::Unknown } else { rpo_state(age, s.rpo.value) };
+        let last = catalog.last(&s.name, Kind::Backup)?;
+        let h = catalog.history(&s.name, Kind::Backup)?;
+        let next = match decide(&s.schedules.value, &s.name, &h, daemon_start, now, env.retry_delay()) {
+            Decision::Due { .. } => Some(now),
+            Decision::Wait(t) => Some(t),
+            Decision::Never => None,
+        };
+        let mut copies = Vec::new();
+        for c in &s.copy_to.value {
+            let (newest_c, lag, err) = match list(&c.repository) {
+                Ok(snaps) => {
+                    // A copy keeps the original's time, host and paths but not its source
+                    // field's meaning on another host: matched by the source name it carries.
+                    let n = newest(&snaps, &s.name).map(|(_, _, t)| t);
+                    let lag = match (newest_t, n) {
+                        (Some(p), Some(c)) => Some(p.duration_since(c).as_secs().max(0)),
+                        (Some(p), None) => Some(now.duration_since(p).as_secs().max(0)),
+                        _ => None,
+                    };
+                    (n.map(|t| t.to_string()), lag, None)
+                }
+                Err(e) => (None, None, Some(e)),
+            };
+            copies.push(CopyStatus { repository: c.repository.clone(), newest: newest_c, lag_secs: lag, error: err });
+        }
+        out.push(SourceStatus {
+            source: s.name.clone(),
+            class: s.class.clone(),
+            kind: s.kind.name().to_string(),
+            repository: s.repository.value.clone(),
+            newest: newest_t.map(|t| t.to_string()),
+            newest_snapshot: newest_id,
+            newest_host,
+            data_age_secs: age.map(|a| a.as_secs()),
+            rpo_secs: s.rpo.value.map(|r| r.as_secs()),
+            rpo_state: state,
+            last_job: last.as_ref().map(|j| j.id.clone()),
+            last_status: last.as_ref().map(|j| j.status.clone()),
+            last_error: last.and_then(|j| j.error),
+            next_run: next.map(|t| t.to_string()),
+            copies,
+            error,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds() {
+        let m = SignedDuration::from_mins;
+        assert_eq!(rpo_state(Some(m(10)), Some(m(15))), RpoState::Ok);
+        assert_eq!(rpo_state(Some(m(13)), Some(m(15))), RpoState::AtRisk);
+        assert_eq!(rpo_state(Some(m(16)), Some(m(15))), RpoState::Breached);
+        assert_eq!(rpo_state(None, Some(m(15))), RpoState::Breached);
+        assert_eq!(rpo_state(Some(m(16)), None), RpoState::NoObjective);
+    }
+}
