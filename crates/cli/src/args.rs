@@ -45,6 +45,9 @@ pub struct Global {
     /// Cache directory for remote repositories' metadata (default ~/.cache/cairn/repos; "off" disables it)
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// The policy file (daemon, run, status, jobs, policy check)
+    #[arg(long, env = "CAIRN_CONFIG", global = true, default_value = "/etc/cairn/cairn.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +84,80 @@ pub enum Command {
     Pg(PgArgs),
     /// Copy snapshots to another repository (only what it lacks travels)
     Copy(CopyArgs),
+    /// Check a policy file and show what it resolves to
+    Policy(PolicyArgs),
+    /// Run the policy: scheduled backups, copies, retention and verification
+    Daemon(DaemonArgs),
+    /// Back up a policy source now (a manual job, recorded with its label and reason)
+    Run(RunArgs),
+    /// The jobs in the catalog, newest first
+    Jobs(JobsArgs),
+    /// Each source's newest recoverable point and data age against its RPO
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub action: PolicyAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyAction {
+    /// Validate a policy; print each source's resolved settings (and where each came
+    /// from) and the next runs of its schedules
+    Check {
+        /// The policy file (default: --config)
+        file: Option<PathBuf>,
+        /// Upcoming runs to show per schedule
+        #[arg(long, default_value_t = 5)]
+        next: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[command(subcommand)]
+    pub action: Option<DaemonAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonAction {
+    /// Make the running daemon re-read its policy (as SIGHUP does)
+    Reload,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The source ([source.NAME] in the policy)
+    pub source: String,
+    /// A descriptive label for the snapshot's job
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Why it is taken (recorded in the catalog)
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// If a job of the source is running, wait for it to end instead of refusing
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only jobs started since this time (RFC 3339) or this long ago (`2h`, `7d`)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many jobs
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this source
+    pub source: Option<String>,
 }
 
 #[derive(Args, Debug)]

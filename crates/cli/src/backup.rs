@@ -1,16 +1,11 @@
 //! `cairn backup`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use cairn_engine::{Archiver, BackupOptions, Progress, Source, StreamSource};
-use cairn_format::magic::SNAPSHOT_VERSION;
-use cairn_format::snapshot::Snapshot;
-use cairn_format::tree::{Node, NodeKind};
-use cairn_format::SnapshotId;
-use cairn_fs::{FsSource, FsSourceOptions};
+use anyhow::{anyhow, bail, Result};
+use cairn_daemon::backup::{BackupRequest, Input, ParentChoice, What};
+use cairn_engine::{Archiver, BackupOptions, Progress, Source};
 use cairn_repo::Repository;
 
 use crate::args::BackupArgs;
@@ -27,16 +22,7 @@ struct Plan {
 }
 
 pub fn absolute(p: &Path) -> Result<PathBuf> {
-    // Resolve the parent (so `.` and `..` and symlinked parents are canonical) but not the
-    // last component: backing up a symlink stores the symlink.
-    std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
-    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
-    match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => {
-            Ok(std::fs::canonicalize(parent).with_context(|| format!("{}", parent.display()))?.join(name))
-        }
-        _ => std::fs::canonicalize(&abs).with_context(|| format!("{}", p.display())),
-    }
+    Ok(cairn_daemon::backup::absolute(p)?)
 }
 
 fn validate(a: &BackupArgs) -> Result<Plan> {
@@ -72,134 +58,42 @@ fn validate(a: &BackupArgs) -> Result<Plan> {
     Ok(Plan { paths, host: a.host.clone().unwrap_or_else(cairn_fs::hostname), time, excludes })
 }
 
-fn path_strings(paths: &[PathBuf]) -> Vec<String> {
-    let mut v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    v.sort();
-    v
-}
-
-fn find_parent(
-    repo: &Repository,
-    a: &BackupArgs,
-    host: &str,
-    paths: &[String],
-) -> Result<Option<(SnapshotId, Snapshot)>> {
-    if let Some(p) = &a.parent {
-        return Ok(Some(repo.resolve_snapshot(p)?));
-    }
-    // A damaged snapshot cannot be a parent; the others still can.
-    let mut snaps = repo.list_snapshots_lenient()?.snapshots;
-    snaps.retain(|(_, s)| s.hostname == host && s.paths == paths);
-    Ok(snaps.pop())
-}
-
 pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let plan = validate(a)?;
     let repo = ctx.open_or_create_default(a.dry_run)?;
-    // Taken before the index is read: prune waits for this lease before deleting anything
-    // this backup could have seen.
-    let _lease = repo.lease("backup", &cairn_fs::hostname())?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let (uid, gid, user) = cairn_fs::current_user();
-
-    let mut child = None;
-    let (source, paths): (Box<dyn Source>, Vec<String>) = if a.stdin || a.command.is_some() {
-        let reader: Box<dyn Read + Send> = if let Some(cmd) = &a.command {
-            let mut c = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .with_context(|| format!("starting command {cmd:?}"))?;
-            let out = c.stdout.take().ok_or_else(|| anyhow!("no stdout from command"))?;
-            child = Some(c);
-            Box::new(out)
-        } else {
-            Box::new(std::io::stdin())
+    let what = if a.stdin || a.command.is_some() {
+        let input = match &a.command {
+            Some(c) => Input::Command(c.clone()),
+            None => Input::Stdin,
         };
-        let mut tmpl = Node::new(Vec::new(), NodeKind::File);
-        tmpl.mode = 0o600;
-        tmpl.uid = uid;
-        tmpl.gid = gid;
-        tmpl.user = Some(user.clone());
-        let now = jiff::Timestamp::now().as_nanosecond() as i64;
-        tmpl.mtime = now;
-        tmpl.atime = now;
-        tmpl.ctime = now;
-        let s = StreamSource::new(&a.stdin_name, tmpl, reader);
-        let p = s.path();
-        (Box::new(s), vec![p])
+        What::Stream { name: a.stdin_name.clone(), input }
     } else if a.sqlite.is_some() {
-        let db = &plan.paths[0];
-        let src = cairn_fs::sqlite::SqliteSource::new(db, &std::env::temp_dir()).map_err(|e| anyhow!(e))?;
-        (Box::new(src), path_strings(&plan.paths))
+        What::Sqlite { path: plan.paths[0].clone() }
     } else {
-        let mut excludes = plan.excludes.clone();
-        // Never back up the repository into itself (`cairn backup ~` with the default one).
-        if let Some(repo_dir) = ctx.remote.is_none().then(|| std::fs::canonicalize(&ctx.repo_path).ok()).flatten() {
-            if plan.paths.iter().any(|p| repo_dir.starts_with(p)) {
-                excludes.push(gitignore_literal(&repo_dir));
-            }
-        }
-        let src =
-            FsSource::new(FsSourceOptions { excludes, one_file_system: a.one_file_system, roots: plan.paths.clone() })
-                .map_err(|e| anyhow!(e))?;
-        (Box::new(src), path_strings(&plan.paths))
+        What::Files { paths: plan.paths.clone(), excludes: plan.excludes.clone(), one_file_system: a.one_file_system }
     };
-    let stream = child.is_some() || a.stdin;
-    let parent = find_parent(&repo, a, &plan.host, &paths)?;
-    let opts = BackupOptions {
-        paths: if stream { vec![PathBuf::from(&paths[0])] } else { plan.paths.clone() },
-        parent: if stream { None } else { parent.as_ref().map(|(_, s)| s.tree) },
-        // A database's main file can be unchanged while its -wal holds new commits.
-        force: a.force || a.sqlite.is_some(),
-        threads,
+    let req = BackupRequest {
+        what,
+        host: plan.host.clone(),
+        time: plan.time.clone(),
+        tags: a.tags.clone(),
+        label: a.label.clone(),
+        parent: match &a.parent {
+            Some(p) => ParentChoice::Given(p.clone()),
+            None => ParentChoice::Auto,
+        },
+        force: a.force,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         // Locally two packs in flight let one fsync overlap the next write (1.7 GB file:
         // 3.7 s -> 3.3 s) and more gained nothing; remote stores want more (`--connections`).
         // Each costs a pack (8 MiB) of memory.
         uploads: ctx.connections(),
+        source: None,
+        job: None,
+        repo_dir: ctx.remote.is_none().then(|| ctx.repo_path.clone()),
     };
-    let outcome = archive(ctx, &repo, source.as_ref(), opts);
-    if let Some(mut c) = child {
-        let status = match &outcome {
-            Ok(_) => c.wait().context("waiting for the command")?,
-            Err(_) => {
-                let _ = c.kill();
-                c.wait().context("waiting for the command")?
-            }
-        };
-        if outcome.is_ok() && !status.success() {
-            bail!("command {:?} failed ({status}); no snapshot saved", a.command.as_deref().unwrap_or(""));
-        }
-    }
-    let outcome = outcome.map_err(|e| anyhow!(e))?;
-    let snap = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time: plan.time.clone(),
-        hostname: plan.host.clone(),
-        username: user,
-        uid,
-        gid,
-        paths: paths.clone(),
-        tags: a.tags.clone(),
-        label: a.label.clone(),
-        tree: outcome.tree,
-        parent: parent.map(|(id, _)| id),
-        kind: if stream {
-            "stdin".into()
-        } else if a.sqlite.is_some() {
-            "sqlite".into()
-        } else {
-            "files".into()
-        },
-        partial: !outcome.errors.is_empty(),
-        original: None,
-        summary: outcome.summary.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        postgres: None,
-    };
-    let id = repo.save_snapshot(&snap)?;
+    let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(&repo, &req, progress))?;
+    let (id, snap) = (report.id, &report.snapshot);
     let s = &snap.summary;
     if ctx.g.json {
         let v = serde_json::json!({
@@ -209,16 +103,16 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
             "files_new": s.files_new, "files_changed": s.files_changed, "files_unmodified": s.files_unmodified,
             "dirs": s.dirs, "bytes_read": s.bytes_read, "total_bytes": s.total_bytes,
             "data_added": s.data_added, "bytes_added": s.bytes_added, "blobs_added": s.blobs_added,
-            "duration_secs": s.duration_secs, "partial": snap.partial, "errors": outcome.errors, "warnings": outcome.warnings,
+            "duration_secs": s.duration_secs, "partial": snap.partial, "errors": report.errors, "warnings": report.warnings,
         });
         println!("{v}");
     } else {
         if !ctx.g.quiet {
-            for w in &outcome.warnings {
+            for w in &report.warnings {
                 eprintln!("cairn: warning: {}", output::sanitize(w));
             }
         }
-        for e in &outcome.errors {
+        for e in &report.errors {
             eprintln!("cairn: error: {}", output::sanitize(e));
         }
         if !ctx.g.quiet {
@@ -243,13 +137,8 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the archiver, with a progress line on a terminal.
-pub fn archive(
-    ctx: &Context,
-    repo: &Repository,
-    source: &dyn Source,
-    opts: BackupOptions,
-) -> cairn_engine::Result<cairn_engine::BackupOutcome> {
+/// Runs `f` with a progress line on a terminal.
+pub fn with_progress<T>(ctx: &Context, f: impl FnOnce(&Progress) -> T) -> T {
     let progress = Progress::default();
     let stop = AtomicBool::new(false);
     let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
@@ -258,20 +147,18 @@ pub fn archive(
         if show {
             s.spawn(|| output::progress_loop(&stop, &|el| progress_line(&progress, el)));
         }
-        Archiver::new(repo, source, opts, &progress).run()
+        f(&progress)
     })
 }
 
-/// An absolute path as a gitignore pattern matching exactly it.
-pub fn gitignore_literal(p: &Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+/// Runs the archiver, with a progress line on a terminal.
+pub fn archive(
+    ctx: &Context,
+    repo: &Repository,
+    source: &dyn Source,
+    opts: BackupOptions,
+) -> cairn_engine::Result<cairn_engine::BackupOutcome> {
+    with_progress(ctx, |progress| Archiver::new(repo, source, opts, progress).run())
 }
 
 fn progress_line(p: &Progress, el: std::time::Duration) -> String {

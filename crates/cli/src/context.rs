@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use cairn_repo::{InitOptions, KeyMeta, Repository};
-use cairn_store::{DryRunStore, LimitStore, LocalStore, Store};
+use cairn_store::{LocalStore, Store};
 
 use crate::args::{Global, InitArgs};
 
@@ -49,20 +49,7 @@ pub fn delete_rights(cmd: &str, e: cairn_repo::Error) -> anyhow::Error {
 /// The store for a repository given as a directory or a URL (`s3://BUCKET/PREFIX?...`,
 /// `sftp://USER@HOST/PATH`, ...).
 pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
-    let Some((scheme, _)) = spec.split_once("://") else {
-        return Ok(Arc::new(LocalStore::new(spec)));
-    };
-    match scheme {
-        "s3" | "gs" | "az" => Ok(Arc::new(cairn_store_s3::open(spec).map_err(|e| anyhow!(e))?)),
-        // object_store retries by itself; the SFTP store reconnects on the next request
-        // after a dropped connection, which the retry decorator makes.
-        "sftp" => Ok(Arc::new(cairn_store::RetryStore::new(
-            Arc::new(cairn_store_sftp::open(spec).map_err(|e| anyhow!(e))?),
-            6,
-            std::time::Duration::from_millis(200),
-        ))),
-        _ => bail!("unknown repository URL scheme '{scheme}://' (s3://, gs://, az://, sftp://, or a directory)"),
-    }
+    Ok(cairn_daemon::repos::store_for(spec)?)
 }
 
 fn cache_home() -> Option<PathBuf> {
@@ -124,39 +111,28 @@ impl Context {
             Some(url) => store_for(url).unwrap_or_else(|_| Arc::new(LocalStore::new(&self.repo_path))),
             None => Arc::new(LocalStore::new(&self.repo_path)),
         };
-        self.decorate(s, dry_run)
+        cairn_daemon::repos::decorate(s, &self.location(), &self.store_options(dry_run))
     }
 
-    /// The cache (remote repositories), bandwidth limits and dry-run around a store.
-    fn decorate(&self, base: Arc<dyn Store>, dry_run: bool) -> Arc<dyn Store> {
-        let mut s = base;
-        if self.remote.is_some() {
-            if let Some(dir) = self.cache_dir() {
-                s = Arc::new(cairn_store::CacheStore::new(s, dir));
-            }
-        }
-        if self.g.limit_upload.is_some() || self.g.limit_download.is_some() {
-            let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
-            s = Arc::new(LimitStore::new(s, kib(self.g.limit_upload), kib(self.g.limit_download)));
-        }
-        if dry_run {
-            Arc::new(DryRunStore::new(s))
-        } else {
-            s
+    fn store_options(&self, dry_run: bool) -> cairn_daemon::repos::StoreOptions {
+        let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
+        cairn_daemon::repos::StoreOptions {
+            limit_upload: kib(self.g.limit_upload),
+            limit_download: kib(self.g.limit_download),
+            cache_dir: self.cache_base(),
+            dry_run,
         }
     }
 
-    /// Where a remote repository's metadata is cached: `--cache-dir` (or `CAIRN_CACHE_DIR`),
-    /// else under `$XDG_CACHE_HOME/cairn/repos`, one directory per repository location.
+    /// Where remote repositories' metadata is cached: `--cache-dir` (or `CAIRN_CACHE_DIR`),
+    /// else `$XDG_CACHE_HOME/cairn/repos`, one directory per repository location below it.
     /// `--cache-dir off` disables it.
-    fn cache_dir(&self) -> Option<PathBuf> {
-        let base = match &self.g.cache_dir {
-            Some(d) if d.as_os_str() == "off" => return None,
-            Some(d) => d.clone(),
-            None => cache_home()?.join("cairn/repos"),
-        };
-        let key = cairn_format::id::to_hex(&cairn_crypto::content_hash(self.location().as_bytes())[..16]);
-        Some(base.join(key))
+    pub fn cache_base(&self) -> Option<PathBuf> {
+        match &self.g.cache_dir {
+            Some(d) if d.as_os_str() == "off" => None,
+            Some(d) => Some(d.clone()),
+            None => Some(cache_home()?.join("cairn/repos")),
+        }
     }
 
     /// Requests kept in flight at once (`--connections`).
@@ -240,18 +216,11 @@ impl Context {
     /// For an s3:// repository whose config asks for object lock: the store that writes
     /// every object with that retention.
     fn locked_store(&self, days: u32, mode: &str, dry_run: bool) -> Result<Option<Arc<dyn Store>>> {
-        let Some(url) = self.remote.as_ref().filter(|u| u.starts_with("s3://") && days > 0) else { return Ok(None) };
-        let lock = cairn_store_s3::Lock { mode: if mode.is_empty() { "COMPLIANCE".into() } else { mode.into() }, days };
-        let s: Arc<dyn Store> = Arc::new(cairn_store_s3::open_locked(url, Some(lock)).map_err(|e| anyhow!(e))?);
-        Ok(Some(self.decorate(s, dry_run)))
+        Ok(cairn_daemon::repos::locked_store(&self.location(), days, mode, &self.store_options(dry_run))?)
     }
 
     fn apply_lock(&self, repo: &mut Repository, dry_run: bool) -> Result<()> {
-        let (days, mode) = (repo.config().object_lock_days, repo.config().object_lock_mode.clone());
-        if let Some(s) = self.locked_store(days, &mode, dry_run)? {
-            repo.replace_store(s);
-        }
-        Ok(())
+        Ok(cairn_daemon::repos::apply_lock(repo, &self.location(), &self.store_options(dry_run))?)
     }
 
     /// Opens the repository without the password KDF when a key cache entry for it exists

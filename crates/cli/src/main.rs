@@ -15,6 +15,7 @@ mod forget;
 mod keys;
 mod output;
 mod pg;
+mod policy;
 mod prune;
 mod restore;
 mod rewrite;
@@ -108,5 +109,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => prune::run(&ctx, &a),
         Command::Pg(a) => pg::run(&ctx, a),
         Command::Copy(a) => copy::run(&ctx, &a),
+        Command::Policy(a) => policy::check(&ctx, &a),
+        Command::Daemon(a) => policy::daemon(&ctx, &a),
+        Command::Run(a) => policy::run(&ctx, &a),
+        Command::Jobs(a) => policy::jobs(&ctx, &a),
+        Command::Status(a) => policy::status(&ctx, &a),
     }
 }

@@ -143,7 +143,7 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
     let time = now_rfc3339();
     let started = base::start(&mut sess, &srv, &format!("cairn {time}"), !a.spread_checkpoint)?;
     let src = FsSource::new(FsSourceOptions {
-        excludes: base::excludes(&crate::backup::gitignore_literal(&data_dir)),
+        excludes: base::excludes(&cairn_daemon::backup::gitignore_literal(&data_dir)),
         one_file_system: false,
         roots: vec![data_dir.clone()],
     })

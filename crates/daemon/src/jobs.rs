@@ -163,7 +163,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock, stop: &AtomicBoo
         }
     }
     let result = match req.kind {
-        Kind::Backup => backup_job(env, &src, &id),
+        Kind::Backup => backup_job(env, &src, &id, req.label.clone()),
         Kind::Retention => retention_job(env, &src),
         Kind::Verify => verify_job(env, &src),
         Kind::Copy => copy_job(env, &src, None).map(|_| Done::default()),
@@ -229,7 +229,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn backup_job(env: &Env, src: &Source, id: &str) -> Result<Done> {
+fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Result<Done> {
     let repo = env.open_repository(&src.repository.value)?;
     let repo_dir = env
         .policy
@@ -297,7 +297,7 @@ fn backup_job(env: &Env, src: &Source, id: &str) -> Result<Done> {
         host: env.host.clone(),
         time: crate::backup::now_rfc3339(),
         tags: src.tags.value.clone(),
-        label: None,
+        label,
         parent: ParentChoice::Auto,
         force: false,
         threads: threads(),
