@@ -500,3 +500,38 @@ fn an_append_only_repository_backs_up_and_says_clearly_what_needs_delete_rights(
     assert!(stderr(&o).contains("prune needs the right to delete"), "{}", stderr(&o));
     check_clean(&env, false);
 }
+
+/// A backup that read the index before a prune marked packs may save a snapshot whose
+/// blobs only those packs hold (the policy daemon does this whenever a class's retention
+/// runs beside another source's backup). Until the next sweep indexes them again, that
+/// snapshot must check clean and restore; the sweep must keep them.
+#[test]
+fn a_snapshot_saved_while_prune_ran_restores_checks_and_survives_the_sweep() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(300_000, 3)).unwrap();
+    std::fs::write(src.join("b"), b"small file").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let snaps = env.json(&["snapshots"]);
+    let tree = snaps[0]["tree"].as_str().unwrap().to_string();
+    let id = snaps[0]["id"].as_str().unwrap().to_string();
+    env.ok(&["forget", &id]);
+    // Marks every pack: no snapshot references them now.
+    env.ok(&["prune"]);
+    // What the concurrent backup saves once the prune has marked.
+    {
+        let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
+        let root = cairn_format::TreeId::from_hex(&tree).unwrap();
+        let _lease = repo.lease("backup", "test").unwrap();
+        repo.save_snapshot(&cairn_testkit::craft::snapshot_of(root)).unwrap();
+    }
+    let o = env.run(&["check", "--read-data"]);
+    assert!(o.status.success(), "check: {}", stderr(&o));
+    assert!(stderr(&o).contains("marked for deletion"), "{}", stderr(&o));
+    restore_equals(&env, "latest", &src, "before-sweep");
+    env.ok(&["prune", "--delete-now"]);
+    check_clean(&env, true);
+    restore_equals(&env, "latest", &src, "after-sweep");
+}

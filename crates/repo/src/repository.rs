@@ -462,10 +462,18 @@ impl Repository {
     /// so reads and dedup see everything that is there. A file deleted by a prune between
     /// listing and reading means a consolidated file replaced it: list again. Prune does
     /// not use this: it needs every index file to decide what is referenced where.
+    ///
+    /// Packs a prune has marked are read from their headers too: a snapshot saved while
+    /// that prune ran may use blobs only they hold (its next sweep indexes them again,
+    /// format.md §13.2), and until then the snapshot must restore.
     pub fn load_index_reporting(&self) -> Result<(Index, Vec<(String, String)>)> {
         let (mut index, damaged) = self.load_index_files_readable()?;
-        if !damaged.is_empty() {
+        let marked = self.marked_packs().unwrap_or_default();
+        if !damaged.is_empty() || !marked.is_empty() {
             for p in self.unindexed_packs(&index)? {
+                if damaged.is_empty() && !marked.contains(&p) {
+                    continue;
+                }
                 // A pack that cannot be read either is left to check.
                 if let Ok((salt, entries)) = self.read_pack_header(p) {
                     index.add_pack(p, salt, &entries);
