@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -180,7 +180,6 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             env.catalog_path.display()
         ),
     );
-    let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut wake: HashMap<(String, &'static str), Timestamp> = HashMap::new();
@@ -268,7 +267,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                             Level::Info,
                             &format!("{} of {} starts (trigger {})", kind.as_str(), s.name, trigger.as_str()),
                         );
-                        let handle = spawn_job(env.clone(), req, lock, stop.clone(), tx.clone())?;
+                        let handle = spawn_job(env.clone(), req, lock, tx.clone())?;
                         running.insert(s.name.clone(), Running { kind, handle });
                         wake.remove(&key);
                         break;
@@ -293,7 +292,6 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         }
     }
     // Stopping: no new jobs; the running ones get `stop_timeout` to end.
-    stop.store(true, Ordering::SeqCst);
     let bound = env.policy.daemon.stop_timeout.unwrap_or(SignedDuration::from_mins(5));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(bound.as_secs().max(0) as u64);
     if !running.is_empty() {
@@ -336,7 +334,6 @@ fn spawn_job(
     env: Env,
     req: JobRequest,
     mut lock: crate::lock::Lock,
-    stop: Arc<AtomicBool>,
     tx: mpsc::Sender<(String, Kind, Result<JobReport>)>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let name = format!("job-{}", req.source);
@@ -345,7 +342,7 @@ fn spawn_job(
         // Deep directory trees recurse in the walk, as in the CLI.
         .stack_size(cairn_repo::check::WALK_STACK)
         .spawn(move || {
-            let r = crate::jobs::run_locked(&env, &req, &mut lock, &stop);
+            let r = crate::jobs::run_locked(&env, &req, &mut lock);
             drop(lock);
             let _ = tx.send((req.source.clone(), req.kind, r));
         })

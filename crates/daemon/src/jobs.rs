@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use cairn_policy::file::{Hook, Policy, Source, SourceKind};
@@ -121,7 +120,7 @@ pub fn lock_source(env: &Env, source: &str, wait: bool) -> Result<Lock> {
 }
 
 /// Runs a job under the source lock the caller took (`lock`); records it in the catalog.
-pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock, stop: &AtomicBool) -> Result<JobReport> {
+pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobReport> {
     let src = env.source(&req.source)?.clone();
     let catalog = env.catalog()?;
     let new = NewJob {
@@ -184,7 +183,9 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock, stop: &AtomicBoo
         }
     }
     let mut copies = Vec::new();
-    if req.kind == Kind::Backup && status.is_success() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    // Copies belong to the backup: they run even when the daemon is stopping (within its
+    // stop_timeout), or the copy would lag until the next backup.
+    if req.kind == Kind::Backup && status.is_success() {
         for c in &src.copy_to.value {
             copies.push(copy_as_job(env, &catalog, &new, &c.repository, &src)?);
         }
@@ -206,7 +207,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock, stop: &AtomicBoo
 /// Locks the source (see [`lock_source`]) and runs the job.
 pub fn run(env: &Env, req: &JobRequest, wait: bool) -> Result<JobReport> {
     let mut lock = lock_source(env, &req.source, wait)?;
-    run_locked(env, req, &mut lock, &AtomicBool::new(false))
+    run_locked(env, req, &mut lock)
 }
 
 #[derive(Debug, Default)]

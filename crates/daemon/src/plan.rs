@@ -10,7 +10,7 @@
 //!   started, `schedule` when the daemon was merely busy), never N times.
 //! - After failures the job is retried with exponential backoff from the end of the last
 //!   failure (`retry_delay` × 2^(failures-1), at most an hour), or at the next window after
-//!   the failure if that comes first.
+//!   the failure if that comes first (either way recorded as trigger `retry`).
 //! - A source that never succeeded is anchored at the daemon's start: it runs at its first
 //!   window, not the instant the daemon starts.
 
@@ -68,13 +68,15 @@ pub fn decide(
         return Decision::Never;
     }
     let anchor = h.last_success.unwrap_or(daemon_start);
-    if let Some(failed) = h.last_failure.filter(|f| h.failures > 0 && *f >= anchor) {
+    // Failures are counted after the last success only, so any is a reason to retry.
+    if let Some(failed) = h.last_failure.filter(|_| h.failures > 0) {
         let retry = failed.checked_add(backoff(retry_delay, h.failures)).unwrap_or(failed);
         let window = next_window(timings, key, failed);
         let at = window.map_or(retry, |w| w.min(retry));
         if at <= now {
-            let trigger = if window.is_some_and(|w| w <= retry) { Trigger::Schedule } else { Trigger::Retry };
-            return Decision::Due { window: at, trigger };
+            // Whether the backoff or the next window came first, it runs again after a
+            // failure: a retry.
+            return Decision::Due { window: at, trigger: Trigger::Retry };
         }
         return Decision::Wait(at);
     }

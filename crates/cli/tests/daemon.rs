@@ -1,0 +1,442 @@
+#![allow(clippy::unwrap_used)]
+//! The policy daemon end to end: the built binary, a policy file, real directories,
+//! second-granularity schedules. What is asserted is what an operator relies on: sources
+//! run on schedule and in parallel, a failure is retried, a source never runs twice at
+//! once, downtime is caught up once, a killed daemon's job is recorded and rerun, retention
+//! and copies happen, and `status` reads data age from the repositories.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A policy, its daemon and the commands that read its catalog.
+struct Policy {
+    env: Env,
+    config: PathBuf,
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill with our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+    /// SIGTERM, then wait for the exit.
+    fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(s.success(), "daemon exited {s}:\n{log}");
+                return log;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn kill9(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Policy {
+    /// `body` is the policy after the `[daemon]` and `[repository.primary]` sections.
+    fn new(body: &str) -> Policy {
+        let env = Env::new();
+        let p = Policy { config: env.path("cairn.toml"), env };
+        std::fs::write(p.env.path("pass"), PASSWORD).unwrap();
+        p.env.init();
+        p.write(body);
+        p
+    }
+    fn write(&self, body: &str) {
+        let text = format!(
+            "[daemon]\nhostname = \"test-host\"\nretry_delay = \"1s\"\nstop_timeout = \"20s\"\nmax_parallel = 4\n\n\
+             [repository.primary]\nurl = \"{}\"\npassword_file = \"{}\"\n\n{body}",
+            self.env.repo.display(),
+            self.env.path("pass").display()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+    fn cmd(&self) -> Command {
+        let mut c = self.env.cmd();
+        c.env("CAIRN_CONFIG", &self.config);
+        c
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "cairn {args:?}: {}\n{}", o.status, stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+    fn daemon(&self) -> Daemon {
+        let log = self
+            .env
+            .path(&format!("daemon-{}.log", std::time::SystemTime::now().elapsed().map(|d| d.as_nanos()).unwrap_or(0)));
+        let child = self
+            .cmd()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+    /// Every job, oldest first.
+    fn jobs(&self) -> Vec<Value> {
+        let mut v = self.json(&["jobs", "--limit", "100000"]).as_array().unwrap().clone();
+        v.reverse();
+        v
+    }
+    fn jobs_of(&self, source: &str, kind: &str) -> Vec<Value> {
+        self.jobs().into_iter().filter(|j| j["source"] == source && j["kind"] == kind).collect()
+    }
+    /// Waits (at most `secs`) until `f` holds for the job list.
+    fn wait_for(&self, secs: u64, what: &str, d: Option<&Daemon>, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let jobs = self.jobs();
+            if f(&jobs) {
+                return jobs;
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!(
+                    "timed out waiting for {what}; jobs:\n{}\ndaemon log:\n{}",
+                    serde_json::to_string_pretty(&jobs).unwrap(),
+                    d.map(Daemon::log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn ms(j: &Value, field: &str) -> i64 {
+    j[field].as_str().map(|t| t.parse::<jiff::Timestamp>().unwrap().as_millisecond()).unwrap_or(i64::MAX)
+}
+
+fn is(j: &Value, source: &str, kind: &str, status: &str) -> bool {
+    j["source"] == source && j["kind"] == kind && j["status"] == status
+}
+
+/// No two jobs of one source overlap in time.
+fn assert_never_twice(jobs: &[Value]) {
+    for a in jobs {
+        for b in jobs {
+            if a["id"] != b["id"] && a["source"] == b["source"] && a["kind"] != "copy" && b["kind"] != "copy" {
+                let (s1, e1, s2) = (ms(a, "started_at"), ms(a, "ended_at"), ms(b, "started_at"));
+                assert!(!(s1 <= s2 && s2 < e1), "jobs {} and {} of {} overlap", a["id"], b["id"], a["source"]);
+            }
+        }
+    }
+}
+
+fn snapshots_of(p: &Policy, repo: &Path, source: &str) -> usize {
+    let o = p.cmd().env("CAIRN_REPO", repo).args(["--json", "snapshots"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array().unwrap().iter().filter(|s| s["source"] == source).count()
+}
+
+#[test]
+fn sources_run_in_parallel_failures_are_retried_retention_and_copies_apply() {
+    let p = Policy::new("");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(p.env.path(d)).unwrap();
+        std::fs::write(p.env.path(&format!("{d}/file")), format!("contents of {d}")).unwrap();
+    }
+    let repo2 = p.env.path("repo2");
+    p.env.cmd().env("CAIRN_REPO", &repo2).arg("init").output().unwrap();
+    let flag = p.env.path("dump-may-run");
+    p.write(&format!(
+        r#"
+[repository.second]
+url = "{repo2}"
+password_file = "{pass}"
+
+[class.fast]
+repository = "primary"
+schedule = "* * * * * *"
+rpo = "1m"
+keep = {{ last = 2 }}
+retention = {{ schedule = "*/3 * * * * *" }}
+copy_to = ["second"]
+
+[source.a]
+class = "fast"
+kind = "files"
+paths = ["{a}"]
+
+[source.b]
+class = "fast"
+kind = "files"
+paths = ["{b}"]
+
+[source.slow]
+class = "fast"
+kind = "command"
+command = "sleep 2; echo slow"
+copy_to = []
+
+[source.dump]
+class = "fast"
+kind = "command"
+command = "test -e {flag} && echo dumped"
+stdin_name = "dump.sql"
+schedule = "*/4 * * * * *"
+copy_to = []
+"#,
+        repo2 = repo2.display(),
+        pass = p.env.path("pass").display(),
+        a = p.env.path("a").display(),
+        b = p.env.path("b").display(),
+        flag = flag.display(),
+    ));
+    p.ok(&["policy", "check"]);
+    let d = p.daemon();
+    // The command source fails until its flag exists, and is retried.
+    p.wait_for(30, "a failed dump", Some(&d), |j| j.iter().any(|j| is(j, "dump", "backup", "failed")));
+    std::fs::write(&flag, "").unwrap();
+    p.wait_for(30, "a dump retried to success", Some(&d), |j| {
+        j.iter().any(|j| is(j, "dump", "backup", "succeeded") && j["trigger"] == "retry")
+    });
+    p.wait_for(30, "retention of a", Some(&d), |j| {
+        j.iter().filter(|j| is(j, "a", "backup", "succeeded")).count() >= 4
+            && j.iter().any(|j| is(j, "a", "retention", "succeeded"))
+    });
+    let log = d.stop();
+    let jobs = p.jobs();
+    assert_never_twice(&jobs);
+    // Parallel: some job of another source started while a slow job ran.
+    let slow: Vec<&Value> = jobs.iter().filter(|j| is(j, "slow", "backup", "succeeded")).collect();
+    assert!(!slow.is_empty(), "{log}");
+    assert!(
+        slow.iter().any(|s| jobs.iter().any(|o| o["source"] != "slow"
+            && ms(o, "started_at") > ms(s, "started_at")
+            && ms(o, "started_at") < ms(s, "ended_at"))),
+        "no job ran beside a slow one:\n{log}"
+    );
+    // The failed dump's error says why; the failure was recorded, not only logged.
+    let failed = jobs.iter().find(|j| is(j, "dump", "backup", "failed")).unwrap();
+    assert!(failed["error"].as_str().unwrap().contains("failed"), "{failed}");
+    // Retention kept at most 2 of a's snapshots as of its last run, plus the later backups.
+    let last_ret =
+        jobs.iter().filter(|j| is(j, "a", "retention", "succeeded")).map(|j| ms(j, "started_at")).max().unwrap();
+    let later =
+        jobs.iter().filter(|j| j["source"] == "a" && j["kind"] == "backup" && ms(j, "started_at") >= last_ret).count();
+    let have = snapshots_of(&p, &p.env.repo, "a");
+    assert!(have <= 2 + later, "a has {have} snapshots; retention keeps 2 (+{later} later)");
+    // Every successful backup of a was followed by a copy to the second repository.
+    let copies = jobs.iter().filter(|j| is(j, "a", "copy", "succeeded")).count();
+    let backups = jobs.iter().filter(|j| is(j, "a", "backup", "succeeded")).count();
+    assert_eq!(copies, backups, "one copy per backup");
+    assert!(snapshots_of(&p, &repo2, "a") >= backups.min(1));
+    assert_eq!(snapshots_of(&p, &repo2, "slow"), 0, "the source's copy_to = [] overrides the class");
+    for r in [&p.env.repo, &repo2] {
+        let o = p.cmd().env("CAIRN_REPO", r).args(["check", "--read-data"]).output().unwrap();
+        assert!(o.status.success(), "check {}: {}", r.display(), stderr(&o));
+    }
+    // status: data age from the repository, within the RPO; the copy is not behind.
+    let st = p.json(&["status"]);
+    let a = st.as_array().unwrap().iter().find(|s| s["source"] == "a").unwrap();
+    assert_eq!(a["rpo_state"], "OK", "{a}");
+    assert!(a["data_age_secs"].as_i64().unwrap() < 60, "{a}");
+    assert_eq!(a["copies"][0]["lag_secs"], 0, "{a}");
+}
+
+#[test]
+fn a_manual_run_while_the_scheduled_job_runs_is_refused_or_waits() {
+    let p = Policy::new(
+        r#"
+[class.c]
+repository = "primary"
+schedule = "* * * * * *"
+
+[source.slow]
+class = "c"
+kind = "command"
+command = "sleep 3; echo slow"
+"#,
+    );
+    let d = p.daemon();
+    p.wait_for(30, "a running job", Some(&d), |j| j.iter().any(|j| is(j, "slow", "backup", "running")));
+    let o = p.run(&["run", "slow"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("is busy") && err.contains("--wait") && err.lines().count() == 1, "{err}");
+    let o = p.run(&["run", "slow", "--wait", "--label", "before-upgrade", "--reason", "ticket 42"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = d.stop();
+    let jobs = p.jobs();
+    assert_never_twice(&jobs);
+    let manual = jobs.iter().find(|j| j["trigger"] == "manual").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(manual["label"], "before-upgrade");
+    assert_eq!(manual["reason"], "ticket 42");
+    assert_eq!(manual["status"], "succeeded");
+    assert!(!manual["actor"].as_str().unwrap().is_empty());
+    // The label reaches the snapshot.
+    let snaps = p.env.json(&["snapshots"]);
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["label"] == "before-upgrade"), "{snaps}");
+}
+
+#[test]
+fn downtime_is_caught_up_once_and_a_lost_catalog_is_rebuilt() {
+    let p = Policy::new("");
+    std::fs::create_dir_all(p.env.path("data")).unwrap();
+    std::fs::write(p.env.path("data/f"), "x").unwrap();
+    p.write(&format!(
+        r#"
+[class.c]
+repository = "primary"
+schedule = "*/2 * * * * *"
+rpo = "1h"
+
+[source.data]
+class = "c"
+kind = "files"
+paths = ["{}"]
+"#,
+        p.env.path("data").display()
+    ));
+    let d = p.daemon();
+    p.wait_for(30, "a first backup", Some(&d), |j| j.iter().any(|j| is(j, "data", "backup", "succeeded")));
+    d.stop();
+    let before = p.jobs().len();
+    // Three windows pass with no daemon.
+    std::thread::sleep(Duration::from_millis(6500));
+    let restart = jiff::Timestamp::now().as_millisecond();
+    let d = p.daemon();
+    p.wait_for(30, "the catch-up", Some(&d), |j| j.len() > before);
+    std::thread::sleep(Duration::from_millis(1200));
+    let log = d.stop();
+    let after: Vec<Value> = p.jobs().into_iter().skip(before).collect();
+    assert_eq!(after[0]["trigger"], "catch_up", "{log}");
+    assert_eq!(after.iter().filter(|j| j["trigger"] == "catch_up").count(), 1, "{after:?}");
+    let missed = after.iter().filter(|j| ms(j, "scheduled_at") < restart).count();
+    assert_eq!(missed, 1, "missed windows ran more than once: {after:?}");
+
+    // The catalog is a cache: deleted, status rebuilds it from the repository.
+    let st1 = p.json(&["status"]);
+    for f in ["cairn-catalog.db", "cairn-catalog.db-wal", "cairn-catalog.db-shm"] {
+        let _ = std::fs::remove_file(p.env.path(f));
+    }
+    let st2 = p.json(&["status"]);
+    assert_eq!(st1[0]["newest_snapshot"], st2[0]["newest_snapshot"]);
+    assert_eq!(st1[0]["newest"], st2[0]["newest"]);
+    assert_eq!(st2[0]["rpo_state"], "OK");
+    let rebuilt = p.jobs();
+    assert!(!rebuilt.is_empty() && rebuilt.iter().all(|j| j["trigger"] == "rebuilt"), "{rebuilt:?}");
+    assert_eq!(rebuilt.len(), p.env.json(&["snapshots"]).as_array().unwrap().len());
+}
+
+#[test]
+fn a_killed_daemon_records_the_job_interrupted_and_reruns_it_reusing_uploads() {
+    let p = Policy::new("");
+    let big = p.env.path("big");
+    std::fs::write(&big, noise(40 << 20, 7)).unwrap();
+    let flag = p.env.path("fast-now");
+    p.write(&format!(
+        r#"
+[class.c]
+repository = "primary"
+schedule = "*/2 * * * * *"
+
+[source.stream]
+class = "c"
+kind = "command"
+command = "cat {big}; test -e {flag} || sleep 60"
+"#,
+        big = big.display(),
+        flag = flag.display()
+    ));
+    let d = p.daemon();
+    p.wait_for(30, "the job running", Some(&d), |j| j.iter().any(|j| is(j, "stream", "backup", "running")));
+    // Long enough for the 40 MiB to be read and its full packs uploaded.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let packs = cairn_testkit::packs(&p.env.repo).len();
+        if packs >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.kill9();
+    std::fs::write(&flag, "").unwrap();
+    let d = p.daemon();
+    p.wait_for(60, "the rerun", Some(&d), |j| j.iter().any(|j| is(j, "stream", "backup", "succeeded")));
+    let log = d.stop();
+    let jobs = p.jobs_of("stream", "backup");
+    assert_eq!(jobs[0]["status"], "interrupted", "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    let rerun = jobs.iter().find(|j| j["status"] == "succeeded").unwrap();
+    assert_eq!(rerun["trigger"], "retry", "{jobs:?}");
+    let added = rerun["bytes_added"].as_u64().unwrap();
+    assert!(added < 30 << 20, "the rerun stored {added} bytes again of 40 MiB: the killed run's packs were not reused");
+    p.env.ok(&["check", "--read-data"]);
+    let out = p.env.cmd().args(["dump", "latest", "/stream"]).output().unwrap();
+    assert!(out.stdout == std::fs::read(&big).unwrap(), "the restored stream differs");
+}
+
+#[test]
+fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
+    let p = Policy::new("");
+    std::fs::create_dir_all(p.env.path("one")).unwrap();
+    let good = format!(
+        "[class.c]\nrepository = \"primary\"\nschedule = \"* * * * * *\"\n\n[source.one]\nclass = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        p.env.path("one").display()
+    );
+    p.write(&good);
+    let d = p.daemon();
+    p.wait_for(30, "a backup of one", Some(&d), |j| j.iter().any(|j| is(j, "one", "backup", "succeeded")));
+    p.write(&format!("{good}\n[source.two]\nclass = \"nope\"\nkind = \"files\"\npaths = [\"/x\"]\n"));
+    // `daemon reload` checks first and says what is wrong; a bare SIGHUP reaches the daemon.
+    let o = p.run(&["daemon", "reload"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cairn.toml:") && stderr(&o).contains("\"nope\" is not defined"), "{}", stderr(&o));
+    d.signal(libc::SIGHUP);
+    let start = Instant::now();
+    while !d.log().contains("reload refused") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The file is good again but not re-read: the daemon still runs what it had.
+    p.write(&good);
+    let n = p.jobs().len();
+    p.wait_for(30, "backups going on under the old policy", Some(&d), |j| {
+        j.len() > n + 1 && j.iter().all(|j| j["source"] == "one")
+    });
+    std::fs::create_dir_all(p.env.path("two")).unwrap();
+    p.write(&good.replace("[source.one]", "[source.two]").replace("/one\"", "/two\""));
+    p.ok(&["daemon", "reload"]);
+    p.wait_for(30, "the new source", Some(&d), |j| j.iter().any(|j| is(j, "two", "backup", "succeeded")));
+    d.stop();
+}
