@@ -440,3 +440,112 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     p.wait_for(30, "the new source", Some(&d), |j| j.iter().any(|j| is(j, "two", "backup", "succeeded")));
     d.stop();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// A private etcd on loopback ports, stopped on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new("etcdctl").env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoint}")).args(args).output().unwrap()
+}
+
+fn start_etcd(data: &Path, name: &str) -> Option<Etcd> {
+    if !Command::new("sh").args(["-c", "command -v etcd && command -v etcdctl"]).output().ok()?.status.success() {
+        return None;
+    }
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--name", name, "--data-dir"])
+        .arg(data)
+        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("{name}={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let e = Etcd { child, endpoint };
+    let start = Instant::now();
+    while !etcdctl(&e.endpoint, &["endpoint", "health"]).status.success() {
+        assert!(start.elapsed() < Duration::from_secs(30), "etcd did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(e)
+}
+
+/// A command source that writes a directory: `etcdctl snapshot save` against a real etcd;
+/// the snapshot restored from cairn brings back a working etcd with the data.
+#[test]
+fn a_staging_directory_source_backs_up_an_etcd_snapshot_that_restores() {
+    let p = Policy::new("");
+    let Some(etcd) = start_etcd(&p.env.path("etcd-data"), "live") else {
+        skip("etcd (Debian etcd-server, etcd-client) is not installed");
+        return;
+    };
+    assert!(etcdctl(&etcd.endpoint, &["put", "/app/config", "v1-precious"]).status.success());
+    let body = |endpoint: &str| {
+        format!(
+            r#"
+[class.k8s]
+repository = "primary"
+schedule = "@hourly"
+
+[source.etcd]
+class = "k8s"
+kind = "command"
+output = "dir"
+command = "etcdctl --endpoints={endpoint} --dial-timeout=2s --command-timeout=10s snapshot save {{dir}}/etcd.db >/dev/null"
+"#
+        )
+    };
+    p.write(&body(&etcd.endpoint));
+    p.ok(&["run", "etcd", "--label", "before-upgrade"]);
+    let staging = p.env.path("cairn-state/staging/etcd");
+    assert!(!staging.exists(), "the staging directory is removed after the backup");
+    let restored = p.env.path("restored");
+    p.env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    let db = restored.join(staging.strip_prefix("/").unwrap()).join("etcd.db");
+    assert!(db.exists(), "no etcd.db in the snapshot");
+    // The restored snapshot brings back a cluster with the data.
+    let new_data = p.env.path("etcd-restored");
+    let peer = free_port();
+    let o = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore"])
+        .arg(&db)
+        .arg("--data-dir")
+        .arg(&new_data)
+        .args(["--name", "again", "--initial-cluster", &format!("again=http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "etcdctl snapshot restore: {}", stderr(&o));
+    drop(etcd);
+    let again = start_etcd(&new_data, "again").unwrap();
+    let got = etcdctl(&again.endpoint, &["get", "/app/config", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "v1-precious");
+    // A failing dump tool fails the job with its own message, and leaves no staging.
+    p.write(&body("http://127.0.0.1:1"));
+    let o = p.run(&["run", "etcd"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("failed") && out.contains("etcdctl"), "{out}");
+    assert!(!staging.exists());
+    let jobs = p.jobs_of("etcd", "backup");
+    assert_eq!(jobs.iter().map(|j| j["status"].as_str().unwrap()).collect::<Vec<_>>(), ["succeeded", "failed"]);
+}
