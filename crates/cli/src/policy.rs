@@ -264,8 +264,12 @@ pub fn run(ctx: &Context, a: &RunArgs) -> Result<()> {
             print_job(ctx, "copy", c);
         }
     }
+    if !j.copies.iter().all(|c| c.status.is_success()) {
+        return Err(Exit(1).into());
+    }
     match j.status {
-        s if s.is_success() && j.copies.iter().all(|c| c.status.is_success()) => Ok(()),
+        Status::Succeeded => Ok(()),
+        // As `cairn backup`: saved, but some files could not be read.
         Status::Partial => Err(Exit(3).into()),
         _ => Err(Exit(1).into()),
     }

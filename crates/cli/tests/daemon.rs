@@ -549,3 +549,62 @@ command = "etcdctl --endpoints={endpoint} --dial-timeout=2s --command-timeout=10
     let jobs = p.jobs_of("etcd", "backup");
     assert_eq!(jobs.iter().map(|j| j["status"].as_str().unwrap()).collect::<Vec<_>>(), ["succeeded", "failed"]);
 }
+
+/// Hooks see the job (JSON on stdin, `CAIRN_*` variables); a failing `before` cancels the
+/// job, which the daemon then backs off from rather than retrying at once.
+#[test]
+fn hooks_see_the_job_and_a_failing_before_hook_cancels_it_with_backoff() {
+    let p = Policy::new("");
+    std::fs::create_dir_all(p.env.path("data")).unwrap();
+    std::fs::write(p.env.path("data/f"), "x").unwrap();
+    let out = p.env.path("hooks");
+    std::fs::create_dir_all(&out).unwrap();
+    p.write(&format!(
+        r#"
+[class.c]
+repository = "primary"
+schedule = "* * * * * *"
+finally = "echo $CAIRN_SOURCE $CAIRN_STATUS >> {o}/finally.txt"
+
+[source.hooked]
+class = "c"
+kind = "files"
+paths = ["{d}"]
+schedule = "@yearly"
+before = "cat > {o}/before.json"
+after = {{ command = "echo $CAIRN_STATUS $CAIRN_SNAPSHOT $CAIRN_TRIGGER > {o}/after.txt", timeout = "10s" }}
+
+[source.refused]
+class = "c"
+kind = "files"
+paths = ["{d}"]
+before = "echo not now >&2; exit 3"
+"#,
+        o = out.display(),
+        d = p.env.path("data").display()
+    ));
+    p.ok(&["run", "hooked", "--label", "L"]);
+    let before: Value = serde_json::from_str(&std::fs::read_to_string(out.join("before.json")).unwrap()).unwrap();
+    assert_eq!(before["source"], "hooked");
+    assert_eq!(before["trigger"], "manual");
+    assert_eq!(before["label"], "L");
+    assert_eq!(before["hook"], "before");
+    let after = std::fs::read_to_string(out.join("after.txt")).unwrap();
+    let snap = p.jobs_of("hooked", "backup")[0]["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(after.trim(), format!("succeeded {snap} manual"));
+    // The refused source: cancelled, the hook named, `finally` still run.
+    let o = p.run(&["run", "refused"]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("cancelled") && text.contains("hook before"), "{text}");
+    assert!(!text.contains("cancelled: cancelled"), "{text}");
+    // Under the daemon the refusal backs off (1 s, 2 s, 4 s...), it does not spin.
+    let d = p.daemon();
+    std::thread::sleep(Duration::from_millis(4500));
+    let log = d.stop();
+    let cancelled = p.jobs_of("refused", "backup").iter().filter(|j| j["status"] == "cancelled").count();
+    assert!((2..=5).contains(&cancelled), "{cancelled} cancelled jobs in 4.5 s:\n{log}");
+    let fin = std::fs::read_to_string(out.join("finally.txt")).unwrap();
+    assert!(fin.contains("hooked succeeded") && fin.contains("refused cancelled"), "{fin}");
+    assert_eq!(p.env.json(&["snapshots"]).as_array().unwrap().len(), 1, "a cancelled job saves nothing");
+}

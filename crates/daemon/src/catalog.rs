@@ -400,7 +400,7 @@ impl Catalog {
             .conn
             .query_row(
                 "SELECT count(*), max(ended_at) FROM jobs WHERE source = ?1 AND kind = ?2
-                   AND status IN ('failed', 'interrupted') AND started_at > ?3",
+                   AND status IN ('failed', 'interrupted', 'cancelled') AND started_at > ?3",
                 params![source, kind.as_str(), last_success.unwrap_or(i64::MIN)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -192,9 +192,17 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         if HUP.swap(false, Ordering::SeqCst) {
             match load_policy(policy_path) {
                 Ok(p) => {
-                    env = Env::new(p, policy_path, rt.clone(), cache_dir.clone());
-                    wake.clear();
-                    log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
+                    let new = Env::new(p, policy_path, rt.clone(), cache_dir.clone());
+                    // The catalog, locks and host name are where running jobs record
+                    // themselves: moving them needs a restart.
+                    if (&new.catalog_path, &new.state_dir, &new.host) != (&env.catalog_path, &env.state_dir, &env.host)
+                    {
+                        log(Level::Error, "policy reload refused, the old policy stays: [daemon] catalog, state_dir and hostname change only with a restart");
+                    } else {
+                        env = new;
+                        wake.clear();
+                        log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
+                    }
                 }
                 Err(e) => log(Level::Error, &format!("policy reload refused, the old policy stays: {e}")),
             }

@@ -35,7 +35,8 @@ pub struct Env {
 
 impl Env {
     /// Resolves the catalog, state directory and host name from the policy's `[daemon]`
-    /// section (defaults: `cairn-catalog.db` and `state/` beside the policy file).
+    /// section (defaults: `cairn-catalog.db` beside the policy file, `cairn-state/` beside
+    /// the catalog; relative paths are relative to the policy file's directory).
     pub fn new(policy: Policy, policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<PathBuf>) -> Env {
         let base = policy_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let rel = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
@@ -142,7 +143,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     let hooks = &src.hooks.value;
     if let Some(h) = &hooks.before {
         if let Err(e) = run_hook("before", h, &ctx, None) {
-            let why = format!("cancelled: {e}");
+            let why = e.to_string();
             catalog.finish(
                 row,
                 Status::Cancelled,
@@ -376,19 +377,28 @@ fn retention_job(env: &Env, src: &Source) -> Result<Done> {
     let Some(ret) = &src.retention.value else {
         return Err(Error::Source(format!("source {:?} has no keep rules", src.name)));
     };
-    let _alone = crate::lock::lock(&env.retention_lock_path(&src.repository.value))?;
-    let repo = env.open_repository(&src.repository.value)?;
-    let forgotten = forget_source(&repo, &src.name, &ret.keep)?;
-    if ret.prune {
-        let opts = cairn_repo::PruneOptions {
-            max_unused: 0.05,
-            max_repack_bytes: None,
-            grace_secs: 3600,
-            delete_now: false,
-            dry_run: false,
-            hostname: env.host.clone(),
-        };
-        cairn_repo::prune(&repo, &opts)?;
+    // The primary with the class's rules, then each copy with its own (or the class's).
+    let mut targets = vec![(src.repository.value.clone(), ret.keep.clone())];
+    for c in &src.copy_to.value {
+        targets.push((c.repository.clone(), c.keep.clone().unwrap_or_else(|| ret.keep.clone())));
+    }
+    let mut forgotten = 0;
+    for (repository, keep) in targets {
+        let _alone = crate::lock::lock(&env.retention_lock_path(&repository))?;
+        let repo = env.open_repository(&repository)?;
+        forgotten +=
+            forget_source(&repo, &src.name, &keep).map_err(|e| e.context(format!("repository {repository:?}")))?;
+        if ret.prune {
+            let opts = cairn_repo::PruneOptions {
+                max_unused: 0.05,
+                max_repack_bytes: None,
+                grace_secs: 3600,
+                delete_now: false,
+                dry_run: false,
+                hostname: env.host.clone(),
+            };
+            cairn_repo::prune(&repo, &opts).map_err(|e| Error::from(e).context(format!("prune of {repository:?}")))?;
+        }
     }
     Ok(Done { outcome: Outcome { files: Some(forgotten as u64), ..Outcome::default() }, partial: false })
 }
@@ -481,6 +491,8 @@ fn run_hook(
             cmd.env("CAIRN_ERROR", e);
         }
     }
+    // Its own process group, so a timeout stops what the hook started too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| fail(format!("could not start: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its input is fine.
@@ -493,6 +505,8 @@ fn run_hook(
             Ok(Some(s)) if s.success() => return Ok(()),
             Ok(Some(s)) => return Err(fail(format!("failed ({s})"))),
             Ok(None) if start.elapsed() >= limit => {
+                // SAFETY: kill on the process group we created for the hook.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(fail(format!(

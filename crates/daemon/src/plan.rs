@@ -8,9 +8,10 @@
 //! - A window in the past is one run, however many windows have passed since the anchor:
 //!   catch-up runs once (trigger `catch_up` when the window passed before this daemon
 //!   started, `schedule` when the daemon was merely busy), never N times.
-//! - After failures the job is retried with exponential backoff from the end of the last
-//!   failure (`retry_delay` × 2^(failures-1), at most an hour), or at the next window after
-//!   the failure if that comes first (either way recorded as trigger `retry`).
+//! - After failures the job is retried (trigger `retry`) with exponential backoff from the
+//!   end of the last failure (`retry_delay` × 2^(failures-1), at most an hour), even when
+//!   the schedule's windows come faster: a failing source is not hammered, and the one
+//!   retry stands for the windows it spans.
 //! - A source that never succeeded is anchored at the daemon's start: it runs at its first
 //!   window, not the instant the daemon starts.
 
@@ -23,7 +24,8 @@ use crate::catalog::Trigger;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct History {
     pub last_success: Option<Timestamp>,
-    /// Failed or interrupted jobs since the last success.
+    /// Failed, interrupted or cancelled (a `before` hook refused) jobs since the last
+    /// success: each backs the next attempt off.
     pub failures: u32,
     pub last_failure: Option<Timestamp>,
 }
@@ -70,12 +72,10 @@ pub fn decide(
     let anchor = h.last_success.unwrap_or(daemon_start);
     // Failures are counted after the last success only, so any is a reason to retry.
     if let Some(failed) = h.last_failure.filter(|_| h.failures > 0) {
-        let retry = failed.checked_add(backoff(retry_delay, h.failures)).unwrap_or(failed);
-        let window = next_window(timings, key, failed);
-        let at = window.map_or(retry, |w| w.min(retry));
+        // The backoff rules even when windows come faster: a source failing every
+        // minute is not run every minute. The one retry stands for the windows it spans.
+        let at = failed.checked_add(backoff(retry_delay, h.failures)).unwrap_or(failed);
         if at <= now {
-            // Whether the backoff or the next window came first, it runs again after a
-            // failure: a retry.
             return Decision::Due { window: at, trigger: Trigger::Retry };
         }
         return Decision::Wait(at);
@@ -144,7 +144,7 @@ mod tests {
             decide(&t, "s", &h, start, ts("2026-01-01T10:00:40Z"), RETRY),
             Decision::Due { window: ts("2026-01-01T10:00:40Z"), trigger: Trigger::Retry }
         );
-        // The fourth failure waits 4 minutes; the eighth is capped by the next window.
+        // The fourth failure waits 4 minutes; the eighth an hour (the cap), past a window.
         let h4 = History { failures: 4, ..h };
         assert_eq!(
             decide(&t, "s", &h4, start, ts("2026-01-01T10:01:00Z"), RETRY),
@@ -153,7 +153,12 @@ mod tests {
         let h8 = History { failures: 8, ..h };
         assert_eq!(
             decide(&t, "s", &h8, start, ts("2026-01-01T10:01:00Z"), RETRY),
-            Decision::Wait(ts("2026-01-01T11:00:00Z"))
+            Decision::Wait(ts("2026-01-01T11:00:10Z"))
+        );
+        // An every-second schedule does not shorten the backoff.
+        assert_eq!(
+            decide(&every("* * * * * *"), "s", &h4, start, ts("2026-01-01T10:01:00Z"), RETRY),
+            Decision::Wait(ts("2026-01-01T10:04:10Z"))
         );
         assert_eq!(backoff(RETRY, 30), SignedDuration::from_hours(1));
     }

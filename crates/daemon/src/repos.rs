@@ -177,5 +177,18 @@ pub fn open_policy_repository(
 ) -> Result<Repository> {
     let pw = password(&r.password)?;
     let o = StoreOptions { limit_upload: r.limit_upload, limit_download: r.limit_download, cache_dir, dry_run: false };
-    open(&r.url, &pw, &o, rt, None).map_err(|e| e.context(format!("repository {:?}", r.name)))
+    let repo = open(&r.url, &pw, &o, rt, None).map_err(|e| e.context(format!("repository {:?}", r.name)))?;
+    // The lock period is the repository's (set at `cairn init`); a policy that expects
+    // another one would give a false sense of immutability.
+    if let Some(days) = r.object_lock_days {
+        let have = repo.config().object_lock_days;
+        if have != days {
+            return Err(Error::Location(format!(
+                "repository {:?}: the policy says object_lock_days = {days} but the repository was created with {}; create it with `cairn init --object-lock-days {days}` (and bucket object lock), or change the policy",
+                r.name,
+                if have == 0 { "no object lock".to_string() } else { format!("{have} days") }
+            )));
+        }
+    }
+    Ok(repo)
 }

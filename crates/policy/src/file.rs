@@ -197,7 +197,8 @@ pub struct Source {
 pub struct Daemon {
     /// The catalog database; `None`: `cairn-catalog.db` beside the policy file.
     pub catalog: Option<String>,
-    /// Per-source locks and other state; `None`: the catalog's directory.
+    /// Per-source locks, staging directories and other state; `None`: `cairn-state/`
+    /// beside the catalog.
     pub state_dir: Option<String>,
     /// Catalog rows older than this are deleted (default 400 days).
     pub keep_jobs: Option<SignedDuration>,
@@ -859,6 +860,19 @@ impl Cx<'_> {
             self.err(section, format!("source {name:?} has no repository (set it in the source or its class)"))
         })?;
         let kind = self.kind(name, r, section)?;
+        if !matches!(kind, SourceKind::Postgres { .. }) {
+            if let Some(w) =
+                r.pitr_window.as_ref().or(class.get_ref().pitr_window.as_ref().filter(|_| r.keep.is_none()))
+            {
+                return Err(self.at(
+                    w,
+                    format!(
+                        "pitr_window applies to postgres sources; source {name:?} is a {} source (use keep)",
+                        kind.name()
+                    ),
+                ));
+            }
+        }
         if let Some(copy) = set.copy_to.value.iter().find(|c| c.repository == repository.value) {
             let at = r.copy_to.as_ref().map(|c| c.span().start).unwrap_or(section);
             return Err(self.err(at, format!("copy_to names {:?}, the source's own repository", copy.repository)));
@@ -1037,16 +1051,31 @@ impl FloorBoundary for str {
 }
 
 /// The longest gap between runs of the union of `timings` (jitter added to the gap) if it
-/// exceeds `rpo`, over a window long enough to see every pattern a cron expression has
-/// (a year for schedules with few runs, fewer days for frequent ones).
+/// exceeds `rpo`. Looked at over a window long enough to see every pattern a cron
+/// expression has (a year for sparse schedules, fewer days for frequent ones), and around
+/// every DST change of the year ahead, so the answer does not depend on the day of the
+/// check.
 fn longest_gap(timings: &[Timing], now: Timestamp, rpo: SignedDuration) -> Option<SignedDuration> {
-    const MAX_RUNS: usize = 50_000;
-    let jitter = timings.iter().map(|t| t.jitter).max().unwrap_or(SignedDuration::ZERO);
     let year = SignedDuration::from_hours(24 * 366);
     let window = rpo.checked_mul(2000).unwrap_or(year).clamp(SignedDuration::from_hours(24 * 15), year);
-    let end = now.checked_add(window).ok()?;
+    let mut windows = vec![(now, now.checked_add(window).ok()?)];
+    let around = rpo.checked_mul(3).unwrap_or(year).max(SignedDuration::from_hours(48)).min(year);
+    let horizon = now.checked_add(year).ok()?;
+    for t in timings {
+        for change in t.schedule.offset_changes(now, horizon) {
+            let (Ok(a), Ok(b)) = (change.checked_sub(around), change.checked_add(around)) else { continue };
+            windows.push((a.max(now), b));
+        }
+    }
+    windows.into_iter().filter_map(|(a, b)| gap_in(timings, a, b, rpo)).max()
+}
+
+fn gap_in(timings: &[Timing], from: Timestamp, end: Timestamp, rpo: SignedDuration) -> Option<SignedDuration> {
+    const MAX_RUNS: usize = 50_000;
+    let year = SignedDuration::from_hours(24 * 366);
+    let jitter = timings.iter().map(|t| t.jitter).max().unwrap_or(SignedDuration::ZERO);
     let next = |t: Timestamp| timings.iter().filter_map(|x| x.schedule.next_after(t)).min();
-    let Some(mut prev) = next(now) else {
+    let Some(mut prev) = next(from) else {
         return Some(year);
     };
     let mut runs = 0;
@@ -1257,6 +1286,15 @@ stdin_name = "all.sql"
         assert_eq!(parse_size("500k/s"), Ok(500_000));
         assert!(parse_size("lots").is_err());
         assert_eq!(human(SignedDuration::from_secs(90061)), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn the_rpo_check_sees_dst_changes_whatever_the_day() {
+        let text = "[repository.r]\nurl = \"/r\"\n[class.c]\nrepository = \"r\"\nschedule = \"0 */2 * * *\"\ntimezone = \"Europe/Berlin\"\nrpo = \"2h\"\n[source.s]\nclass = \"c\"\nkind = \"files\"\npaths = [\"/x\"]\n";
+        // Months away from October's change, which leaves a three-hour gap.
+        let e = parse("p.toml", text, "2026-05-01T00:00:00Z".parse().expect("t")).expect_err("gap");
+        assert!(e.message.contains("3h"), "{e}");
+        assert!(parse("p.toml", &text.replace("rpo = \"2h\"", "rpo = \"3h\""), now()).is_ok());
     }
 
     #[test]

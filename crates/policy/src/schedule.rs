@@ -261,6 +261,12 @@ impl Schedule {
         }
     }
 
+    /// The instants in `[from, until)` where the schedule's time zone changes its offset
+    /// (DST), where a schedule's spacing can differ from the rest of the year.
+    pub fn offset_changes(&self, from: Timestamp, until: Timestamp) -> Vec<Timestamp> {
+        self.tz.following(from).map(|t| t.timestamp()).take_while(|t| *t < until).take(64).collect()
+    }
+
     /// The first run strictly after `t`; `None` if the schedule never runs again.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         // Civil times map to instants monotonically except around a DST change (at most a
