@@ -1,0 +1,87 @@
+#![allow(clippy::unwrap_used)]
+//! `cairn policy check`: every example policy passes; each kind of mistake is one line
+//! naming file:line:column, and exit 2.
+
+mod common;
+use common::*;
+
+#[test]
+fn every_example_policy_passes_the_check() {
+    let env = Env::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let out = env.ok(&["policy", "check", p.to_str().unwrap()]);
+            assert!(out.contains(": OK ("), "{}: {out}", p.display());
+            assert!(out.contains("next runs of"), "{}: {out}", p.display());
+            let v = env.json(&["policy", "check", p.to_str().unwrap()]);
+            assert!(!v["sources"].as_array().unwrap().is_empty(), "{}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "one example per seed procedure, found {n}");
+}
+
+const BASE: &str = r#"[repository.primary]
+url = "/srv/repo"
+password_file = "/etc/cairn/p.pass"
+
+[class.critical]
+repository = "primary"
+schedule = "*/15 * * * *"
+rpo = "20m"
+
+[source.uploads]
+class = "critical"
+kind = "files"
+paths = ["/srv/uploads"]
+"#;
+
+/// (what is changed, the replacement, expected line:column, a word of the message)
+const MISTAKES: &[(&str, &str, &str, &str)] = &[
+    ("rpo = \"20m\"", "rpo = \"20m\"\nrpoo = \"1h\"", "9:1", "unknown field"),
+    ("rpo = \"20m\"", "rpo = \"twenty minutes\"", "8:7", "not a duration"),
+    ("*/15 * * * *", "*/15 * * *", "7:12", "*/15 * * *"),
+    ("class = \"critical\"", "class = \"critcal\"", "11:9", "class \"critcal\" is not defined"),
+    ("repository = \"primary\"", "repository = \"primry\"", "6:14", "repository \"primry\" is not defined"),
+    ("*/15 * * * *", "0 2 * * *", "7:12", "more than its rpo"),
+    ("rpo = \"20m\"", "rpo = \"20m\"\ntimezone = \"Mars/Olympus\"", "9:12", "unknown time zone"),
+    ("rpo = \"20m\"", "rpo = \"20m\"\npaths = [\"/x\"]", "9:9", "not in a class"),
+    (
+        "paths = [\"/srv/uploads\"]",
+        "paths = [\"/srv/uploads\"]\ncommand = \"x\"",
+        "14:11",
+        "does not apply to a files source",
+    ),
+    ("kind = \"files\"", "kind = \"tape\"", "12:8", "not one of files"),
+    ("paths = [\"/srv/uploads\"]", "paths = [\"relative\"]", "13:9", "not an absolute path"),
+    ("url = \"/srv/repo\"", "url = \"/srv/repo\"\nobject_lock_days = 0", "3:20", "object_lock_days"),
+];
+
+#[test]
+fn each_kind_of_mistake_is_one_located_line_and_exit_2() {
+    let env = Env::new();
+    let file = env.path("cairn.toml");
+    std::fs::write(&file, BASE).unwrap();
+    env.ok(&["policy", "check", file.to_str().unwrap()]);
+    for (from, to, at, word) in MISTAKES {
+        assert!(BASE.contains(from), "{from}");
+        std::fs::write(&file, BASE.replacen(from, to, 1)).unwrap();
+        let o = env.run(&["policy", "check", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{to}: {err}");
+        assert_eq!(err.lines().count(), 1, "{to}: {err}");
+        let want = format!("{}:{at}: ", file.display());
+        assert!(err.contains(&want), "{to}: expected {want}, got {err}");
+        assert!(err.contains(word), "{to}: expected {word:?} in {err}");
+        // The daemon refuses to start on it, the same way.
+        let o = env.cmd().env("CAIRN_CONFIG", &file).arg("daemon").output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "daemon on {to}: {}", stderr(&o));
+    }
+    // A missing file is a plain error, not a usage error.
+    let o = env.run(&["policy", "check", env.path("nope.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+}
