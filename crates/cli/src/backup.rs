@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, Result};
 use cairn_daemon::backup::{BackupRequest, Input, ParentChoice, What};
-use cairn_engine::{Archiver, BackupOptions, Progress, Source};
-use cairn_repo::Repository;
+use cairn_engine::Progress;
 
 use crate::args::BackupArgs;
 use crate::context::{now_rfc3339, Context};
@@ -149,16 +148,6 @@ pub fn with_progress<T>(ctx: &Context, f: impl FnOnce(&Progress) -> T) -> T {
         }
         f(&progress)
     })
-}
-
-/// Runs the archiver, with a progress line on a terminal.
-pub fn archive(
-    ctx: &Context,
-    repo: &Repository,
-    source: &dyn Source,
-    opts: BackupOptions,
-) -> cairn_engine::Result<cairn_engine::BackupOutcome> {
-    with_progress(ctx, |progress| Archiver::new(repo, source, opts, progress).run())
 }
 
 fn progress_line(p: &Progress, el: std::time::Duration) -> String {

@@ -7,12 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use cairn_engine::{browse, BackupOptions, Overwrite, RestoreOptions, Restorer};
-use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_engine::{browse, Overwrite, RestoreOptions, Restorer};
 use cairn_format::snapshot::{PgBackup, Snapshot};
 use cairn_format::SnapshotId;
-use cairn_fs::{FsDestination, FsSource, FsSourceOptions};
-use cairn_pg::base::{self, LiveSource};
+use cairn_fs::FsDestination;
 use cairn_pg::recovery::{self, Target};
 use cairn_pg::session::Session;
 use cairn_pg::wal::{self, Kind, Runs, WalName};
@@ -37,7 +35,7 @@ pub fn run(ctx: &Context, a: PgArgs) -> Result<()> {
 const DEFAULT_SEGMENT: u64 = 16 << 20;
 
 fn postgres_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    Ok(repo.list_snapshots()?.into_iter().filter(|(_, s)| s.kind == "postgres" && s.postgres.is_some()).collect())
+    Ok(cairn_pg::backup::postgres_snapshots(repo)?)
 }
 
 // ---- archive-push / archive-get ----
@@ -124,87 +122,23 @@ fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
 // ---- base backup ----
 
 fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
-    let data_dir = std::fs::canonicalize(&a.data_dir).with_context(|| format!("{}", a.data_dir.display()))?;
-    base::check_data_dir(&data_dir)?;
-    let mut sess = Session::connect(&a.connection).map_err(|e| anyhow!("connecting to PostgreSQL: {e}"))?;
-    let srv = base::server(&mut sess)?;
-    let served = std::fs::canonicalize(&srv.data_dir).unwrap_or_else(|_| PathBuf::from(&srv.data_dir));
-    if served != data_dir {
-        bail!("the server on this connection runs on {}, not on {}", srv.data_dir, data_dir.display());
-    }
-    if srv.wal_level == "minimal" {
-        bail!("wal_level = minimal keeps no WAL for recovery: set wal_level = replica (and restart)");
-    }
     let repo = ctx.open()?;
-    let host = cairn_fs::hostname();
-    let _lease = repo.lease("pg backup", &host)?;
-    let paths = vec![data_dir.display().to_string()];
-    let parent = postgres_snapshots(&repo)?.into_iter().rfind(|(_, s)| s.hostname == host && s.paths == paths);
-    let time = now_rfc3339();
-    let started = base::start(&mut sess, &srv, &format!("cairn {time}"), !a.spread_checkpoint)?;
-    let src = FsSource::new(FsSourceOptions {
-        excludes: base::excludes(&cairn_daemon::backup::gitignore_literal(&data_dir)),
-        one_file_system: false,
-        roots: vec![data_dir.clone()],
-    })
-    .map_err(|e| anyhow!(e))?;
-    let src = LiveSource { inner: src };
-    let opts = BackupOptions {
-        paths: vec![data_dir.clone()],
-        parent: parent.as_ref().map(|(_, s)| s.tree),
-        force: false,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-        uploads: ctx.connections(),
-    };
-    // On any error the session ends with the process, which aborts the backup server-side.
-    let outcome = crate::backup::archive(ctx, &repo, &src, opts)?;
-    if let Some(first) = outcome.errors.first() {
-        bail!(
-            "{} files of the data directory could not be read (first: {first}); no base backup saved",
-            outcome.errors.len()
-        );
-    }
-    let stopped = base::stop(&mut sess, &srv)?;
-    drop(sess);
-    wait_for_wal(&repo, &started.wal, &stopped.wal, srv.wal_segment_size, Duration::from_secs(a.wal_timeout), &srv)?;
-    let pg = PgBackup {
-        server_version: srv.version,
-        system_identifier: srv.system_identifier.clone(),
-        data_dir: data_dir.display().to_string(),
-        timeline: started.wal.timeline,
-        start_lsn: started.lsn.clone(),
-        stop_lsn: stopped.lsn.clone(),
-        start_wal: started.wal.name.clone(),
-        stop_wal: stopped.wal.name.clone(),
-        start_time: started.time.clone(),
-        stop_time: stopped.time.clone(),
-        wal_segment_size: srv.wal_segment_size,
-        backup_label: stopped.label.clone(),
-        tablespace_map: stopped.tablespace_map.clone(),
-    };
-    let (uid, gid, user) = cairn_fs::current_user();
-    let snap = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time,
-        hostname: host,
-        username: user,
-        uid,
-        gid,
-        paths,
+    let req = cairn_pg::backup::BaseBackupRequest {
+        data_dir: a.data_dir.clone(),
+        connection: a.connection.clone(),
+        host: cairn_fs::hostname(),
+        time: now_rfc3339(),
         tags: a.tags.clone(),
         label: None,
-        tree: outcome.tree,
-        parent: parent.map(|(id, _)| id),
-        kind: "postgres".into(),
-        partial: false,
-        original: None,
-        summary: outcome.summary.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        postgres: Some(pg.clone()),
+        fast_checkpoint: !a.spread_checkpoint,
+        wal_timeout: Duration::from_secs(a.wal_timeout),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        uploads: ctx.connections(),
         source: None,
         job: None,
     };
-    let id = repo.save_snapshot(&snap)?;
+    let (id, snap) = crate::backup::with_progress(ctx, |p| cairn_pg::backup::base_backup(&repo, &req, p))?;
+    let pg = snap.postgres.clone().unwrap_or_default();
     let s = &snap.summary;
     if ctx.g.json {
         println!(
@@ -228,41 +162,6 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         println!("base backup {} saved; consistent from {}", id.short(), pg.stop_time);
     }
     Ok(())
-}
-
-/// Waits until every segment from `first` to `last` is in the repository.
-fn wait_for_wal(
-    repo: &Repository,
-    first: &WalName,
-    last: &WalName,
-    seg: u64,
-    timeout: Duration,
-    srv: &base::Server,
-) -> Result<()> {
-    let (Some(a), Some(b)) = (first.segno(seg), last.segno(seg)) else { bail!("unexpected WAL names from the server") };
-    let deadline = Instant::now() + timeout;
-    loop {
-        let present: std::collections::HashSet<String> = wal::list(repo)?
-            .into_iter()
-            .filter(|(w, _)| w.kind == Kind::Segment && w.timeline == last.timeline)
-            .map(|(w, _)| w.name)
-            .collect();
-        let missing: Vec<String> =
-            (a..=b).map(|n| wal::segment_name(last.timeline, n, seg)).filter(|n| !present.contains(n)).collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "WAL {} needed by this base backup did not reach the repository within {} s: set archive_mode = on and archive_command = 'cairn pg archive-push %p' (now: archive_mode = {}, archive_command = {:?}), or run 'cairn pg wal-stream'; no base backup saved",
-                if missing.len() == 1 { missing[0].clone() } else { format!("{}..{}", missing[0], missing[missing.len() - 1]) },
-                timeout.as_secs(),
-                srv.archive_mode,
-                srv.archive_command
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 // ---- restore ----

@@ -351,3 +351,94 @@ fn archive_push_keeps_up_with_pgbench() {
     assert!(ready <= 2, "the archiver falls behind: {ready} segments waiting");
     c.stop();
 }
+
+/// The policy daemon runs a postgres source: base backups on its schedule (as the server's
+/// user, beside the cluster's own WAL archiving), and `status` measures the source's data
+/// age from the newest WAL the repository holds.
+#[test]
+fn the_daemon_takes_base_backups_on_schedule_and_status_measures_the_wal_rpo() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("main");
+    let policy = env.path("cairn.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+[daemon]
+hostname = "db-host"
+retry_delay = "1s"
+
+[repository.primary]
+url = "{repo}"
+password_file = "{pw}"
+
+[class.db]
+repository = "primary"
+schedule = "*/3 * * * * *"
+rpo = "5m"
+
+[source.main]
+class = "db"
+kind = "postgres"
+data_dir = "{data}"
+connection = "{conn}"
+"#,
+            repo = env.repo.display(),
+            pw = env.pwfile.display(),
+            data = c.data.display(),
+            conn = c.conn()
+        ),
+    )
+    .unwrap();
+    let log = env.path("daemon.log");
+    let mut d = env
+        .cmd()
+        .env("CAIRN_CONFIG", &policy)
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let jobs = |env: &PgEnv| -> Vec<serde_json::Value> {
+        let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["--json", "jobs"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let j = jobs(&env);
+        if j.iter().filter(|j| j["source"] == "main" && j["status"] == "succeeded").count() >= 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no two base backups: {j:?}\n{}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            c.server_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SAFETY: kill with our child's pid.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    // The child is runuser, which reports the signal; the daemon's own log says how it ended.
+    d.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("daemon stopped"), "{text}");
+    let snaps = env.json(&["snapshots"]);
+    let mine: Vec<_> = snaps.as_array().unwrap().iter().filter(|s| s["source"] == "main").collect();
+    assert!(mine.len() >= 2 && mine.iter().all(|s| s["kind"] == "postgres" && s["hostname"] == "db-host"), "{snaps}");
+    // New WAL after the base backups: the data age follows it.
+    c.sql("CREATE TABLE after_backup AS SELECT 1 AS x");
+    env.archive_now(&c);
+    let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["--json", "status"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &st[0];
+    assert_eq!(m["rpo_state"], "OK", "{m}");
+    let wal_age = m["wal_age_secs"].as_i64().unwrap();
+    assert!(wal_age < 30, "{m}");
+    assert!(m["data_age_secs"].as_i64().unwrap() <= wal_age + 1, "{m}");
+    env.ok(&["pg", "check"]);
+    env.ok(&["check"]);
+    c.stop();
+}

@@ -287,11 +287,37 @@ fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Resul
             What::Files { paths: vec![dir], excludes: Vec::new(), one_file_system: false }
         }
         SourceKind::Sqlite { path } => What::Sqlite { path: PathBuf::from(path) },
-        SourceKind::Postgres { .. } => {
-            return Err(Error::Source(
-                "postgres sources are not run by the daemon yet: schedule `cairn pg backup` (see docs/policy.md)"
-                    .into(),
-            ))
+        SourceKind::Postgres { data_dir, connection, .. } => {
+            let req = cairn_pg::backup::BaseBackupRequest {
+                data_dir: PathBuf::from(data_dir),
+                connection: connection.clone(),
+                host: env.host.clone(),
+                time: crate::backup::now_rfc3339(),
+                tags: src.tags.value.clone(),
+                label,
+                fast_checkpoint: true,
+                wal_timeout: src
+                    .max_duration
+                    .value
+                    .map(|d| Duration::from_secs(d.as_secs().max(1) as u64))
+                    .unwrap_or(Duration::from_secs(300)),
+                threads: threads(),
+                uploads: connections(env, &src.repository.value),
+                source: Some(src.name.clone()),
+                job: Some(id.to_string()),
+            };
+            let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, &cairn_engine::Progress::default())?;
+            let s = &snap.summary;
+            return Ok(Done {
+                outcome: Outcome {
+                    files: Some(s.files_new + s.files_changed + s.files_unmodified),
+                    bytes_read: Some(s.bytes_read),
+                    bytes_added: Some(s.bytes_added),
+                    snapshot: Some(id.to_hex()),
+                    error: None,
+                },
+                partial: false,
+            });
         }
     };
     let req = BackupRequest {

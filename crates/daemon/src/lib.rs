@@ -31,6 +31,8 @@ pub enum Error {
     Engine(#[from] cairn_engine::Error),
     #[error(transparent)]
     Policy(#[from] cairn_policy::file::PolicyError),
+    #[error(transparent)]
+    Pg(#[from] cairn_pg::Error),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("{0}")]

@@ -70,7 +70,11 @@ pub struct SourceStatus {
     pub newest: Option<String>,
     pub newest_snapshot: Option<String>,
     pub newest_host: Option<String>,
+    /// Age of the newest recoverable point: the newest backup, or for PostgreSQL the
+    /// newest WAL in the repository after a base backup (the measured RPO).
     pub data_age_secs: Option<i64>,
+    /// PostgreSQL: age of the newest WAL file in the repository (archived or streamed).
+    pub wal_age_secs: Option<i64>,
     pub rpo_secs: Option<i64>,
     pub rpo_state: RpoState,
     pub last_job: Option<String>,
@@ -116,7 +120,20 @@ pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) 
             },
             Err(e) => (None, None, None, Some(e.clone())),
         };
-        let age = newest_t.map(|t| now.duration_since(t));
+        // PostgreSQL recovers to the newest WAL past a base backup: that is its data age.
+        let mut wal_age = None;
+        let mut age = newest_t.map(|t| now.duration_since(t));
+        if let (cairn_policy::file::SourceKind::Postgres { .. }, Some(base)) = (&s.kind, newest_t) {
+            let wal = env
+                .open_repository(&s.repository.value)
+                .ok()
+                .and_then(|r| cairn_pg::backup::newest_wal_time(&r).ok().flatten())
+                .and_then(|secs| Timestamp::from_second(secs).ok());
+            if let Some(w) = wal {
+                wal_age = Some(now.duration_since(w).as_secs().max(0));
+                age = Some(now.duration_since(w.max(base)));
+            }
+        }
         let state = if error.is_some() { RpoState::Unknown } else { rpo_state(age, s.rpo.value) };
         let last = catalog.last(&s.name, Kind::Backup)?;
         let h = catalog.history(&s.name, Kind::Backup)?;
@@ -151,7 +168,8 @@ pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) 
             newest: newest_t.map(|t| t.to_string()),
             newest_snapshot: newest_id,
             newest_host,
-            data_age_secs: age.map(|a| a.as_secs()),
+            data_age_secs: age.map(|a| a.as_secs().max(0)),
+            wal_age_secs: wal_age,
             rpo_secs: s.rpo.value.map(|r| r.as_secs()),
             rpo_state: state,
             last_job: last.as_ref().map(|j| j.id.clone()),

@@ -6,6 +6,7 @@
 //! - [`session`]: one SQL session through `psql` (libpq's connection strings, `.pgpass`,
 //!   SSL and authentication exactly as the operator's other tools see them), kept open
 //!   between `pg_backup_start()` and `pg_backup_stop()` as non-exclusive backups require.
+//! - [`backup`]: a base backup, whole (the operation the CLI and the daemon call).
 //! - [`base`]: what a base backup leaves out and how it reads a live data directory.
 //! - [`recovery`]: choosing the base backup for a target and writing the recovery settings.
 //! - [`receive`]: streaming WAL by supervising `pg_receivewal`.
@@ -15,6 +16,7 @@
 //! incrementals); WAL goes beside the packs as one sealed object per file, because every
 //! `archive_command` call must be fast and WAL hardly deduplicates.
 
+pub mod backup;
 pub mod base;
 pub mod receive;
 pub mod recovery;
@@ -30,6 +32,10 @@ pub enum Error {
     Sql(String),
     #[error("{0}")]
     Invalid(String),
+    /// The cluster or its settings do not allow the operation (wrong data directory,
+    /// wal_level, archiving not reaching the repository...): the message says what to change.
+    #[error("{0}")]
+    Setup(String),
     #[error("WAL file {name} is already archived with different content: refusing to overwrite it (is a second cluster archiving into this repository?)")]
     WalConflict { name: String },
     #[error("{what}: {source}")]
