@@ -30,43 +30,11 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         dry_run,
         hostname: cairn_fs::hostname(),
     };
-    let mut r = cairn_repo::prune(repo, &opts).map_err(|e| crate::context::delete_rights("prune", e))?;
-    // WAL that no remaining PostgreSQL base backup needs.
-    let backups: Vec<_> = repo.list_snapshots()?.into_iter().filter_map(|(_, s)| s.postgres).collect();
-    let files = cairn_pg::wal::list(repo)?;
-    let now = cairn_repo::lease::unix_now();
-    for (w, size) in cairn_pg::wal::expirable(&files, &backups) {
-        if repo.object_locked_until(&w.path(), now).is_some() {
-            continue;
-        }
-        if !dry_run {
-            cairn_pg::wal::delete(repo, &w).map_err(|e| match e {
-                cairn_pg::Error::Repo(e) => crate::context::delete_rights("prune", e),
-                e => e.into(),
-            })?;
-        }
-        r.wal_files_deleted += 1;
-        r.wal_bytes_deleted += size;
-    }
-    if !dry_run {
-        let age = std::time::Duration::from_secs(opts.grace_secs.max(3600) as u64);
-        let swept = match &ctx.remote {
-            None => cairn_store::LocalStore::new(&ctx.repo_path).remove_stale_temporaries(age),
-            Some(url) if url.starts_with("sftp://") => match cairn_store_sftp::open(url) {
-                Ok(s) => repo.block_on(s.remove_stale_temporaries(age)),
-                Err(e) => Err(cairn_store::Error::Other { path: url.clone(), message: e }),
-            },
-            // Object stores have no temporaries: an upload appears whole or not at all.
-            Some(_) => Ok((0, 0)),
-        };
-        match swept {
-            Ok((0, _)) => {}
-            Ok((n, b)) => {
-                r.warnings.push(format!("removed {n} temporary files ({}) left by killed processes", bytes(b)))
-            }
-            Err(e) => r.warnings.push(format!("temporary files: {e}")),
-        }
-    }
+    let r = cairn_daemon::maintenance::prune_repository(repo, &ctx.location(), &opts).map_err(|e| match e {
+        cairn_daemon::Error::Repo(e) => crate::context::delete_rights("prune", e),
+        cairn_daemon::Error::Pg(cairn_pg::Error::Repo(e)) => crate::context::delete_rights("prune", e),
+        e => e.into(),
+    })?;
     Ok(r)
 }
 

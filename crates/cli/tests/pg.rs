@@ -376,6 +376,11 @@ password_file = "{pw}"
 repository = "primary"
 schedule = "*/3 * * * * *"
 rpo = "5m"
+# Every instant of the last hour recoverable: no base backup of it is forgotten, though
+# keep alone would leave one.
+keep = {{ last = 1 }}
+pitr_window = "1h"
+retention = {{ schedule = "*/2 * * * * *" }}
 
 [source.main]
 class = "db"
@@ -407,7 +412,14 @@ connection = "{conn}"
     let start = std::time::Instant::now();
     loop {
         let j = jobs(&env);
-        if j.iter().filter(|j| j["source"] == "main" && j["status"] == "succeeded").count() >= 2 {
+        let t = |j: &serde_json::Value, f: &str| j[f].as_str().unwrap_or("").to_string();
+        let mut ends: Vec<String> =
+            j.iter().filter(|j| j["kind"] == "backup" && j["status"] == "succeeded").map(|j| t(j, "ended_at")).collect();
+        ends.sort();
+        // A retention that ran after two base backups existed (RFC 3339 UTC sorts as time).
+        let retained = ends.len() >= 2
+            && j.iter().any(|r| r["kind"] == "retention" && r["status"] == "succeeded" && t(r, "started_at") > ends[1]);
+        if retained {
             break;
         }
         assert!(
@@ -427,6 +439,8 @@ connection = "{conn}"
     let snaps = env.json(&["snapshots"]);
     let mine: Vec<_> = snaps.as_array().unwrap().iter().filter(|s| s["source"] == "main").collect();
     assert!(mine.len() >= 2 && mine.iter().all(|s| s["kind"] == "postgres" && s["hostname"] == "db-host"), "{snaps}");
+    let backups = jobs(&env).iter().filter(|j| j["kind"] == "backup" && j["status"] == "succeeded").count();
+    assert_eq!(mine.len(), backups, "the PITR window keeps every base backup inside it");
     // New WAL after the base backups: the data age follows it.
     c.sql("CREATE TABLE after_backup AS SELECT 1 AS x");
     env.archive_now(&c);

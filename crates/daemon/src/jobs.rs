@@ -413,26 +413,43 @@ fn retention_job(env: &Env, src: &Source) -> Result<Done> {
         let _alone = crate::lock::lock(&env.retention_lock_path(&repository))?;
         let repo = env.open_repository(&repository)?;
         forgotten +=
-            forget_source(&repo, &src.name, &keep).map_err(|e| e.context(format!("repository {repository:?}")))?;
+            forget_source(&repo, &src.name, &keep, ret.pitr_window).map_err(|e| e.context(format!("repository {repository:?}")))?;
         if ret.prune {
-            let opts = cairn_repo::PruneOptions {
-                max_unused: 0.05,
-                max_repack_bytes: None,
-                grace_secs: 3600,
-                delete_now: false,
-                dry_run: false,
-                hostname: env.host.clone(),
-            };
-            cairn_repo::prune(&repo, &opts).map_err(|e| Error::from(e).context(format!("prune of {repository:?}")))?;
+            let location = env.policy.repositories.get(&repository).map(|r| r.url.clone()).unwrap_or_default();
+            let opts = crate::maintenance::retention_prune_options(&env.host);
+            crate::maintenance::prune_repository(&repo, &location, &opts)
+                .map_err(|e| e.context(format!("prune of {repository:?}")))?;
         }
     }
     Ok(Done { outcome: Outcome { files: Some(forgotten as u64), ..Outcome::default() }, partial: false })
 }
 
-/// Deletes the source's snapshots that `keep` does not keep; returns how many.
-pub fn forget_source(repo: &Repository, source: &str, keep: &cairn_policy::KeepPolicy) -> Result<usize> {
+/// Deletes the source's snapshots that `keep` does not keep; returns how many. With a
+/// point-in-time window (PostgreSQL) the base backups every instant of the window needs
+/// are kept too: all inside it and the newest one before it (the WAL they need stays, as
+/// prune expires only WAL older than the oldest base backup).
+pub fn forget_source(
+    repo: &Repository,
+    source: &str,
+    keep: &cairn_policy::KeepPolicy,
+    pitr_window: Option<SignedDuration>,
+) -> Result<usize> {
     let mut snaps = repo.list_snapshots()?;
     snaps.retain(|(_, s)| s.source.as_deref() == Some(source));
+    let mut window_keeps = std::collections::HashSet::new();
+    if let Some(w) = pitr_window {
+        let cutoff = Timestamp::now().checked_sub(w).unwrap_or(Timestamp::MIN);
+        let mut before: Option<(Timestamp, cairn_format::SnapshotId)> = None;
+        for (id, s) in &snaps {
+            let Ok(t) = s.time.parse::<Timestamp>() else { continue };
+            if t >= cutoff {
+                window_keeps.insert(*id);
+            } else if before.is_none_or(|(b, _)| t > b) {
+                before = Some((t, *id));
+            }
+        }
+        window_keeps.extend(before.map(|(_, id)| id));
+    }
     let keys: Vec<(String, Vec<String>, Vec<String>)> =
         snaps.iter().map(|(_, s)| (s.hostname.clone(), s.paths.clone(), Vec::new())).collect();
     let by = cairn_policy::GroupBy { host: true, paths: true, tags: false };
@@ -449,7 +466,10 @@ pub fn forget_source(repo: &Repository, source: &str, keep: &cairn_policy::KeepP
         for (k, d) in cairn_policy::plan_group(&items, keep).iter().enumerate() {
             let id = snaps[members[k]].0;
             // Under object lock a snapshot stays until its period ends; a later run removes it.
-            if !d.keep() && repo.object_locked_until(&cairn_repo::layout::snapshot(&id), now).is_none() {
+            if !d.keep()
+                && !window_keeps.contains(&id)
+                && repo.object_locked_until(&cairn_repo::layout::snapshot(&id), now).is_none()
+            {
                 repo.delete_snapshot(id)?;
                 n += 1;
             }

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod daemon;
 pub mod jobs;
 pub mod lock;
+pub mod maintenance;
 pub mod plan;
 pub mod repos;
 pub mod status;
