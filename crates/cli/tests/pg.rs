@@ -413,8 +413,11 @@ connection = "{conn}"
     loop {
         let j = jobs(&env);
         let t = |j: &serde_json::Value, f: &str| j[f].as_str().unwrap_or("").to_string();
-        let mut ends: Vec<String> =
-            j.iter().filter(|j| j["kind"] == "backup" && j["status"] == "succeeded").map(|j| t(j, "ended_at")).collect();
+        let mut ends: Vec<String> = j
+            .iter()
+            .filter(|j| j["kind"] == "backup" && j["status"] == "succeeded")
+            .map(|j| t(j, "ended_at"))
+            .collect();
         ends.sort();
         // A retention that ran after two base backups existed (RFC 3339 UTC sorts as time).
         let retained = ends.len() >= 2

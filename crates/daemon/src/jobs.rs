@@ -412,8 +412,8 @@ fn retention_job(env: &Env, src: &Source) -> Result<Done> {
     for (repository, keep) in targets {
         let _alone = crate::lock::lock(&env.retention_lock_path(&repository))?;
         let repo = env.open_repository(&repository)?;
-        forgotten +=
-            forget_source(&repo, &src.name, &keep, ret.pitr_window).map_err(|e| e.context(format!("repository {repository:?}")))?;
+        forgotten += forget_source(&repo, &src.name, &keep, ret.pitr_window)
+            .map_err(|e| e.context(format!("repository {repository:?}")))?;
         if ret.prune {
             let location = env.policy.repositories.get(&repository).map(|r| r.url.clone()).unwrap_or_default();
             let opts = crate::maintenance::retention_prune_options(&env.host);
