@@ -234,32 +234,14 @@ impl Context {
             return self.open();
         }
         let pw = self.password(false)?;
-        let path = cache_home().map(|c| {
-            c.join("cairn/keys")
-                .join(cairn_format::id::to_hex(&cairn_crypto::content_hash(self.location().as_bytes())[..16]))
-        });
-        if let Some(p) = &path {
-            if let Some(master) = std::fs::read(p).ok().and_then(|b| cairn_crypto::unwrap_from_cache(&b, &pw)) {
-                match Repository::open_with_master(self.store(false), self.rt.clone(), master) {
-                    Ok(mut r) => {
-                        self.apply_lock(&mut r, false)?;
-                        return Ok(r);
-                    }
-                    // Another repository now lives here: forget the entry.
-                    Err(cairn_repo::Error::WrongPassword { .. }) => {
-                        let _ = std::fs::remove_file(p);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        let mut repo = Repository::open(self.store(false), self.rt.clone(), &pw)?;
-        self.apply_lock(&mut repo, false)?;
-        if let Some(p) = &path {
-            // Best effort: without a cache entry the next call is merely slower.
-            let _ = write_private(p, &cairn_crypto::wrap_for_cache(repo.master(), &pw)?);
-        }
-        Ok(repo)
+        let path = cache_home().map(|c| c.join("cairn/keys").join(cairn_daemon::repos::location_key(&self.location())));
+        Ok(cairn_daemon::repos::open_with_key_cache(
+            &self.location(),
+            &pw,
+            &self.store_options(false),
+            self.rt.clone(),
+            path.as_deref(),
+        )?)
     }
 
     /// Opens the repository, creating the default one on first use (backup only).

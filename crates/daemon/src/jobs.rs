@@ -31,6 +31,9 @@ pub struct Env {
     pub rt: tokio::runtime::Handle,
     /// Metadata cache of remote repositories.
     pub cache_dir: Option<PathBuf>,
+    /// Key cache entries (repositories opened without the password KDF once known);
+    /// `None` runs the KDF on every open.
+    pub key_cache: Option<PathBuf>,
 }
 
 impl Env {
@@ -45,7 +48,8 @@ impl Env {
             catalog_path.parent().map(|p| p.join("cairn-state")).unwrap_or_else(|| base.join("cairn-state"))
         });
         let host = policy.daemon.hostname.clone().unwrap_or_else(cairn_fs::hostname);
-        Env { policy, policy_path: policy_path.to_path_buf(), catalog_path, state_dir, host, rt, cache_dir }
+        let key_cache = cache_dir.as_ref().and_then(|d| d.parent()).map(|d| d.join("keys"));
+        Env { policy, policy_path: policy_path.to_path_buf(), catalog_path, state_dir, host, rt, cache_dir, key_cache }
     }
 
     pub fn catalog(&self) -> Result<Catalog> {
@@ -74,7 +78,7 @@ impl Env {
             .repositories
             .get(name)
             .ok_or_else(|| Error::Location(format!("repository {name:?} is not in the policy")))?;
-        crate::repos::open_policy_repository(r, self.cache_dir.clone(), self.rt.clone())
+        crate::repos::open_policy_repository(r, self.cache_dir.clone(), self.key_cache.as_deref(), self.rt.clone())
     }
 }
 

@@ -109,6 +109,55 @@ pub fn open(
     Ok(repo)
 }
 
+/// Writes a file readable only by its owner, atomically (temporary name, then rename),
+/// creating its directory (0700) if needed.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    std::io::Write::write_all(&mut f, data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Opens the repository without the password KDF when `cache` (a key cache entry for
+/// this location: the master key wrapped under the password) exists, and writes the entry
+/// otherwise: for commands that run often (`pg archive-push` per WAL file, `status`).
+pub fn open_with_key_cache(
+    location: &str,
+    password: &[u8],
+    o: &StoreOptions,
+    rt: tokio::runtime::Handle,
+    cache: Option<&std::path::Path>,
+) -> Result<Repository> {
+    if let Some(p) = cache {
+        if let Some(master) = std::fs::read(p).ok().and_then(|b| cairn_crypto::unwrap_from_cache(&b, password)) {
+            match Repository::open_with_master(store(location, o)?, rt.clone(), master) {
+                Ok(mut r) => {
+                    apply_lock(&mut r, location, o)?;
+                    return Ok(r);
+                }
+                // Another repository now lives here: forget the entry.
+                Err(cairn_repo::Error::WrongPassword { .. }) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let mut repo = Repository::open(store(location, o)?, rt, password)?;
+    apply_lock(&mut repo, location, o)?;
+    if let Some(p) = cache {
+        // Best effort: without a cache entry the next open is merely slower.
+        if let Ok(entry) = cairn_crypto::wrap_for_cache(repo.master(), password) {
+            let _ = write_private(p, &entry);
+        }
+    }
+    Ok(repo)
+}
+
 fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
     while matches!(v.last(), Some(b'\n') | Some(b'\r')) {
         v.pop();
@@ -170,14 +219,18 @@ pub fn password(p: &cairn_policy::file::Password) -> Result<Vec<u8>> {
 }
 
 /// Opens a `[repository.NAME]` of the policy.
+/// `key_cache`: the directory of key cache entries ([`open_with_key_cache`]).
 pub fn open_policy_repository(
     r: &cairn_policy::file::Repository,
     cache_dir: Option<PathBuf>,
+    key_cache: Option<&std::path::Path>,
     rt: tokio::runtime::Handle,
 ) -> Result<Repository> {
     let pw = password(&r.password)?;
     let o = StoreOptions { limit_upload: r.limit_upload, limit_download: r.limit_download, cache_dir, dry_run: false };
-    let repo = open(&r.url, &pw, &o, rt, None).map_err(|e| e.context(format!("repository {:?}", r.name)))?;
+    let entry = key_cache.map(|d| d.join(location_key(&r.url)));
+    let repo = open_with_key_cache(&r.url, &pw, &o, rt, entry.as_deref())
+        .map_err(|e| e.context(format!("repository {:?}", r.name)))?;
     // The lock period is the repository's (set at `cairn init`); a policy that expects
     // another one would give a false sense of immutability.
     if let Some(days) = r.object_lock_days {
