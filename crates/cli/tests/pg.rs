@@ -387,6 +387,7 @@ class = "db"
 kind = "postgres"
 data_dir = "{data}"
 connection = "{conn}"
+stream = true
 "#,
             repo = env.repo.display(),
             pw = env.pwfile.display(),
@@ -433,12 +434,41 @@ connection = "{conn}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Streaming: commits reach the repository within seconds, no segment switch needed.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(2) {
+        c.sql(
+            "CREATE TABLE IF NOT EXISTS streamed (at timestamptz default now()); INSERT INTO streamed DEFAULT VALUES",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["--json", "status"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let streamed = st[0]["wal_age_secs"].as_i64().unwrap();
+    // What only streaming writes: the segment in progress, as a `.partial` object.
+    let partial = std::fs::read_dir(env.repo.join("wal"))
+        .unwrap()
+        .flatten()
+        .flat_map(|tl| std::fs::read_dir(tl.path()).unwrap().flatten())
+        .any(|f| f.file_name().to_string_lossy().ends_with(".partial"));
+    assert!(
+        partial,
+        "no streamed .partial segment in the repository\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        streamed <= 5,
+        "streaming: newest WAL {streamed} s old\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     // SAFETY: kill with our child's pid.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
     // The child is runuser, which reports the signal; the daemon's own log says how it ended.
     d.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(text.contains("daemon stopped"), "{text}");
+    assert!(text.contains("daemon stopped") && text.contains("wal-stream of main stopped"), "{text}");
     let snaps = env.json(&["snapshots"]);
     let mine: Vec<_> = snaps.as_array().unwrap().iter().filter(|s| s["source"] == "main").collect();
     assert!(mine.len() >= 2 && mine.iter().all(|s| s["kind"] == "postgres" && s["hostname"] == "db-host"), "{snaps}");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -143,6 +143,82 @@ fn scheduled_kinds(s: &cairn_policy::file::Source) -> Vec<(Kind, Vec<cairn_polic
     v
 }
 
+/// Supervises WAL streaming for a postgres source with `stream = true`: `pg_receivewal`
+/// through the pg crate, restarted with backoff (1 s doubling to a minute, reset after a
+/// minute of running) until the daemon stops.
+fn spawn_streamer(
+    env: &Env,
+    s: &cairn_policy::file::Source,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let cairn_policy::file::SourceKind::Postgres { connection, .. } = &s.kind else {
+        return Err(Error::Source(format!("source {:?} is not a postgres source", s.name)));
+    };
+    // Replication connections need `replication=true` (libpq); keep the operator's if set.
+    let conn =
+        if connection.contains("replication=") { connection.clone() } else { format!("{connection} replication=true") };
+    let slot: String = format!("cairn_{}", s.name)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(63)
+        .collect();
+    let opts = cairn_pg::receive::StreamOptions {
+        conn,
+        spool: env.state_dir.join("wal-stream").join(&s.name),
+        slot,
+        poll: std::time::Duration::from_millis(500),
+        receivewal: std::env::var("CAIRN_PG_RECEIVEWAL").unwrap_or_else(|_| "pg_receivewal".into()),
+    };
+    let (env, name, repository) = (env.clone(), s.name.clone(), s.repository.value.clone());
+    std::thread::Builder::new()
+        .name(format!("stream-{name}"))
+        .spawn(move || {
+            let mut failures: u32 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let started = std::time::Instant::now();
+                log(Level::Info, &format!("wal-stream of {name} starts"));
+                let r = env.open_repository(&repository).and_then(|repo| {
+                    cairn_pg::receive::run(&repo, &opts, &stop, &|l| {
+                        log(Level::Info, &format!("wal-stream of {name}: {l}"))
+                    })
+                    .map_err(Error::from)
+                });
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match r {
+                    Ok(()) => log(Level::Warning, &format!("wal-stream of {name} ended; restarting")),
+                    Err(e) => log(Level::Error, &format!("wal-stream of {name} failed: {e}")),
+                }
+                if started.elapsed() > std::time::Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs((1u64 << failures.min(6)).min(60));
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+            log(Level::Info, &format!("wal-stream of {name} stopped"));
+        })
+        .map_err(|e| Error::io("starting a wal-stream thread", e))
+}
+
+fn start_streamers(
+    env: &Env,
+    streamers: &mut HashMap<String, std::thread::JoinHandle<()>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    for s in env.policy.sources.values() {
+        let streams = matches!(s.kind, cairn_policy::file::SourceKind::Postgres { stream: true, .. });
+        if streams && !streamers.contains_key(&s.name) {
+            streamers.insert(s.name.clone(), spawn_streamer(env, s, stop.clone())?);
+        }
+    }
+    Ok(())
+}
+
 struct Running {
     kind: Kind,
     handle: std::thread::JoinHandle<()>,
@@ -180,6 +256,9 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             env.catalog_path.display()
         ),
     );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut streamers = HashMap::new();
+    start_streamers(&env, &mut streamers, &stop)?;
     let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut wake: HashMap<(String, &'static str), Timestamp> = HashMap::new();
@@ -201,6 +280,8 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                     } else {
                         env = new;
                         wake.clear();
+                        // New streaming sources start; a removed one streams until restart.
+                        start_streamers(&env, &mut streamers, &stop)?;
                         log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
                     }
                 }
@@ -299,7 +380,11 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             report(&source, kind, &r);
         }
     }
-    // Stopping: no new jobs; the running ones get `stop_timeout` to end.
+    // Stopping: no new jobs; streaming ends; the running jobs get `stop_timeout` to end.
+    stop.store(true, Ordering::SeqCst);
+    for (_, h) in streamers {
+        let _ = h.join();
+    }
     let bound = env.policy.daemon.stop_timeout.unwrap_or(SignedDuration::from_mins(5));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(bound.as_secs().max(0) as u64);
     if !running.is_empty() {
