@@ -3,7 +3,7 @@
 //! documents only; the data they alone referenced is freed by a later prune.
 
 use anyhow::{anyhow, bail, Result};
-use cairn_policy::{group, plan_group, Duration, GroupBy, Item, KeepPolicy, SnapshotTime};
+use cairn_policy::{forget_plan, Candidate, Duration, GroupBy, GroupPlan, KeepPolicy};
 
 use crate::args::ForgetArgs;
 use crate::context::Context;
@@ -69,16 +69,18 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
         snaps.retain(|(_, s)| {
             a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t))
         });
-        let keys: Vec<(String, Vec<String>, Vec<String>)> =
-            snaps.iter().map(|(_, s)| (s.hostname.clone(), s.paths.clone(), s.tags.clone())).collect();
-        for (key, members) in group(&keys, by) {
-            let mut items = Vec::new();
-            for &i in &members {
-                let s = &snaps[i].1;
-                let time = SnapshotTime::parse(&s.time).map_err(|e| anyhow!("snapshot {}: {e}", snaps[i].0.short()))?;
-                items.push(Item { time, tags: s.tags.clone() });
-            }
-            let decisions = plan_group(&items, &p);
+        let candidates: Vec<Candidate> = snaps
+            .iter()
+            .map(|(_, s)| Candidate {
+                host: s.hostname.clone(),
+                paths: s.paths.clone(),
+                tags: s.tags.clone(),
+                time: s.time.clone(),
+            })
+            .collect();
+        let plan =
+            forget_plan(&candidates, &p, by).map_err(|(i, e)| anyhow!("snapshot {}: {e}", snaps[i].0.short()))?;
+        for GroupPlan { key, members } in plan {
             let mut keep_j = Vec::new();
             let mut remove_j = Vec::new();
             if !ctx.g.json && !ctx.g.quiet {
@@ -95,11 +97,8 @@ pub fn run(ctx: &Context, a: &ForgetArgs) -> Result<()> {
                 let label = if label.is_empty() { "all snapshots".into() } else { label.join(", ") };
                 println!("group: {}", crate::output::sanitize(&label));
             }
-            let mut order: Vec<usize> = (0..members.len()).collect();
-            order.sort_by(|&x, &y| items[y].time.instant.cmp(&items[x].time.instant));
-            for k in order {
-                let (id, s) = &snaps[members[k]];
-                let d = &decisions[k];
+            for (i, d) in &members {
+                let (id, s) = &snaps[*i];
                 let reasons: Vec<&str> = d.reasons.iter().map(|r| r.describe()).collect();
                 if d.keep() {
                     keep_j.push(serde_json::json!({"id": id.to_hex(), "short_id": id.short(), "time": s.time, "reasons": reasons}));

@@ -454,21 +454,23 @@ pub fn forget_source(
         }
         window_keeps.extend(before.map(|(_, id)| id));
     }
-    let keys: Vec<(String, Vec<String>, Vec<String>)> =
-        snaps.iter().map(|(_, s)| (s.hostname.clone(), s.paths.clone(), Vec::new())).collect();
+    let candidates: Vec<cairn_policy::Candidate> = snaps
+        .iter()
+        .map(|(_, s)| cairn_policy::Candidate {
+            host: s.hostname.clone(),
+            paths: s.paths.clone(),
+            tags: s.tags.clone(),
+            time: s.time.clone(),
+        })
+        .collect();
     let by = cairn_policy::GroupBy { host: true, paths: true, tags: false };
+    let plan = cairn_policy::forget_plan(&candidates, keep, by)
+        .map_err(|(i, e)| Error::Source(format!("snapshot {}: {e}", snaps[i].0.short())))?;
     let now = cairn_repo::lease::unix_now();
     let mut n = 0;
-    for (_, members) in cairn_policy::group(&keys, by) {
-        let mut items = Vec::new();
-        for &i in &members {
-            let s = &snaps[i].1;
-            let time = cairn_policy::SnapshotTime::parse(&s.time)
-                .map_err(|e| Error::Source(format!("snapshot {}: {e}", snaps[i].0.short())))?;
-            items.push(cairn_policy::Item { time, tags: s.tags.clone() });
-        }
-        for (k, d) in cairn_policy::plan_group(&items, keep).iter().enumerate() {
-            let id = snaps[members[k]].0;
+    for g in plan {
+        for (i, d) in g.members {
+            let id = snaps[i].0;
             // Under object lock a snapshot stays until its period ends; a later run removes it.
             if !d.keep()
                 && !window_keeps.contains(&id)

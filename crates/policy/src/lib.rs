@@ -289,6 +289,46 @@ pub fn plan_group(items: &[Item], p: &KeepPolicy) -> Vec<Decision> {
     (0..items.len()).map(|i| Decision { index: i, reasons: std::mem::take(&mut reasons[i]) }).collect()
 }
 
+/// One snapshot as a forget plan sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub host: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    /// RFC 3339 with offset, as the snapshot records it.
+    pub time: String,
+}
+
+/// One group's decisions, newest snapshot first.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    pub key: GroupKey,
+    /// Indices into the candidates, with each one's decision.
+    pub members: Vec<(usize, Decision)>,
+}
+
+/// The forget plan: candidates grouped by `by`, the keep-rules applied per group. The one
+/// planning step `cairn forget` and the daemon's retention share. An unreadable time is an
+/// error naming the candidate (index).
+pub fn forget_plan(snaps: &[Candidate], p: &KeepPolicy, by: GroupBy) -> Result<Vec<GroupPlan>, (usize, Error)> {
+    let keys: Vec<(String, Vec<String>, Vec<String>)> =
+        snaps.iter().map(|s| (s.host.clone(), s.paths.clone(), s.tags.clone())).collect();
+    let mut out = Vec::new();
+    for (key, members) in group(&keys, by) {
+        let mut items = Vec::with_capacity(members.len());
+        for &i in &members {
+            let time = SnapshotTime::parse(&snaps[i].time).map_err(|e| (i, e))?;
+            items.push(Item { time, tags: snaps[i].tags.clone() });
+        }
+        let decisions = plan_group(&items, p);
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by(|&x, &y| items[y].time.instant.cmp(&items[x].time.instant));
+        let members = order.into_iter().map(|k| (members[k], decisions[k].clone())).collect();
+        out.push(GroupPlan { key, members });
+    }
+    Ok(out)
+}
+
 /// How snapshots are grouped before the rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupBy {
