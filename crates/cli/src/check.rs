@@ -78,60 +78,8 @@ pub fn run(ctx: &Context, a: &CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// For an s3:// repository with object lock: every object must carry a retention at least
-/// as long as configured from its write time (an object without one could be deleted by
-/// anyone holding the credentials).
+/// Object-lock verification (s3:// repositories with object lock), shared with the
+/// daemon's verify jobs.
 fn retention(ctx: &Context, repo: &cairn_repo::Repository, r: &mut cairn_repo::check::CheckReport) -> Result<()> {
-    let days = repo.config().object_lock_days;
-    let Some(url) = ctx.remote.as_ref().filter(|u| u.starts_with("s3://") && days > 0) else { return Ok(()) };
-    let s3 = cairn_store_s3::open(url).map_err(|e| anyhow::anyhow!(e))?;
-    let mut objects = vec![cairn_store::ObjectMeta { path: "config".into(), size: 0, modified: None }];
-    for prefix in ["keys", "snapshots", "index", "data"] {
-        objects.extend(repo.block_on(cairn_store::Store::list(&s3, prefix))?);
-    }
-    // One HEAD per object (two without a listed time): 32 in flight, as a remote
-    // repository has many thousands of objects.
-    let s3 = std::sync::Arc::new(s3);
-    let mut checked = repo.block_on(async {
-        let mut out = Vec::with_capacity(objects.len());
-        for chunk in objects.chunks(32) {
-            let mut set = tokio::task::JoinSet::new();
-            for o in chunk.iter().cloned() {
-                let s3 = s3.clone();
-                set.spawn(async move {
-                    let modified = match o.modified {
-                        Some(m) => Ok(m),
-                        None => cairn_store::Store::head(&*s3, &o.path).await.map(|m| m.modified.unwrap_or(0)),
-                    };
-                    let retention = s3.retention(&o.path).await;
-                    (o.path, modified, retention)
-                });
-            }
-            while let Some(done) = set.join_next().await {
-                out.push(done.map_err(|e| anyhow::anyhow!("retention check: {e}"))?);
-            }
-        }
-        anyhow::Ok(out)
-    })?;
-    checked.sort_by(|a, b| a.0.cmp(&b.0));
-    let (mut missing, mut short) = (0, 0);
-    for (path, modified, retention) in checked {
-        let modified = modified?;
-        match retention? {
-            None => {
-                missing += 1;
-                r.errors.push(format!("{path} has no object lock"));
-            }
-            // An hour of slack for clock differences between cairn and the store.
-            Some((_, until)) if until + 3600 < modified + days as i64 * 86400 => {
-                short += 1;
-                r.errors.push(format!("{path} is locked only until {until} (Unix time), less than {days} days"));
-            }
-            Some(_) => {}
-        }
-    }
-    if missing + short == 0 {
-        r.warnings.push(format!("object lock: all {} objects are locked for at least {days} days", objects.len()));
-    }
-    Ok(())
+    Ok(cairn_daemon::maintenance::verify_object_lock(repo, &ctx.location(), r)?)
 }

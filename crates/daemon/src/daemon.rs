@@ -155,13 +155,22 @@ fn spawn_streamer(
         return Err(Error::Source(format!("source {:?} is not a postgres source", s.name)));
     };
     // Replication connections need `replication=true` (libpq); keep the operator's if set.
-    let conn =
-        if connection.contains("replication=") { connection.clone() } else { format!("{connection} replication=true") };
-    let slot: String = format!("cairn_{}", s.name)
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-        .take(63)
-        .collect();
+    let conn = if connection.contains("replication=") {
+        connection.clone()
+    } else if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
+        format!("{connection}{}replication=true", if connection.contains('?') { '&' } else { '?' })
+    } else {
+        format!("{connection} replication=true")
+    };
+    // Slot names are [a-z0-9_]; a name that had to change gets a hash of the original so
+    // two sources never share a slot (`db-1` and `db.1`).
+    let clean: String =
+        s.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(40).collect();
+    let slot = if clean == s.name {
+        format!("cairn_{clean}")
+    } else {
+        format!("cairn_{clean}_{}", &crate::repos::location_key(&s.name)[..8])
+    };
     let opts = cairn_pg::receive::StreamOptions {
         conn,
         spool: env.state_dir.join("wal-stream").join(&s.name),
@@ -193,8 +202,8 @@ fn spawn_streamer(
                 if started.elapsed() > std::time::Duration::from_secs(60) {
                     failures = 0;
                 }
-                failures = failures.saturating_add(1);
                 let wait = std::time::Duration::from_secs((1u64 << failures.min(6)).min(60));
+                failures = failures.saturating_add(1);
                 let until = std::time::Instant::now() + wait;
                 while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
                     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -389,7 +389,17 @@ fn copy_job(env: &Env, src: &Source, only: Option<&str>) -> Result<Outcome> {
     for c in src.copy_to.value.iter().filter(|c| only.is_none_or(|o| o == c.repository)) {
         let to = env.open_repository(&c.repository)?;
         let _lease = to.lease("copy", &env.host)?;
-        let todo = cairn_engine::copy::missing(snaps.clone(), &to.list_snapshots_lenient()?.snapshots);
+        // Only what is newer than the copy's newest of this source: what the copy's own
+        // retention forgot must not come back with the next backup.
+        let there = to.list_snapshots_lenient()?.snapshots;
+        let newest_there =
+            there.iter().filter(|(_, s)| mine(s)).filter_map(|(_, s)| s.time.parse::<Timestamp>().ok()).max();
+        let newer: Vec<_> = snaps
+            .iter()
+            .filter(|(_, s)| newest_there.is_none_or(|n| s.time.parse::<Timestamp>().is_ok_and(|t| t > n)))
+            .cloned()
+            .collect();
+        let todo = cairn_engine::copy::missing(newer, &there);
         let done = cairn_engine::copy::copy_snapshots(&from, &to, &todo, connections(env, &c.repository))?;
         out.bytes_added = Some(out.bytes_added.unwrap_or(0) + done.stats.bytes_copied);
         out.files = Some(out.files.unwrap_or(0) + done.copied.len() as u64);
@@ -494,7 +504,9 @@ fn verify_job(env: &Env, src: &Source) -> Result<Done> {
     } else {
         cairn_repo::check::ReadData::Percent(subset / 100.0)
     };
-    let r = cairn_repo::check::check(&repo, read)?;
+    let mut r = cairn_repo::check::check(&repo, read)?;
+    let location = env.policy.repositories.get(&src.repository.value).map(|r| r.url.clone()).unwrap_or_default();
+    crate::maintenance::verify_object_lock(&repo, &location, &mut r)?;
     if let Some(first) = r.errors.first() {
         return Err(Error::Source(format!("check found {} problems (first: {first})", r.errors.len())));
     }

@@ -855,15 +855,13 @@ impl Cx<'_> {
         let class = classes.get(class_name.get_ref()).ok_or_else(|| {
             self.at(class_name, format!("class {:?} is not defined ([class.NAME])", class_name.get_ref()))
         })?;
-        let set = self.settings(Some(r), Some(class.get_ref()), repos)?;
-        let repository = set.repository.ok_or_else(|| {
+        let mut set = self.settings(Some(r), Some(class.get_ref()), repos)?;
+        let repository = set.repository.take().ok_or_else(|| {
             self.err(section, format!("source {name:?} has no repository (set it in the source or its class)"))
         })?;
         let kind = self.kind(name, r, section)?;
         if !matches!(kind, SourceKind::Postgres { .. }) {
-            if let Some(w) =
-                r.pitr_window.as_ref().or(class.get_ref().pitr_window.as_ref().filter(|_| r.keep.is_none()))
-            {
+            if let Some(w) = r.pitr_window.as_ref() {
                 return Err(self.at(
                     w,
                     format!(
@@ -871,6 +869,15 @@ impl Cx<'_> {
                         kind.name()
                     ),
                 ));
+            }
+            // A window inherited from the class is for the class's postgres sources: this
+            // source keeps by its keep-rules only, or, with none, everything.
+            let has_keep = r.keep.is_some() || class.get_ref().keep.is_some();
+            if let Some(ret) = set.retention.value.as_mut() {
+                ret.pitr_window = None;
+            }
+            if !has_keep {
+                set.retention.value = None;
             }
         }
         if let Some(copy) = set.copy_to.value.iter().find(|c| c.repository == repository.value) {
@@ -1295,6 +1302,23 @@ stdin_name = "all.sql"
         let e = parse("p.toml", text, "2026-05-01T00:00:00Z".parse().expect("t")).expect_err("gap");
         assert!(e.message.contains("3h"), "{e}");
         assert!(parse("p.toml", &text.replace("rpo = \"2h\"", "rpo = \"3h\""), now()).is_ok());
+    }
+
+    #[test]
+    fn a_class_pitr_window_applies_to_its_postgres_sources_only() {
+        let text = "[repository.r]\nurl = \"/r\"\n[class.c]\nrepository = \"r\"\npitr_window = \"7d\"\n\
+                    [source.db]\nclass = \"c\"\nkind = \"postgres\"\ndata_dir = \"/pg\"\nconnection = \"host=/run\"\n\
+                    [source.f]\nclass = \"c\"\nkind = \"files\"\npaths = [\"/x\"]\n";
+        let p = parse("p.toml", text, now()).expect("parses");
+        let db = p.sources["db"].retention.value.as_ref().expect("db retention");
+        assert_eq!(db.pitr_window, Some(SignedDuration::from_hours(168)));
+        assert!(p.sources["f"].retention.value.is_none(), "no keep: the files source keeps everything");
+        let with_keep = text.replace("pitr_window = \"7d\"", "pitr_window = \"7d\"\nkeep = { daily = 7 }");
+        let p = parse("p.toml", &with_keep, now()).expect("parses");
+        let f = p.sources["f"].retention.value.as_ref().expect("keep applies");
+        assert_eq!((f.pitr_window, f.keep.daily), (None, Some(7)));
+        let own = text.replace("paths = [\"/x\"]", "paths = [\"/x\"]\npitr_window = \"1d\"");
+        assert!(parse("p.toml", &own, now()).expect_err("refused").message.contains("postgres sources"));
     }
 
     #[test]
