@@ -389,7 +389,7 @@ struct RawSection {
 /// Reads and validates a policy. `file` names it in messages; `now` anchors the check that
 /// each schedule meets its RPO (over the year ahead, DST changes included).
 pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyError> {
-    let cx = Cx { file, text };
+    let cx = Cx { file, text, gaps: Default::default() };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| s.start).unwrap_or(0);
         cx.err(at, e.message().trim().to_string())
@@ -425,6 +425,9 @@ pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyErr
 struct Cx<'a> {
     file: &'a str,
     text: &'a str,
+    /// The RPO check's answer per (schedules, rpo): sources of one class share it, and it
+    /// walks a year of runs.
+    gaps: std::cell::RefCell<std::collections::HashMap<(Vec<(String, String, i64)>, i64), Option<SignedDuration>>>,
 }
 
 /// The settings of a source after inheritance, before the kind is read.
@@ -896,7 +899,16 @@ impl Cx<'_> {
             if set.schedules.value.is_empty() {
                 return Err(self.err(at, format!("source {name:?} has an rpo but no schedule to meet it")));
             }
-            if let Some(gap) = longest_gap(&set.schedules.value, now, rpo) {
+            let key = (
+                set.schedules
+                    .value
+                    .iter()
+                    .map(|t| (t.schedule.text().to_string(), t.schedule.time_zone().to_string(), t.jitter.as_secs()))
+                    .collect::<Vec<_>>(),
+                rpo.as_secs(),
+            );
+            let gap = *self.gaps.borrow_mut().entry(key).or_insert_with(|| longest_gap(&set.schedules.value, now, rpo));
+            if let Some(gap) = gap {
                 return Err(self.err(
                     at,
                     format!(

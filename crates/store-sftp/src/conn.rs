@@ -35,10 +35,7 @@ pub(crate) struct Conn {
 }
 
 pub(crate) fn lost(path: &str, what: &str) -> Error {
-    Error::Io {
-        path: path.to_string(),
-        source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, format!("SFTP connection lost ({what})")),
-    }
+    Error::Transient { path: path.to_string(), message: format!("SFTP connection lost ({what})") }
 }
 
 /// A status reply as the store's error for `path`.
@@ -112,10 +109,7 @@ impl Conn {
                 "Network is unreachable",
             ];
             if PASSING.iter().any(|p| why.contains(p)) {
-                Error::Io {
-                    path: place.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, message),
-                }
+                Error::Transient { path: place.clone(), message }
             } else {
                 Error::Other { path: place.clone(), message }
             }

@@ -45,6 +45,10 @@ pub enum Error {
     /// The credentials (or file permissions) do not allow this operation.
     #[error("{path}: permission denied: {message}")]
     Denied { path: String, message: String },
+    /// A failure that a retry of the same request may not meet: a dropped connection, a
+    /// timeout, a server that is restarting (the retry decorator retries these).
+    #[error("{path}: {message}")]
+    Transient { path: String, message: String },
     #[error("{path}: {message}")]
     Other { path: String, message: String },
 }
@@ -69,7 +73,7 @@ impl Error {
                 _ => ErrorKind::Other,
             },
             Error::Denied { .. } => ErrorKind::PermissionDenied,
-            Error::Other { .. } => ErrorKind::Other,
+            Error::Transient { .. } | Error::Other { .. } => ErrorKind::Other,
         }
     }
     pub fn is_not_found(&self) -> bool {
@@ -79,7 +83,8 @@ impl Error {
     /// dropped connections (a remote store reconnects on the next request).
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind as K;
-        matches!(self, Error::Io { source, .. } if matches!(source.kind(),
+        matches!(self, Error::Transient { .. })
+            || matches!(self, Error::Io { source, .. } if matches!(source.kind(),
             K::Interrupted | K::TimedOut | K::WouldBlock | K::ConnectionAborted | K::ConnectionReset | K::BrokenPipe | K::UnexpectedEof))
     }
     pub(crate) fn io(path: &str, source: std::io::Error) -> Self {
