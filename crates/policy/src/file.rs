@@ -427,8 +427,11 @@ struct Cx<'a> {
     text: &'a str,
     /// The RPO check's answer per (schedules, rpo): sources of one class share it, and it
     /// walks a year of runs.
-    gaps: std::cell::RefCell<std::collections::HashMap<(Vec<(String, String, i64)>, i64), Option<SignedDuration>>>,
+    gaps: std::cell::RefCell<std::collections::HashMap<GapKey, Option<SignedDuration>>>,
 }
+
+/// Schedules (expression, time zone, jitter seconds) and the rpo in seconds.
+type GapKey = (Vec<(String, String, i64)>, i64);
 
 /// The settings of a source after inheritance, before the kind is read.
 struct Settings {
