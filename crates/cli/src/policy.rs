@@ -251,10 +251,17 @@ pub fn run(ctx: &Context, a: &RunArgs) -> Result<()> {
         reason: a.reason.clone(),
         window: None,
     };
-    let j = match cairn_daemon::jobs::run(&env, &req, a.wait) {
-        Ok(j) => j,
-        Err(e @ cairn_daemon::Error::Busy { .. }) => bail!("{e}; --wait waits for it to end"),
-        Err(e) => return Err(e.into()),
+    // Through the running daemon when there is one (its rights, its accounting; the actor
+    // is who asked, as the kernel says); else here, under the same lock and catalog.
+    let through = cairn_daemon::control::request_run(&env, &a.source, a.label.as_deref(), a.reason.as_deref(), a.wait)?;
+    let j = match through {
+        Some(Ok(j)) => j,
+        Some(Err(why)) => bail!("{why}"),
+        None => match cairn_daemon::jobs::run(&env, &req, a.wait) {
+            Ok(j) => j,
+            Err(e @ cairn_daemon::Error::Busy { .. }) => bail!("{e}; --wait waits for it to end"),
+            Err(e) => return Err(e.into()),
+        },
     };
     if ctx.g.json {
         println!("{}", job_json(&j));

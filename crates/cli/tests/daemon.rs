@@ -288,11 +288,21 @@ command = "sleep 3; echo slow"
 "#,
     );
     let d = p.daemon();
+    let d_pid = d.child.id();
     p.wait_for(30, "a running job", Some(&d), |j| j.iter().any(|j| is(j, "slow", "backup", "running")));
     let o = p.run(&["run", "slow"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("is busy") && err.contains("--wait") && err.lines().count() == 1, "{err}");
+    // Whatever else reaches the control socket is answered with a refusal; the daemon goes on.
+    for junk in ["not json\n", "{\"op\":\"delete-everything\"}\n", "{\"op\":\"run\",\"source\":\"nope\"}\n"] {
+        use std::io::{BufRead, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(p.env.path("cairn-state/daemon.sock")).unwrap();
+        c.write_all(junk.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(c).read_line(&mut answer).unwrap();
+        assert!(answer.contains("refused"), "{junk:?} -> {answer}");
+    }
     let o = p.run(&["run", "slow", "--wait", "--label", "before-upgrade", "--reason", "ticket 42"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let log = d.stop();
@@ -303,6 +313,8 @@ command = "sleep 3; echo slow"
     assert_eq!(manual["reason"], "ticket 42");
     assert_eq!(manual["status"], "succeeded");
     assert!(!manual["actor"].as_str().unwrap().is_empty());
+    // It ran in the daemon (through its control socket), not in the `cairn run` process.
+    assert_eq!(manual["pid"].as_u64(), Some(d_pid as u64), "{manual}");
     // The label reaches the snapshot.
     let snaps = p.env.json(&["snapshots"]);
     assert!(snaps.as_array().unwrap().iter().any(|s| s["label"] == "before-upgrade"), "{snaps}");

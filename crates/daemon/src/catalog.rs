@@ -122,6 +122,21 @@ impl Status {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Queued,
+            Status::Running,
+            Status::Succeeded,
+            Status::Partial,
+            Status::Failed,
+            Status::Interrupted,
+            Status::Cancelled,
+            Status::Skipped,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
     /// Whether a job so ended counts as done for scheduling (its data is saved).
     pub fn is_success(self) -> bool {
         matches!(self, Status::Succeeded | Status::Partial)

@@ -231,6 +231,18 @@ fn start_streamers(
 struct Running {
     kind: Kind,
     handle: std::thread::JoinHandle<()>,
+    /// A manual job asked for through the control socket: who waits for its outcome.
+    reply: Option<mpsc::Sender<crate::control::Reply>>,
+}
+
+/// Hands a finished job's outcome to whoever asked for it.
+fn answer(reply: Option<mpsc::Sender<crate::control::Reply>>, r: &Result<JobReport>) {
+    if let Some(tx) = reply {
+        let _ = tx.send(match r {
+            Ok(j) => crate::control::Reply::Done(j.clone()),
+            Err(e) => crate::control::Reply::Refused(crate::one_line(e)),
+        });
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -269,6 +281,9 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     let mut streamers = HashMap::new();
     start_streamers(&env, &mut streamers, &stop)?;
     let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
+    let (ctl_tx, ctl_rx) = mpsc::channel::<crate::control::RunRequest>();
+    crate::control::serve(&env, ctl_tx)?;
+    let mut pending: Vec<crate::control::RunRequest> = Vec::new();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut wake: HashMap<(String, &'static str), Timestamp> = HashMap::new();
     let mut busy_logged: HashMap<String, String> = HashMap::new();
@@ -307,10 +322,50 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             }
             last_expire = Some(now);
         }
+        // Manual runs asked for through the control socket, before the schedules: a
+        // waiting one goes next when its source frees, not after every scheduled job.
+        pending.extend(ctl_rx.try_iter());
+        let mut still = Vec::new();
+        for req in pending.drain(..) {
+            if env.source(&req.source).is_err() {
+                let _ = req
+                    .reply
+                    .send(crate::control::Reply::Refused(format!("source {:?} is not in the policy", req.source)));
+                continue;
+            }
+            // A job of the source running here holds the lock too (flocks are per open file).
+            match crate::jobs::lock_source(&env, &req.source, false) {
+                Ok(lock) => {
+                    let job = JobRequest {
+                        source: req.source.clone(),
+                        kind: Kind::Backup,
+                        trigger: crate::catalog::Trigger::Manual,
+                        actor: req.actor.clone(),
+                        label: req.label.clone(),
+                        reason: req.reason.clone(),
+                        window: None,
+                    };
+                    log(
+                        Level::Info,
+                        &format!("backup of {} starts (trigger manual, asked by {})", req.source, req.actor),
+                    );
+                    let handle = spawn_job(env.clone(), job, lock, tx.clone())?;
+                    running.insert(req.source.clone(), Running { kind: Kind::Backup, handle, reply: Some(req.reply) });
+                }
+                Err(Error::Busy { .. }) if req.wait => still.push(req),
+                Err(e @ Error::Busy { .. }) => {
+                    let _ = req.reply.send(crate::control::Reply::Refused(format!("{e}; --wait waits for it to end")));
+                }
+                Err(e) => {
+                    let _ = req.reply.send(crate::control::Reply::Refused(crate::one_line(&e)));
+                }
+            }
+        }
+        pending = still;
         let max_parallel = env.policy.daemon.max_parallel.unwrap_or(2);
         let sources: Vec<cairn_policy::file::Source> = env.policy.sources.values().cloned().collect();
         for s in &sources {
-            if running.contains_key(&s.name) {
+            if running.contains_key(&s.name) || pending.iter().any(|p| p.source == s.name) {
                 continue;
             }
             for (kind, timings) in scheduled_kinds(s) {
@@ -366,7 +421,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                             &format!("{} of {} starts (trigger {})", kind.as_str(), s.name, trigger.as_str()),
                         );
                         let handle = spawn_job(env.clone(), req, lock, tx.clone())?;
-                        running.insert(s.name.clone(), Running { kind, handle });
+                        running.insert(s.name.clone(), Running { kind, handle, reply: None });
                         wake.remove(&key);
                         break;
                     }
@@ -374,7 +429,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             }
         }
         let next = wake.values().min().copied().unwrap_or(Timestamp::MAX);
-        let wait = if next <= now {
+        let wait = if next <= now || !pending.is_empty() {
             std::time::Duration::from_millis(200)
         } else {
             let d = next.duration_since(now);
@@ -384,6 +439,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         while let Some((source, kind, r)) = first.take().or_else(|| rx.try_recv().ok()) {
             if let Some(run) = running.remove(&source) {
                 let _ = run.handle.join();
+                answer(run.reply, &r);
             }
             wake.retain(|(s, _), _| *s != source);
             report(&source, kind, &r);
@@ -406,6 +462,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         if let Ok((source, kind, r)) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
             if let Some(run) = running.remove(&source) {
                 let _ = run.handle.join();
+                answer(run.reply, &r);
             }
             report(&source, kind, &r);
         }

@@ -14,6 +14,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod control;
 pub mod daemon;
 pub mod jobs;
 pub mod lock;

@@ -57,7 +57,8 @@ impl IdNames {
     }
 }
 
-fn user_name(uid: u32) -> Option<String> {
+/// The name of user `uid` (the system's user database), if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut res: *mut libc::passwd = std::ptr::null_mut();
