@@ -92,18 +92,6 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
-/// An absolute path as a gitignore pattern matching exactly it.
-pub fn gitignore_literal(p: &Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn path_strings(paths: &[PathBuf]) -> Vec<String> {
     let mut v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     v.sort();
@@ -178,7 +166,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
             // Never back up the repository into itself (`cairn backup ~` with the default one).
             if let Some(repo_dir) = req.repo_dir.as_ref().and_then(|d| std::fs::canonicalize(d).ok()) {
                 if paths.iter().any(|p| repo_dir.starts_with(p)) {
-                    excludes.push(gitignore_literal(&repo_dir));
+                    excludes.push(cairn_fs::gitignore_literal(&repo_dir));
                 }
             }
             let src =

@@ -18,4 +18,4 @@ pub use target::FsDestination;
 
 mod patterns;
 pub mod sqlite;
-pub use patterns::PathMatcher;
+pub use patterns::{gitignore_literal, PathMatcher};

@@ -25,3 +25,15 @@ impl PathMatcher {
         !self.empty && self.gi.matched_path_or_any_parents(Path::new(path), is_dir).is_ignore()
     }
 }
+
+/// An absolute path as a gitignore pattern matching exactly it.
+pub fn gitignore_literal(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -4,7 +4,7 @@
 //! backup needs is in the repository, then save the snapshot with the backup's facts. The
 //! operation `cairn pg backup` and the daemon's postgres sources both call.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn_engine::{Archiver, BackupOptions, Progress};
@@ -45,18 +45,6 @@ pub fn postgres_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot
     Ok(repo.list_snapshots()?.into_iter().filter(|(_, s)| s.kind == "postgres" && s.postgres.is_some()).collect())
 }
 
-/// An absolute path as a gitignore pattern matching exactly it.
-fn gitignore_literal(p: &Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Takes a base backup; `progress` is updated as the files are read.
 pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progress) -> Result<(SnapshotId, Snapshot)> {
     let data_dir =
@@ -83,7 +71,7 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
     let parent = postgres_snapshots(repo)?.into_iter().rfind(|(_, s)| s.hostname == req.host && s.paths == paths);
     let started = base::start(&mut sess, &srv, &format!("cairn {}", req.time), req.fast_checkpoint)?;
     let src = FsSource::new(FsSourceOptions {
-        excludes: base::excludes(&gitignore_literal(&data_dir)),
+        excludes: base::excludes(&cairn_fs::gitignore_literal(&data_dir)),
         one_file_system: false,
         roots: vec![data_dir.clone()],
     })
