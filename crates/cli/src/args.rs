@@ -94,6 +94,70 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Each source's newest recoverable point and data age against its RPO
     Status(StatusArgs),
+    /// Restore a policy source into a sandbox, validate it, measure RTO and RPO, record
+    /// it (`drill report` writes the evidence document)
+    Drill(DrillArgs),
+    /// The history of restore drills: date, scenario, recovery time, targets met
+    Drills(DrillsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DrillArgs {
+    #[command(subcommand)]
+    pub action: Option<DrillAction>,
+    /// The source ([source.NAME] in the policy)
+    #[arg(required = true)]
+    pub source: Option<String>,
+    /// Restore this snapshot (id prefix or `latest`) instead of the policy's pick
+    #[arg(long, conflicts_with = "time")]
+    pub snapshot: Option<String>,
+    /// PostgreSQL: recover to this time (RFC 3339) instead of the end of the archived WAL
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Restore only from this copy repository; the primary is not read (site failure)
+    #[arg(long, value_name = "REPOSITORY")]
+    pub from: Option<String>,
+    /// Leave the sandbox for inspection (nothing is left running)
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillAction {
+    /// The evidence document for auditors: per source the drills, targets, results,
+    /// failures and a chart of RTO over time
+    Report(DrillReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrillReportArgs {
+    /// Only drills started since this time (RFC 3339) or this long ago (`90d`)
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+    pub format: ReportFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Md,
+    Html,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillsArgs {
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Read the drill records sealed in this policy repository instead of the catalog
+    /// (what an auditor with only the repository sees)
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
+    /// Only drills started since this time (RFC 3339) or this long ago (`30d`)
+    #[arg(long)]
+    pub since: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ mod browse;
 mod check;
 mod context;
 mod copy;
+mod drill;
 mod forget;
 mod keys;
 mod output;
@@ -114,5 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => policy::run(&ctx, &a),
         Command::Jobs(a) => policy::jobs(&ctx, &a),
         Command::Status(a) => policy::status(&ctx, &a),
+        Command::Drill(a) => drill::run(&ctx, &a),
+        Command::Drills(a) => drill::history(&ctx, &a),
     }
 }

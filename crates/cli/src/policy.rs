@@ -28,7 +28,7 @@ fn load(path: &Path) -> Result<Policy> {
     }
 }
 
-fn env(ctx: &Context) -> Result<Env> {
+pub fn env(ctx: &Context) -> Result<Env> {
     let policy = load(&ctx.g.config)?;
     Ok(Env::new(policy, &ctx.g.config, ctx.rt.clone(), ctx.cache_base()))
 }
@@ -53,7 +53,7 @@ fn opt_duration(d: Option<SignedDuration>) -> String {
     d.map(human).unwrap_or_else(|| "-".into())
 }
 
-fn local(t: Timestamp) -> String {
+pub fn local(t: Timestamp) -> String {
     let z = t.to_zoned_datetime(jiff::tz::TimeZone::system());
     z.strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
 }
@@ -102,6 +102,8 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
                     "copy_to": {"value": s.copy_to.value.iter().map(|c| c.repository.clone()).collect::<Vec<_>>(), "from": s.copy_to.origin.as_str()},
                     "retention": {"value": s.retention.value.as_ref().map(|r| serde_json::json!({"keep": keep_text(&r.keep), "schedule": timing_text(&r.timing), "prune": r.prune, "pitr_window_secs": r.pitr_window.map(|d| d.as_secs())})), "from": s.retention.origin.as_str()},
                     "verify": {"value": s.verify.value.as_ref().map(|v| serde_json::json!({"schedule": timing_text(&v.timing), "read_data_subset_percent": v.read_data_subset})), "from": s.verify.origin.as_str()},
+                    "drill": {"value": s.drill.value.as_ref().map(|d| serde_json::json!({"schedule": d.timing.as_ref().map(timing_text), "pick": d.pick.as_str(), "from": d.from, "timeout_secs": d.timeout.as_secs(), "root": d.root})), "from": s.drill.origin.as_str()},
+                    "validate": {"value": s.validate.value.iter().map(|c| c.describe()).collect::<Vec<_>>(), "from": s.validate.origin.as_str()},
                 })
             })
             .collect();
@@ -180,8 +182,19 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
             .map(|v| format!("{}, read {}% of data", timing_text(&v.timing), v.read_data_subset))
             .unwrap_or_else(|| "-".into());
         row("verify", verify, origin(&s.verify));
-        let drill = s.drill.value.as_ref().map(|d| timing_text(&d.timing)).unwrap_or_else(|| "-".into());
+        let drill = s
+            .drill
+            .value
+            .as_ref()
+            .map(|d| {
+                let when = d.timing.as_ref().map(timing_text).unwrap_or_else(|| "by cairn drill only".into());
+                let from = d.from.as_ref().map(|f| format!(", from {f}")).unwrap_or_default();
+                format!("{when}, pick {}{from}, timeout {}", d.pick.as_str(), cairn_policy::file::human(d.timeout))
+            })
+            .unwrap_or_else(|| "-".into());
         row("drill", drill, origin(&s.drill));
+        let checks: Vec<String> = s.validate.value.iter().map(|c| c.describe()).collect();
+        row("validate", if checks.is_empty() { "-".into() } else { checks.join("; ") }, origin(&s.validate));
         let h = &s.hooks.value;
         let hooks: Vec<&str> =
             [("before", &h.before), ("after", &h.after), ("on_failure", &h.on_failure), ("finally", &h.finally)]
@@ -282,7 +295,7 @@ pub fn run(ctx: &Context, a: &RunArgs) -> Result<()> {
     }
 }
 
-fn since(s: &str, now: Timestamp) -> Result<Timestamp> {
+pub fn since(s: &str, now: Timestamp) -> Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }

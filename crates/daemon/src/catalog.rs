@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +43,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs (source, kind, started_at);
 CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_at);
+";
+
+/// Version 2: the record of each drill job (its phases, measurements and checks), as the
+/// JSON document `drill::Record` that is also sealed into the repository.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS drills (
+    job        INTEGER PRIMARY KEY,
+    source     TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    verdict    TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drills_by_source ON drills (source, started_at);
 ";
 
 /// A job's kind.
@@ -309,7 +322,10 @@ impl Catalog {
         if version < 1 {
             self.conn.execute_batch(SCHEMA_V1).map_err(self.err())?;
         }
-        // Later versions: `if version < 2 { ALTER TABLE ... }`, each in order.
+        if version < 2 {
+            self.conn.execute_batch(SCHEMA_V2).map_err(self.err())?;
+        }
+        // Later versions: `if version < 3 { ... }`, each in order.
         self.conn
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -461,8 +477,42 @@ impl Catalog {
         Ok(())
     }
 
+    /// Stores the record of drill job `row` (replacing an earlier one).
+    pub fn save_drill(&self, row: i64, source: &str, started: Timestamp, verdict: &str, record: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO drills (job, source, started_at, verdict, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row, source, ms(started), verdict, record],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Drill jobs, oldest first, each with its record if it got one (a drill whose process
+    /// was killed has none).
+    pub fn drills(&self, source: Option<&str>, since: Option<Timestamp>) -> Result<Vec<(Job, Option<String>)>> {
+        let cols: Vec<String> = COLUMNS.split(", ").map(|c| format!("j.{c}")).collect();
+        let sql = format!(
+            "SELECT {}, d.record FROM jobs j LEFT JOIN drills d ON d.job = j.id
+             WHERE j.kind = 'drill' AND (?1 IS NULL OR j.source = ?1) AND (?2 IS NULL OR j.started_at >= ?2)
+             ORDER BY j.started_at, j.id",
+            cols.join(", ")
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = st
+            .query_map(params![source, since.map(ms)], |r| Ok((row_to_job(r)?, r.get::<_, Option<String>>(20)?)))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
     /// Deletes finished jobs that ended before `before` (the catalog's own retention).
     pub fn expire(&self, before: Timestamp) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM drills WHERE job IN (SELECT id FROM jobs WHERE status != 'running' AND ended_at < ?1)",
+                params![ms(before)],
+            )
+            .map_err(self.err())?;
         self.conn
             .execute("DELETE FROM jobs WHERE status != 'running' AND ended_at < ?1", params![ms(before)])
             .map_err(self.err())

@@ -31,7 +31,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-fn install_signal_handlers() {
+/// Set once SIGTERM or SIGINT arrived (after [`install_signal_handlers`]): what long jobs
+/// such as drills poll to stop early and clean up.
+pub fn stop_flag() -> &'static AtomicBool {
+    &TERM
+}
+
+pub fn install_signal_handlers() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: the handler only stores to atomics; sigaction's struct is zeroed and
         // filled with a valid handler and an empty mask.
@@ -92,7 +98,12 @@ pub fn running_daemon(env: &Env) -> Result<Option<u32>> {
 pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<usize> {
     let mut n = 0;
     for j in catalog.running()? {
-        if j.host != env.host || !crate::lock::is_free(&env.lock_path(&j.source))? {
+        let lock = if j.kind == Kind::Drill.as_str() {
+            crate::drill::lock_path(env, &j.source)
+        } else {
+            env.lock_path(&j.source)
+        };
+        if j.host != env.host || !crate::lock::is_free(&lock)? {
             continue;
         }
         catalog.set_status(
@@ -139,6 +150,9 @@ fn scheduled_kinds(s: &cairn_policy::file::Source) -> Vec<(Kind, Vec<cairn_polic
     }
     if let Some(x) = &s.verify.value {
         v.push((Kind::Verify, vec![x.timing.clone()]));
+    }
+    if let Some(t) = s.drill.value.as_ref().and_then(|d| d.timing.clone()) {
+        v.push((Kind::Drill, vec![t]));
     }
     v
 }
@@ -262,6 +276,15 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     me.describe("daemon")?;
     let catalog = env.catalog()?;
     mark_interrupted(&env, &catalog)?;
+    // What killed drills left: their sandboxes and any server still running in one.
+    match crate::drill::sweep(&env, None) {
+        Ok(gone) => {
+            for g in gone {
+                log(Level::Warning, &format!("removed the sandbox of an interrupted drill: {}", g.display()));
+            }
+        }
+        Err(e) => log(Level::Warning, &format!("cleaning up interrupted drills: {e}")),
+    }
     match rebuild_catalog(&env, &catalog) {
         Ok(0) => {}
         Ok(n) => log(Level::Info, &format!("catalog: {n} backup jobs rebuilt from the repositories")),

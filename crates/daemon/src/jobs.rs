@@ -9,7 +9,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use cairn_policy::file::{Hook, Policy, Source, SourceKind};
 use cairn_repo::Repository;
@@ -126,6 +127,22 @@ pub fn lock_source(env: &Env, source: &str, wait: bool) -> Result<Lock> {
 
 /// Runs a job under the source lock the caller took (`lock`); records it in the catalog.
 pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobReport> {
+    if req.kind == Kind::Drill {
+        // A drill records itself (under its own lock) and runs no backup hooks.
+        let d = crate::drill::DrillRequest {
+            source: req.source.clone(),
+            snapshot: None,
+            time: None,
+            from: None,
+            keep: false,
+            trigger: req.trigger,
+            actor: req.actor.clone(),
+            window: req.window,
+        };
+        let rec = crate::drill::run(env, &d, crate::daemon::stop_flag())?;
+        let status = if rec.verdict == crate::drill::Verdict::Passed { Status::Succeeded } else { Status::Failed };
+        return Ok(JobReport { id: rec.job, status, snapshot: rec.snapshot, error: rec.reason, copies: Vec::new() });
+    }
     let src = env.source(&req.source)?.clone();
     let catalog = env.catalog()?;
     let new = NewJob {
@@ -171,7 +188,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
         Kind::Retention => retention_job(env, &src),
         Kind::Verify => verify_job(env, &src),
         Kind::Copy => copy_job(env, &src, None).map(|_| Done::default()),
-        Kind::Drill => Err(Error::Source("drill jobs are not implemented yet".into())),
+        Kind::Drill => Err(Error::Source("drill jobs run through drill::run".into())),
     };
     let now = Timestamp::now();
     let (status, outcome) = match &result {
@@ -563,23 +580,10 @@ fn run_hook(
         let _ = stdin.write_all(json.to_string().as_bytes());
     }
     let limit = Duration::from_secs(h.timeout.as_secs().max(1) as u64);
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Ok(()),
-            Ok(Some(s)) => return Err(fail(format!("failed ({s})"))),
-            Ok(None) if start.elapsed() >= limit => {
-                // SAFETY: kill on the process group we created for the hook.
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "ran past its timeout of {} and was killed",
-                    cairn_policy::file::human(h.timeout)
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(fail(format!("waiting: {e}"))),
-        }
+    match crate::process::wait(child, limit, &AtomicBool::new(false)) {
+        Ok(crate::process::Ended::Exited(s)) if s.success() => Ok(()),
+        Ok(crate::process::Ended::Exited(s)) => Err(fail(format!("failed ({s})"))),
+        Ok(_) => Err(fail(format!("ran past its timeout of {} and was killed", cairn_policy::file::human(h.timeout)))),
+        Err(e) => Err(fail(format!("waiting: {e}"))),
     }
 }

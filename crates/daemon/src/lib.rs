@@ -16,10 +16,13 @@ pub mod backup;
 pub mod catalog;
 pub mod control;
 pub mod daemon;
+pub mod drill;
 pub mod jobs;
 pub mod lock;
 pub mod maintenance;
 pub mod plan;
+pub mod process;
+pub mod report;
 pub mod repos;
 pub mod status;
 

@@ -9,6 +9,7 @@
 //! - [`backup`]: a base backup, whole (the operation the CLI and the daemon call).
 //! - [`base`]: what a base backup leaves out and how it reads a live data directory.
 //! - [`recovery`]: choosing the base backup for a target and writing the recovery settings.
+//! - [`restore`]: restoring a base backup's data directory and fetching the WAL it replays.
 //! - [`receive`]: streaming WAL by supervising `pg_receivewal`.
 //!
 //! Key decision: base backups go through the ordinary file engine (so an unchanged relation
@@ -20,6 +21,7 @@ pub mod backup;
 pub mod base;
 pub mod receive;
 pub mod recovery;
+pub mod restore;
 pub mod session;
 pub mod wal;
 
@@ -28,6 +30,8 @@ pub mod wal;
 pub enum Error {
     #[error(transparent)]
     Repo(#[from] cairn_repo::Error),
+    #[error(transparent)]
+    Engine(cairn_engine::Error),
     #[error("{0}")]
     Sql(String),
     #[error("{0}")]

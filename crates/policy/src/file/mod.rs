@@ -25,6 +25,10 @@ use toml::Spanned;
 use crate::schedule::Schedule;
 use crate::{Duration, KeepPolicy};
 
+mod drill;
+pub use drill::{Check, Drill, Pick};
+use drill::{RawCheck, RawDrill};
+
 /// A mistake in the policy file, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -113,11 +117,6 @@ pub struct Verify {
 }
 
 #[derive(Debug, Clone)]
-pub struct Drill {
-    pub timing: Timing,
-}
-
-#[derive(Debug, Clone)]
 pub struct Retention {
     pub keep: KeepPolicy,
     /// PostgreSQL: every instant of this window stays recoverable (base backups and WAL).
@@ -189,6 +188,8 @@ pub struct Source {
     pub copy_to: Set<Vec<CopyTo>>,
     pub verify: Set<Option<Verify>>,
     pub drill: Set<Option<Drill>>,
+    /// What a drill checks in the restored data besides its own checks (`validate`).
+    pub validate: Set<Vec<Check>>,
     pub hooks: Set<Hooks>,
     pub tags: Set<Vec<String>>,
 }
@@ -326,12 +327,6 @@ struct RawVerify {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDrill {
-    schedule: String,
-}
-
-#[derive(Deserialize)]
 #[serde(untagged)]
 enum RawHook {
     Command(String),
@@ -363,6 +358,7 @@ struct RawSection {
     copy_to: Option<Spanned<Vec<RawCopyTo>>>,
     verify: Option<Spanned<RawVerify>>,
     drill: Option<Spanned<RawDrill>>,
+    validate: Option<Spanned<Vec<RawCheck>>>,
     before: Option<Spanned<RawHook>>,
     after: Option<Spanned<RawHook>>,
     on_failure: Option<Spanned<RawHook>>,
@@ -444,6 +440,7 @@ struct Settings {
     copy_to: Set<Vec<CopyTo>>,
     verify: Set<Option<Verify>>,
     drill: Set<Option<Drill>>,
+    validate: Set<Vec<Check>>,
     hooks: Set<Hooks>,
     tags: Set<Vec<String>>,
 }
@@ -800,11 +797,12 @@ impl Cx<'_> {
             (None, origin) => Set { value: None, origin },
         };
         let drill = match pick(source, class, |r| r.drill.as_ref()) {
-            (Some(d), origin) => {
-                let timing = self.timing(RawTiming::Cron(d.get_ref().schedule.clone()), tz, jitter, d.span().start)?;
-                Set { value: Some(Drill { timing }), origin }
-            }
+            (Some(d), origin) => Set { value: Some(self.drill(d, tz, jitter, repos)?), origin },
             (None, origin) => Set { value: None, origin },
+        };
+        let validate = match pick(source, class, |r| r.validate.as_ref()) {
+            (Some(v), origin) => Set { value: self.checks(v)?, origin },
+            (None, origin) => Set { value: Vec::new(), origin },
         };
         let mut hooks = Hooks::default();
         let mut hooks_origin = Origin::Default;
@@ -842,6 +840,7 @@ impl Cx<'_> {
             copy_to,
             verify,
             drill,
+            validate,
             hooks: Set { value: hooks, origin: hooks_origin },
             tags,
         })
@@ -884,6 +883,28 @@ impl Cx<'_> {
             }
             if !has_keep {
                 set.retention.value = None;
+            }
+        }
+        if !matches!(kind, SourceKind::Postgres { .. } | SourceKind::Sqlite { .. }) {
+            if let Some(Check::Query { sql, .. }) = set.validate.value.iter().find(|c| matches!(c, Check::Query { .. }))
+            {
+                let at = r.validate.as_ref().or(class.get_ref().validate.as_ref()).map(|v| v.span().start);
+                return Err(self.err(
+                    at.unwrap_or(section),
+                    format!(
+                        "validate query {sql:?}: queries apply to postgres and sqlite sources; {name:?} is a {} source",
+                        kind.name()
+                    ),
+                ));
+            }
+        }
+        if let Some(from) = set.drill.value.as_ref().and_then(|d| d.from.as_ref()) {
+            if *from != repository.value && !set.copy_to.value.iter().any(|c| c.repository == *from) {
+                let at = r.drill.as_ref().or(class.get_ref().drill.as_ref()).map(|v| v.span().start);
+                return Err(self.err(
+                    at.unwrap_or(section),
+                    format!("drill from {from:?}: source {name:?} is not copied there (add it to copy_to)"),
+                ));
             }
         }
         if let Some(copy) = set.copy_to.value.iter().find(|c| c.repository == repository.value) {
@@ -935,6 +956,7 @@ impl Cx<'_> {
             copy_to: set.copy_to,
             verify: set.verify,
             drill: set.drill,
+            validate: set.validate,
             hooks: set.hooks,
             tags: set.tags,
         })

@@ -1,0 +1,59 @@
+//! Running a shell command with a time limit: hooks and drill checks. The command gets its
+//! own process group, so a timeout (or a stop) kills what it started too.
+
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a bounded command ended.
+#[derive(Debug)]
+pub enum Ended {
+    Exited(ExitStatus),
+    /// Killed at its time limit.
+    TimedOut,
+    /// Killed because `stop` was set.
+    Stopped,
+}
+
+/// Spawns `cmd` in a new process group and waits for it up to `limit`, or until `stop`.
+pub fn run(cmd: &mut Command, limit: Duration, stop: &AtomicBool) -> std::io::Result<Ended> {
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    let child = cmd.spawn()?;
+    wait(child, limit, stop)
+}
+
+/// Waits for a child that leads its own process group (see [`run`]).
+pub fn wait(mut child: std::process::Child, limit: Duration, stop: &AtomicBool) -> std::io::Result<Ended> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Ended::Exited(s));
+        }
+        let why = if start.elapsed() >= limit {
+            Some(Ended::TimedOut)
+        } else if stop.load(Ordering::Relaxed) {
+            Some(Ended::Stopped)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            // SAFETY: kill on the process group the child leads.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(why);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `max` bytes of a command's output file, as text.
+pub fn tail(path: &std::path::Path, max: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let from = data.len().saturating_sub(max);
+    let mut s = String::from_utf8_lossy(&data[from..]).into_owned();
+    if from > 0 {
+        s.insert_str(0, "...");
+    }
+    s.trim().to_string()
+}

@@ -1,0 +1,105 @@
+//! Restoring a base backup's data directory, and fetching the WAL a recovery from it
+//! replays: what `cairn pg restore` and a PostgreSQL drill both do.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+use cairn_engine::{browse, Overwrite, RestoreOptions, RestoreSummary, Restorer};
+use cairn_format::snapshot::{PgBackup, Snapshot};
+use cairn_format::SnapshotId;
+use cairn_fs::FsDestination;
+use cairn_repo::{Index, Repository};
+
+use crate::wal::{self, Kind, WalName};
+use crate::{Error, Result};
+
+/// A restored data directory.
+pub struct Restored {
+    pub summary: RestoreSummary,
+    /// The owner the data directory had on the source (PostgreSQL refuses others).
+    pub owner: (u32, u32),
+    pub pg: PgBackup,
+}
+
+/// Bytes restored so far, and the total once the plan is made.
+#[derive(Default)]
+pub struct Progress {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+}
+
+/// Restores the data directory of base backup `sid` into the empty directory `target`
+/// (created if absent). Nothing that grants privilege is restored: a data directory holds
+/// no device nodes or setuid files.
+pub fn data_dir(
+    repo: &Repository,
+    index: &Index,
+    sid: &SnapshotId,
+    snap: &Snapshot,
+    target: &Path,
+    threads: usize,
+    progress: &Progress,
+) -> Result<Restored> {
+    let pg = snap
+        .postgres
+        .clone()
+        .ok_or_else(|| Error::Invalid(format!("snapshot {} is not a PostgreSQL base backup", sid.short())))?;
+    let root = browse::subtree(repo, index, snap.tree, &pg.data_dir).map_err(engine)?;
+    let top = browse::lookup(repo, index, snap.tree, &pg.data_dir)
+        .map_err(engine)?
+        .ok_or_else(|| Error::Invalid(format!("snapshot {} does not hold {}", sid.short(), pg.data_dir)))?;
+    std::fs::create_dir_all(target).map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
+    let dest = FsDestination::new(target).map_err(|e| Error::io(target.display().to_string(), e))?;
+    let all = |_: &str, _: bool| true;
+    let opts = RestoreOptions { overwrite: Overwrite::Always, verify: false, threads, filter: &all, privileged: false };
+    let restorer = Restorer::new(repo, index);
+    let prefix = format!("/{}", pg.data_dir.trim_matches('/'));
+    let plan =
+        restorer.plan(root, &prefix, &dest, &opts, &mut browse::Budget::for_snapshot(&snap.summary)).map_err(engine)?;
+    progress.total.store(plan.bytes_total, std::sync::atomic::Ordering::Relaxed);
+    let summary = restorer.execute(plan, &dest, &opts, &progress.done).map_err(engine)?;
+    Ok(Restored { summary, owner: (top.uid, top.gid), pg })
+}
+
+fn engine(e: cairn_engine::Error) -> Error {
+    match e {
+        cairn_engine::Error::Repo(r) => Error::Repo(r),
+        e => Error::Engine(e),
+    }
+}
+
+/// Copies into `dir` every archived WAL file a recovery from `pg` may replay: the segments
+/// of its timeline from its start segment on, those of every later timeline, and all
+/// timeline history files. Returns the number of files and bytes written.
+pub fn fetch_wal(repo: &Repository, pg: &PgBackup, dir: &Path) -> Result<(u64, u64)> {
+    let start = WalName::parse(&pg.start_wal)
+        .ok_or_else(|| Error::Invalid(format!("base backup start WAL {:?} is not a WAL file name", pg.start_wal)))?;
+    let listed = wal::list(repo)?;
+    let complete: std::collections::HashSet<&str> =
+        listed.iter().filter(|(n, _)| n.kind == Kind::Segment).map(|(n, _)| n.name.as_str()).collect();
+    let later = |n: &WalName, base: &str| {
+        n.timeline > start.timeline || (n.timeline == start.timeline && base >= start.name.as_str())
+    };
+    let mut files = 0;
+    let mut bytes = 0;
+    for (name, _) in &listed {
+        // A streamed `.partial` segment (full-sized, as pg_receivewal writes it) stands
+        // for its segment until the complete one is archived: it holds the newest WAL.
+        let file = match name.kind {
+            Kind::History => name.name.as_str(),
+            Kind::Segment if later(name, &name.name) => name.name.as_str(),
+            Kind::Partial => match name.name.strip_suffix(".partial") {
+                Some(base) if later(name, base) && !complete.contains(base) => base,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let path = dir.join(file);
+        let mut f = std::fs::File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        if wal::get_to(repo, name, &mut f)?.is_some() {
+            files += 1;
+            bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok((files, bytes))
+}
