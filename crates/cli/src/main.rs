@@ -39,6 +39,26 @@ impl std::error::Error for Exit {}
 fn main() {
     tune_allocator();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Snapshots(_)
+            | Command::Ls(_)
+            | Command::Find(_)
+            | Command::Diff(_)
+            | Command::Dump(_)
+            | Command::Stats(_)
+            | Command::Jobs(_)
+            | Command::Status(_)
+            | Command::Drills(_)
+            | Command::Policy(_)
+    ) {
+        // `cairn snapshots | head`: a closed stdout ends the command quietly, as for any
+        // Unix tool, instead of a panic in println!. Only for commands that do nothing but
+        // read and print: one that writes to a child (a hook, psql) or a socket must see
+        // EPIPE as an error, not die of it.
+        // SAFETY: setting a signal disposition before any other thread runs.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // Tree walks (ls, find, diff, copy, rewrite, restore lookups) recurse up to the
     // format's 4096 levels: the command runs on a thread with room for that (reserved
     // address space; only what a deep tree uses is touched).
