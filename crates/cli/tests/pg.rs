@@ -489,3 +489,200 @@ stream = true
     env.ok(&["check"]);
     c.stop();
 }
+
+/// Processes whose command line names `needle` (a sandbox path).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if p.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok()) {
+            if let Ok(c) = std::fs::read(p.path().join("cmdline")) {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                if c.contains(needle) {
+                    out.push(format!("{}: {c}", p.file_name().to_string_lossy()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A PostgreSQL drill end to end: a base backup and archived WAL of a cluster that then
+/// crashes; the drill restores into a sandbox, starts a server on it, replays, promotes,
+/// runs the source's queries and measures RPO against commits whose times are known; a
+/// point-in-time drill stops at its target; a drill killed with SIGKILL leaves no server,
+/// and the next drill removes its sandbox and records it as interrupted.
+#[test]
+fn a_postgres_drill_replays_to_the_last_commit_and_measures_rto_and_rpo() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut c = env.cluster("main");
+    c.pgbench(&["-i", "-s", "1", "-q"]);
+    c.sql("CREATE TABLE bookings (id serial, at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    let policy = env.path("cairn.toml");
+    let (data, conn) = (c.data.clone(), c.conn());
+    let write_policy = |validate: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                r#"
+[daemon]
+hostname = "db-host"
+
+[repository.primary]
+url = "{repo}"
+password_file = "{pw}"
+
+[class.db]
+repository = "primary"
+rpo = "1h"
+rto = "10m"
+drill = {{ timeout = "5m", pg_bin = "{bin}" }}
+
+[source.main]
+class = "db"
+kind = "postgres"
+data_dir = "{data}"
+connection = "{conn}"
+validate = [{validate}]
+"#,
+                repo = env.repo.display(),
+                pw = env.pwfile.display(),
+                bin = env.bin.display(),
+                data = data.display(),
+            ),
+        )
+        .unwrap()
+    };
+    write_policy(
+        r#"{ query = "SELECT count(*) FROM bookings", min = 10 },
+           { query = "SELECT count(*) = 100000 FROM pgbench_accounts" },
+           { command = "psql -tAc 'SELECT 1' && test -f \"$CAIRN_DRILL_PATH/PG_VERSION\"" }"#,
+    );
+    // The base backup as the cluster's user (peer authentication), through the policy.
+    let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["run", "main"]).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), c.server_log());
+    // Three batches of bookings, a second apart; the time each batch committed is known
+    // to lie between its rows' clock and the clock read after it.
+    let mut batches = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let at = c
+            .sql("INSERT INTO bookings SELECT FROM generate_series(1, 10) RETURNING extract(epoch FROM at)::text")
+            .lines()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+        let after = c.sql("SELECT extract(epoch FROM clock_timestamp())::text").parse::<f64>().unwrap();
+        batches.push((at, after));
+    }
+    let between_2_and_3 = c.sql(&format!(
+        "SELECT to_char(to_timestamp({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        (batches[1].1 + batches[2].0) / 2.0
+    ));
+    env.archive_now(&c);
+    // The primary is gone.
+    c.crash();
+
+    let drill = |args: &[&str]| -> (bool, serde_json::Value) {
+        let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .env("CAIRN_CONFIG", &policy)
+            .env("PATH", format!("{}:{}", env.bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .args(["--json", "drill", "main"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("drill {args:?}: {e}: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o)));
+        (o.status.success(), v)
+    };
+    let (ok, r) = drill(&[]);
+    assert!(ok, "{}", serde_json::to_string_pretty(&r).unwrap());
+    assert_eq!(r["verdict"], "passed");
+    let checks = r["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    let count = checks.iter().find(|c| c["check"].as_str().unwrap().contains("bookings")).unwrap();
+    assert!(count["output"].as_str().unwrap().starts_with("30 "), "{count}");
+    assert!(checks.iter().any(|c| c["check"].as_str().unwrap().contains("pg_is_in_recovery")), "{checks:?}");
+    let phases: Vec<&str> = r["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for p in ["restore data", "fetch wal", "start", "wal replay", "validate"] {
+        assert!(phases.contains(&p), "phase {p} missing: {phases:?}");
+    }
+    // RPO: from the drill's start back to the last commit replayed, which is batch 3's.
+    let recovered =
+        r["recovered_to"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond() as f64 / 1000.0;
+    let (at3, after3) = batches[2];
+    assert!(
+        recovered >= at3 - 0.01 && recovered <= after3 + 0.01,
+        "recovered to {recovered}, batch 3 at {at3}..{after3}"
+    );
+    let started =
+        r["started_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond() as f64 / 1000.0;
+    let rpo = r["rpo_secs"].as_f64().unwrap();
+    assert!((rpo - (started - recovered)).abs() < 0.01, "rpo {rpo} vs {}", started - recovered);
+    assert_eq!(r["rpo_met"], true);
+    let rto = r["rto_secs"].as_f64().unwrap();
+    let sum: f64 = r["phases"].as_array().unwrap().iter().map(|p| p["secs"].as_f64().unwrap()).sum();
+    assert!(rto > 0.0 && (rto - sum).abs() < 0.5, "rto {rto}, phases sum {sum}");
+    assert_eq!(r["rto_met"], true);
+    let sandbox = r["sandbox"].as_str().unwrap().to_string();
+    assert!(!Path::new(&sandbox).exists(), "sandbox {sandbox} left behind");
+    assert!(processes_naming(&sandbox).is_empty(), "{:?}", processes_naming(&sandbox));
+
+    // To a point in time between batches 2 and 3: 20 bookings, and an RPO not judged.
+    let (ok, r) = drill(&["--time", &between_2_and_3]);
+    assert!(ok, "{}", serde_json::to_string_pretty(&r).unwrap());
+    let count =
+        r["checks"].as_array().unwrap().iter().find(|c| c["check"].as_str().unwrap().contains("bookings")).unwrap();
+    assert!(count["output"].as_str().unwrap().starts_with("20 "), "{count}");
+    assert!(r["rpo_met"].is_null(), "{r}");
+
+    // Killed with SIGKILL while its server runs: the server dies with it, the next drill
+    // removes the sandbox and the catalog says what happened.
+    write_policy(r#"{ command = "sleep 60" }"#);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env("CAIRN_CONFIG", &policy)
+        .args(["drill", "main"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let drills_dir = env.path("cairn-state/drills");
+    let t0 = std::time::Instant::now();
+    let killed_sandbox = loop {
+        let running = std::fs::read_dir(&drills_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("data/postmaster.pid").exists() && !processes_naming("sleep 60").is_empty());
+        if let Some(p) = running {
+            break p;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the drill never reached its checks");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s = killed_sandbox.display().to_string();
+    let t0 = std::time::Instant::now();
+    while processes_naming(&format!("{s}/data")).iter().any(|p| p.contains("postgres")) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", processes_naming(&s));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    write_policy(r#"{ query = "SELECT count(*) FROM bookings", min = 30 }"#);
+    let (ok, r) = drill(&[]);
+    assert!(ok, "{}", serde_json::to_string_pretty(&r).unwrap());
+    assert!(!killed_sandbox.exists(), "the killed drill's sandbox is still there");
+    assert!(processes_naming("sleep 60").is_empty(), "{:?}", processes_naming("sleep 60"));
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env("CAIRN_CONFIG", &policy)
+        .args(["--json", "drills"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdicts: Vec<&str> = history.as_array().unwrap().iter().map(|d| d["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["passed", "passed", "failed", "passed"], "{history}");
+    assert!(history[2]["reason"].as_str().unwrap().contains("interrupted"), "{}", history[2]);
+}

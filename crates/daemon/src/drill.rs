@@ -195,7 +195,7 @@ pub fn sweep(env: &Env, held: Option<&str>) -> Result<Vec<PathBuf>> {
             if held != Some(source) && !crate::lock::is_free(&lock_path(env, source))? {
                 continue;
             }
-            kill_server(&e.path().join("data"));
+            kill_in(&e.path());
             std::fs::remove_dir_all(e.path())
                 .map_err(|err| Error::io(format!("removing {}", e.path().display()), err))?;
             removed.push(e.path());
@@ -204,19 +204,29 @@ pub fn sweep(env: &Env, held: Option<&str>) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Kills the postmaster of a sandbox data directory, if one runs there.
-fn kill_server(data: &Path) {
-    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else { return };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 1) else {
-        return;
-    };
-    // Only if that process really runs in this data directory (pids are reused).
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-    let here = std::fs::canonicalize(data).ok();
-    if cwd.is_some() && cwd == here {
-        // SAFETY: a signal to a process we verified is the sandbox's postmaster.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+/// Kills every process working in `sandbox` (its current directory is in it): a sandbox
+/// server and its backends, a check command and what it started. A killed drill's server
+/// normally dies with it (parent-death signal); this catches what did not.
+fn kill_in(sandbox: &Path) -> usize {
+    let Ok(sandbox) = std::fs::canonicalize(sandbox) else { return 0 };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
+    let mut n = 0;
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if pid <= 1 || pid == std::process::id() as i32 {
+            continue;
+        }
+        if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&sandbox)) {
+            // SAFETY: a signal to a process whose working directory is inside the sandbox.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            n += 1;
+        }
     }
+    if n > 0 {
+        // Let the kernel take them away before their files are removed.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    n
 }
 
 /// Runs a drill of `req.source`: the whole of it, recorded as a catalog job. Errors are
@@ -248,6 +258,17 @@ pub fn run(env: &Env, req: &DrillRequest, stop: &AtomicBool) -> Result<Record> {
         Err(h) => return Err(Error::Busy { source_name: src.name.clone(), job: h.job, pid: h.pid }),
     };
     let mut catalog = env.catalog()?;
+    // Drills of this source still "running" cannot be: we hold its drill lock.
+    for j in catalog.running()? {
+        if j.kind == Kind::Drill.as_str() && j.source == src.name && j.host == env.host {
+            catalog.set_status(
+                j.row,
+                Status::Interrupted,
+                "the drill's process ended before the drill did (killed, or the machine stopped)",
+                Timestamp::now(),
+            )?;
+        }
+    }
     crate::daemon::mark_interrupted(env, &catalog)?;
     sweep(env, Some(&src.name))?;
     let new = NewJob {
@@ -325,6 +346,11 @@ pub fn run(env: &Env, req: &DrillRequest, stop: &AtomicBool) -> Result<Record> {
     // Cleanup, whatever happened.
     drop(run.server.take());
     drop(run);
+    // What a check left running in the sandbox (a daemonised child) goes too.
+    let stray = kill_in(&sandbox);
+    if stray > 0 {
+        rec.notes.push(format!("{stray} processes still running in the sandbox were killed"));
+    }
     if req.keep {
         let _ = std::fs::write(sandbox.join(KEPT), b"kept by cairn drill --keep: remove this directory when done\n");
         rec.notes.push(format!("sandbox kept at {} (--keep)", sandbox.display()));
