@@ -58,6 +58,20 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
     ("kind = \"files\"", "kind = \"tape\"", "12:8", "not one of files"),
     ("paths = [\"/srv/uploads\"]", "paths = [\"relative\"]", "13:9", "not an absolute path"),
     ("url = \"/srv/repo\"", "url = \"/srv/repo\"\nobject_lock_days = 0", "3:20", "object_lock_days"),
+    ("rpo = \"20m\"", "rpo = \"20m\"\ndrill = { pick = \"oldest\" }", "9:9", "use \"latest\" or \"random\""),
+    ("rpo = \"20m\"", "rpo = \"20m\"\ndrill = { from = \"primary\", timeout = \"0s\" }", "9:9", "longer than zero"),
+    (
+        "paths = [\"/srv/uploads\"]",
+        "paths = [\"/srv/uploads\"]\nvalidate = [{ query = \"SELECT 1\" }]",
+        "14:12",
+        "queries apply to postgres and sqlite",
+    ),
+    (
+        "paths = [\"/srv/uploads\"]",
+        "paths = [\"/srv/uploads\"]\nvalidate = [{ command = \"true\", min = 3 }]",
+        "14:12",
+        "min applies to a query",
+    ),
 ];
 
 #[test]

@@ -70,7 +70,7 @@ pub fn verify_object_lock(repo: &Repository, location: &str, r: &mut cairn_repo:
     }
     let s3 = cairn_store_s3::open(location).map_err(Error::Location)?;
     let mut objects = vec![cairn_store::ObjectMeta { path: "config".into(), size: 0, modified: None }];
-    for prefix in ["keys", "snapshots", "index", "data", "wal", "prune"] {
+    for prefix in ["keys", "snapshots", "index", "data", "wal", "prune", "drills"] {
         let listed = repo.block_on(cairn_store::Store::list(&s3, prefix))?;
         objects.extend(listed.into_iter().filter(|o| !o.path.ends_with(".partial")));
     }
