@@ -91,6 +91,21 @@ fn sandboxes(p: &Policy) -> Vec<String> {
         .collect()
 }
 
+/// The sandboxes of this test in which a `sleep 30` check runs.
+fn checks_running(p: &Policy) -> Vec<std::path::PathBuf> {
+    let drills = std::fs::canonicalize(p.env.path("cairn-state/drills")).unwrap_or_default();
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x0030")))
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| !drills.as_os_str().is_empty() && cwd.starts_with(&drills))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 fn failed_checks(r: &Value) -> Vec<String> {
     r["checks"].as_array().unwrap().iter().filter(|c| c["ok"] != true).map(|c| c.to_string()).collect()
 }
@@ -174,17 +189,28 @@ fn drills_made_to_fail_say_why_and_leave_nothing_behind() {
     assert!(!ok && r["verdict"] == "failed", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("no such column"), "{r}");
 
-    // Killed with SIGKILL mid-way: the next drill removes what it left and the history says
-    // it was interrupted.
     let text = std::fs::read_to_string(&p.config).unwrap().replace("timeout = \"1s\"", "timeout = \"60s\"");
     std::fs::write(&p.config, text).unwrap();
+    // SIGTERM mid-check: the drill stops at once, cleans up and says so.
+    let child =
+        p.cmd().args(["--json", "drill", "files"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while checks_running(&p).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the drill never reached its checks");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill with our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(20), "SIGTERM did not stop the drill");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["verdict"] == "failed" && r["reason"].as_str().unwrap().contains("stopped"), "{r}");
+    assert!(sandboxes(&p).is_empty(), "{:?}", sandboxes(&p));
+    // Killed with SIGKILL mid-way: the next drill removes what it left (and kills its
+    // check, still running), and the history says it was interrupted.
     let mut child = p.cmd().args(["drill", "files"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
-    while !std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x0030")))
-    {
+    while checks_running(&p).is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(60), "the drill never reached its checks");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -195,9 +221,11 @@ fn drills_made_to_fail_say_why_and_leave_nothing_behind() {
         .unwrap()
         .replace("{ command = \"sleep 30\", timeout = \"60s\" }", "\"true\"");
     std::fs::write(&p.config, text).unwrap();
+    assert_eq!(checks_running(&p).len(), 1, "the killed drill's check outlives it");
     let (ok, r) = drill(&p, &["files"]);
     assert!(ok, "{r}");
     assert!(sandboxes(&p).is_empty(), "{:?}", sandboxes(&p));
+    assert!(checks_running(&p).is_empty(), "the sweep kills what ran in the sandbox");
     let h = p.json(&["drills", "--source", "files"]);
     let reasons: Vec<&str> = h.as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap_or("")).collect();
     assert!(reasons.iter().any(|r| r.starts_with("interrupted")), "{reasons:?}");
@@ -215,7 +243,7 @@ fn drills_made_to_fail_say_why_and_leave_nothing_behind() {
     let jobs = p.jobs();
     let drills: Vec<&Value> = jobs.iter().filter(|j| j["kind"] == "drill").collect();
     let statuses: Vec<&str> = drills.iter().map(|j| j["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["failed", "failed", "interrupted", "succeeded", "failed"], "{drills:?}");
+    assert_eq!(statuses, ["failed", "failed", "failed", "interrupted", "succeeded", "failed"], "{drills:?}");
 }
 
 #[test]
