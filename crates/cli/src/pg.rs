@@ -7,10 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use cairn_engine::{browse, Overwrite, RestoreOptions, Restorer};
 use cairn_format::snapshot::{PgBackup, Snapshot};
 use cairn_format::SnapshotId;
-use cairn_fs::FsDestination;
 use cairn_pg::recovery::{self, Target};
 use cairn_pg::session::Session;
 use cairn_pg::wal::{self, Kind, Runs, WalName};
@@ -206,31 +204,32 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
         }
         None => recovery::choose(&snaps, &target)?.clone(),
     };
-    let Some(pg) = snap.postgres.clone() else { bail!("snapshot {} is not a PostgreSQL base backup", sid.short()) };
     let index = crate::browse::readable_index(&repo)?;
-    let root = browse::subtree(&repo, &index, snap.tree, &pg.data_dir)?;
-    let top = browse::lookup(&repo, &index, snap.tree, &pg.data_dir)?
-        .ok_or_else(|| anyhow!("snapshot {} does not hold {}", sid.short(), pg.data_dir))?;
-    std::fs::create_dir_all(&a.target_dir).with_context(|| format!("creating {}", a.target_dir.display()))?;
-    let target_dir = std::fs::canonicalize(&a.target_dir)?;
-    let dest = FsDestination::new(&target_dir).map_err(|e| anyhow!("{}: {e}", target_dir.display()))?;
-    let all = |_: &str, _: bool| true;
-    let opts = RestoreOptions {
-        overwrite: Overwrite::Always,
-        verify: false,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
-        filter: &all,
-        // A data directory holds no device nodes or setuid files; none are wanted.
-        privileged: false,
-    };
-    let restorer = Restorer::new(&repo, &index);
-    let prefix = format!("/{}", pg.data_dir.trim_matches('/'));
-    let plan =
-        restorer.plan(root, &prefix, &dest, &opts, &mut cairn_engine::browse::Budget::for_snapshot(&snap.summary))?;
+    let target_dir = std::path::absolute(&a.target_dir)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
+    let progress = cairn_pg::restore::Progress::default();
     let start = Instant::now();
-    let sum = crate::restore::execute(ctx, &restorer, plan, &dest, &opts)?;
+    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
+    let stop = AtomicBool::new(false);
+    let restored = std::thread::scope(|s| {
+        let _stop = output::StopOnDrop(&stop);
+        if show {
+            s.spawn(|| {
+                output::progress_loop(&stop, &|el| {
+                    format!(
+                        "[{}] {} / {}",
+                        output::duration(el),
+                        output::bytes(progress.done.load(std::sync::atomic::Ordering::Relaxed)),
+                        output::bytes(progress.total.load(std::sync::atomic::Ordering::Relaxed))
+                    )
+                })
+            });
+        }
+        cairn_pg::restore::data_dir(&repo, &index, &sid, &snap, &target_dir, threads, &progress)
+    })?;
+    let (sum, pg) = (restored.summary, restored.pg);
     // The data directory's owner, when we can give it (root): PostgreSQL refuses others.
-    let owner = (unsafe { libc::geteuid() } == 0).then_some((top.uid, top.gid));
+    let owner = (unsafe { libc::geteuid() } == 0).then_some(restored.owner);
     recovery::prepare(&target_dir, &pg, &recovery::settings(&target, &rc), owner)?;
     let what = match &target {
         Target::Latest => "the end of the archived WAL".to_string(),

@@ -293,47 +293,71 @@ impl Catalog {
         move |source| Error::Catalog { path: self.path.clone(), source }
     }
 
-    fn migrate(&self) -> Result<()> {
+    /// The schema version the database holds (0: none yet).
+    fn version(&self) -> Result<i64> {
         let has_meta: bool = self
             .conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
                 r.get::<_, i64>(0).map(|n| n > 0)
             })
             .map_err(self.err())?;
-        let version: i64 = if has_meta {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
-                .optional()
-                .map_err(self.err())?
-                .map(|v| v.parse().unwrap_or(-1))
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        if version < 0 {
+        if !has_meta {
+            return Ok(0);
+        }
+        let v = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(self.err())?
+            .map(|v| v.parse().unwrap_or(-1))
+            .unwrap_or(0);
+        if v < 0 {
             return Err(Error::CatalogVersion { path: self.path.clone(), why: "unreadable schema_version".into() });
         }
-        if version > SCHEMA_VERSION {
+        if v > SCHEMA_VERSION {
             return Err(Error::CatalogVersion {
                 path: self.path.clone(),
-                why: format!("schema version {version} is newer than this cairn's ({SCHEMA_VERSION}); upgrade cairn"),
+                why: format!("schema version {v} is newer than this cairn's ({SCHEMA_VERSION}); upgrade cairn"),
             });
         }
-        if version < 1 {
-            self.conn.execute_batch(SCHEMA_V1).map_err(self.err())?;
+        Ok(v)
+    }
+
+    /// Brings the schema to this build's version. A current catalog is only read: every
+    /// `cairn jobs` or `status` opens it beside a busy daemon. A migration runs in one
+    /// `BEGIN IMMEDIATE` transaction, which takes the write lock up front (waiting for it):
+    /// reading the version and then writing would be a read-to-write upgrade, which SQLite
+    /// refuses at once with "database is locked" when another process wrote in between.
+    fn migrate(&self) -> Result<()> {
+        if self.version()? == SCHEMA_VERSION {
+            return Ok(());
         }
-        if version < 2 {
-            self.conn.execute_batch(SCHEMA_V2).map_err(self.err())?;
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())?;
+        let r = (|| -> Result<()> {
+            let version = self.version()?;
+            if version < 1 {
+                self.conn.execute_batch(SCHEMA_V1).map_err(self.err())?;
+            }
+            if version < 2 {
+                self.conn.execute_batch(SCHEMA_V2).map_err(self.err())?;
+            }
+            // Later versions: `if version < 3 { ... }`, each in order.
+            self.conn
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![SCHEMA_VERSION.to_string()],
+                )
+                .map_err(self.err())?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(self.err()),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
         }
-        // Later versions: `if version < 3 { ... }`, each in order.
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![SCHEMA_VERSION.to_string()],
-            )
-            .map_err(self.err())?;
-        Ok(())
     }
 
     pub fn path(&self) -> &str {
@@ -649,5 +673,32 @@ mod tests {
         drop(conn);
         let e = Catalog::open(&p).err().expect("refused");
         assert!(e.to_string().contains("newer than this cairn"), "{e}");
+    }
+
+    #[test]
+    fn a_version_1_catalog_is_migrated_with_its_jobs_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.db");
+        let conn = Connection::open(&p).expect("raw");
+        conn.execute_batch(SCHEMA_V1).expect("v1");
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')", []).expect("meta");
+        conn.execute(
+            "INSERT INTO jobs (host, kind, source, class, repository, trigger, actor, started_at, ended_at, status)
+             VALUES ('h', 'drill', 's', 'c', 'r', 'manual', 'root', 1, 2, 'failed')",
+            [],
+        )
+        .expect("job");
+        drop(conn);
+        let c = Catalog::open(&p).expect("migrated");
+        let drills = c.drills(Some("s"), None).expect("drills");
+        assert_eq!(drills.len(), 1);
+        assert!(drills[0].1.is_none());
+        c.save_drill(drills[0].0.row, "s", t(0), "failed", "{}").expect("save");
+        assert_eq!(c.drills(None, None).expect("drills")[0].1.as_deref(), Some("{}"));
+        drop(c);
+        let conn = Connection::open(&p).expect("raw");
+        let v: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).expect("v");
+        assert_eq!(v, SCHEMA_VERSION.to_string());
     }
 }
