@@ -146,6 +146,51 @@ restore() { # tool: restore to T, start, wait for promotion, compare
 restore cairn
 restore pgbackrest
 
+# The same recovery as a drill (docs/policy.md §5.6): restore, fetch WAL, start a sandbox
+# server, replay to T, promote, then check the table against its checksum at T and run
+# pg_amcheck. The drill measures its own phases; RTO is its start to validated-ready.
+drill_bench() {
+  cat >"$W/cairn.toml" <<EOF
+[daemon]
+state_dir = "$W/drill-state"
+
+[repository.primary]
+url = "$W/cairn-repo"
+password_file = "$W/password"
+
+[class.db]
+repository = "primary"
+drill = { pg_bin = "$BIN", timeout = "1h" }
+
+[source.bench]
+class = "db"
+kind = "postgres"
+data_dir = "$W/data"
+connection = "host=$W/sock user=postgres"
+validate = [{ query = "SELECT ($MD5) = '$SUM_T'" }]
+EOF
+  drop_caches
+  local t0; t0=$(now)
+  env HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" PATH="$BIN:$PATH" "$W/cairn" --config "$W/cairn.toml" --json drill bench --time "$T" >"$W/log/drill.json" 2>"$W/log/drill.log" \
+    || { cat "$W/log/drill.log" "$W/log/drill.json" >&2; die "the drill did not pass"; }
+  R[drill-wall]=$(since "$t0")
+  eval "$(python3 - "$W/log/drill.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ph = {p["name"]: p["secs"] for p in r["phases"]}
+ck = {c["check"]: c["secs"] for c in r["checks"]}
+amcheck = sum(v for k, v in ck.items() if k.startswith("pg_amcheck"))
+print(f'R[drill-rto]={r["rto_secs"]:.2f}')
+print(f'R[drill-restore]={ph.get("restore data", 0) + ph.get("fetch wal", 0) + ph.get("fetch metadata", 0) + ph.get("select", 0):.2f}')
+print(f'R[drill-replay]={ph.get("start", 0) + ph.get("wal replay", 0):.2f}')
+print(f'R[drill-validate]={ph.get("validate", 0):.2f}')
+print(f'R[drill-amcheck]={amcheck:.2f}')
+PY
+)"
+  log "drill RTO ${R[drill-rto]} s (restore ${R[drill-restore]}, start+replay ${R[drill-replay]}, validate ${R[drill-validate]} of which pg_amcheck ${R[drill-amcheck]}); wall ${R[drill-wall]} s"
+}
+drill_bench
+
 median() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)]; else print "n/a" }'; }
 R[cairn-push]=$(median "$W/log/cairn-push.ms"); R[pgbackrest-push]=$(median "$W/log/pgbackrest-push.ms")
 R[pushes]=$(wc -l <"$W/log/cairn-push.ms")
@@ -198,6 +243,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else pr
   echo "| PITR: replay + promote (s) | ${R[cairn-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[cairn-replay]}" "${R[pgbackrest-replay]}") |"
   echo "| PITR total (s) | $(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}') | $(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}') | $(ratio "$(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}')" "$(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}')") |"
   echo "| state at the target time | ${R[cairn-ok]} | ${R[pgbackrest-ok]} | |"
+  echo "| drill to T: restore + WAL fetch (s) | ${R[drill-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[drill-restore]}" "${R[pgbackrest-restore]}") |"
+  echo "| drill to T: start + replay + promote (s) | ${R[drill-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[drill-replay]}" "${R[pgbackrest-replay]}") |"
+  echo "| drill to T: validate (checksum query; pg_amcheck ${R[drill-amcheck]} s) (s) | ${R[drill-validate]} | - | |"
+  echo "| drill RTO (start to validated-ready) vs pgBackRest restore + replay (s) | ${R[drill-rto]} | $(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}') | $(ratio "${R[drill-rto]}" "$(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}')") |"
   echo "| archive-push, median per 16 MiB segment (ms, ${R[pushes]} segments) | ${R[cairn-push]} | ${R[pgbackrest-push]} | $(ratio "${R[cairn-push]}" "${R[pgbackrest-push]}") |"
   echo "| repository size after both backups and all WAL (MiB) | ${R[cairn-size]} | ${R[pgbackrest-size]} | $(ratio "${R[cairn-size]}" "${R[pgbackrest-size]}") |"
   echo

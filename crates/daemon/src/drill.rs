@@ -506,7 +506,7 @@ impl Run<'_> {
         }
         let list = repo.list_snapshots_lenient()?;
         let mut snaps: Vec<(SnapshotId, Snapshot)> =
-            list.snapshots.into_iter().filter(|(_, s)| s.source.as_deref() == Some(self.src.name.as_str())).collect();
+            list.snapshots.into_iter().filter(|(_, s)| of_source(self.src, s)).collect();
         snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time));
         self.repo = Some(repo);
         self.phase("fetch metadata")?;
@@ -534,7 +534,7 @@ impl Run<'_> {
         };
         let (sid, snap) = if let Some(spec) = &self.req.snapshot {
             let (id, s) = repo.resolve_snapshot(spec)?;
-            if s.source.as_deref() != Some(self.src.name.as_str()) {
+            if !of_source(self.src, &s) {
                 return Err(Error::Source(format!(
                     "snapshot {} is not a backup of source {:?}",
                     id.short(),
@@ -924,6 +924,24 @@ impl Run<'_> {
         self.command_checks(&pg_env, Some(self.sandbox));
         self.phase("validate")?;
         Ok(recovered)
+    }
+}
+
+/// Whether a snapshot is a backup of the source: one the policy made names it; one made
+/// by hand (`cairn backup`, `cairn pg backup`: no source recorded) counts when it holds
+/// exactly what the source backs up.
+fn of_source(src: &Source, s: &Snapshot) -> bool {
+    match s.source.as_deref() {
+        Some(name) => name == src.name,
+        None => match &src.kind {
+            SourceKind::Postgres { data_dir, .. } => s.postgres.as_ref().is_some_and(|p| {
+                p.data_dir == *data_dir
+                    || std::fs::canonicalize(data_dir).is_ok_and(|d| Path::new(&p.data_dir) == d.as_path())
+            }),
+            SourceKind::Files { paths, .. } => s.postgres.is_none() && s.paths == *paths,
+            SourceKind::Sqlite { path } => s.postgres.is_none() && s.paths == [path.clone()],
+            SourceKind::Command { .. } | SourceKind::CommandDir { .. } => false,
+        },
     }
 }
 
