@@ -396,7 +396,19 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                 if wake.get(&key).is_some_and(|w| *w > now) {
                     continue;
                 }
-                let h = catalog.history(&s.name, kind)?;
+                let mut h = catalog.history(&s.name, kind)?;
+                if kind == Kind::Drill {
+                    // A failed drill is evidence, not a job to redo: it is recorded (and
+                    // alerted), and the next drill runs at the next window, not in a retry
+                    // loop that restores the same broken backup again and again.
+                    let last = catalog.last(&s.name, kind)?.filter(|j| j.status != "running");
+                    let started = last.and_then(|j| j.started_ms).and_then(|m| Timestamp::from_millisecond(m).ok());
+                    h = crate::plan::History {
+                        last_success: started.or(h.last_success),
+                        failures: 0,
+                        last_failure: None,
+                    };
+                }
                 match decide(&timings, &s.name, &h, start, now, env.retry_delay()) {
                     Decision::Never => {
                         wake.insert(key, Timestamp::MAX);
