@@ -99,6 +99,29 @@ pub enum Command {
     Drill(DrillArgs),
     /// The history of restore drills: date, scenario, recovery time, targets met
     Drills(DrillsArgs),
+    /// Alert targets: send a test notification
+    Alert(AlertArgs),
+    /// The alert conditions active now and the recent deliveries
+    Alerts(AlertsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AlertArgs {
+    #[command(subcommand)]
+    pub action: AlertAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertAction {
+    /// Send a test notification to a target ([alert.NAME]) now; exit 1 if it fails
+    Test { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AlertsArgs {
+    /// Deliveries since this time (RFC 3339) or this long ago (default 1d)
+    #[arg(long, default_value = "1d")]
+    pub since: String,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 failure, 2 usage error (clap), 3 backup saved but some files
 //! could not be read.
 
+mod alert;
 mod args;
 mod backup;
 mod browse;
@@ -50,6 +51,7 @@ fn main() {
             | Command::Jobs(_)
             | Command::Status(_)
             | Command::Drills(_)
+            | Command::Alerts(_)
             | Command::Policy(_)
     ) {
         // `cairn snapshots | head`: a closed stdout ends the command quietly, as for any
@@ -137,5 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => policy::status(&ctx, &a),
         Command::Drill(a) => drill::run(&ctx, &a),
         Command::Drills(a) => drill::history(&ctx, &a),
+        Command::Alert(a) => alert::run(&ctx, &a),
+        Command::Alerts(a) => alert::list(&ctx, &a),
     }
 }

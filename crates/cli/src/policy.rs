@@ -110,7 +110,7 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"file": path.display().to_string(), "repositories": p.repositories.keys().collect::<Vec<_>>(),
-                "classes": p.classes.keys().collect::<Vec<_>>(), "sources": sources})
+                "classes": p.classes.keys().collect::<Vec<_>>(), "alerts": p.alerts.keys().collect::<Vec<_>>(), "sources": sources})
         );
         return Ok(());
     }
@@ -138,6 +138,32 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
         }
         let extra = if extra.is_empty() { String::new() } else { format!(" ({})", extra.join(", ")) };
         println!("\nrepository {}: {}{extra}", r.name, output::sanitize(&r.url));
+    }
+    for a in p.alerts.values() {
+        let to = match &a.target {
+            cairn_policy::file::Target::Webhook { url, .. } | cairn_policy::file::Target::Ping { url } => url.clone(),
+            cairn_policy::file::Target::Command { command } => command.clone(),
+        };
+        let events = if a.events.is_empty() {
+            format!("events of severity {} and above", a.min_severity.as_str())
+        } else {
+            a.events.join(", ")
+        };
+        let mut only = Vec::new();
+        if !a.classes.is_empty() {
+            only.push(format!("classes {}", a.classes.join(", ")));
+        }
+        if !a.sources.is_empty() {
+            only.push(format!("sources {}", a.sources.join(", ")));
+        }
+        let only = if only.is_empty() { String::new() } else { format!("; only {}", only.join("; ")) };
+        println!(
+            "\nalert {} ({} {}): {events}{only}; repeat {}",
+            a.name,
+            a.target.kind(),
+            output::sanitize(&to),
+            cairn_policy::file::human(a.repeat)
+        );
     }
     for s in p.sources.values() {
         let what = match &s.kind {

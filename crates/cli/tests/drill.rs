@@ -292,3 +292,39 @@ fn the_daemon_runs_a_drill_on_its_schedule() {
     assert!(scheduled.iter().all(|d| d["pick"] == "random" && d["rpo_met"].is_null()), "{scheduled:?}");
     assert!(sandboxes(&p).is_empty());
 }
+
+#[test]
+fn a_drill_killed_mid_restore_is_cleaned_up_and_recorded_by_the_next() {
+    let p = setup("\"true\"");
+    // Reads from the primary at 512 KiB/s: the 3 MiB file takes seconds to restore.
+    let slow = std::fs::read_to_string(&p.config).unwrap().replace(
+        &format!("[repository.primary]\nurl = \"{}\"", p.env.repo.display()),
+        &format!("[repository.primary]\nurl = \"{}\"\nlimit_download = \"512KiB\"", p.env.repo.display()),
+    );
+    assert!(slow.contains("limit_download"));
+    let fast = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, &slow).unwrap();
+    let mut child = p.cmd().args(["drill", "files"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    let restoring = loop {
+        let big = sandboxes(&p).first().map(|s| p.env.path(&format!("cairn-state/drills/{s}/restore")));
+        if let Some(dir) = big.filter(|d| d.exists()) {
+            break dir;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the drill never began restoring");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the restore ended before the kill: make it slower");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(restoring.exists(), "a SIGKILLed drill leaves its half-restored sandbox");
+    std::fs::write(&p.config, fast).unwrap();
+    let (ok, r) = drill(&p, &["files"]);
+    assert!(ok, "{r}");
+    assert!(sandboxes(&p).is_empty(), "{:?}", sandboxes(&p));
+    let h = p.json(&["drills"]);
+    let v: Vec<&str> = h.as_array().unwrap().iter().map(|d| d["verdict"].as_str().unwrap()).collect();
+    assert_eq!(v, ["failed", "passed"], "{h}");
+    assert!(h[0]["reason"].as_str().unwrap().starts_with("interrupted"), "{}", h[0]);
+}

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -403,8 +404,11 @@ stream = true
         .arg("daemon")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap();
+    // A failing assertion must not leave the daemon (under runuser) running.
+    let _guard = KillGroup(d.id());
     let jobs = |env: &PgEnv| -> Vec<serde_json::Value> {
         let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["--json", "jobs"]).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
@@ -488,6 +492,16 @@ stream = true
     env.ok(&["pg", "check"]);
     env.ok(&["check"]);
     c.stop();
+}
+
+/// Kills a process group when dropped (a test that panics leaves nothing running).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the process group our child leads.
+        unsafe { libc::kill(-(self.0 as i32), libc::SIGKILL) };
+    }
 }
 
 /// Processes whose command line names `needle` (a sandbox path).

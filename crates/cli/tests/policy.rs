@@ -72,6 +72,18 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
         "14:12",
         "min applies to a query",
     ),
+    (
+        "paths = [\"/srv/uploads\"]",
+        "paths = [\"/srv/uploads\"]\n[alert.x]\nkind = \"webhook\"\nurl = \"ftp://x\"",
+        "16:7",
+        "use http:// or https://",
+    ),
+    (
+        "paths = [\"/srv/uploads\"]",
+        "paths = [\"/srv/uploads\"]\n[alert.x]\nkind = \"command\"\ncommand = \"true\"\nevents = [\"job_failled\"]",
+        "17:10",
+        "does not exist",
+    ),
 ];
 
 #[test]

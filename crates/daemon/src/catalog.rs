@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +56,34 @@ CREATE TABLE IF NOT EXISTS drills (
     record     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS drills_by_source ON drills (source, started_at);
+";
+
+/// Version 3: alerts. The conditions now active (so a restart neither forgets nor repeats
+/// them), when each target was last told of each, and every delivery attempt.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS alert_state (
+    key   TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    since INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_sent (
+    key    TEXT NOT NULL,
+    target TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (key, target)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    target  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    event   TEXT NOT NULL,
+    phase   TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    ok      INTEGER NOT NULL,
+    error   TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (at);
 ";
 
 /// A job's kind.
@@ -213,6 +241,19 @@ pub struct Job {
     pub ended_ms: Option<i64>,
 }
 
+/// One attempt to deliver an alert.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    pub at: String,
+    pub target: String,
+    pub key: String,
+    pub event: String,
+    pub phase: String,
+    pub attempt: u32,
+    /// Why it failed; `None`: delivered.
+    pub error: Option<String>,
+}
+
 /// What a job list is filtered by.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -341,7 +382,10 @@ impl Catalog {
             if version < 2 {
                 self.conn.execute_batch(SCHEMA_V2).map_err(self.err())?;
             }
-            // Later versions: `if version < 3 { ... }`, each in order.
+            if version < 3 {
+                self.conn.execute_batch(SCHEMA_V3).map_err(self.err())?;
+            }
+            // Later versions: `if version < 4 { ... }`, each in order.
             self.conn
                 .execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -529,8 +573,106 @@ impl Catalog {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
     }
 
+    /// The active alert conditions: key, event JSON, since (Unix ms).
+    pub fn alerts_active(&self) -> Result<Vec<(String, String, i64)>> {
+        let mut st =
+            self.conn.prepare_cached("SELECT key, event, since FROM alert_state ORDER BY key").map_err(self.err())?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    pub fn alert_raise(&self, key: &str, event: &str, now: Timestamp) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO alert_state (key, event, since) VALUES (?1, ?2, ?3)",
+                params![key, event, ms(now)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forgets a condition that cleared, and whom it was sent to.
+    pub fn alert_clear(&self, key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM alert_state WHERE key = ?1", params![key]).map_err(self.err())?;
+        self.conn.execute("DELETE FROM alert_sent WHERE key = ?1", params![key]).map_err(self.err())?;
+        Ok(())
+    }
+
+    /// When `target` was last told of condition `key` (Unix ms).
+    pub fn alert_last_sent(&self, key: &str, target: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row("SELECT at FROM alert_sent WHERE key = ?1 AND target = ?2", params![key, target], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub fn alert_sent(&self, key: &str, target: &str, now: Timestamp) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO alert_sent (key, target, at) VALUES (?1, ?2, ?3)",
+                params![key, target, ms(now)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The targets that were told of condition `key`.
+    pub fn alert_told(&self, key: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT target FROM alert_sent WHERE key = ?1 ORDER BY target")
+            .map_err(self.err())?;
+        let rows = st.query_map(params![key], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(self.err())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_delivery(
+        &self,
+        target: &str,
+        key: &str,
+        event: &str,
+        phase: &str,
+        attempt: u32,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO deliveries (at, target, key, event, phase, attempt, ok, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![ms(now), target, key, event, phase, attempt, error.is_none() as i64, error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Delivery attempts, oldest first.
+    pub fn deliveries(&self, since: Option<Timestamp>) -> Result<Vec<Delivery>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT at, target, key, event, phase, attempt, error FROM deliveries WHERE (?1 IS NULL OR at >= ?1) ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![since.map(ms)], |r| {
+                Ok(Delivery {
+                    at: time_of(r.get(0)?).unwrap_or_default(),
+                    target: r.get(1)?,
+                    key: r.get(2)?,
+                    event: r.get(3)?,
+                    phase: r.get(4)?,
+                    attempt: r.get(5)?,
+                    error: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
     /// Deletes finished jobs that ended before `before` (the catalog's own retention).
     pub fn expire(&self, before: Timestamp) -> Result<usize> {
+        self.conn.execute("DELETE FROM deliveries WHERE at < ?1", params![ms(before)]).map_err(self.err())?;
         self.conn
             .execute(
                 "DELETE FROM drills WHERE job IN (SELECT id FROM jobs WHERE status != 'running' AND ended_at < ?1)",

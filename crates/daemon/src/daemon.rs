@@ -291,6 +291,13 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         Err(e) => log(Level::Warning, &format!("catalog rebuild from the repositories failed: {e}")),
     }
     let start = Timestamp::now();
+    let alerts = crate::alerts::Dispatcher::start(env.catalog_path.clone(), env.host.clone(), rt.clone())?;
+    for n in crate::alerts::once(&env.policy, crate::alerts::daemon_started(&env), start) {
+        alerts.send(n);
+    }
+    // Conditions are evaluated at once (a backup missed while the daemon was down is
+    // raised now), then every alert_interval and after every job.
+    let mut next_alert_tick = start;
     log(
         Level::Info,
         &format!(
@@ -463,7 +470,14 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                 }
             }
         }
-        let next = wake.values().min().copied().unwrap_or(Timestamp::MAX);
+        if now >= next_alert_tick {
+            if let Err(e) = crate::alerts::tick(&env, &catalog, &alerts, now) {
+                log(Level::Warning, &format!("alert evaluation failed: {e}"));
+            }
+            let every = env.policy.daemon.alert_interval.unwrap_or(SignedDuration::from_mins(1));
+            next_alert_tick = now.checked_add(every).unwrap_or(Timestamp::MAX);
+        }
+        let next = wake.values().min().copied().unwrap_or(Timestamp::MAX).min(next_alert_tick);
         let wait = if next <= now || !pending.is_empty() {
             std::time::Duration::from_millis(200)
         } else {
@@ -478,6 +492,8 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             }
             wake.retain(|(s, _), _| *s != source);
             report(&source, kind, &r);
+            // A failed job is told now, not at the next interval.
+            next_alert_tick = Timestamp::now();
         }
     }
     // Stopping: no new jobs; streaming ends; the running jobs get `stop_timeout` to end.
@@ -519,6 +535,8 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             );
         }
     }
+    // What is queued for delivery gets a few seconds; a target that is down is not waited for.
+    alerts.finish(std::time::Duration::from_secs(5));
     log(Level::Info, "daemon stopped");
     // Threads of unfinished jobs end with the process; what they uploaded is reused.
     Ok(())

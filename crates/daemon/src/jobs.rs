@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_policy::file::{Hook, Policy, Source, SourceKind};
 use cairn_repo::Repository;
@@ -183,8 +183,12 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
             });
         }
     }
+    let mut pings = Vec::new();
     let result = match req.kind {
-        Kind::Backup => backup_job(env, &src, &id, req.label.clone()),
+        Kind::Backup => {
+            pings.extend(ping(env, &src, crate::alerts::PingStage::Start, String::new()));
+            backup_job(env, &src, &id, req.label.clone())
+        }
         Kind::Retention => retention_job(env, &src),
         Kind::Verify => verify_job(env, &src),
         Kind::Copy => copy_job(env, &src, None).map(|_| Done::default()),
@@ -196,6 +200,16 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
         Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
     };
     catalog.finish(row, status, &outcome, now)?;
+    if req.kind == Kind::Backup {
+        let (stage, summary) = match &outcome.error {
+            None => (crate::alerts::PingStage::Success, format!("job {id} {}", status.as_str())),
+            Some(e) if status.is_success() => {
+                (crate::alerts::PingStage::Success, format!("job {id} {}: {e}", status.as_str()))
+            }
+            Some(e) => (crate::alerts::PingStage::Fail, format!("job {id} {}: {e}", status.as_str())),
+        };
+        pings.extend(ping(env, &src, stage, summary));
+    }
     let hook = if status.is_success() { ("after", &hooks.after) } else { ("on_failure", &hooks.on_failure) };
     let mut hook_error = None;
     if let Some(h) = hook.1 {
@@ -223,7 +237,17 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     if let (Some(h), true) = (hook_error, error.is_none()) {
         error = Some(h);
     }
+    // Pings get a moment to go out (a one-shot `cairn run` exits after this); a ping
+    // target that is down is not waited for.
+    let until = Instant::now() + Duration::from_secs(2);
+    while pings.iter().any(|h| !h.is_finished()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(JobReport { id, status, snapshot: outcome.snapshot, error, copies })
+}
+
+fn ping(env: &Env, src: &Source, stage: crate::alerts::PingStage, summary: String) -> Vec<std::thread::JoinHandle<()>> {
+    crate::alerts::ping(&env.policy, &src.name, &src.class, stage, summary, &env.rt)
 }
 
 /// Locks the source (see [`lock_source`]) and runs the job.

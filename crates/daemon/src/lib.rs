@@ -12,6 +12,7 @@
 //! - The catalog is a cache: snapshots carry their source and job, so `status` reads data
 //!   age from the repositories and a lost catalog is rebuilt from them.
 
+pub mod alerts;
 pub mod backup;
 pub mod catalog;
 pub mod control;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod craft;
+pub mod http;
 pub mod pg;
 pub mod s3;
 pub mod ssh;

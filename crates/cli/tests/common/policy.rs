@@ -69,7 +69,7 @@ impl Policy {
     }
     pub fn write(&self, body: &str) {
         let text = format!(
-            "[daemon]\nhostname = \"test-host\"\nretry_delay = \"1s\"\nstop_timeout = \"20s\"\nmax_parallel = 4\n\n\
+            "[daemon]\nhostname = \"test-host\"\nretry_delay = \"1s\"\nstop_timeout = \"20s\"\nmax_parallel = 4\nalert_interval = \"1s\"\n\n\
              [repository.primary]\nurl = \"{}\"\npassword_file = \"{}\"\n\n{body}",
             self.env.repo.display(),
             self.env.path("pass").display()

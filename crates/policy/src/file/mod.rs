@@ -25,7 +25,10 @@ use toml::Spanned;
 use crate::schedule::Schedule;
 use crate::{Duration, KeepPolicy};
 
+mod alert;
 mod drill;
+use alert::RawAlert;
+pub use alert::{Alert, Severity, Target, WebhookFormat, EVENTS};
 pub use drill::{Check, Drill, Pick};
 use drill::{RawCheck, RawDrill};
 
@@ -194,7 +197,7 @@ pub struct Source {
     pub tags: Set<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Daemon {
     /// The catalog database; `None`: `cairn-catalog.db` beside the policy file.
     pub catalog: Option<String>,
@@ -212,6 +215,11 @@ pub struct Daemon {
     pub retry_delay: Option<SignedDuration>,
     /// On SIGTERM, running jobs get this long to finish before they are stopped (default 5m).
     pub stop_timeout: Option<SignedDuration>,
+    /// How often alert conditions are evaluated (default 1m).
+    pub alert_interval: Option<SignedDuration>,
+    /// A local repository's file system fuller than this percent raises `storage_full`
+    /// (default 80).
+    pub fill_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +228,7 @@ pub struct Policy {
     pub repositories: BTreeMap<String, Repository>,
     pub classes: BTreeMap<String, ()>,
     pub sources: BTreeMap<String, Source>,
+    pub alerts: BTreeMap<String, Alert>,
 }
 
 // ---- raw shapes (what serde reads) -------------------------------------------------------
@@ -235,6 +244,8 @@ struct RawFile {
     class: BTreeMap<String, Spanned<RawSection>>,
     #[serde(default)]
     source: BTreeMap<String, Spanned<RawSection>>,
+    #[serde(default)]
+    alert: BTreeMap<String, Spanned<RawAlert>>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +258,8 @@ struct RawDaemon {
     max_parallel: Option<Spanned<i64>>,
     retry_delay: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
+    alert_interval: Option<Spanned<String>>,
+    fill_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -415,7 +428,13 @@ pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyErr
         let src = cx.source(name, s, &raw.class, &repositories, now)?;
         sources.insert(name.clone(), src);
     }
-    Ok(Policy { daemon, repositories, classes, sources })
+    let mut alerts = BTreeMap::new();
+    let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+    for (name, a) in &raw.alert {
+        cx.name(name, a.span().start, "alert")?;
+        alerts.insert(name.clone(), cx.alert(name, a, &classes, &names)?);
+    }
+    Ok(Policy { daemon, repositories, classes, sources, alerts })
 }
 
 struct Cx<'a> {
@@ -549,6 +568,13 @@ impl Cx<'_> {
             max_parallel,
             retry_delay: d.retry_delay.map(|k| self.positive(&k)).transpose()?,
             stop_timeout: d.stop_timeout.map(|k| self.positive(&k)).transpose()?,
+            alert_interval: d.alert_interval.map(|k| self.positive(&k)).transpose()?,
+            fill_percent: match d.fill_percent {
+                Some(f) if !(1.0..=100.0).contains(f.get_ref()) => {
+                    return Err(self.at(&f, "fill_percent must be between 1 and 100"))
+                }
+                f => f.map(Spanned::into_inner),
+            },
         })
     }
 

@@ -1,0 +1,195 @@
+#![allow(clippy::unwrap_used)]
+//! Alerts end to end: the daemon raises conditions from what really happened (a failing
+//! dump command, a backup missed while no daemon ran, a slow backup, a full file system),
+//! routes them by the policy's matchers to real receivers (an HTTP server, a command
+//! writing a file, healthchecks-style pings), sends the resolution once the condition
+//! clears, and a target that is down delays nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn_testkit::http::Receiver;
+use common::policy::*;
+use common::*;
+use serde_json::Value;
+
+fn events(r: &Receiver, path: &str) -> Vec<Value> {
+    r.requests().iter().filter(|q| q.path == path).map(|q| q.json()).collect()
+}
+
+#[test]
+fn a_failing_job_is_raised_routed_and_resolved_and_a_dead_target_delays_nothing() {
+    let hook = Receiver::start();
+    let pings = Receiver::start();
+    let p = Policy::new("");
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    let flag = p.env.path("dump-works");
+    let cmd_out = p.env.path("alerts.jsonl");
+    p.write(&format!(
+        r#"
+[class.fast]
+repository = "primary"
+schedule = "* * * * * *"
+
+[class.quiet]
+repository = "primary"
+
+[source.dump]
+class = "fast"
+kind = "command"
+command = "test -e {flag} && echo dumped"
+
+[source.files]
+class = "fast"
+kind = "files"
+paths = ["{data}"]
+
+[alert.ops]
+kind = "webhook"
+url = "{hook_url}"
+events = ["job_failed"]
+sources = ["dump"]
+
+[alert.log]
+kind = "command"
+command = "cat >> {cmd_out}; echo >> {cmd_out}"
+min_severity = "info"
+
+[alert.down]
+kind = "webhook"
+url = "http://127.0.0.1:9/nothing-listens"
+timeout = "2s"
+
+[alert.hc]
+kind = "ping"
+url = "{ping_url}"
+sources = ["files"]
+"#,
+        flag = flag.display(),
+        data = data.display(),
+        hook_url = hook.url("/hook"),
+        cmd_out = cmd_out.display(),
+        ping_url = pings.url("/ping/{source}"),
+    ));
+    let d = p.daemon();
+    // The dump fails: job_failed reaches the webhook (matched by event and source), the
+    // command target and the dead target's retries, and the daemon's start reaches the
+    // command target (min_severity info).
+    let raised = hook.wait_for(30, "a job_failed webhook", |r| r.path == "/hook" && r.json()["state"] == "raised");
+    let e = raised.json();
+    assert_eq!(e["event"], "job_failed");
+    assert_eq!(e["source"], "dump");
+    assert_eq!(e["severity"], "error");
+    assert!(e["message"].as_str().unwrap().contains("backup job"), "{e}");
+    assert_eq!(raised.header("content-type"), Some("application/json"));
+    // Meanwhile the files source kept backing up every second, the dead target
+    // notwithstanding; its pings went out.
+    let before = p.jobs_of("files", "backup").len();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = p.jobs_of("files", "backup").len();
+    assert!(after >= before + 2, "backups were held up: {before} -> {after}\n{}", d.log());
+    pings.wait_for(10, "a /start ping", |r| r.path == "/ping/files/start");
+    pings.wait_for(10, "a success ping", |r| r.path == "/ping/files");
+    // Fixed: the next backup succeeds and the resolution follows, once.
+    std::fs::write(&flag, "").unwrap();
+    hook.wait_for(30, "a resolved webhook", |r| r.path == "/hook" && r.json()["state"] == "resolved");
+    std::thread::sleep(Duration::from_secs(2));
+    let states: Vec<String> = events(&hook, "/hook").iter().map(|e| e["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["raised", "resolved"], "one raise, one resolve: {states:?}");
+    let log = d.stop();
+    let lines: Vec<Value> = std::fs::read_to_string(&cmd_out)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> =
+        lines.iter().map(|e| (e["event"].as_str().unwrap(), e["state"].as_str().unwrap())).collect();
+    assert!(seen.contains(&("daemon_started", "once")), "{seen:?}");
+    assert!(seen.contains(&("job_failed", "raised")) && seen.contains(&("job_failed", "resolved")), "{seen:?}");
+    // The dead target was tried, and retried, and recorded as failing.
+    let a = p.json(&["alerts", "--since", "1h"]);
+    let down: Vec<&Value> = a["deliveries"].as_array().unwrap().iter().filter(|d| d["target"] == "down").collect();
+    assert!(down.iter().any(|d| d["attempt"].as_u64() >= Some(2)), "{a}\n{log}");
+    assert!(down.iter().all(|d| d["error"].is_string()), "{a}");
+    assert!(a["active"].as_array().unwrap().is_empty(), "{a}");
+}
+
+#[test]
+fn a_backup_that_never_happened_is_raised_at_the_daemons_start_and_resolved_by_one() {
+    let hook = Receiver::start();
+    let p = Policy::new("");
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    // Backups at 03:00 only, none taken yet: nothing in the repository meets the RPO, and
+    // no job failed either; only the repository can say so (a dead-man alert).
+    p.write(&format!(
+        r#"
+[class.daily]
+repository = "primary"
+schedule = "0 3 * * *"
+rpo = "1d"
+
+[source.files]
+class = "daily"
+kind = "files"
+paths = ["{data}"]
+
+[alert.chat]
+kind = "webhook"
+format = "slack"
+url = "{url}"
+"#,
+        data = data.display(),
+        url = hook.url("/slack"),
+    ));
+    let d = p.daemon();
+    let r = hook.wait_for(20, "a backup_missing message", |r| r.path == "/slack");
+    let text = r.json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("ERROR backup_missing") && text.contains("files"), "{text}");
+    // A manual backup clears it.
+    p.ok(&["run", "files"]);
+    let r = hook.wait_for(20, "the resolution", |r| r.json()["text"].as_str().is_some_and(|t| t.contains("RESOLVED")));
+    assert!(r.json()["text"].as_str().unwrap().contains("backup_missing"), "{:?}", r.json());
+    d.stop();
+}
+
+#[test]
+fn alert_test_reaches_the_target_or_says_why_not() {
+    let hook = Receiver::start();
+    let p = Policy::new("");
+    p.write(&format!(
+        r#"
+[alert.ok]
+kind = "webhook"
+url = "{url}"
+token_file = "{token}"
+
+[alert.bad]
+kind = "webhook"
+url = "http://127.0.0.1:9/"
+timeout = "2s"
+"#,
+        url = hook.url("/t"),
+        token = p.env.path("token").display(),
+    ));
+    std::fs::write(p.env.path("token"), "s3cret\n").unwrap();
+    p.ok(&["alert", "test", "ok"]);
+    let r = hook.wait_for(5, "the test notification", |r| r.path == "/t");
+    assert_eq!(r.json()["state"], "test");
+    assert_eq!(r.header("authorization"), Some("Bearer s3cret"));
+    let o = p.run(&["alert", "test", "bad"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("alert bad"), "{}", stderr(&o));
+    hook.respond(500);
+    let o = p.run(&["alert", "test", "ok"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("500"), "{}", stderr(&o));
+    let o = p.run(&["alert", "test", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not in the policy"), "{}", stderr(&o));
+}
