@@ -193,3 +193,64 @@ timeout = "2s"
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not in the policy"), "{}", stderr(&o));
 }
+
+#[test]
+fn slow_backups_unreachable_copies_and_a_full_disk_are_raised_from_what_happened() {
+    let hook = Receiver::start();
+    let p = Policy::new("");
+    // The copy's repository lives on a small tmpfs, then the tmpfs fills up.
+    let Some(small) = Tmpfs::mount(&p.env.path("small"), "8m") else {
+        skip("mounting a tmpfs needs root");
+        return;
+    };
+    let offsite = p.env.path("small/offsite");
+    assert!(p.env.cmd().env("CAIRN_REPO", &offsite).arg("init").output().unwrap().status.success());
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    p.write(&format!(
+        r#"
+[repository.offsite]
+url = "{offsite}"
+password_file = "{pass}"
+
+[class.c]
+repository = "primary"
+schedule = "*/2 * * * * *"
+rpo = "1h"
+max_duration = "1s"
+
+[source.slow]
+class = "c"
+kind = "command"
+command = "sleep 2; echo late"
+copy_to = ["offsite"]
+
+[alert.ops]
+kind = "webhook"
+url = "{url}"
+events = ["job_slow", "copy_lagging", "job_failed", "storage_full"]
+"#,
+        offsite = offsite.display(),
+        pass = p.env.path("pass").display(),
+        url = hook.url("/hook"),
+    ));
+    let d = p.daemon();
+    let slow = hook.wait_for(30, "job_slow", |r| r.json()["event"] == "job_slow");
+    assert!(slow.json()["payload"]["duration_secs"].as_i64().unwrap() >= 2, "{}", slow.json());
+    // The disk of the copy fills: storage_full for offsite.
+    let filler = p.env.path("small/filler");
+    let _ = std::fs::write(&filler, vec![0u8; 7 << 20]);
+    let full = hook.wait_for(30, "storage_full", |r| r.json()["event"] == "storage_full");
+    assert_eq!(full.json()["repository"], "offsite", "{}", full.json());
+    // The copy's site goes away: the copy job fails and the copy lags.
+    drop(small);
+    std::fs::remove_dir_all(p.env.path("small")).unwrap();
+    hook.wait_for(30, "job_failed of the copy", |r| {
+        r.json()["event"] == "job_failed" && r.json()["key"].as_str().is_some_and(|k| k.ends_with("/copy"))
+    });
+    hook.wait_for(30, "copy_lagging", |r| r.json()["event"] == "copy_lagging");
+    // With the tmpfs gone, its file system is no longer full: resolved.
+    hook.wait_for(30, "storage_full resolved", |r| r.json()["event"] == "storage_full" && r.json()["state"] == "resolved");
+    d.stop();
+}
