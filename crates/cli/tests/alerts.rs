@@ -251,6 +251,8 @@ events = ["job_slow", "copy_lagging", "job_failed", "storage_full"]
     });
     hook.wait_for(30, "copy_lagging", |r| r.json()["event"] == "copy_lagging");
     // With the tmpfs gone, its file system is no longer full: resolved.
-    hook.wait_for(30, "storage_full resolved", |r| r.json()["event"] == "storage_full" && r.json()["state"] == "resolved");
+    hook.wait_for(30, "storage_full resolved", |r| {
+        r.json()["event"] == "storage_full" && r.json()["state"] == "resolved"
+    });
     d.stop();
 }

@@ -241,6 +241,20 @@ pub struct Job {
     pub ended_ms: Option<i64>,
 }
 
+/// Jobs of one source, kind and status, aggregated.
+#[derive(Debug, Clone)]
+pub struct JobStat {
+    pub source: String,
+    pub kind: String,
+    pub status: String,
+    pub count: u64,
+    pub bytes_added: u64,
+    pub duration_sum: f64,
+    pub last_success_ms: Option<i64>,
+    /// Jobs at most each of `crate::metrics::BUCKETS` long (not cumulative across statuses).
+    pub buckets: Vec<u64>,
+}
+
 /// One attempt to deliver an alert.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Delivery {
@@ -664,6 +678,44 @@ impl Catalog {
                     phase: r.get(4)?,
                     attempt: r.get(5)?,
                     error: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// Finished jobs aggregated by source, kind and status, with the duration histogram's
+    /// bucket counts (`crate::metrics::BUCKETS`), for `/metrics`.
+    pub fn job_stats(&self) -> Result<Vec<JobStat>> {
+        let buckets: Vec<String> = crate::metrics::BUCKETS
+            .iter()
+            .map(|b| format!("sum(CASE WHEN ended_at - started_at <= {} THEN 1 ELSE 0 END)", (*b * 1000.0) as i64))
+            .collect();
+        let sql = format!(
+            "SELECT source, kind, status, count(*), coalesce(sum(bytes_added), 0),
+                    coalesce(sum(ended_at - started_at), 0),
+                    max(CASE WHEN status IN ('succeeded', 'partial') THEN ended_at END), {}
+             FROM jobs WHERE ended_at IS NOT NULL AND started_at IS NOT NULL AND status != 'running'
+             GROUP BY source, kind, status ORDER BY source, kind, status",
+            buckets.join(", ")
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let n = crate::metrics::BUCKETS.len();
+        let rows = st
+            .query_map([], |r| {
+                let mut b = Vec::with_capacity(n);
+                for i in 0..n {
+                    b.push(r.get::<_, i64>(7 + i)?.max(0) as u64);
+                }
+                Ok(JobStat {
+                    source: r.get(0)?,
+                    kind: r.get(1)?,
+                    status: r.get(2)?,
+                    count: r.get::<_, i64>(3)?.max(0) as u64,
+                    bytes_added: r.get::<_, i64>(4)?.max(0) as u64,
+                    duration_sum: r.get::<_, i64>(5)?.max(0) as f64 / 1000.0,
+                    last_success_ms: r.get(6)?,
+                    buckets: b,
                 })
             })
             .map_err(self.err())?;

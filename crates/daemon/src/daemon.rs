@@ -298,6 +298,11 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     // Conditions are evaluated at once (a backup missed while the daemon was down is
     // raised now), then every alert_interval and after every job.
     let mut next_alert_tick = start;
+    let shared = std::sync::Arc::new(crate::server::Shared { env: std::sync::RwLock::new(env.clone()), start });
+    if let Some(srv) = &env.policy.server {
+        let bound = crate::server::spawn(srv.listen, shared.clone(), &rt)?;
+        log(Level::Info, &format!("serving /metrics on http://{bound}"));
+    }
     log(
         Level::Info,
         &format!(
@@ -331,8 +336,16 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                     if (&new.catalog_path, &new.state_dir, &new.host) != (&env.catalog_path, &env.state_dir, &env.host)
                     {
                         log(Level::Error, "policy reload refused, the old policy stays: [daemon] catalog, state_dir and hostname change only with a restart");
+                    } else if new.policy.server != env.policy.server {
+                        log(
+                            Level::Error,
+                            "policy reload refused, the old policy stays: [server] changes only with a restart",
+                        );
                     } else {
                         env = new;
+                        if let Ok(mut e) = shared.env.write() {
+                            *e = env.clone();
+                        }
                         wake.clear();
                         // New streaming sources start; a removed one streams until restart.
                         start_streamers(&env, &mut streamers, &stop)?;

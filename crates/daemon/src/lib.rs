@@ -21,10 +21,12 @@ pub mod drill;
 pub mod jobs;
 pub mod lock;
 pub mod maintenance;
+pub mod metrics;
 pub mod plan;
 pub mod process;
 pub mod report;
 pub mod repos;
+pub mod server;
 pub mod status;
 
 /// Errors of the application layer.

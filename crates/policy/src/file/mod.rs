@@ -229,6 +229,13 @@ pub struct Policy {
     pub classes: BTreeMap<String, ()>,
     pub sources: BTreeMap<String, Source>,
     pub alerts: BTreeMap<String, Alert>,
+    pub server: Option<Server>,
+}
+
+/// `[server]`: the daemon's HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub listen: std::net::SocketAddr,
 }
 
 // ---- raw shapes (what serde reads) -------------------------------------------------------
@@ -246,6 +253,14 @@ struct RawFile {
     source: BTreeMap<String, Spanned<RawSection>>,
     #[serde(default)]
     alert: BTreeMap<String, Spanned<RawAlert>>,
+    #[serde(default)]
+    server: Option<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -434,7 +449,25 @@ pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyErr
         cx.name(name, a.span().start, "alert")?;
         alerts.insert(name.clone(), cx.alert(name, a, &classes, &names)?);
     }
-    Ok(Policy { daemon, repositories, classes, sources, alerts })
+    let server = match raw.server {
+        Some(s) => {
+            let listen: std::net::SocketAddr = s.listen.get_ref().parse().map_err(|_| {
+                cx.at(
+                    &s.listen,
+                    format!("listen {:?}: an address and port, like 127.0.0.1:9184 or [::1]:9184", s.listen.get_ref()),
+                )
+            })?;
+            if !listen.ip().is_loopback() {
+                return Err(cx.at(
+                    &s.listen,
+                    format!("listen {listen}: plain HTTP is served on loopback only, and TLS is not supported yet (listen on 127.0.0.1 or [::1], and put a TLS proxy in front)"),
+                ));
+            }
+            Some(Server { listen })
+        }
+        None => None,
+    };
+    Ok(Policy { daemon, repositories, classes, sources, alerts, server })
 }
 
 struct Cx<'a> {
