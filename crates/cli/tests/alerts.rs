@@ -218,12 +218,17 @@ password_file = "{pass}"
 repository = "primary"
 schedule = "*/2 * * * * *"
 rpo = "1h"
-max_duration = "1s"
 
 [source.slow]
 class = "c"
 kind = "command"
 command = "sleep 2; echo late"
+max_duration = "1s"
+
+[source.copied]
+class = "c"
+kind = "files"
+paths = ["{data}"]
 copy_to = ["offsite"]
 
 [alert.ops]
@@ -234,10 +239,22 @@ events = ["job_slow", "copy_lagging", "job_failed", "storage_full"]
         offsite = offsite.display(),
         pass = p.env.path("pass").display(),
         url = hook.url("/hook"),
+        data = data.display(),
     ));
     let d = p.daemon();
     let slow = hook.wait_for(30, "job_slow", |r| r.json()["event"] == "job_slow");
-    assert!(slow.json()["payload"]["duration_secs"].as_i64().unwrap() >= 2, "{}", slow.json());
+    assert!(slow.json()["payload"]["duration_secs"].as_i64().unwrap() >= 1, "{}", slow.json());
+    // Stopped at its max_duration, the slow job failed too, saying why.
+    let stopped = hook.wait_for(10, "job_failed of the slow source", |r| {
+        r.json()["event"] == "job_failed" && r.json()["source"] == "slow"
+    });
+    assert!(stopped.json()["message"].as_str().unwrap().contains("max_duration"), "{}", stopped.json());
+    // Backups of the copied source reach the copy before its disk fills.
+    let t0 = std::time::Instant::now();
+    while !p.jobs_of("copied", "copy").iter().any(|j| j["status"] == "succeeded") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no copy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The disk of the copy fills: storage_full for offsite.
     let filler = p.env.path("small/filler");
     let _ = std::fs::write(&filler, vec![0u8; 7 << 20]);
@@ -247,7 +264,7 @@ events = ["job_slow", "copy_lagging", "job_failed", "storage_full"]
     drop(small);
     std::fs::remove_dir_all(p.env.path("small")).unwrap();
     hook.wait_for(30, "job_failed of the copy", |r| {
-        r.json()["event"] == "job_failed" && r.json()["key"].as_str().is_some_and(|k| k.ends_with("/copy"))
+        r.json()["event"] == "job_failed" && r.json()["key"] == "job_failed/copied/copy"
     });
     hook.wait_for(30, "copy_lagging", |r| r.json()["event"] == "copy_lagging");
     // With the tmpfs gone, its file system is no longer full: resolved.

@@ -643,3 +643,47 @@ fn two_hosts_share_one_s3_repository_with_retention_running() {
     let copy = sb.iter().find(|s| s["source"] == "b-data").unwrap();
     assert_eq!(copy["copies"][0]["lag_secs"], 0, "{copy}");
 }
+
+#[test]
+fn a_job_past_its_max_duration_is_stopped_and_saves_nothing() {
+    let p = Policy::new("");
+    let out = p.env.path("staged");
+    p.write(&format!(
+        r#"
+[class.c]
+repository = "primary"
+max_duration = "1s"
+
+[source.hang]
+class = "c"
+kind = "command"
+command = "sleep 31; echo late"
+
+[source.hangdir]
+class = "c"
+kind = "command"
+output = "dir"
+command = "sleep 32; touch {{dir}}/x; touch {out}"
+"#,
+        out = out.display()
+    ));
+    for (source, sleeper) in [("hang", "sleep\x0031"), ("hangdir", "sleep\x0032")] {
+        let t0 = Instant::now();
+        let o = p.run(&["run", source]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(t0.elapsed() < Duration::from_secs(10), "{source} was not stopped: {:?}", t0.elapsed());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("max_duration of 1s"), "{text}");
+        assert_eq!(snapshots_of(&p, &p.env.repo, source), 0, "a stopped job saves nothing");
+        // What the command started is gone too.
+        std::thread::sleep(Duration::from_millis(300));
+        let left = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(sleeper.as_bytes())));
+        assert!(!left, "{source}'s command still runs");
+    }
+    assert!(!out.exists());
+    let jobs = p.jobs();
+    assert!(jobs.iter().all(|j| j["status"] == "failed"), "{jobs:?}");
+}

@@ -157,11 +157,14 @@ pub fn conditions(policy: &Policy, catalog: &Catalog, rows: &[SourceStatus], now
             }
         }
         for kind in [Kind::Backup, Kind::Copy, Kind::Retention, Kind::Verify, Kind::Drill] {
-            let Some(j) = catalog.last(&r.source, kind)? else { continue };
-            let took = match (j.started_ms, j.ended_ms) {
-                (Some(s), Some(e)) => Some((e - s).max(0) / 1000),
+            // The newest finished job: a retry running now says nothing yet (reading the
+            // running one would resolve the condition at every retry and raise it again).
+            let Some(j) = catalog.last_finished(&r.source, kind)? else { continue };
+            let took_ms = match (j.started_ms, j.ended_ms) {
+                (Some(s), Some(e)) => Some((e - s).max(0)),
                 _ => None,
             };
+            let took = took_ms.map(|t| t / 1000);
             let payload = serde_json::json!({"job": j.id, "kind": j.kind, "status": j.status, "error": j.error,
                 "started_at": j.started_at, "ended_at": j.ended_at, "duration_secs": took, "snapshot": j.snapshot});
             let err = j.error.clone().unwrap_or_default();
@@ -213,8 +216,11 @@ pub fn conditions(policy: &Policy, catalog: &Catalog, rows: &[SourceStatus], now
                 _ => {}
             }
             if kind == Kind::Backup {
-                if let (Some(max), Some(t)) = (src.max_duration.value, took) {
-                    if t > max.as_secs() {
+                if let (Some(max), Some(t)) = (src.max_duration.value, took_ms) {
+                    // Over its limit: a job stopped at max_duration, or one that ended
+                    // just as it was stopped.
+                    if t > max.as_millis() as i64 {
+                        let t = t / 1000;
                         out.push(ev(
                             "job_slow",
                             Severity::Warning,

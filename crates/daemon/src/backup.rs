@@ -131,13 +131,11 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         What::Stream { name, input } => {
             let reader: Box<dyn Read + Send> = match input {
                 Input::Command(cmd) => {
-                    let mut c = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(cmd)
-                        .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::piped())
-                        .spawn()
-                        .map_err(|e| Error::io(format!("starting command {cmd:?}"), e))?;
+                    let mut c = std::process::Command::new("sh");
+                    c.arg("-c").arg(cmd).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+                    // Its own process group: a stopped backup kills what the command started.
+                    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                    let mut c = c.spawn().map_err(|e| Error::io(format!("starting command {cmd:?}"), e))?;
                     let out = c.stdout.take().ok_or_else(|| Error::Source("no stdout from command".into()))?;
                     child = Some((c, cmd.clone()));
                     Box::new(out)
@@ -189,7 +187,27 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         threads: req.threads,
         uploads: req.uploads,
     };
-    let outcome = Archiver::new(repo, source.as_ref(), opts, progress).run();
+    let group = child.as_ref().map(|(c, _)| c.id() as libc::pid_t);
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| {
+        if let Some(pgid) = group {
+            // A command that outputs nothing blocks the reader: on a stop, kill it.
+            let finished = &finished;
+            s.spawn(move || {
+                while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                    if progress.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // SAFETY: a signal to the process group the command leads.
+                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        }
+        let r = Archiver::new(repo, source.as_ref(), opts, progress).run();
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
     if let Some((mut c, cmd)) = child {
         if outcome.is_err() {
             let _ = c.kill();

@@ -498,6 +498,19 @@ impl Catalog {
             .pop())
     }
 
+    /// The newest job of `source` and `kind` that has ended.
+    pub fn last_finished(&self, source: &str, kind: Kind) -> Result<Option<Job>> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE source = ?1 AND kind = ?2 AND status != 'running'
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                params![source, kind.as_str()],
+            )?
+            .pop())
+    }
+
     /// What scheduling needs of a source's jobs of one kind: when the newest successful
     /// one started, and the failures that ended after it.
     pub fn history(&self, source: &str, kind: Kind) -> Result<crate::plan::History> {

@@ -276,7 +276,45 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// A backup job, stopped at the source's `max_duration`: a watchdog sets the engine's stop
+/// flag (readers and the walk stop at their next step, nothing is saved, what was uploaded
+/// stays for the next backup) and the job fails with [`Error::TimedOut`].
 fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Result<Done> {
+    let progress = cairn_engine::Progress::default();
+    let Some(max) = src.max_duration.value else {
+        return backup_job_in(env, src, id, label, &progress);
+    };
+    let limit = Duration::from_secs(max.as_secs().max(1) as u64);
+    let done = AtomicBool::new(false);
+    let (r, stopped) = std::thread::scope(|s| {
+        let watchdog = s.spawn(|| {
+            let until = Instant::now() + limit;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() >= until {
+                    progress.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        let r = backup_job_in(env, src, id, label, &progress);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, watchdog.join().unwrap_or(false))
+    });
+    match r {
+        Err(_) if stopped => Err(Error::TimedOut(cairn_policy::file::human(max))),
+        r => r,
+    }
+}
+
+fn backup_job_in(
+    env: &Env,
+    src: &Source,
+    id: &str,
+    label: Option<String>,
+    progress: &cairn_engine::Progress,
+) -> Result<Done> {
     let repo = env.open_repository(&src.repository.value)?;
     let repo_dir = env
         .policy
@@ -313,19 +351,26 @@ fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Resul
             }
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             let cmd = command.replace("{dir}", &shell_quote(&dir.display().to_string()));
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .stdin(std::process::Stdio::null())
-                .output()
+            let errfile = env.state_dir.join("staging").join(format!("{}.stderr", src.name));
+            let err = std::fs::File::create(&errfile).map_err(|e| Error::io(errfile.display().to_string(), e))?;
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(&cmd).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(err);
+            // Bounded by the job's stop flag (its max_duration): its process group is killed.
+            let ended = crate::process::run(&mut c, Duration::MAX, &progress.stop)
                 .map_err(|e| Error::io(format!("starting command {command:?}"), e))?;
-            if !out.status.success() {
+            let last = crate::process::tail(&errfile, 4096);
+            let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let _ = std::fs::remove_file(&errfile);
+            let status = match ended {
+                crate::process::Ended::Exited(s) if s.success() => None,
+                crate::process::Ended::Exited(s) => Some(s.to_string()),
+                _ => Some("stopped".to_string()),
+            };
+            if let Some(status) = status {
                 let _ = std::fs::remove_dir_all(&dir);
-                let err = String::from_utf8_lossy(&out.stderr);
-                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
                 return Err(Error::CommandFailed {
                     command: command.clone(),
-                    status: if last.is_empty() { out.status.to_string() } else { format!("{}: {last}", out.status) },
+                    status: if last.is_empty() { status } else { format!("{status}: {last}") },
                 });
             }
             staging = Some(dir.clone());
@@ -351,7 +396,7 @@ fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Resul
                 source: Some(src.name.clone()),
                 job: Some(id.to_string()),
             };
-            let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, &cairn_engine::Progress::default())?;
+            let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, progress)?;
             let s = &snap.summary;
             return Ok(Done {
                 outcome: Outcome {
@@ -379,8 +424,7 @@ fn backup_job(env: &Env, src: &Source, id: &str, label: Option<String>) -> Resul
         job: Some(id.to_string()),
         repo_dir,
     };
-    let progress = cairn_engine::Progress::default();
-    let result = crate::backup::backup(&repo, &req, &progress);
+    let result = crate::backup::backup(&repo, &req, progress);
     if let Some(dir) = staging {
         let _ = std::fs::remove_dir_all(dir);
     }

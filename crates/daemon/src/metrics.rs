@@ -182,7 +182,7 @@ pub fn render(env: &Env, catalog: &Catalog, now: Timestamp, daemon_start: Option
     // The newest job of each kind: its status as a label (one series per source and kind).
     for s in env.policy.sources.values() {
         for kind in [crate::catalog::Kind::Backup, crate::catalog::Kind::Drill] {
-            if let Some(j) = catalog.last(&s.name, kind)?.filter(|j| j.status != "running") {
+            if let Some(j) = catalog.last_finished(&s.name, kind)? {
                 o.family(
                     "cairn_job_last_status",
                     "gauge",

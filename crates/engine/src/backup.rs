@@ -30,6 +30,9 @@ pub struct Progress {
     pub files_done: AtomicU64,
     pub bytes_done: AtomicU64,
     pub walk_done: AtomicBool,
+    /// Set by another thread to stop the backup (a job past its time limit): readers and
+    /// the walk stop at their next step and `run` returns [`Error::Stopped`].
+    pub stop: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +201,9 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
             // `_close` drops here: the uploader finishes, then the scope joins.
             result
         });
+        if self.progress.stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped);
+        }
         let (tree, mut summary, errors) = walked?;
         let worker_errors = worker_errors.into_inner().unwrap_or_default();
         if let Some(e) = worker_errors.first() {
@@ -264,6 +270,9 @@ fn read_loop<S: Source + ?Sized>(
             while let Some(chunk) = chunker.next_chunk(&mut f)? {
                 if saver.failed() {
                     return Err(std::io::Error::other("backup aborted: the repository write failed"));
+                }
+                if progress.stop.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("backup stopped"));
                 }
                 let id = repo.blob_id(chunk);
                 size += chunk.len() as u64;
@@ -389,6 +398,9 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
     }
 
     fn walk_children<'a>(&'a self, ws: Scope<'a, '_>, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
+        if self.progress.stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped);
+        }
         let entries = match self.source.read_dir(path) {
             Ok(e) => e,
             Err(e) => {

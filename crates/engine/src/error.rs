@@ -9,6 +9,10 @@ pub enum Error {
     Invalid(String),
     #[error("unsafe entry in snapshot: {0}")]
     Unsafe(String),
+    /// [`crate::Progress::stop`] was set: nothing was saved (what was uploaded stays, for
+    /// the next backup to reuse).
+    #[error("the backup was stopped before it finished; no snapshot saved")]
+    Stopped,
 }
 
 impl Error {
