@@ -439,11 +439,26 @@ stream = true
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // Streaming: commits reach the repository within seconds, no segment switch needed.
+    // What only streaming writes is the segment in progress, as a `.partial` object; the
+    // base backups every 3 s switch segments (and a completed segment replaces its
+    // partial), so it is looked for while the writes go on.
+    let has_partial = |env: &PgEnv| {
+        std::fs::read_dir(env.repo.join("wal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|tl| std::fs::read_dir(tl.path()).into_iter().flatten().flatten())
+            .any(|f| f.file_name().to_string_lossy().ends_with(".partial"))
+    };
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < std::time::Duration::from_secs(2) {
+    let mut partial = false;
+    while t0.elapsed() < std::time::Duration::from_secs(2)
+        || (!partial && t0.elapsed() < std::time::Duration::from_secs(30))
+    {
         c.sql(
             "CREATE TABLE IF NOT EXISTS streamed (at timestamptz default now()); INSERT INTO streamed DEFAULT VALUES",
         );
+        partial |= has_partial(&env);
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -451,12 +466,6 @@ stream = true
     assert!(o.status.success(), "{}", stderr(&o));
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let streamed = st[0]["wal_age_secs"].as_i64().unwrap();
-    // What only streaming writes: the segment in progress, as a `.partial` object.
-    let partial = std::fs::read_dir(env.repo.join("wal"))
-        .unwrap()
-        .flatten()
-        .flat_map(|tl| std::fs::read_dir(tl.path()).unwrap().flatten())
-        .any(|f| f.file_name().to_string_lossy().ends_with(".partial"));
     assert!(
         partial,
         "no streamed .partial segment in the repository\n{}",

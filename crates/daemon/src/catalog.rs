@@ -282,6 +282,10 @@ pub struct Catalog {
     path: String,
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked))
+}
+
 fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
@@ -328,18 +332,34 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 
 impl Catalog {
     /// Opens (creating, or migrating forward) the catalog at `path`.
+    ///
+    /// Switching a new database to WAL mode and migrating it take locks for which SQLite
+    /// does not always call the busy handler (two processes opening a fresh catalog at once
+    /// get "database is locked" at once): those steps are retried for the busy timeout.
     pub fn open(path: &Path) -> Result<Catalog> {
         let p = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
-        let err = |source| Error::Catalog { path: p.clone(), source };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Self::open_once(path, &p) {
+                Err(Error::Catalog { source, .. }) if is_busy(&source) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, p: &str) -> Result<Catalog> {
+        let err = |source| Error::Catalog { path: p.to_string(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         // WAL: readers (status) never wait for the writer (the daemon).
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).map_err(err)?;
         conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(err)?;
-        let c = Catalog { conn, path: p };
+        let c = Catalog { conn, path: p.to_string() };
         c.migrate()?;
         Ok(c)
     }
@@ -907,5 +927,28 @@ mod tests {
         let v: String =
             conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).expect("v");
         assert_eq!(v, SCHEMA_VERSION.to_string());
+    }
+
+    #[test]
+    fn many_processes_opening_a_fresh_catalog_at_once_all_get_it() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().expect("tmp");
+            let p = dir.path().join(format!("c{round}.db"));
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let p = p.clone();
+                    std::thread::spawn(move || {
+                        let c = Catalog::open(&p)?;
+                        if i % 2 == 0 {
+                            c.start(&job("s"), t(i))?;
+                        }
+                        c.jobs(&Filter::default()).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread").expect("open");
+            }
+        }
     }
 }
