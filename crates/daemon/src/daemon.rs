@@ -298,6 +298,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     // Conditions are evaluated at once (a backup missed while the daemon was down is
     // raised now), then every alert_interval and after every job.
     let mut next_alert_tick = start;
+    let mut last_alert_tick = start;
     let shared = std::sync::Arc::new(crate::server::Shared { env: std::sync::RwLock::new(env.clone()), start });
     if let Some(srv) = &env.policy.server {
         let bound = crate::server::spawn(srv.listen, shared.clone(), &rt)?;
@@ -489,6 +490,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             }
             let every = env.policy.daemon.alert_interval.unwrap_or(SignedDuration::from_mins(1));
             next_alert_tick = now.checked_add(every).unwrap_or(Timestamp::MAX);
+            last_alert_tick = now;
         }
         let next = wake.values().min().copied().unwrap_or(Timestamp::MAX).min(next_alert_tick);
         let wait = if next <= now || !pending.is_empty() {
@@ -505,8 +507,11 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             }
             wake.retain(|(s, _), _| *s != source);
             report(&source, kind, &r);
-            // A failed job is told now, not at the next interval.
-            next_alert_tick = Timestamp::now();
+            // A failed job is told now, not at the next interval; but at most one extra
+            // evaluation a second (each reads every repository's snapshot list), however
+            // many jobs end.
+            let soon = last_alert_tick.checked_add(SignedDuration::from_secs(1)).unwrap_or(Timestamp::MAX);
+            next_alert_tick = next_alert_tick.min(soon);
         }
     }
     // Stopping: no new jobs; streaming ends; the running jobs get `stop_timeout` to end.
