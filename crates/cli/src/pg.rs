@@ -209,22 +209,7 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
     let progress = cairn_pg::restore::Progress::default();
     let start = Instant::now();
-    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
-    let stop = AtomicBool::new(false);
-    let restored = std::thread::scope(|s| {
-        let _stop = output::StopOnDrop(&stop);
-        if show {
-            s.spawn(|| {
-                output::progress_loop(&stop, &|el| {
-                    format!(
-                        "[{}] {} / {}",
-                        output::duration(el),
-                        output::bytes(progress.done.load(std::sync::atomic::Ordering::Relaxed)),
-                        output::bytes(progress.total.load(std::sync::atomic::Ordering::Relaxed))
-                    )
-                })
-            });
-        }
+    let restored = crate::restore::with_progress(ctx, &progress.done, &progress.total, || {
         cairn_pg::restore::data_dir(&repo, &index, &sid, &snap, &target_dir, threads, &progress)
     })?;
     let (sum, pg) = (restored.summary, restored.pg);

@@ -10,19 +10,11 @@ use crate::args::{OverwriteArg, RestoreArgs};
 use crate::context::Context;
 use crate::output;
 
-/// Executes a restore plan, with a progress line on a terminal.
-pub fn execute(
-    ctx: &Context,
-    restorer: &Restorer<'_>,
-    plan: cairn_engine::RestorePlan,
-    dest: &FsDestination,
-    opts: &RestoreOptions<'_>,
-) -> Result<cairn_engine::RestoreSummary> {
-    let total = plan.bytes_total;
-    let done = AtomicU64::new(0);
+/// Runs `f` with a progress line on a terminal: elapsed time, bytes `done` of `total`.
+pub fn with_progress<T: Send>(ctx: &Context, done: &AtomicU64, total: &AtomicU64, f: impl FnOnce() -> T) -> T {
     let stop = AtomicBool::new(false);
     let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
-    let sum = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let _stop = output::StopOnDrop(&stop);
         if show {
             s.spawn(|| {
@@ -31,14 +23,26 @@ pub fn execute(
                         "[{}] {} / {}",
                         output::duration(el),
                         output::bytes(done.load(Ordering::Relaxed)),
-                        output::bytes(total)
+                        output::bytes(total.load(Ordering::Relaxed))
                     )
                 })
             });
         }
-        restorer.execute(plan, dest, opts, &done)
-    })?;
-    Ok(sum)
+        f()
+    })
+}
+
+/// Executes a restore plan, with a progress line on a terminal.
+pub fn execute(
+    ctx: &Context,
+    restorer: &Restorer<'_>,
+    plan: cairn_engine::RestorePlan,
+    dest: &FsDestination,
+    opts: &RestoreOptions<'_>,
+) -> Result<cairn_engine::RestoreSummary> {
+    let total = AtomicU64::new(plan.bytes_total);
+    let done = AtomicU64::new(0);
+    Ok(with_progress(ctx, &done, &total, || restorer.execute(plan, dest, opts, &done))?)
 }
 
 pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {

@@ -699,42 +699,29 @@ impl Run<'_> {
         for c in self.src.validate.value.clone() {
             let Check::Command { command, timeout } = &c else { continue };
             let t = Instant::now();
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(command)
+                .current_dir(cwd.unwrap_or(self.sandbox))
+                .stdin(std::process::Stdio::null())
+                .env("CAIRN_DRILL_JOB", &self.rec.job)
+                .env("CAIRN_SOURCE", &self.rec.source)
+                .env("CAIRN_SNAPSHOT", self.rec.snapshot.as_deref().unwrap_or(""));
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let limit = Duration::from_secs(timeout.as_secs().max(1) as u64).min(self.left());
             let out = self.sandbox.join("check-output");
-            let (ok, output) = match std::fs::File::create(&out).and_then(|f| Ok((f.try_clone()?, f))) {
-                Err(e) => (false, format!("cannot capture its output: {e}")),
-                Ok((o, e)) => {
-                    let mut cmd = std::process::Command::new("sh");
-                    cmd.arg("-c")
-                        .arg(command)
-                        .current_dir(cwd.unwrap_or(self.sandbox))
-                        .stdin(std::process::Stdio::null())
-                        .stdout(o)
-                        .stderr(e)
-                        .env("CAIRN_DRILL_JOB", &self.rec.job)
-                        .env("CAIRN_SOURCE", &self.rec.source)
-                        .env("CAIRN_SNAPSHOT", self.rec.snapshot.as_deref().unwrap_or(""));
-                    for (k, v) in env {
-                        cmd.env(k, v);
-                    }
-                    let limit = Duration::from_secs(timeout.as_secs().max(1) as u64).min(self.left());
-                    let ended = crate::process::run(&mut cmd, limit, self.stop);
-                    let text = crate::process::tail(&out, MAX_OUTPUT);
-                    match ended {
-                        Ok(Ended::Exited(s)) if s.success() => (true, text),
-                        Ok(Ended::Exited(s)) => (false, join(&format!("exited with {s}"), &text)),
-                        Ok(Ended::TimedOut) => (
-                            false,
-                            join(
-                                &format!("killed after {:.0} s (its timeout, or the drill's)", limit.as_secs_f64()),
-                                &text,
-                            ),
-                        ),
-                        Ok(Ended::Stopped) => (false, join("killed: the drill was stopped", &text)),
-                        Err(e) => (false, format!("could not start: {e}")),
-                    }
-                }
+            let (ok, output) = match crate::process::run_captured(&mut cmd, &out, MAX_OUTPUT, limit, self.stop) {
+                Ok((Ended::Exited(s), text)) if s.success() => (true, text),
+                Ok((Ended::Exited(s), text)) => (false, join(&format!("exited with {s}"), &text)),
+                Ok((Ended::TimedOut, text)) => (
+                    false,
+                    join(&format!("killed after {:.0} s (its timeout, or the drill's)", limit.as_secs_f64()), &text),
+                ),
+                Ok((Ended::Stopped, text)) => (false, join("killed: the drill was stopped", &text)),
+                Err(e) => (false, format!("could not start: {e}")),
             };
-            let _ = std::fs::remove_file(&out);
             self.rec.checks.push(CheckResult { check: c.describe(), ok, secs: secs(t.elapsed()), output });
         }
     }
@@ -892,31 +879,24 @@ impl Run<'_> {
         let amcheck = bin.join("pg_amcheck");
         if amcheck.exists() {
             let t = Instant::now();
+            let mut cmd = std::process::Command::new(&amcheck);
+            cmd.args(["--all", "--install-missing"])
+                .arg("-h")
+                .arg(&sock)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-U")
+                .arg(&user)
+                .stdin(std::process::Stdio::null());
             let out = self.sandbox.join("amcheck-output");
-            let r = std::fs::File::create(&out).and_then(|f| Ok((f.try_clone()?, f))).and_then(|(o, e)| {
-                let mut cmd = std::process::Command::new(&amcheck);
-                cmd.args(["--all", "--install-missing"])
-                    .arg("-h")
-                    .arg(&sock)
-                    .arg("-p")
-                    .arg(port.to_string())
-                    .arg("-U")
-                    .arg(&user)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(o)
-                    .stderr(e);
-                crate::process::run(&mut cmd, self.left(), self.stop)
-            });
-            let text = crate::process::tail(&out, MAX_OUTPUT);
-            let (ok, output) = match r {
-                Ok(Ended::Exited(s)) if s.success() => {
+            let (ok, output) = match crate::process::run_captured(&mut cmd, &out, MAX_OUTPUT, self.left(), self.stop) {
+                Ok((Ended::Exited(s), text)) if s.success() => {
                     (true, if text.is_empty() { "no corruption found".into() } else { text })
                 }
-                Ok(Ended::Exited(s)) => (false, join(&format!("exited with {s}"), &text)),
-                Ok(_) => (false, join("killed at the drill's timeout or stop", &text)),
+                Ok((Ended::Exited(s), text)) => (false, join(&format!("exited with {s}"), &text)),
+                Ok((_, text)) => (false, join("killed at the drill's timeout or stop", &text)),
                 Err(e) => (false, format!("could not run pg_amcheck: {e}")),
             };
-            let _ = std::fs::remove_file(&out);
             self.rec.checks.push(CheckResult { check: "pg_amcheck --all".into(), ok, secs: secs(t.elapsed()), output });
         } else {
             self.rec.notes.push(format!("pg_amcheck not found in {}: not run", bin.display()));

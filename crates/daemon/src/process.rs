@@ -47,6 +47,23 @@ pub fn wait(mut child: std::process::Child, limit: Duration, stop: &AtomicBool) 
     }
 }
 
+/// Runs `cmd` as [`run`] does with its standard output and error in the file `out`, and
+/// returns how it ended with the last `max` bytes of that output (the file is removed).
+pub fn run_captured(
+    cmd: &mut Command,
+    out: &std::path::Path,
+    max: usize,
+    limit: Duration,
+    stop: &AtomicBool,
+) -> std::io::Result<(Ended, String)> {
+    let f = std::fs::File::create(out)?;
+    cmd.stdout(f.try_clone()?).stderr(f);
+    let ended = run(cmd, limit, stop);
+    let text = tail(out, max);
+    let _ = std::fs::remove_file(out);
+    Ok((ended?, text))
+}
+
 /// The last `max` bytes of a command's output file, as text.
 pub fn tail(path: &std::path::Path, max: usize) -> String {
     let data = std::fs::read(path).unwrap_or_default();
