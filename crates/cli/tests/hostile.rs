@@ -383,3 +383,52 @@ fn one_damaged_index_file_hides_nothing() {
     std::fs::remove_file(&files[0]).unwrap();
     env.ok(&["check", "--read-data"]);
 }
+
+/// Trees of the smallest entries JSON allows: one at the entry cap (format.md §11), which
+/// a reader decodes within the memory a hostile case may cost (512 MiB), and one entry
+/// more, which is refused as damage (at 80 bytes an entry, 1.7 million fit into the blob
+/// limit and took 560 MiB to decode before the cap).
+#[test]
+fn trees_of_tiny_entries_are_bounded_by_the_entry_cap() {
+    let env = Env::new();
+    env.init();
+    let cap = cairn_format::tree::MAX_TREE_ENTRIES;
+    let mut nodes: Vec<_> =
+        (0..=cap).map(|i| cairn_testkit::craft::file(format!("{i:08}").as_bytes(), vec![], 0)).collect();
+    let over = cairn_testkit::craft::raw_tree(nodes.clone());
+    nodes.pop();
+    let at = cairn_testkit::craft::raw_tree(nodes);
+    drop(env.ok(&["snapshots"]));
+    let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
+    let (at_id, over_id) = (repo.blob_id(&at).tree(), repo.blob_id(&over).tree());
+    drop(repo);
+    let a = cairn_testkit::craft::plant(&env.repo, PASSWORD, &[(cairn_format::BlobType::Tree, at)], at_id);
+    cairn_testkit::craft::plant(&env.repo, PASSWORD, &[(cairn_format::BlobType::Tree, over)], over_id);
+    let run = |args: &[&str]| {
+        let start = std::time::Instant::now();
+        let o = Command::new("/usr/bin/time")
+            .args(["-f", "maxrss_kib %M"])
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env("CAIRN_REPO", &env.repo)
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("HOME", env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        let rss: u64 = e.lines().find_map(|l| l.strip_prefix("maxrss_kib ")).unwrap().trim().parse().unwrap();
+        eprintln!("{args:?}: {rss} KiB in {:?}", start.elapsed());
+        assert!(rss < 512 << 10, "{args:?}: {rss} KiB: {e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{args:?} took {:?}", start.elapsed());
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        e
+    };
+    // The tree at the cap decodes (ls then stops at its walk budget: the planted summary
+    // claims nothing); the one over it is damage that check names.
+    let e = run(&["ls", &a.to_string()]);
+    assert!(e.contains("expands to more than"), "{e}");
+    let e = run(&["check"]);
+    assert!(e.contains(&format!("more than {cap} entries")), "{e}");
+    assert!(e.contains("exited with non-zero status 1"), "{e}");
+}

@@ -163,7 +163,37 @@ pub fn is_safe_name(name: &[u8]) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tree {
     pub version: u32,
+    #[serde(deserialize_with = "bounded_nodes")]
     pub nodes: Vec<Node>,
+}
+
+/// The most entries a tree may hold (§11). A real directory reaches the 128 MiB blob limit
+/// near 400,000 entries (a real node encodes to 200-350 bytes); hostile nodes of 80 bytes
+/// would fit 1.7 million into that limit and take ~290 bytes each once decoded, so the
+/// count, not the bytes, is what bounds a reader's memory (about 300 MiB at this cap).
+pub const MAX_TREE_ENTRIES: usize = 1_000_000;
+
+/// `nodes`, refused as soon as it holds more than [`MAX_TREE_ENTRIES`] (before the rest is
+/// decoded), and never preallocated from a hostile length hint.
+fn bounded_nodes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Node>, D::Error> {
+    struct Nodes;
+    impl<'de> serde::de::Visitor<'de> for Nodes {
+        type Value = Vec<Node>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_TREE_ENTRIES} nodes")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Node>, A::Error> {
+            let mut nodes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(n) = seq.next_element()? {
+                if nodes.len() == MAX_TREE_ENTRIES {
+                    return Err(serde::de::Error::custom(format!("more than {MAX_TREE_ENTRIES} entries")));
+                }
+                nodes.push(n);
+            }
+            Ok(nodes)
+        }
+    }
+    d.deserialize_seq(Nodes)
 }
 
 impl Tree {
