@@ -432,3 +432,49 @@ fn trees_of_tiny_entries_are_bounded_by_the_entry_cap() {
     assert!(e.contains(&format!("more than {cap} entries")), "{e}");
     assert!(e.contains("exited with non-zero status 1"), "{e}");
 }
+
+/// A pack whose sealed header claims one record more than it holds (sealed with the
+/// repository's keys, so it decrypts): `check --read-data` names the pack as damaged and
+/// fails; nothing panics or allocates for the claimed count; the snapshot's own data,
+/// in other packs, still restores.
+#[test]
+fn a_pack_header_whose_count_disagrees_with_its_length_is_damage() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"kept").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let (_rt, repo) = cairn_testkit::craft::open(&env.repo, PASSWORD);
+    let _lease = repo.lease("test", "evil").unwrap();
+    let data = b"planted".to_vec();
+    let id = repo.blob_id(&data);
+    let mut p = cairn_repo::Packer::new(repo.master(), cairn_format::BlobType::Data, 1 << 20).unwrap();
+    let mut codec = cairn_repo::BlobCodec::new(0);
+    p.add_with(id, data.len() as u32, |buf| codec.encode_into(&data, buf)).unwrap();
+    let f = p.finish().unwrap();
+    // Cut the honest header and trailer off and seal one that claims 2 records in 45 bytes.
+    let hl = u32::from_le_bytes(f.data[f.data.len() - 4..].try_into().unwrap()) as usize;
+    let mut pack = f.data[..f.data.len() - 4 - hl].to_vec();
+    let mut header = cairn_format::pack::encode_header(&f.entries);
+    header[1..5].copy_from_slice(&2u32.to_le_bytes());
+    repo.master().object_key(&f.salt).seal(cairn_crypto::HEADER_NONCE, &mut header).unwrap();
+    pack.extend_from_slice(&header);
+    pack.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    let pid = cairn_format::PackId(cairn_format::Id(cairn_crypto::content_hash(&pack)));
+    repo.block_on(repo.store().put(&cairn_repo::layout::pack(&pid), pack, cairn_store::PutMode::Create)).unwrap();
+    repo.save_index(&cairn_format::index::IndexFile {
+        supersedes: Vec::new(),
+        packs: vec![cairn_format::index::IndexedPack { id: pid, salt: f.salt, blobs: f.entries }],
+    })
+    .unwrap();
+    drop(_lease);
+    let o = env.run(&["check", "--read-data"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&pid.to_hex()[..8]) && e.contains("2 records but 45 bytes"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let t = env.path("t");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(std::fs::read(t.join(src.strip_prefix("/").unwrap()).join("f")).unwrap(), b"kept");
+}
