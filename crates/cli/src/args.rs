@@ -103,6 +103,32 @@ pub enum Command {
     Alert(AlertArgs),
     /// The alert conditions active now and the recent deliveries
     Alerts(AlertsArgs),
+    /// The audit log kept in the repository: list records, verify the chains
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: AuditAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// List the records, oldest first
+    Log {
+        /// Records since this time (RFC 3339) or this long ago (e.g. 7d)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records whose actor (user, token or host) is this
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records of this action (backup, restore, forget, ...)
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// Check every chain for changed, missing, inserted, reordered or cut-off records
+    Verify,
 }
 
 #[derive(Args, Debug)]

@@ -60,6 +60,29 @@ fn validate(a: &BackupArgs) -> Result<Plan> {
 pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let plan = validate(a)?;
     let repo = ctx.open_or_create_default(a.dry_run)?;
+    let mut saved = None;
+    let r = backup(ctx, a, &plan, &repo, &mut saved);
+    if !a.dry_run {
+        let mut target = crate::audit::target(ctx);
+        target.paths = plan.paths.iter().map(|p| p.display().to_string()).collect();
+        if a.stdin || a.command.is_some() {
+            target.paths = vec![a.stdin_name.clone()];
+        }
+        let message = saved.as_ref().map(|(_, m): &(String, String)| m.clone());
+        target.snapshots = saved.map(|(id, _)| id).into_iter().collect();
+        crate::audit::note(&repo, "backup", target, &r, message);
+    }
+    r
+}
+
+/// The backup itself; `saved` gets the snapshot's id and a one-line summary.
+fn backup(
+    ctx: &Context,
+    a: &BackupArgs,
+    plan: &Plan,
+    repo: &cairn_repo::Repository,
+    saved: &mut Option<(String, String)>,
+) -> Result<()> {
     let what = if a.stdin || a.command.is_some() {
         let input = match &a.command {
             Some(c) => Input::Command(c.clone()),
@@ -90,10 +113,21 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
         source: None,
         job: None,
         repo_dir: ctx.remote.is_none().then(|| ctx.repo_path.clone()),
+        audit: if a.dry_run { None } else { crate::audit::anchor(repo) },
     };
-    let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(&repo, &req, progress))?;
+    let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress))?;
     let (id, snap) = (report.id, &report.snapshot);
     let s = &snap.summary;
+    *saved = Some((
+        id.to_hex(),
+        format!(
+            "{} files new, {} changed, {} unmodified, {} added",
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            output::bytes(s.bytes_added)
+        ),
+    ));
     if ctx.g.json {
         let v = serde_json::json!({
             "snapshot_id": if a.dry_run { serde_json::Value::Null } else { id.to_hex().into() },

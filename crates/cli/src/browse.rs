@@ -241,10 +241,18 @@ pub fn diff(ctx: &Context, a: &DiffArgs) -> Result<()> {
 
 pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let (_, snap) = repo.resolve_snapshot(&a.snapshot)?;
-    let index = readable_index(&repo)?;
+    crate::audit::recorded(ctx, &repo, "dump", |note| {
+        note.target.paths = a.path.iter().cloned().collect();
+        dump_in(a, &repo, note)
+    })
+}
+
+fn dump_in(a: &DumpArgs, repo: &cairn_repo::Repository, note: &mut crate::audit::Note) -> Result<()> {
+    let (sid, snap) = repo.resolve_snapshot(&a.snapshot)?;
+    note.target.snapshots = vec![sid.to_hex()];
+    let index = readable_index(repo)?;
     let node = match &a.path {
-        Some(p) => browse::lookup(&repo, &index, snap.tree, p)?
+        Some(p) => browse::lookup(repo, &index, snap.tree, p)?
             .ok_or_else(|| anyhow!("{p}: is the snapshot root, not a file"))?,
         None => {
             let t = repo.load_tree(&index, snap.tree)?;
@@ -255,7 +263,7 @@ pub fn dump(ctx: &Context, a: &DumpArgs) -> Result<()> {
         }
     };
     let mut out = std::io::stdout().lock();
-    match browse::dump(&repo, &index, &node, &mut out) {
+    match browse::dump(repo, &index, &node, &mut out) {
         Err(cairn_engine::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => {
             r?;

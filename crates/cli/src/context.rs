@@ -52,7 +52,7 @@ pub fn store_for(spec: &str) -> Result<Arc<dyn Store>> {
     Ok(cairn_daemon::repos::store_for(spec)?)
 }
 
-fn cache_home() -> Option<PathBuf> {
+pub fn cache_home() -> Option<PathBuf> {
     match std::env::var_os("XDG_CACHE_HOME") {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
         _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")),

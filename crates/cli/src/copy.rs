@@ -13,60 +13,73 @@ use crate::output;
 
 pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
     let src = ctx.open()?;
-    let pw = match (&a.to_password_file, std::env::var("CAIRN_TO_PASSWORD")) {
-        (Some(f), _) => read_password_file(f)?,
-        (None, Ok(p)) => p.into_bytes(),
-        (None, Err(_)) => prompt(&format!("enter the password of {}: ", a.to), false)?,
-    };
-    let dst = Repository::open(store_for(&a.to)?, ctx.rt.clone(), &pw).with_context(|| format!("opening {}", a.to))?;
-    if dst.config().id == src.config().id {
-        return Err(anyhow!("{} is this same repository", a.to));
-    }
-    let _lease = dst.lease("copy", &cairn_fs::hostname())?;
-    let mut damaged = Vec::new();
-    let mut snaps = if a.snapshots.is_empty() {
-        // The readable ones travel; the damaged ones are named at the end (exit 1).
-        let list = src.list_snapshots_lenient()?;
-        damaged = list.damaged;
-        list.snapshots
-    } else {
-        a.snapshots.iter().map(|s| src.resolve_snapshot(s)).collect::<std::result::Result<Vec<_>, _>>()?
-    };
-    snaps
-        .retain(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t)));
-    let todo = missing(snaps, &dst.list_snapshots_lenient()?.snapshots);
-    let start = std::time::Instant::now();
-    let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
-    let stats = out.stats;
-    if ctx.g.json {
-        let v: Vec<serde_json::Value> =
-            out.copied.iter().map(|(s, d)| serde_json::json!({"source": s.to_hex(), "copy": d.to_hex()})).collect();
-        println!(
-            "{}",
-            serde_json::json!({"copied": v, "blobs_copied": stats.blobs_copied, "bytes_copied": stats.bytes_copied,
-                "blobs_skipped": stats.blobs_skipped, "duration_secs": start.elapsed().as_secs_f64()})
-        );
-    } else if !ctx.g.quiet {
-        for (s, d) in &out.copied {
-            println!("snapshot {} copied as {}", s.short(), d.short());
+    crate::audit::recorded(ctx, &src, "copy", |note| {
+        let pw = match (&a.to_password_file, std::env::var("CAIRN_TO_PASSWORD")) {
+            (Some(f), _) => read_password_file(f)?,
+            (None, Ok(p)) => p.into_bytes(),
+            (None, Err(_)) => prompt(&format!("enter the password of {}: ", a.to), false)?,
+        };
+        note.target.paths = vec![a.to.clone()];
+        let dst =
+            Repository::open(store_for(&a.to)?, ctx.rt.clone(), &pw).with_context(|| format!("opening {}", a.to))?;
+        if dst.config().id == src.config().id {
+            return Err(anyhow!("{} is this same repository", a.to));
         }
-        println!(
-            "{} snapshots copied to {}: {} blobs ({}) sent, {} already there, in {:.2} s",
-            out.copied.len(),
-            a.to,
-            stats.blobs_copied,
-            output::bytes(stats.bytes_copied),
-            stats.blobs_skipped,
-            start.elapsed().as_secs_f64()
-        );
-    }
-    if let Some((id, why)) = damaged.first() {
-        return Err(anyhow!(
-            "{} source snapshots are damaged and were not copied (first: {}: {})",
-            damaged.len(),
-            id.short(),
-            output::sanitize(why)
-        ));
-    }
-    Ok(())
+        let _lease = dst.lease("copy", &cairn_fs::hostname())?;
+        let mut damaged = Vec::new();
+        let mut snaps = if a.snapshots.is_empty() {
+            // The readable ones travel; the damaged ones are named at the end (exit 1).
+            let list = src.list_snapshots_lenient()?;
+            damaged = list.damaged;
+            list.snapshots
+        } else {
+            a.snapshots.iter().map(|s| src.resolve_snapshot(s)).collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        snaps.retain(|(_, s)| {
+            a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t))
+        });
+        let todo = missing(snaps, &dst.list_snapshots_lenient()?.snapshots);
+        let start = std::time::Instant::now();
+        let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
+        // The audit log travels with the snapshots (format.md §16); one that cannot be read
+        // here stays behind, for `audit verify` to report.
+        let (segments, unreadable) = cairn_audit::copy(&src, &dst)?;
+        for p in &unreadable {
+            eprintln!("cairn: warning: audit segment {p} could not be read and was not copied");
+        }
+        let stats = out.stats;
+        note.target.snapshots = out.copied.iter().map(|(s, _)| s.to_hex()).collect();
+        note.message = Some(format!("{} snapshots and {segments} audit segments copied to {}", out.copied.len(), a.to));
+        if ctx.g.json {
+            let v: Vec<serde_json::Value> =
+                out.copied.iter().map(|(s, d)| serde_json::json!({"source": s.to_hex(), "copy": d.to_hex()})).collect();
+            println!(
+                "{}",
+                serde_json::json!({"copied": v, "blobs_copied": stats.blobs_copied, "bytes_copied": stats.bytes_copied,
+                    "blobs_skipped": stats.blobs_skipped, "duration_secs": start.elapsed().as_secs_f64()})
+            );
+        } else if !ctx.g.quiet {
+            for (s, d) in &out.copied {
+                println!("snapshot {} copied as {}", s.short(), d.short());
+            }
+            println!(
+                "{} snapshots copied to {}: {} blobs ({}) sent, {} already there, in {:.2} s",
+                out.copied.len(),
+                a.to,
+                stats.blobs_copied,
+                output::bytes(stats.bytes_copied),
+                stats.blobs_skipped,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if let Some((id, why)) = damaged.first() {
+            return Err(anyhow!(
+                "{} source snapshots are damaged and were not copied (first: {}: {})",
+                damaged.len(),
+                id.short(),
+                output::sanitize(why)
+            ));
+        }
+        Ok(())
+    })
 }

@@ -19,6 +19,16 @@ fn new_password(n: &NewPassword) -> Result<Vec<u8>> {
 
 pub fn run(ctx: &Context, a: &KeyArgs) -> Result<()> {
     let repo = ctx.open()?;
+    let action = match &a.action {
+        KeyAction::List => return keys(ctx, a, &repo),
+        KeyAction::Add(_) => "key_add",
+        KeyAction::Remove { .. } => "key_remove",
+        KeyAction::Passwd(_) => "key_passwd",
+    };
+    crate::audit::recorded(ctx, &repo, action, |_| keys(ctx, a, &repo))
+}
+
+fn keys(ctx: &Context, a: &KeyArgs, repo: &cairn_repo::Repository) -> Result<()> {
     match &a.action {
         KeyAction::List => {
             let keys = repo.list_keys()?;

@@ -7,6 +7,7 @@
 
 mod alert;
 mod args;
+mod audit;
 mod backup;
 mod browse;
 mod check;
@@ -141,5 +142,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drills(a) => drill::history(&ctx, &a),
         Command::Alert(a) => alert::run(&ctx, &a),
         Command::Alerts(a) => alert::list(&ctx, &a),
+        Command::Audit(a) => audit::run(&ctx, &a),
     }
 }

@@ -121,6 +121,17 @@ fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
 
 fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
     let repo = ctx.open()?;
+    crate::audit::recorded(ctx, &repo, "pg_backup", |note| {
+        note.target.paths = vec![a.data_dir.display().to_string()];
+        let r = base_backup(ctx, a, &repo);
+        if let Ok(id) = &r {
+            note.target.snapshots = vec![id.clone()];
+        }
+        r.map(|_| ())
+    })
+}
+
+fn base_backup(ctx: &Context, a: &PgBackupArgs, repo: &Repository) -> Result<String> {
     let req = cairn_pg::backup::BaseBackupRequest {
         data_dir: a.data_dir.clone(),
         connection: a.connection.clone(),
@@ -134,8 +145,9 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         uploads: ctx.connections(),
         source: None,
         job: None,
+        audit: crate::audit::anchor(repo),
     };
-    let (id, snap) = crate::backup::with_progress(ctx, |p| cairn_pg::backup::base_backup(&repo, &req, p))?;
+    let (id, snap) = crate::backup::with_progress(ctx, |p| cairn_pg::backup::base_backup(repo, &req, p))?;
     let pg = snap.postgres.clone().unwrap_or_default();
     let s = &snap.summary;
     if ctx.g.json {
@@ -159,7 +171,7 @@ fn backup(ctx: &Context, a: &PgBackupArgs) -> Result<()> {
         );
         println!("base backup {} saved; consistent from {}", id.short(), pg.stop_time);
     }
-    Ok(())
+    Ok(id.to_hex())
 }
 
 // ---- restore ----
@@ -193,55 +205,59 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
     }
     let rc = restore_command(ctx)?;
     let repo = ctx.open()?;
-    let snaps = postgres_snapshots(&repo)?;
-    let (sid, snap) = match &a.snapshot {
-        Some(spec) => {
-            let (id, s) = repo.resolve_snapshot(spec)?;
-            if s.postgres.is_none() {
-                bail!("snapshot {} is not a PostgreSQL base backup", id.short());
+    crate::audit::recorded(ctx, &repo, "pg_restore", |note| {
+        note.target.paths = vec![a.target_dir.display().to_string()];
+        let snaps = postgres_snapshots(&repo)?;
+        let (sid, snap) = match &a.snapshot {
+            Some(spec) => {
+                let (id, s) = repo.resolve_snapshot(spec)?;
+                if s.postgres.is_none() {
+                    bail!("snapshot {} is not a PostgreSQL base backup", id.short());
+                }
+                (id, s)
             }
-            (id, s)
+            None => recovery::choose(&snaps, &target)?.clone(),
+        };
+        note.target.snapshots = vec![sid.to_hex()];
+        let index = crate::browse::readable_index(&repo)?;
+        let target_dir = std::path::absolute(&a.target_dir)?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
+        let progress = cairn_pg::restore::Progress::default();
+        let start = Instant::now();
+        let restored = crate::restore::with_progress(ctx, &progress.done, &progress.total, || {
+            cairn_pg::restore::data_dir(&repo, &index, &sid, &snap, &target_dir, threads, &progress)
+        })?;
+        let (sum, pg) = (restored.summary, restored.pg);
+        // The data directory's owner, when we can give it (root): PostgreSQL refuses others.
+        let owner = (unsafe { libc::geteuid() } == 0).then_some(restored.owner);
+        recovery::prepare(&target_dir, &pg, &recovery::settings(&target, &rc), owner)?;
+        let what = match &target {
+            Target::Latest => "the end of the archived WAL".to_string(),
+            Target::Time(_) => format!("time {}", a.time.as_deref().unwrap_or("")),
+            Target::Lsn(_) => format!("LSN {}", a.lsn.as_deref().unwrap_or("")),
+            Target::Xid(x) => format!("transaction {x}"),
+            Target::Name(n) => format!("restore point {n:?}"),
+        };
+        if ctx.g.json {
+            println!(
+                "{}",
+                serde_json::json!({"snapshot_id": sid.to_hex(), "target_dir": target_dir, "base_backup_stop_time": pg.stop_time,
+                    "files": sum.files, "bytes_written": sum.bytes_written, "duration_secs": start.elapsed().as_secs_f64()})
+            );
+        } else if !ctx.g.quiet {
+            println!(
+                "restored base backup {} (consistent from {}) to {}: {} files, {} in {:.2} s",
+                sid.short(),
+                pg.stop_time,
+                target_dir.display(),
+                sum.files,
+                output::bytes(sum.bytes_written),
+                start.elapsed().as_secs_f64()
+            );
+            println!("recovery to {what} is set up: start PostgreSQL on {} (pg_ctl -D {} start); it replays WAL from the repository, then promotes", target_dir.display(), target_dir.display());
         }
-        None => recovery::choose(&snaps, &target)?.clone(),
-    };
-    let index = crate::browse::readable_index(&repo)?;
-    let target_dir = std::path::absolute(&a.target_dir)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
-    let progress = cairn_pg::restore::Progress::default();
-    let start = Instant::now();
-    let restored = crate::restore::with_progress(ctx, &progress.done, &progress.total, || {
-        cairn_pg::restore::data_dir(&repo, &index, &sid, &snap, &target_dir, threads, &progress)
-    })?;
-    let (sum, pg) = (restored.summary, restored.pg);
-    // The data directory's owner, when we can give it (root): PostgreSQL refuses others.
-    let owner = (unsafe { libc::geteuid() } == 0).then_some(restored.owner);
-    recovery::prepare(&target_dir, &pg, &recovery::settings(&target, &rc), owner)?;
-    let what = match &target {
-        Target::Latest => "the end of the archived WAL".to_string(),
-        Target::Time(_) => format!("time {}", a.time.as_deref().unwrap_or("")),
-        Target::Lsn(_) => format!("LSN {}", a.lsn.as_deref().unwrap_or("")),
-        Target::Xid(x) => format!("transaction {x}"),
-        Target::Name(n) => format!("restore point {n:?}"),
-    };
-    if ctx.g.json {
-        println!(
-            "{}",
-            serde_json::json!({"snapshot_id": sid.to_hex(), "target_dir": target_dir, "base_backup_stop_time": pg.stop_time,
-                "files": sum.files, "bytes_written": sum.bytes_written, "duration_secs": start.elapsed().as_secs_f64()})
-        );
-    } else if !ctx.g.quiet {
-        println!(
-            "restored base backup {} (consistent from {}) to {}: {} files, {} in {:.2} s",
-            sid.short(),
-            pg.stop_time,
-            target_dir.display(),
-            sum.files,
-            output::bytes(sum.bytes_written),
-            start.elapsed().as_secs_f64()
-        );
-        println!("recovery to {what} is set up: start PostgreSQL on {} (pg_ctl -D {} start); it replays WAL from the repository, then promotes", target_dir.display(), target_dir.display());
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 // ---- streaming ----

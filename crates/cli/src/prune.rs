@@ -10,13 +10,16 @@ use crate::output::bytes;
 
 pub fn run(ctx: &Context, a: &PruneArgs) -> Result<()> {
     let repo = ctx.open_with(a.dry_run)?;
-    let r = execute(ctx, &repo, &a.opts, a.dry_run)?;
-    if ctx.g.json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        print(ctx, &r);
-    }
-    Ok(())
+    crate::audit::recorded(ctx, &repo, "prune", |note| {
+        note.skip = a.dry_run;
+        let r = execute(ctx, &repo, &a.opts, a.dry_run)?;
+        if ctx.g.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print(ctx, &r);
+        }
+        Ok(())
+    })
 }
 
 /// Runs prune on an open repository; also removes what killed writers left in a local

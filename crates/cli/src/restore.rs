@@ -53,11 +53,30 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
     let includes = PathMatcher::new(&a.includes).map_err(|e| anyhow!(e))?;
     let excludes = PathMatcher::new(&a.excludes).map_err(|e| anyhow!(e))?;
     let repo = ctx.open()?;
+    crate::audit::recorded(ctx, &repo, "restore", |note| restore(ctx, a, &repo, spec, sub, &includes, &excludes, note))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    ctx: &Context,
+    a: &RestoreArgs,
+    repo: &cairn_repo::Repository,
+    spec: &str,
+    sub: Option<&str>,
+    includes: &PathMatcher,
+    excludes: &PathMatcher,
+    note: &mut crate::audit::Note,
+) -> Result<()> {
+    note.target.paths = vec![a.target.display().to_string()];
     let (sid, snap) = repo.resolve_snapshot(spec)?;
-    let index = crate::browse::readable_index(&repo)?;
+    note.target.snapshots = vec![sid.to_hex()];
+    if let Some(p) = sub {
+        note.message = Some(format!("only /{}", p.trim_matches('/')));
+    }
+    let index = crate::browse::readable_index(repo)?;
     let prefix = sub.map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
     let root = match sub {
-        Some(p) => browse::subtree(&repo, &index, snap.tree, p)?,
+        Some(p) => browse::subtree(repo, &index, snap.tree, p)?,
         None => snap.tree,
     };
     let filter = |path: &str, is_dir: bool| -> bool {
@@ -80,10 +99,11 @@ pub fn run(ctx: &Context, a: &RestoreArgs) -> Result<()> {
         privileged: a.privileged || std::fs::canonicalize(&a.target).is_ok_and(|t| t == std::path::Path::new("/")),
     };
     let dest = FsDestination::new(&a.target).map_err(|e| anyhow!("{}: {e}", a.target.display()))?;
-    let restorer = Restorer::new(&repo, &index);
+    let restorer = Restorer::new(repo, &index);
     let plan =
         restorer.plan(root, &prefix, &dest, &opts, &mut cairn_engine::browse::Budget::for_snapshot(&snap.summary))?;
     if a.dry_run {
+        note.skip = true;
         print_warnings(&plan.warnings);
         if ctx.g.json {
             println!(

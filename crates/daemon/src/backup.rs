@@ -66,6 +66,8 @@ pub struct BackupRequest {
     /// The policy source and catalog job, recorded in the snapshot.
     pub source: Option<String>,
     pub job: Option<String>,
+    /// The audit chain head to record in the snapshot (format.md §16).
+    pub audit: Option<cairn_format::audit::Anchor>,
     /// The repository's own directory when it is local: never backed up into itself.
     pub repo_dir: Option<PathBuf>,
 }
@@ -238,6 +240,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         postgres: None,
         source: req.source.clone(),
         job: req.job.clone(),
+        audit: req.audit.clone(),
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupReport { id, snapshot, warnings: outcome.warnings, errors: outcome.errors })

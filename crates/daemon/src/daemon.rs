@@ -313,6 +313,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             env.catalog_path.display()
         ),
     );
+    crate::audit::policy_loaded(&env, "start");
     let stop = Arc::new(AtomicBool::new(false));
     let mut streamers = HashMap::new();
     start_streamers(&env, &mut streamers, &stop)?;
@@ -351,6 +352,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                         // New streaming sources start; a removed one streams until restart.
                         start_streamers(&env, &mut streamers, &stop)?;
                         log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
+                        crate::audit::policy_loaded(&env, "reload");
                     }
                 }
                 Err(e) => log(Level::Error, &format!("policy reload refused, the old policy stays: {e}")),

@@ -396,12 +396,37 @@ pub fn run(env: &Env, req: &DrillRequest, stop: &AtomicBool) -> Result<Record> {
     }
     rec.ended_at = Timestamp::now().to_string();
     // The evidence goes into the repository drilled, if it can be reached.
-    match repo.map(|r| save_record(&r, &rec)) {
+    match repo.as_ref().map(|r| save_record(r, &rec)) {
         Some(Ok(())) => {}
         Some(Err(e)) => {
             rec.notes.push(format!("the record could not be written to the repository: {}", crate::one_line(&e)))
         }
         None => rec.notes.push("the repository could not be opened; the record is only in the catalog".into()),
+    }
+    if let Some(r) = &repo {
+        let target = cairn_audit::Target {
+            repository: rec.repository.clone(),
+            source: Some(rec.source.clone()),
+            snapshots: rec.snapshot.iter().cloned().collect(),
+            paths: Vec::new(),
+        };
+        let message = format!(
+            "job {}: {}{}",
+            rec.job,
+            rec.verdict.as_str(),
+            rec.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let mut a = cairn_audit::record(
+            &crate::audit::actor(env, &req.actor),
+            "drill",
+            target,
+            if rec.verdict == Verdict::Failed { "failed" } else { "ok" },
+            Some(message),
+        );
+        a.reason = Some(req.trigger.as_str().to_string());
+        if let Err(e) = crate::audit::writer(env).append(r, vec![a]) {
+            rec.notes.push(format!("the audit record could not be written: {}", crate::one_line(&e)));
+        }
     }
     let json = serde_json::to_string(&rec).map_err(|e| Error::Source(format!("encoding the drill record: {e}")))?;
     let status = if rec.verdict == Verdict::Passed { Status::Succeeded } else { Status::Failed };

@@ -171,6 +171,8 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
                 &Outcome { error: Some(why.clone()), ..Outcome::default() },
                 Timestamp::now(),
             )?;
+            let cancelled = Outcome { error: Some(why.clone()), ..Outcome::default() };
+            crate::audit::job(env, &src.repository.value, req, req.kind, &id, Status::Cancelled, &cancelled);
             if let Some(f) = &hooks.finally {
                 let _ = run_hook("finally", f, &ctx, Some((Status::Cancelled, None, Some(&why))));
             }
@@ -200,6 +202,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
         Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
     };
     catalog.finish(row, status, &outcome, now)?;
+    crate::audit::job(env, &src.repository.value, req, req.kind, &id, status, &outcome);
     if req.kind == Kind::Backup {
         let (stage, summary) = match &outcome.error {
             None => (crate::alerts::PingStage::Success, format!("job {id} {}", status.as_str())),
@@ -223,7 +226,7 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     // stop_timeout), or the copy would lag until the next backup.
     if req.kind == Kind::Backup && status.is_success() {
         for c in &src.copy_to.value {
-            copies.push(copy_as_job(env, &catalog, &new, &c.repository, &src)?);
+            copies.push(copy_as_job(env, &catalog, &new, req, &c.repository, &src)?);
         }
     }
     if let Some(f) = &hooks.finally {
@@ -395,6 +398,7 @@ fn backup_job_in(
                 uploads: connections(env, &src.repository.value),
                 source: Some(src.name.clone()),
                 job: Some(id.to_string()),
+                audit: crate::audit::anchor(env, &repo),
             };
             let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, progress)?;
             let s = &snap.summary;
@@ -423,6 +427,7 @@ fn backup_job_in(
         source: Some(src.name.clone()),
         job: Some(id.to_string()),
         repo_dir,
+        audit: crate::audit::anchor(env, &repo),
     };
     let result = crate::backup::backup(&repo, &req, progress);
     if let Some(dir) = staging {
@@ -446,7 +451,14 @@ fn backup_job_in(
 }
 
 /// A copy after a backup, recorded as its own job.
-fn copy_as_job(env: &Env, catalog: &Catalog, backup: &NewJob, to: &str, src: &Source) -> Result<JobReport> {
+fn copy_as_job(
+    env: &Env,
+    catalog: &Catalog,
+    backup: &NewJob,
+    req: &JobRequest,
+    to: &str,
+    src: &Source,
+) -> Result<JobReport> {
     let new = NewJob { kind: Kind::Copy, repository: to.to_string(), scheduled_at: None, ..backup.clone() };
     let row = catalog.start(&new, Timestamp::now())?;
     let r = copy_job(env, src, Some(to));
@@ -455,13 +467,9 @@ fn copy_as_job(env: &Env, catalog: &Catalog, backup: &NewJob, to: &str, src: &So
         Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
     };
     catalog.finish(row, status, &outcome, Timestamp::now())?;
-    Ok(JobReport {
-        id: format!("{}/{row}", env.host),
-        status,
-        snapshot: outcome.snapshot,
-        error: outcome.error,
-        copies: Vec::new(),
-    })
+    let id = format!("{}/{row}", env.host);
+    crate::audit::job(env, &src.repository.value, req, Kind::Copy, &id, status, &outcome);
+    Ok(JobReport { id, status, snapshot: outcome.snapshot, error: outcome.error, copies: Vec::new() })
 }
 
 /// Copies the source's snapshots the destination lacks to `only` (or every `copy_to`).
@@ -486,6 +494,8 @@ fn copy_job(env: &Env, src: &Source, only: Option<&str>) -> Result<Outcome> {
             .collect();
         let todo = cairn_engine::copy::missing(newer, &there);
         let done = cairn_engine::copy::copy_snapshots(&from, &to, &todo, connections(env, &c.repository))?;
+        // The audit log travels with the snapshots (format.md §16).
+        cairn_audit::copy(&from, &to)?;
         out.bytes_added = Some(out.bytes_added.unwrap_or(0) + done.stats.bytes_copied);
         out.files = Some(out.files.unwrap_or(0) + done.copied.len() as u64);
         if let Some((_, d)) = done.copied.last() {

@@ -13,6 +13,7 @@
 //!   age from the repositories and a lost catalog is rebuilt from them.
 
 pub mod alerts;
+pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod control;
@@ -41,6 +42,8 @@ pub enum Error {
     Policy(#[from] cairn_policy::file::PolicyError),
     #[error(transparent)]
     Pg(#[from] cairn_pg::Error),
+    #[error(transparent)]
+    Audit(#[from] cairn_audit::Error),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("{0}")]

@@ -10,6 +10,7 @@
 //! they do not know rather than guessing. Pure: no I/O, no crypto; decoders never panic on
 //! hostile input, they return [`Error`].
 
+pub mod audit;
 pub mod config;
 pub mod id;
 pub mod index;

@@ -13,6 +13,7 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const KEYFILE_VERSION: u32 = 1;
 pub const LEASE_VERSION: u32 = 1;
 pub const PRUNE_DOC_VERSION: u32 = 1;
+pub const AUDIT_VERSION: u32 = 1;
 
 pub const BLOB_DATA: u8 = 0;
 pub const BLOB_TREE: u8 = 1;

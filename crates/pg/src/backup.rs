@@ -38,6 +38,8 @@ pub struct BaseBackupRequest {
     /// The policy source and catalog job, recorded in the snapshot.
     pub source: Option<String>,
     pub job: Option<String>,
+    /// The audit chain head to record in the snapshot (format.md §16).
+    pub audit: Option<cairn_format::audit::Anchor>,
 }
 
 /// Base backups (snapshots of kind `postgres` with their facts) in the repository.
@@ -134,6 +136,7 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
         postgres: Some(pg),
         source: req.source.clone(),
         job: req.job.clone(),
+        audit: req.audit.clone(),
     };
     let id = repo.save_snapshot(&snap)?;
     Ok((id, snap))

@@ -83,6 +83,7 @@ pub fn snapshot_of(root: TreeId) -> Snapshot {
         postgres: None,
         source: None,
         job: None,
+        audit: None,
     }
 }
 

@@ -1,0 +1,456 @@
+//! The audit log kept in the repository (format.md §16): who did what to it, when, with
+//! what outcome, in a form that shows tampering.
+//!
+//! Design notes:
+//! - Each writer appends to its own chain (one per host): segments at
+//!   `audit/<repository id>/<chain>/<seq>`, sealed as named objects (the path is associated
+//!   data, so a segment moved to another name, or copied in from another repository, does
+//!   not open) and stored create-only, under object lock where the repository has one.
+//! - A segment names the previous one by the BLAKE3 hash of its plaintext, and numbers its
+//!   records on from it: a changed, removed, inserted or reordered segment breaks the chain
+//!   at the next one, even for someone who holds the key and re-seals.
+//! - Cutting a chain's tail leaves nothing broken in the chain itself; what catches it is an
+//!   anchor: every snapshot records its writer's head when written, and each host keeps its
+//!   own last head in its cache. A cut below an anchor is reported.
+//! - Appending is a create-only put at `head + 1`: two processes of one host (a daemon and
+//!   a CLI command) race for the name, the loser rereads the head and tries the next. The
+//!   head comes from the local cache when it is current, so an append costs one put.
+//! - Records go to the repository that was acted on, so the log is off the host and as
+//!   immutable as the backups; `cairn copy` carries every chain to the copy unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cairn_format::audit::{Actor, Anchor, Record, Segment};
+use cairn_format::id::to_hex;
+use cairn_repo::Repository;
+use cairn_store::{ErrorKind, PutMode};
+
+pub use cairn_format::audit::{chain_for_host, Target};
+
+/// Where segments live.
+pub const PREFIX: &str = "audit";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Repo(#[from] cairn_repo::Error),
+    #[error("audit chain {chain}: its head ({path}) cannot be read ({detail}); `cairn audit verify` says more")]
+    Head { chain: String, path: String, detail: String },
+    #[error("audit chain {chain}: other writers took every place tried ({tries} tries)")]
+    Contended { chain: String, tries: u32 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The object that holds segment `seq` of `chain`, written in repository `repo_id`.
+pub fn segment_path(repo_id: &str, chain: &str, seq: u64) -> String {
+    format!("{PREFIX}/{repo_id}/{chain}/{seq:020}")
+}
+
+/// `(repository id, chain, seq)` of a segment's path; `None` for anything else.
+pub fn parse_path(path: &str) -> Option<(String, String, u64)> {
+    let mut it = path.split('/');
+    let (p, r, c, s) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() || p != PREFIX || cairn_format::Id::from_hex(r).is_none() {
+        return None;
+    }
+    if !cairn_format::audit::is_chain_name(c) || s.len() != 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((r.to_string(), c.to_string(), s.parse().ok()?))
+}
+
+/// The actor for an action of this process (`via`: `cli` or `daemon`).
+pub fn local_actor(via: &str) -> Actor {
+    let (uid, _, user) = cairn_fs::current_user();
+    Actor { user, uid: Some(uid), host: cairn_fs::hostname(), via: via.into(), token: None, address: None }
+}
+
+/// A record of `action` on `target` that ended now.
+pub fn record(actor: &Actor, action: &str, target: Target, outcome: &str, message: Option<String>) -> Record {
+    Record {
+        time: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        actor: actor.clone(),
+        action: action.into(),
+        target,
+        outcome: outcome.into(),
+        reason: None,
+        message,
+    }
+}
+
+/// A chain's last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    /// The number the next record gets.
+    pub next: u64,
+}
+
+/// Appends to one chain of one repository.
+pub struct Writer {
+    chain: String,
+    /// Where this host remembers its heads (`<cache>/<repository id>/<chain>`).
+    cache: Option<PathBuf>,
+}
+
+impl Writer {
+    /// The chain named after `host`; heads remembered below `cache` when given.
+    pub fn new(host: &str, cache: Option<PathBuf>) -> Writer {
+        Writer { chain: chain_for_host(host), cache }
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    fn cache_file(&self, repo: &Repository) -> Option<PathBuf> {
+        Some(self.cache.as_ref()?.join(&repo.config().id).join(&self.chain))
+    }
+
+    /// The head this host last wrote or saw, from its cache (not checked against the
+    /// repository: that is what `verify` compares it with).
+    pub fn remembered(&self, repo: &Repository) -> Option<Head> {
+        let text = std::fs::read_to_string(self.cache_file(repo)?).ok()?;
+        let mut it = text.split_whitespace();
+        let seq = it.next()?.parse().ok()?;
+        let hash = cairn_format::Id::from_hex(it.next()?)?.0;
+        let next = it.next()?.parse().ok()?;
+        Some(Head { seq, hash, next })
+    }
+
+    fn remember(&self, repo: &Repository, h: &Head) {
+        // Best effort: without it the next append lists the chain, and verify has one
+        // anchor less.
+        if let Some(f) = self.cache_file(repo) {
+            if let Some(dir) = f.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = f.with_extension("tmp");
+            if std::fs::write(&tmp, format!("{} {} {}\n", h.seq, to_hex(&h.hash), h.next)).is_ok() {
+                let _ = std::fs::rename(&tmp, &f);
+            }
+        }
+    }
+
+    /// The chain's head as the repository has it (lists the chain, reads its last segment).
+    pub fn head(&self, repo: &Repository) -> Result<Option<Head>> {
+        let id = &repo.config().id;
+        let dir = format!("{PREFIX}/{id}/{}", self.chain);
+        let listed = repo.block_on(repo.store().list(&dir)).map_err(cairn_repo::Error::from)?;
+        let Some(seq) = listed.iter().filter_map(|m| parse_path(&m.path)).map(|(_, _, s)| s).max() else {
+            return Ok(None);
+        };
+        let path = segment_path(id, &self.chain, seq);
+        let bad = |detail: String| Error::Head { chain: self.chain.clone(), path: path.clone(), detail };
+        let plain = repo.get_named(&path, cairn_format::audit::MAX_SEGMENT).map_err(|e| bad(e.to_string()))?;
+        let seg = Segment::decode(&plain).map_err(|e| bad(e.to_string()))?;
+        let h = Head { seq, hash: cairn_crypto::content_hash(&plain), next: seg.first + seg.records.len() as u64 };
+        self.remember(repo, &h);
+        Ok(Some(h))
+    }
+
+    /// The anchor a snapshot written now records: the chain's current head, or `None`
+    /// for a chain not started yet.
+    pub fn anchor(&self, repo: &Repository) -> Result<Option<Anchor>> {
+        Ok(self.head(repo)?.map(|h| self.anchor_of(repo, &h)))
+    }
+
+    fn anchor_of(&self, repo: &Repository, h: &Head) -> Anchor {
+        Anchor { repository: repo.config().id.clone(), chain: self.chain.clone(), seq: h.seq, hash: to_hex(&h.hash) }
+    }
+
+    /// Appends `records` as one segment; returns the new head.
+    pub fn append(&self, repo: &Repository, records: Vec<Record>) -> Result<Anchor> {
+        let id = repo.config().id.clone();
+        let mut head = match self.remembered(repo) {
+            // Current unless another process of this host wrote since (then the put below
+            // finds the name taken and the chain is listed).
+            Some(h) => Some(h),
+            None => self.head(repo)?,
+        };
+        const TRIES: u32 = 20;
+        for _ in 0..TRIES {
+            let seg = Segment {
+                version: cairn_format::magic::AUDIT_VERSION,
+                repository: id.clone(),
+                chain: self.chain.clone(),
+                seq: head.as_ref().map_or(0, |h| h.seq + 1),
+                first: head.as_ref().map_or(0, |h| h.next),
+                prev: head.as_ref().map(|h| to_hex(&h.hash)),
+                records: records.clone(),
+            };
+            let bytes = seg.encode();
+            match repo.put_named(&segment_path(&id, &self.chain, seg.seq), &[&bytes], 3, PutMode::Create) {
+                Ok(()) => {
+                    let h = Head {
+                        seq: seg.seq,
+                        hash: cairn_crypto::content_hash(&bytes),
+                        next: seg.first + records.len() as u64,
+                    };
+                    self.remember(repo, &h);
+                    return Ok(self.anchor_of(repo, &h));
+                }
+                Err(e) if e.store_kind() == Some(ErrorKind::AlreadyExists) => head = self.head(repo)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contended { chain: self.chain.clone(), tries: TRIES })
+    }
+}
+
+/// One object under `audit/` as read.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: String,
+    /// The segment and the hash of its plaintext, or why it could not be read.
+    pub segment: std::result::Result<(Segment, [u8; 32]), String>,
+}
+
+/// Every object under `audit/`, read and decoded (in parallel), in path order.
+pub fn load(repo: &Repository) -> Result<Vec<Loaded>> {
+    let mut listed: Vec<String> = repo
+        .block_on(repo.store().list(PREFIX))
+        .map_err(cairn_repo::Error::from)?
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    listed.sort();
+    let read = |path: &String| -> std::result::Result<(Segment, [u8; 32]), String> {
+        if parse_path(path).is_none() {
+            return Err("not the name of an audit segment".into());
+        }
+        let plain = repo.get_named(path, cairn_format::audit::MAX_SEGMENT).map_err(|e| match e {
+            cairn_repo::Error::Damaged { .. } => {
+                "does not open under this name and key: changed, moved from another name, or copied from another repository".to_string()
+            }
+            e => e.to_string(),
+        })?;
+        let seg = Segment::decode(&plain).map_err(|e| format!("opens, but is not a valid segment: {e}"))?;
+        Ok((seg, cairn_crypto::content_hash(&plain)))
+    };
+    let threads = 8.min(listed.len().max(1));
+    let chunk = listed.len().div_ceil(threads).max(1);
+    let mut out: Vec<Loaded> = Vec::with_capacity(listed.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = listed
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| Loaded { path: p.clone(), segment: read(p) }).collect()))
+            .collect();
+        for h in handles {
+            let part: Vec<Loaded> = h.join().unwrap_or_default();
+            out.extend(part);
+        }
+    });
+    Ok(out)
+}
+
+/// A record with its place: which chain and number.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub repository: String,
+    pub chain: String,
+    pub n: u64,
+    pub record: Record,
+}
+
+/// The records of every readable segment, oldest first.
+pub fn records(loaded: &[Loaded]) -> Vec<Placed> {
+    let mut out = Vec::new();
+    for l in loaded {
+        if let Ok((seg, _)) = &l.segment {
+            for (i, r) in seg.records.iter().enumerate() {
+                out.push(Placed {
+                    repository: seg.repository.clone(),
+                    chain: seg.chain.clone(),
+                    n: seg.first + i as u64,
+                    record: r.clone(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.record.time.cmp(&b.record.time).then(a.n.cmp(&b.n)));
+    out
+}
+
+/// Where an anchor comes from, for the message that names a cut.
+#[derive(Debug, Clone)]
+pub struct Witness {
+    /// e.g. `snapshot 1a2b3c4d` or `this host's cache`.
+    pub by: String,
+    pub anchor: Anchor,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub chains: usize,
+    pub segments: usize,
+    pub records: u64,
+    /// One line each, naming the segment (and records) concerned.
+    pub findings: Vec<String>,
+}
+
+/// `(repository id, chain)`.
+type ChainKey = (String, String);
+/// A readable segment: its path, the segment, the hash of its plaintext.
+type Found<'a> = (&'a str, &'a Segment, [u8; 32]);
+
+/// Checks every chain: each segment opens at its name, says what its name says, follows
+/// the one before (hash and record numbers) with none missing from 0 on, and every anchor
+/// `witnesses` hold is still in its chain with the hash it recorded.
+pub fn verify(loaded: &[Loaded], witnesses: &[Witness]) -> Report {
+    let mut r = Report::default();
+    // (repository, chain) -> seq -> (path, segment, hash)
+    let mut chains: BTreeMap<ChainKey, BTreeMap<u64, Found<'_>>> = BTreeMap::new();
+    // Segments present but unreadable (reported once, not again as missing).
+    let mut unreadable: BTreeMap<ChainKey, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for l in loaded {
+        let Some((rid, chain, seq)) = parse_path(&l.path) else {
+            r.findings.push(format!("{}: not an audit segment (an object that does not belong here)", l.path));
+            continue;
+        };
+        match &l.segment {
+            Err(e) => {
+                r.findings.push(format!("{}: segment {seq} of chain {chain} {e}", l.path));
+                unreadable.entry((rid, chain)).or_default().insert(seq);
+            }
+            Ok((seg, hash)) => {
+                if seg.repository != rid || seg.chain != chain || seg.seq != seq {
+                    r.findings.push(format!(
+                        "{}: holds segment {} of chain {} of repository {}: moved here",
+                        l.path,
+                        seg.seq,
+                        seg.chain,
+                        short(&seg.repository)
+                    ));
+                    continue;
+                }
+                r.segments += 1;
+                r.records += seg.records.len() as u64;
+                chains.entry((rid, chain)).or_default().insert(seq, (l.path.as_str(), seg, *hash));
+            }
+        }
+    }
+    r.chains = chains.len();
+    for ((rid, chain), segs) in &chains {
+        let name = format!("chain {chain} (repository {})", short(rid));
+        let mut prev: Option<(u64, &Segment, [u8; 32])> = None;
+        let bad = unreadable.remove(&(rid.clone(), chain.clone())).unwrap_or_default();
+        for (&seq, &(path, seg, hash)) in segs {
+            let expect = prev.map_or(0, |(s, _, _)| s + 1);
+            if seq > expect {
+                let gone: Vec<u64> = (expect..seq).filter(|s| !bad.contains(s)).collect();
+                if let (Some(a), Some(b)) = (gone.first(), gone.last()) {
+                    r.findings.push(format!(
+                        "{name}: segment{} missing (deleted), before {path}",
+                        if a == b { format!(" {a}") } else { format!("s {a}..{b}") },
+                    ));
+                }
+            } else if let Some((_, p, ph)) = prev {
+                if seg.prev.as_deref() != Some(to_hex(&ph).as_str()) {
+                    r.findings.push(format!(
+                        "{path}: does not follow segment {} (that segment, or this one, was changed, replaced or put out of order)",
+                        seq - 1
+                    ));
+                } else if seg.first != p.first + p.records.len() as u64 {
+                    r.findings.push(format!(
+                        "{path}: its records are numbered from {}, the previous segment ends at {} (records inserted or removed)",
+                        seg.first,
+                        p.first + p.records.len() as u64
+                    ));
+                }
+            }
+            prev = Some((seq, seg, hash));
+        }
+    }
+    for w in witnesses {
+        let a = &w.anchor;
+        let Some(segs) = chains.get(&(a.repository.clone(), a.chain.clone())) else {
+            if !loaded
+                .iter()
+                .any(|l| parse_path(&l.path).is_some_and(|(rid, c, _)| rid == a.repository && c == a.chain))
+            {
+                r.findings.push(format!(
+                    "chain {} (repository {}): gone, but {} recorded its segment {}: the log was deleted",
+                    a.chain,
+                    short(&a.repository),
+                    w.by,
+                    a.seq
+                ));
+            }
+            continue;
+        };
+        let last = segs.keys().next_back().copied().unwrap_or(0);
+        match segs.get(&a.seq) {
+            Some((path, _, hash)) if to_hex(hash) != a.hash => {
+                r.findings.push(format!("{path}: differs from the segment {} recorded (replaced)", w.by))
+            }
+            Some(_) => {}
+            None if a.seq > last => r.findings.push(format!(
+                "chain {} (repository {}): ends at segment {last}, but {} recorded segment {}: its tail was cut off",
+                a.chain,
+                short(&a.repository),
+                w.by,
+                a.seq
+            )),
+            // A gap, already reported above.
+            None => {}
+        }
+    }
+    r
+}
+
+/// The anchors of this host's cache, for every repository and chain it remembers.
+pub fn remembered_anchors(cache: &Path, repo_id: &str) -> Vec<Witness> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(cache.join(repo_id)) else { return out };
+    for e in dir.flatten() {
+        let chain = e.file_name().to_string_lossy().into_owned();
+        if !cairn_format::audit::is_chain_name(&chain) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut it = text.split_whitespace();
+        let (Some(seq), Some(hash)) = (it.next().and_then(|s| s.parse().ok()), it.next()) else { continue };
+        out.push(Witness {
+            by: "this host's own record of its last write".into(),
+            anchor: Anchor { repository: repo_id.to_string(), chain, seq, hash: hash.to_string() },
+        });
+    }
+    out
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Carries every segment `src` holds and `dst` lacks, unchanged (re-sealed for `dst`):
+/// chains keep their hashes, so the copy verifies on its own. Returns how many were copied
+/// and the paths of those that could not be read (left for `audit verify` to report).
+pub fn copy(src: &Repository, dst: &Repository) -> Result<(usize, Vec<String>)> {
+    let have: std::collections::HashSet<String> =
+        dst.block_on(dst.store().list(PREFIX)).map_err(cairn_repo::Error::from)?.into_iter().map(|m| m.path).collect();
+    let mut listed: Vec<String> =
+        src.block_on(src.store().list(PREFIX)).map_err(cairn_repo::Error::from)?.into_iter().map(|m| m.path).collect();
+    listed.sort();
+    let (mut n, mut unreadable) = (0, Vec::new());
+    for path in listed {
+        if have.contains(&path) || parse_path(&path).is_none() {
+            continue;
+        }
+        let Ok(plain) = src.get_named(&path, cairn_format::audit::MAX_SEGMENT) else {
+            unreadable.push(path);
+            continue;
+        };
+        match dst.put_named(&path, &[&plain], 3, PutMode::Create) {
+            Ok(()) => n += 1,
+            Err(e) if e.store_kind() == Some(ErrorKind::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((n, unreadable))
+}

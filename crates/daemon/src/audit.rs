@@ -1,0 +1,103 @@
+//! The audit records of the daemon's jobs (format.md §16, `cairn_audit`): each job ends
+//! with one record in the repository it acted on, the actor being who asked for it (the
+//! user of `cairn run`, or the scheduler) on this host.
+
+use cairn_audit::{Target, Writer};
+use cairn_format::audit::{Actor, Anchor};
+use cairn_repo::Repository;
+
+use crate::catalog::{Kind, Outcome, Status};
+use crate::jobs::{Env, JobRequest};
+
+/// This host's chain; heads remembered in the state directory.
+pub fn writer(env: &Env) -> Writer {
+    Writer::new(&env.host, Some(env.state_dir.join("audit")))
+}
+
+/// The anchor a snapshot written now records (none if the log cannot be read: the backup
+/// goes on, `audit verify` reports the damage).
+pub fn anchor(env: &Env, repo: &Repository) -> Option<Anchor> {
+    writer(env).anchor(repo).ok().flatten()
+}
+
+pub fn actor(env: &Env, who: &str) -> Actor {
+    Actor { user: who.to_string(), uid: None, host: env.host.clone(), via: "daemon".into(), token: None, address: None }
+}
+
+/// The action a job kind is in the log.
+pub fn action(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Backup => "backup",
+        Kind::Retention => "forget",
+        Kind::Verify => "check",
+        Kind::Copy => "copy",
+        Kind::Drill => "drill",
+    }
+}
+
+/// Records a finished job in `repository` (a policy repository name). A record that cannot
+/// be written is logged, never a job failure: the job happened and its result stands.
+pub fn job(env: &Env, repository: &str, req: &JobRequest, kind: Kind, id: &str, status: Status, outcome: &Outcome) {
+    let target = Target {
+        repository: repository.to_string(),
+        source: Some(req.source.clone()),
+        snapshots: outcome.snapshot.iter().cloned().collect(),
+        paths: Vec::new(),
+    };
+    let outcome_word = match status {
+        Status::Succeeded => "ok",
+        Status::Partial => "partial",
+        Status::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    let message = match &outcome.error {
+        Some(e) => format!("job {id}: {e}"),
+        None => format!("job {id}"),
+    };
+    let mut rec = cairn_audit::record(&actor(env, &req.actor), action(kind), target, outcome_word, Some(message));
+    rec.reason = Some(match &req.reason {
+        Some(r) => format!("{}: {r}", req.trigger.as_str()),
+        None => req.trigger.as_str().to_string(),
+    });
+    append(env, repository, rec);
+}
+
+/// Appends one record to `repository`'s log, logging what went wrong.
+pub fn append(env: &Env, repository: &str, rec: cairn_format::audit::Record) {
+    let r = env.open_repository(repository).and_then(|repo| writer(env).append(&repo, vec![rec]).map_err(Into::into));
+    if let Err(e) = r {
+        crate::daemon::log(
+            crate::daemon::Level::Warning,
+            &format!("audit record not written to repository {repository}: {}", crate::one_line(&e)),
+        );
+    }
+}
+
+/// Records in every repository of the policy that the daemon (re)loaded it (`why`: `start`
+/// or `reload`), with the file's BLAKE3 hash: which policy was in force is part of the
+/// trail. In the background, so an unreachable repository delays nothing.
+pub fn policy_loaded(env: &Env, why: &'static str) {
+    let hash = std::fs::read(&env.policy_path)
+        .map(|b| cairn_format::id::to_hex(&cairn_crypto::content_hash(&b)))
+        .unwrap_or_else(|_| "unreadable".into());
+    for name in env.policy.repositories.keys() {
+        let (env, name, hash) = (env.clone(), name.clone(), hash.clone());
+        std::thread::spawn(move || {
+            let target = Target {
+                repository: name.clone(),
+                source: None,
+                snapshots: Vec::new(),
+                paths: vec![env.policy_path.display().to_string()],
+            };
+            let mut rec = cairn_audit::record(
+                &actor(&env, &cairn_fs::current_user().2),
+                "policy_load",
+                target,
+                "ok",
+                Some(format!("{} sources, policy BLAKE3 {hash}", env.policy.sources.len())),
+            );
+            rec.reason = Some(why.into());
+            append(&env, &name, rec);
+        });
+    }
+}
