@@ -30,7 +30,10 @@ fn load(path: &Path) -> Result<Policy> {
 
 pub fn env(ctx: &Context) -> Result<Env> {
     let policy = load(&ctx.g.config)?;
-    Ok(Env::new(policy, &ctx.g.config, ctx.rt.clone(), ctx.cache_base()))
+    let mut env = Env::new(policy, &ctx.g.config, ctx.rt.clone(), ctx.cache_base());
+    // Jobs this process runs itself (`cairn run` without a daemon, `cairn drill`).
+    env.via = "cli";
+    Ok(env)
 }
 
 fn origin<T>(s: &Set<T>) -> &'static str {

@@ -494,6 +494,24 @@ before = "echo not now >&2; exit 3"
     let fin = std::fs::read_to_string(out.join("finally.txt")).unwrap();
     assert!(fin.contains("hooked succeeded") && fin.contains("refused cancelled"), "{fin}");
     assert_eq!(p.env.json(&["snapshots"]).as_array().unwrap().len(), 1, "a cancelled job saves nothing");
+    // Each job left an audit record in the repository, as did the daemon's policy load.
+    let log = p.env.json(&["audit", "log"]);
+    let rows = log.as_array().unwrap();
+    let hooked = rows.iter().find(|r| r["target"]["source"] == "hooked").unwrap();
+    assert_eq!(hooked["action"], "backup", "{hooked}");
+    assert_eq!(hooked["outcome"], "ok", "{hooked}");
+    assert_eq!(hooked["reason"], "manual", "{hooked}");
+    assert_eq!(hooked["actor"]["via"], "cli", "{hooked}");
+    assert_eq!(hooked["actor"]["host"], "test-host", "{hooked}");
+    assert_eq!(hooked["target"]["snapshots"][0], snap.as_str(), "{hooked}");
+    let refused: Vec<_> = rows.iter().filter(|r| r["target"]["source"] == "refused").collect();
+    assert_eq!(refused.len(), cancelled + 1, "{log}");
+    assert!(refused.iter().all(|r| r["outcome"] == "cancelled"), "{log}");
+    assert!(refused.iter().any(|r| r["actor"]["via"] == "daemon"), "{log}");
+    let load = rows.iter().find(|r| r["action"] == "policy_load").unwrap();
+    assert_eq!(load["reason"], "start", "{load}");
+    assert!(load["message"].as_str().unwrap().contains("policy BLAKE3"), "{load}");
+    p.env.ok(&["audit", "verify"]);
 }
 
 /// Two daemons as two hosts write into one SeaweedFS repository at once, one of them also

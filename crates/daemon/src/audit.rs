@@ -21,7 +21,7 @@ pub fn anchor(env: &Env, repo: &Repository) -> Option<Anchor> {
 }
 
 pub fn actor(env: &Env, who: &str) -> Actor {
-    Actor { user: who.to_string(), uid: None, host: env.host.clone(), via: "daemon".into(), token: None, address: None }
+    Actor { user: who.to_string(), uid: None, host: env.host.clone(), via: env.via.into(), token: None, address: None }
 }
 
 /// The action a job kind is in the log.

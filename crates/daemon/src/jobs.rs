@@ -35,6 +35,9 @@ pub struct Env {
     /// Key cache entries (repositories opened without the password KDF once known);
     /// `None` runs the KDF on every open.
     pub key_cache: Option<PathBuf>,
+    /// How audit records name the way a job came (`daemon`; `cli` for one a command ran
+    /// in its own process).
+    pub via: &'static str,
 }
 
 impl Env {
@@ -50,7 +53,17 @@ impl Env {
         });
         let host = policy.daemon.hostname.clone().unwrap_or_else(cairn_fs::hostname);
         let key_cache = cache_dir.as_ref().and_then(|d| d.parent()).map(|d| d.join("keys"));
-        Env { policy, policy_path: policy_path.to_path_buf(), catalog_path, state_dir, host, rt, cache_dir, key_cache }
+        Env {
+            policy,
+            policy_path: policy_path.to_path_buf(),
+            catalog_path,
+            state_dir,
+            host,
+            rt,
+            cache_dir,
+            key_cache,
+            via: "daemon",
+        }
     }
 
     pub fn catalog(&self) -> Result<Catalog> {
