@@ -505,7 +505,7 @@ before = "echo not now >&2; exit 3"
     assert_eq!(hooked["actor"]["host"], "test-host", "{hooked}");
     assert_eq!(hooked["target"]["snapshots"][0], snap.as_str(), "{hooked}");
     let refused: Vec<_> = rows.iter().filter(|r| r["target"]["source"] == "refused").collect();
-    assert_eq!(refused.len(), cancelled + 1, "{log}");
+    assert_eq!(refused.len(), cancelled, "{log}");
     assert!(refused.iter().all(|r| r["outcome"] == "cancelled"), "{log}");
     assert!(refused.iter().any(|r| r["actor"]["via"] == "daemon"), "{log}");
     let load = rows.iter().find(|r| r["action"] == "policy_load").unwrap();
