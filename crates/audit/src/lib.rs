@@ -1,4 +1,4 @@
-//! The audit log kept in the repository (format.md §16): who did what to it, when, with
+//! The audit log kept in the repository (format.md §12.3): who did what to it, when, with
 //! what outcome, in a form that shows tampering.
 //!
 //! Design notes:
@@ -156,6 +156,16 @@ impl Writer {
     /// The anchor a snapshot written now records: the chain's current head, or `None`
     /// for a chain not started yet.
     pub fn anchor(&self, repo: &Repository) -> Result<Option<Anchor>> {
+        // The remembered head is current if it is still there and nothing follows it: two
+        // HEAD requests instead of listing a chain that grows by one segment per job.
+        if let Some(h) = self.remembered(repo) {
+            let id = &repo.config().id;
+            let exists = |seq: u64| repo.block_on(repo.store().head(&segment_path(id, &self.chain, seq)));
+            if exists(h.seq).is_ok() && exists(h.seq.saturating_add(1)).is_err_and(|e| e.kind() == ErrorKind::NotFound)
+            {
+                return Ok(Some(self.anchor_of(repo, &h)));
+            }
+        }
         Ok(self.head(repo)?.map(|h| self.anchor_of(repo, &h)))
     }
 
@@ -206,12 +216,17 @@ impl Writer {
 #[derive(Debug)]
 pub struct Loaded {
     pub path: String,
-    /// The segment and the hash of its plaintext, or why it could not be read.
+    /// The segment and the hash of its plaintext, or why it could not be read. Without
+    /// its records when loaded for verification only (see [`load`]).
     pub segment: std::result::Result<(Segment, [u8; 32]), String>,
+    /// How many records the segment holds.
+    pub count: u64,
 }
 
-/// Every object under `audit/`, read and decoded (in parallel), in path order.
-pub fn load(repo: &Repository) -> Result<Vec<Loaded>> {
+/// Every object under `audit/`, read and decoded (in parallel), in path order. With
+/// `records` false each segment's records are dropped once counted, so verifying a log of
+/// millions of records holds only one small entry per segment.
+pub fn load(repo: &Repository, records: bool) -> Result<Vec<Loaded>> {
     let mut listed: Vec<String> = repo
         .block_on(repo.store().list(PREFIX))
         .map_err(cairn_repo::Error::from)?
@@ -238,7 +253,20 @@ pub fn load(repo: &Repository) -> Result<Vec<Loaded>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = listed
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|p| Loaded { path: p.clone(), segment: read(p) }).collect()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| {
+                            let mut segment = read(p);
+                            let count = segment.as_ref().map_or(0, |(s, _)| s.records.len() as u64);
+                            if let (false, Ok((s, _))) = (records, &mut segment) {
+                                s.records = Vec::new();
+                            }
+                            Loaded { path: p.clone(), segment, count }
+                        })
+                        .collect()
+                })
+            })
             .collect();
         for h in handles {
             let part: Vec<Loaded> = h.join().unwrap_or_default();
@@ -296,8 +324,8 @@ pub struct Report {
 
 /// `(repository id, chain)`.
 type ChainKey = (String, String);
-/// A readable segment: its path, the segment, the hash of its plaintext.
-type Found<'a> = (&'a str, &'a Segment, [u8; 32]);
+/// A readable segment: its path, the segment, the hash of its plaintext, its record count.
+type Found<'a> = (&'a str, &'a Segment, [u8; 32], u64);
 
 /// Checks every chain: each segment opens at its name, says what its name says, follows
 /// the one before (hash and record numbers) with none missing from 0 on, and every anchor
@@ -330,41 +358,50 @@ pub fn verify(loaded: &[Loaded], witnesses: &[Witness]) -> Report {
                     continue;
                 }
                 r.segments += 1;
-                r.records += seg.records.len() as u64;
-                chains.entry((rid, chain)).or_default().insert(seq, (l.path.as_str(), seg, *hash));
+                r.records += l.count;
+                chains.entry((rid, chain)).or_default().insert(seq, (l.path.as_str(), seg, *hash, l.count));
             }
         }
     }
     r.chains = chains.len();
     for ((rid, chain), segs) in &chains {
         let name = format!("chain {chain} (repository {})", short(rid));
-        let mut prev: Option<(u64, &Segment, [u8; 32])> = None;
+        // (seq, segment, hash, record count) of the previous readable segment.
+        let mut prev: Option<(u64, &Segment, [u8; 32], u64)> = None;
         let bad = unreadable.remove(&(rid.clone(), chain.clone())).unwrap_or_default();
-        for (&seq, &(path, seg, hash)) in segs {
-            let expect = prev.map_or(0, |(s, _, _)| s + 1);
+        for (&seq, &(path, seg, hash, count)) in segs {
+            let expect = prev.map_or(0, |(s, ..)| s.saturating_add(1));
             if seq > expect {
-                let gone: Vec<u64> = (expect..seq).filter(|s| !bad.contains(s)).collect();
-                if let (Some(a), Some(b)) = (gone.first(), gone.last()) {
+                // The missing ones are the gap less those present but unreadable (already
+                // named); never enumerated, a hostile name may leave a gap of 2^63.
+                let (mut a, mut b) = (expect, seq - 1);
+                while a <= b && bad.contains(&a) {
+                    a += 1;
+                }
+                while b > a && bad.contains(&b) {
+                    b -= 1;
+                }
+                if a <= b && !bad.contains(&a) {
                     r.findings.push(format!(
                         "{name}: segment{} missing (deleted), before {path}",
                         if a == b { format!(" {a}") } else { format!("s {a}..{b}") },
                     ));
                 }
-            } else if let Some((_, p, ph)) = prev {
+            } else if let Some((_, p, ph, pcount)) = prev {
+                let end = p.first.saturating_add(pcount);
                 if seg.prev.as_deref() != Some(to_hex(&ph).as_str()) {
                     r.findings.push(format!(
                         "{path}: does not follow segment {} (that segment, or this one, was changed, replaced or put out of order)",
                         seq - 1
                     ));
-                } else if seg.first != p.first + p.records.len() as u64 {
+                } else if seg.first != end {
                     r.findings.push(format!(
-                        "{path}: its records are numbered from {}, the previous segment ends at {} (records inserted or removed)",
-                        seg.first,
-                        p.first + p.records.len() as u64
+                        "{path}: its records are numbered from {}, the previous segment ends at {end} (records inserted or removed)",
+                        seg.first
                     ));
                 }
             }
-            prev = Some((seq, seg, hash));
+            prev = Some((seq, seg, hash, count));
         }
     }
     for w in witnesses {
@@ -386,7 +423,7 @@ pub fn verify(loaded: &[Loaded], witnesses: &[Witness]) -> Report {
         };
         let last = segs.keys().next_back().copied().unwrap_or(0);
         match segs.get(&a.seq) {
-            Some((path, _, hash)) if to_hex(hash) != a.hash => {
+            Some((path, _, hash, _)) if to_hex(hash) != a.hash => {
                 r.findings.push(format!("{path}: differs from the segment {} recorded (replaced)", w.by))
             }
             Some(_) => {}
@@ -453,4 +490,68 @@ pub fn copy(src: &Repository, dst: &Repository) -> Result<(usize, Vec<String>)> 
         }
     }
     Ok((n, unreadable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_format::audit::Actor;
+
+    const R: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    /// A chain of `n` segments of one record each, as `load` returns it.
+    fn chain(n: u64) -> Vec<Loaded> {
+        let actor =
+            Actor { user: "u".into(), uid: None, host: "h".into(), via: "cli".into(), token: None, address: None };
+        let mut out = Vec::new();
+        let mut prev: Option<[u8; 32]> = None;
+        for seq in 0..n {
+            let seg = Segment {
+                version: 1,
+                repository: R.into(),
+                chain: "h".into(),
+                seq,
+                first: seq,
+                prev: prev.map(|p| to_hex(&p)),
+                records: vec![record(&actor, "backup", Target::default(), "ok", None)],
+            };
+            let hash = cairn_crypto::content_hash(&seg.encode());
+            prev = Some(hash);
+            out.push(Loaded { path: segment_path(R, "h", seq), segment: Ok((seg, hash)), count: 1 });
+        }
+        out
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_each_break_is_named_once() {
+        assert!(verify(&chain(5), &[]).findings.is_empty());
+        // Unreadable segment 2: named as such, not again as missing.
+        let mut c = chain(5);
+        c[2].segment = Err("does not open".into());
+        let f = verify(&c, &[]).findings;
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].contains("00000000000000000002") && f[0].contains("does not open"), "{f:?}");
+        // Segment 3 gone: missing, once.
+        let mut c = chain(5);
+        c.remove(3);
+        let f = verify(&c, &[]).findings;
+        assert_eq!(
+            f,
+            vec![format!(
+                "chain h (repository 11111111): segment 3 missing (deleted), before {}",
+                segment_path(R, "h", 4)
+            )]
+        );
+    }
+
+    #[test]
+    fn a_hostile_gap_is_not_enumerated() {
+        let mut c = chain(2);
+        let (seg, hash) = c.pop().and_then(|l| l.segment.ok()).unwrap();
+        let seq = u64::MAX - 1;
+        let seg = Segment { seq, ..seg };
+        c.push(Loaded { path: segment_path(R, "h", seq), segment: Ok((seg, hash)), count: 1 });
+        let f = verify(&c, &[]).findings;
+        assert!(f.iter().any(|f| f.contains(&format!("segments 1..{}", seq - 1))), "{f:?}");
+    }
 }

@@ -35,7 +35,7 @@ fn fill() {
     }
     println!("appended {segments} segments of {per} records in {:.2} s", start.elapsed().as_secs_f64());
     let start = std::time::Instant::now();
-    let loaded = cairn_audit::load(&repo).unwrap();
+    let loaded = cairn_audit::load(&repo, false).unwrap();
     let r = cairn_audit::verify(&loaded, &[]);
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     println!("loaded and verified {} records in {:.2} s", r.records, start.elapsed().as_secs_f64());

@@ -76,7 +76,7 @@ pub fn note<T>(repo: &Repository, action: &str, target: Target, result: &Result<
 
 pub fn run(ctx: &Context, a: &AuditArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let loaded = cairn_audit::load(&repo)?;
+    let loaded = cairn_audit::load(&repo, matches!(a.action, AuditAction::Log { .. }))?;
     match &a.action {
         AuditAction::Log { since, actor, action } => {
             let since = since.as_deref().map(|s| crate::policy::since(s, Timestamp::now())).transpose()?;

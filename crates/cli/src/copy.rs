@@ -40,13 +40,14 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         });
         let todo = missing(snaps, &dst.list_snapshots_lenient()?.snapshots);
         let start = std::time::Instant::now();
-        let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
-        // The audit log travels with the snapshots (format.md §16); one that cannot be read
-        // here stays behind, for `audit verify` to report.
+        // The audit log travels with the snapshots (format.md §12.3), first, so that every
+        // segment a copied snapshot anchors is there; one that cannot be read here stays
+        // behind, for `audit verify` to report.
         let (segments, unreadable) = cairn_audit::copy(&src, &dst)?;
         for p in &unreadable {
             eprintln!("cairn: warning: audit segment {p} could not be read and was not copied");
         }
+        let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
         let stats = out.stats;
         note.target.snapshots = out.copied.iter().map(|(s, _)| s.to_hex()).collect();
         note.message = Some(format!("{} snapshots and {segments} audit segments copied to {}", out.copied.len(), a.to));

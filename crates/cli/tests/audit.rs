@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used)]
-//! The audit log (issue 13, format.md §16) through the built binary: what each command
+//! The audit log (issue 13, format.md §12.3) through the built binary: what each command
 //! records, and `audit verify` naming each kind of tampering — a byte changed, a segment
 //! removed, two swapped, one inserted by a key holder, the tail cut off, one copied in from
 //! another repository — and the log carried to a copy verifying there.

@@ -1,4 +1,4 @@
-//! The audit records of the daemon's jobs (format.md §16, `cairn_audit`): each job ends
+//! The audit records of the daemon's jobs (format.md §12.3, `cairn_audit`): each job ends
 //! with one record in the repository it acted on, the actor being who asked for it (the
 //! user of `cairn run`, or the scheduler) on this host.
 

@@ -506,9 +506,10 @@ fn copy_job(env: &Env, src: &Source, only: Option<&str>) -> Result<Outcome> {
             .cloned()
             .collect();
         let todo = cairn_engine::copy::missing(newer, &there);
-        let done = cairn_engine::copy::copy_snapshots(&from, &to, &todo, connections(env, &c.repository))?;
-        // The audit log travels with the snapshots (format.md §16).
+        // The audit log travels with the snapshots (format.md §12.3), first, so that every
+        // segment a copied snapshot anchors is there.
         cairn_audit::copy(&from, &to)?;
+        let done = cairn_engine::copy::copy_snapshots(&from, &to, &todo, connections(env, &c.repository))?;
         out.bytes_added = Some(out.bytes_added.unwrap_or(0) + done.stats.bytes_copied);
         out.files = Some(out.files.unwrap_or(0) + done.copied.len() as u64);
         if let Some((_, d)) = done.copied.last() {

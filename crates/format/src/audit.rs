@@ -1,4 +1,4 @@
-//! The audit log (format.md §16): records of what was done to a repository, in segments
+//! The audit log (format.md §12.3): records of what was done to a repository, in segments
 //! that each writer appends to its own chain. A segment names the one before it by the
 //! BLAKE3 hash of its plaintext, so changing, removing, inserting or reordering a segment
 //! breaks the chain after it; snapshots carry an [`Anchor`] (the chain's head when they were

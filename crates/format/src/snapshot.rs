@@ -64,7 +64,7 @@ pub struct Snapshot {
     /// The catalog job that made it (`<host>/<number>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
-    /// The writer's audit chain head when the snapshot was written (§16): a chain whose
+    /// The writer's audit chain head when the snapshot was written (§12.3): a chain whose
     /// tail was cut off no longer holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::audit::Anchor>,

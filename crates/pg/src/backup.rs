@@ -38,7 +38,7 @@ pub struct BaseBackupRequest {
     /// The policy source and catalog job, recorded in the snapshot.
     pub source: Option<String>,
     pub job: Option<String>,
-    /// The audit chain head to record in the snapshot (format.md §16).
+    /// The audit chain head to record in the snapshot (format.md §12.3).
     pub audit: Option<cairn_format::audit::Anchor>,
 }
 
