@@ -119,14 +119,14 @@ pub fn history(ctx: &Context, a: &DrillsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<14} {:<9} {:>12} {:>10} {:<4} {:>12} {:<4} {:<13} notes",
+        "{:<24} {:<14} {:<9} {:>12} {:>10} {:<4} {:>12} {:<4} {:<13} notes",
         "DATE", "SOURCE", "SCENARIO", "RECOVERY", "RTO", "MET", "RPO", "MET", "RESULT"
     );
     for d in &drills {
         let date = d.started_at.parse::<Timestamp>().map(local).unwrap_or_else(|_| d.started_at.clone());
         let scenario = if d.scenario.starts_with("site failure") { "copy" } else { "primary" };
         let line = format!(
-            "{:<20} {:<14} {:<9} {:>12} {:>10} {:<4} {:>12} {:<4} {:<13} {}",
+            "{:<24} {:<14} {:<9} {:>12} {:>10} {:<4} {:>12} {:<4} {:<13} {}",
             date,
             d.source,
             scenario,

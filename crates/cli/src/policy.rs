@@ -351,7 +351,7 @@ pub fn jobs(ctx: &Context, a: &JobsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<9} {:<16} {:<9} {:<11} {:<20} {:>8}  result",
+        "{:<16} {:<9} {:<16} {:<9} {:<11} {:<24} {:>8}  result",
         "ID", "KIND", "SOURCE", "TRIGGER", "STATUS", "STARTED", "TOOK"
     );
     for j in &jobs {
@@ -366,7 +366,7 @@ pub fn jobs(ctx: &Context, a: &JobsArgs) -> Result<()> {
             _ => String::new(),
         };
         let mut line = format!(
-            "{:<16} {:<9} {:<16} {:<9} {:<11} {:<20} {:>8}  {}",
+            "{:<16} {:<9} {:<16} {:<9} {:<11} {:<24} {:>8}  {}",
             j.id, j.kind, j.source, j.trigger, j.status, started, took, result
         );
         if let Some(l) = &j.label {
@@ -397,7 +397,7 @@ pub fn status(ctx: &Context, a: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<10} {:<10} {:<20} {:>9} {:>7} {:<9} {:<12} next run",
+        "{:<16} {:<10} {:<10} {:<24} {:>9} {:>7} {:<9} {:<12} next run",
         "SOURCE", "CLASS", "REPO", "NEWEST", "AGE", "RPO", "STATE", "LAST JOB"
     );
     for r in &rows {
@@ -406,7 +406,7 @@ pub fn status(ctx: &Context, a: &StatusArgs) -> Result<()> {
         let next =
             r.next_run.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).map(local).unwrap_or_else(|| "-".into());
         let line = format!(
-            "{:<16} {:<10} {:<10} {:<20} {:>9} {:>7} {:<9} {:<12} {}",
+            "{:<16} {:<10} {:<10} {:<24} {:>9} {:>7} {:<9} {:<12} {}",
             r.source,
             r.class,
             r.repository,
