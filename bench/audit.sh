@@ -18,7 +18,9 @@ while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^CAIRN[A-Z_]*$' |
 
 log() { printf '[audit-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-(cd "$ROOT" && cargo build --release -p cairn-cli >&2)
+(cd "$ROOT" && cargo build --release -p cairn-cli >&2 && cargo test --release -p cairn-audit --test fill --no-run >&2)
+# HOME moves below; cargo and rustup keep theirs.
+export CARGO_HOME=${CARGO_HOME:-$HOME/.cargo} RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
 CAIRN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn
 if [ -e "$W" ] && [ ! -e "$W/.cairn-bench" ]; then die "BENCH_DIR=$W exists and is not ours"; fi
 rm -rf "$W"; mkdir -p "$W"; touch "$W/.cairn-bench"
@@ -30,7 +32,7 @@ log "backing up $SRC"
 "$CAIRN" -q backup "$SRC"
 log "writing $SEGS x $PER audit records"
 fill=$(cd "$ROOT" && CAIRN_BENCH_REPO=$W/repo CAIRN_BENCH_PASSWORD=bench CAIRN_BENCH_SEGMENTS=$SEGS \
-  CAIRN_BENCH_RECORDS=$PER cargo test -q --release -p cairn-audit --test fill -- --ignored --nocapture 2>/dev/null \
+  CAIRN_BENCH_RECORDS=$PER cargo test -q --release -p cairn-audit --test fill -- --ignored --nocapture \
   | grep -E '^(appended|loaded|per job)')
 echo "$fill" >&2
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
@@ -40,10 +42,10 @@ for _ in $(seq "$ROUNDS"); do
   verify+=("$(secs "$CAIRN" -q audit verify)")
   rebackup+=("$(secs "$CAIRN" -q backup "$SRC")")
 done
-v=$(printf '%s\n' "${verify[@]}" | median)
-b=$(printf '%s\n' "${rebackup[@]}" | median)
+v=$(printf '%.2f' "$(printf '%s\n' "${verify[@]}" | median)")
+b=$(printf '%.2f' "$(printf '%s\n' "${rebackup[@]}" | median)")
 job_ms=$(echo "$fill" | sed -nE 's/^per job: anchor \+ append ([0-9.]+) ms/\1/p')
-share=$(echo "scale=2; $job_ms / 10 / $b" | bc)
+share=$(printf '%.2f' "$(echo "scale=4; $job_ms / 10 / $b" | bc)")
 records=$(( SEGS * PER ))
 {
   echo "# Audit log (bench/audit.sh)"

@@ -273,3 +273,74 @@ events = ["job_slow", "copy_lagging", "job_failed", "storage_full"]
     });
     d.stop();
 }
+
+/// Files encrypted in place: a backup in which every file changed and the new data does
+/// not compress raises `ransomware_suspected`; one in which every file was edited with
+/// ordinary (compressible) text does not. Forgetting the suspect backup resolves it.
+#[test]
+fn files_encrypted_in_place_raise_the_ransomware_signal_and_real_edits_do_not() {
+    let hook = Receiver::start();
+    let p = Policy::new("");
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = |i: usize, v: &str| -> String {
+        (0..200).map(|l| format!("record {i} line {l}: the quick brown fox, version {v}\n")).collect()
+    };
+    for i in 0..150 {
+        std::fs::write(data.join(format!("doc{i:03}.txt")), text(i, "one")).unwrap();
+    }
+    p.write(&format!(
+        r#"
+[class.docs]
+repository = "primary"
+schedule = "@yearly"
+
+[source.docs]
+class = "docs"
+kind = "files"
+paths = ["{data}"]
+
+[alert.sec]
+kind = "webhook"
+url = "{url}"
+events = ["ransomware_suspected"]
+"#,
+        data = data.display(),
+        url = hook.url("/sec"),
+    ));
+    p.ok(&["run", "docs"]);
+    // Every file edited, as a mass search-and-replace would: all changed, all compressible.
+    for i in 0..150 {
+        std::fs::write(data.join(format!("doc{i:03}.txt")), text(i, "two")).unwrap();
+    }
+    p.ok(&["run", "docs"]);
+    let d = p.daemon();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(events(&hook, "/sec").is_empty(), "real edits raised it: {:?}", events(&hook, "/sec"));
+    // Every file replaced by what encryption leaves: bytes that do not compress.
+    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+    for i in 0..150 {
+        let mut b = vec![0u8; 12 * 1024];
+        std::io::Read::read_exact(&mut urandom, &mut b).unwrap();
+        std::fs::write(data.join(format!("doc{i:03}.txt")), b).unwrap();
+    }
+    p.ok(&["run", "docs"]);
+    let r = hook.wait_for(20, "ransomware_suspected", |r| r.path == "/sec");
+    let e = r.json();
+    assert_eq!(e["state"], "raised", "{e}");
+    assert_eq!(e["event"], "ransomware_suspected", "{e}");
+    assert_eq!(e["payload"]["files_changed"], 150, "{e}");
+    assert_eq!(e["payload"]["files_before"], 150, "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("100% of its files changed") && msg.contains("encrypted"), "{msg}");
+    let suspect = e["payload"]["snapshot"].as_str().unwrap().to_string();
+    // The next backup sees the encrypted files unchanged: the condition stays.
+    p.ok(&["run", "docs"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(events(&hook, "/sec").len(), 1, "{:?}", events(&hook, "/sec"));
+    // Forgetting the suspect backup (after checking it) clears it.
+    p.env.ok(&["forget", &suspect]);
+    let r = hook.wait_for(20, "the resolution", |r| r.path == "/sec" && r.json()["state"] == "resolved");
+    assert_eq!(r.json()["event"], "ransomware_suspected");
+    d.stop();
+}

@@ -132,6 +132,23 @@ pub fn conditions(policy: &Policy, catalog: &Catalog, rows: &[SourceStatus], now
                 serde_json::json!({"data_age_secs": r.data_age_secs, "rpo_secs": r.rpo_secs, "newest": r.newest}),
             ));
         }
+        if let Some(x) = &r.suspect {
+            let pct = x.changed as f64 * 100.0 / x.before.max(1) as f64;
+            let stored = x.bytes_added as f64 * 100.0 / x.data_added.max(1) as f64;
+            out.push(ev(
+                "ransomware_suspected",
+                Severity::Error,
+                format!("ransomware/{}", r.source),
+                who,
+                None,
+                format!(
+                    "backup {} of {} at {}: {pct:.0}% of its files changed ({} of {}) and the new data does not compress ({stored:.0}% of it stored): files may have been encrypted in place; check the source before retention and copies carry on",
+                    &x.snapshot[..x.snapshot.len().min(8)], r.source, x.time, x.changed, x.before
+                ),
+                serde_json::json!({"snapshot": x.snapshot, "time": x.time, "files_changed": x.changed,
+                    "files_before": x.before, "data_added": x.data_added, "bytes_added": x.bytes_added}),
+            ));
+        }
         for c in &r.copies {
             let lagging = match (c.lag_secs, r.rpo_secs) {
                 (Some(lag), Some(rpo)) => lag > rpo,

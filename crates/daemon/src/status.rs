@@ -82,8 +82,49 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     pub next_run: Option<String>,
     pub copies: Vec<CopyStatus>,
+    /// The newest backup within `[daemon] ransomware_window` that looks like files being
+    /// encrypted in place (see [`suspect`]).
+    pub suspect: Option<Suspect>,
     /// Why the repository could not be read.
     pub error: Option<String>,
+}
+
+/// A backup in which an unusual share of the files changed and the new data does not
+/// compress: what encryption in place (ransomware) looks like from the repository, since
+/// real edits change few files and ordinary data compresses.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Suspect {
+    pub snapshot: String,
+    pub time: String,
+    /// Files of the previous backup that changed, and how many it had.
+    pub changed: u64,
+    pub before: u64,
+    /// Plaintext of the new data, and what storing it took.
+    pub data_added: u64,
+    pub bytes_added: u64,
+}
+
+/// New data smaller than this says nothing about compressibility.
+const SUSPECT_MIN_DATA: u64 = 1 << 20;
+/// Stored at least this share of its plaintext: the new data did not compress.
+const INCOMPRESSIBLE: f64 = 0.9;
+
+/// Whether `s` is a [`Suspect`] under the thresholds (`changed_pct` percent of at least
+/// `min_files` files).
+pub fn suspect(id: &SnapshotId, s: &Snapshot, changed_pct: f64, min_files: u64) -> Option<Suspect> {
+    let m = &s.summary;
+    let before = m.files_changed + m.files_unmodified;
+    let unusual = m.files_changed >= min_files && (m.files_changed as f64) * 100.0 >= changed_pct * before as f64;
+    let incompressible =
+        m.data_added >= SUSPECT_MIN_DATA && m.bytes_added as f64 >= INCOMPRESSIBLE * m.data_added as f64;
+    (unusual && incompressible).then(|| Suspect {
+        snapshot: id.to_hex(),
+        time: s.time.clone(),
+        changed: m.files_changed,
+        before,
+        data_added: m.data_added,
+        bytes_added: m.bytes_added,
+    })
 }
 
 type Listing = std::result::Result<Vec<(SnapshotId, Snapshot)>, String>;
@@ -135,6 +176,19 @@ pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) 
             }
         }
         let state = if error.is_some() { RpoState::Unknown } else { rpo_state(age, s.rpo.value) };
+        let d = &env.policy.daemon;
+        let window = d.ransomware_window.unwrap_or(SignedDuration::from_hours(7 * 24));
+        let suspect = match &primary {
+            Ok(snaps) => snaps
+                .iter()
+                .filter(|(_, x)| x.source.as_deref() == Some(s.name.as_str()))
+                .filter(|(_, x)| x.time.parse::<Timestamp>().is_ok_and(|t| now.duration_since(t) <= window))
+                .filter_map(|(id, x)| {
+                    suspect(id, x, d.ransomware_changed.unwrap_or(60.0), d.ransomware_min_files.unwrap_or(100))
+                })
+                .max_by(|a, b| a.time.cmp(&b.time)),
+            Err(_) => None,
+        };
         let last = catalog.last(&s.name, Kind::Backup)?;
         let h = catalog.history(&s.name, Kind::Backup)?;
         let next = match decide(&s.schedules.value, &s.name, &h, daemon_start, now, env.retry_delay()) {
@@ -177,6 +231,7 @@ pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) 
             last_error: last.and_then(|j| j.error),
             next_run: next.map(|t| t.to_string()),
             copies,
+            suspect,
             error,
         });
     }

@@ -42,6 +42,7 @@ pub const EVENTS: &[&str] = &[
     "storage_full",
     "drill_failed",
     "drill_missed_target",
+    "ransomware_suspected",
     "daemon_started",
     "test",
 ];

@@ -220,6 +220,13 @@ pub struct Daemon {
     /// A local repository's file system fuller than this percent raises `storage_full`
     /// (default 80).
     pub fill_percent: Option<f64>,
+    /// `ransomware_suspected`: a backup in which more than this percent of the files the
+    /// previous one held changed (default 60)...
+    pub ransomware_changed: Option<f64>,
+    /// ...and at least this many (default 100)...
+    pub ransomware_min_files: Option<u64>,
+    /// ...raises the condition for this long after that backup (default 7d).
+    pub ransomware_window: Option<SignedDuration>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +282,9 @@ struct RawDaemon {
     stop_timeout: Option<Spanned<String>>,
     alert_interval: Option<Spanned<String>>,
     fill_percent: Option<Spanned<f64>>,
+    ransomware_changed: Option<Spanned<f64>>,
+    ransomware_min_files: Option<Spanned<i64>>,
+    ransomware_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -608,6 +618,17 @@ impl Cx<'_> {
                 }
                 f => f.map(Spanned::into_inner),
             },
+            ransomware_changed: match d.ransomware_changed {
+                Some(f) if !(1.0..=100.0).contains(f.get_ref()) => {
+                    return Err(self.at(&f, "ransomware_changed must be between 1 and 100"))
+                }
+                f => f.map(Spanned::into_inner),
+            },
+            ransomware_min_files: match d.ransomware_min_files {
+                Some(n) if *n.get_ref() < 1 => return Err(self.at(&n, "ransomware_min_files must be at least 1")),
+                n => n.map(|n| n.into_inner() as u64),
+            },
+            ransomware_window: d.ransomware_window.map(|k| self.positive(&k)).transpose()?,
         })
     }
 
