@@ -146,6 +146,7 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
         let to = match &a.target {
             cairn_policy::file::Target::Webhook { url, .. } | cairn_policy::file::Target::Ping { url } => url.clone(),
             cairn_policy::file::Target::Command { command } => command.clone(),
+            cairn_policy::file::Target::Email(e) => format!("{} via {}:{}", e.to.join(", "), e.host, e.port),
         };
         let events = if a.events.is_empty() {
             format!("events of severity {} and above", a.min_severity.as_str())

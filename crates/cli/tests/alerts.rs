@@ -344,3 +344,182 @@ events = ["ransomware_suspected"]
     assert_eq!(r.json()["event"], "ransomware_suspected");
     d.stop();
 }
+
+/// An SMTP server of the test's own (aiosmtpd: STARTTLS required, AUTH for one user, a
+/// certificate from a CA made here), stopped on drop.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    smtps_port: u16,
+    out: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    fn start(dir: &std::path::Path) -> Option<Smtp> {
+        let has =
+            std::process::Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+        if !has {
+            skip("python3 with aiosmtpd (PyPI) is not installed");
+            return None;
+        }
+        // A CA, and a server certificate it signs for localhost and 127.0.0.1 (webpki
+        // refuses a self-signed certificate used as its own CA).
+        let (ca, cert, key) = (dir.join("smtp-ca.pem"), dir.join("smtp-cert.pem"), dir.join("smtp-key.pem"));
+        let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=cairn-test-ca -keyout ca-key.pem -out smtp-ca.pem \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout smtp-key.pem -out srv.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+openssl x509 -req -in srv.csr -CA smtp-ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile ext.cnf -out smtp-cert.pem 2>/dev/null
+"#;
+        let o = std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).output();
+        if !o.as_ref().is_ok_and(|o| o.status.success()) {
+            skip(&format!("openssl could not make the test certificates: {o:?}"));
+            return None;
+        }
+        let free = || std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        let (port, smtps_port) = (free(), free());
+        let out = dir.join("mail");
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_receiver.py"))
+            .arg(port.to_string())
+            .arg(smtps_port.to_string())
+            .arg(&out)
+            .arg(&cert)
+            .arg(&key)
+            .args(["alerts", "s3cret"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        Some(Smtp { child, port, smtps_port, out, ca })
+    }
+
+    /// The messages received so far, oldest first.
+    fn mails(&self) -> Vec<Value> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.out)
+            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+            .unwrap_or_default();
+        names.sort();
+        names.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
+    }
+
+    fn wait_for(&self, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(m) = self.mails().into_iter().find(|m| f(m)) {
+                return m;
+            }
+            assert!(start.elapsed() < Duration::from_secs(secs), "no mail {what} in {secs} s: {:?}", self.mails());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The decoded body of a received message (base64, as cairn sends it).
+fn mail_body(m: &Value) -> String {
+    let data = m["data"].as_str().unwrap().replace("\r\n", "\n");
+    let b64 = data.split("\n\n").nth(1).unwrap().replace('\n', "");
+    let mut c = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), b64.as_bytes()).unwrap();
+    String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// Mail alerts through a real SMTP server: STARTTLS (with the policy's `ca_file`), AUTH,
+/// every recipient; a server whose certificate is not trusted is refused, not used in
+/// plain text; a failing job's alert arrives by mail.
+#[test]
+fn email_alerts_go_out_over_starttls_with_auth_and_an_untrusted_server_is_refused() {
+    let p = Policy::new("");
+    let Some(smtp) = Smtp::start(p.env.dir.path()) else { return };
+    std::fs::write(p.env.path("smtp-pass"), "s3cret\n").unwrap();
+    p.write(&format!(
+        r#"
+[class.fast]
+repository = "primary"
+schedule = "* * * * * *"
+
+[source.dump]
+class = "fast"
+kind = "command"
+command = "echo the dump tool failed >&2; exit 1"
+
+[alert.mail]
+kind = "email"
+smtp = "smtp+starttls://localhost:{port}"
+ca_file = "{ca}"
+from = "cairn@backup.example.net"
+to = ["ops@example.net", "dba@example.net"]
+username = "alerts"
+password_file = "{pass}"
+events = ["job_failed"]
+
+[alert.tls]
+kind = "email"
+smtp = "smtps://127.0.0.1:{smtps}"
+ca_file = "{ca}"
+from = "cairn@backup.example.net"
+to = ["ops@example.net"]
+username = "alerts"
+password_file = "{pass}"
+events = ["drill_failed"]
+
+[alert.untrusted]
+kind = "email"
+smtp = "smtp+starttls://localhost:{port}"
+from = "cairn@backup.example.net"
+to = ["ops@example.net"]
+username = "alerts"
+password_file = "{pass}"
+events = ["job_failed"]
+"#,
+        port = smtp.port,
+        smtps = smtp.smtps_port,
+        ca = smtp.ca.display(),
+        pass = p.env.path("smtp-pass").display(),
+    ));
+    let out = p.ok(&["alert", "test", "mail"]);
+    assert!(out.contains("delivered"), "{out}");
+    let m = smtp.wait_for(10, "for the test", |_| true);
+    assert_eq!(m["tls"], true, "{m}");
+    assert_eq!(m["auth_user"], "alerts", "{m}");
+    assert_eq!(m["mail_from"], "cairn@backup.example.net", "{m}");
+    assert_eq!(m["rcpt_tos"], serde_json::json!(["ops@example.net", "dba@example.net"]), "{m}");
+    let data = m["data"].as_str().unwrap();
+    assert!(data.contains("Subject: [cairn test-host]") && data.contains("Auto-Submitted: auto-generated"), "{data}");
+    // TLS from the first byte, to an address the certificate names.
+    p.ok(&["alert", "test", "tls"]);
+    let m = smtp.wait_for(10, "over smtps", |m| m["data"].as_str().is_some_and(|d| d.contains("alert test tls")));
+    assert_eq!((m["tls"].as_bool(), m["auth_user"].as_str()), (Some(true), Some("alerts")), "{m}");
+    // The system's roots do not know the test's CA: refused, nothing sent in plain text.
+    let o = p.run(&["alert", "test", "untrusted"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("alert untrusted") && stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(smtp.mails().len(), 2);
+    // A failing job, raised by the daemon, by mail.
+    let d = p.daemon();
+    let m = smtp.wait_for(30, "for job_failed", |m| m["data"].as_str().is_some_and(|d| d.contains("job_failed")));
+    let body = mail_body(&m);
+    assert!(body.contains("dump") && body.contains("the dump tool failed"), "{body}");
+    assert!(body.contains("state       raised") && body.contains("source      dump"), "{body}");
+    d.stop();
+}

@@ -449,6 +449,29 @@ pub fn deliver(n: &Notification, host: &str, rt: &tokio::runtime::Handle) -> std
             }
         }
         Target::Ping { .. } => Err("a ping target is sent job starts and ends, not conditions".into()),
+        Target::Email(e) => {
+            let subject = text(n, host);
+            let subject: String = subject.chars().take(200).collect();
+            let ev = &n.event;
+            let mut body = format!("{}\n\n", ev.message);
+            for (k, v) in [
+                ("state", Some(n.phase.as_str().to_string())),
+                ("event", Some(ev.event.clone())),
+                ("severity", Some(ev.severity.clone())),
+                ("host", Some(host.to_string())),
+                ("source", ev.source.clone()),
+                ("class", ev.class.clone()),
+                ("repository", ev.repository.clone()),
+                ("job", ev.job.clone()),
+                ("at", Some(n.at.to_string())),
+            ] {
+                if let Some(v) = v {
+                    body.push_str(&format!("{k:<11} {v}\n"));
+                }
+            }
+            body.push_str(&format!("\ndetails:\n{}\n", serde_json::to_string_pretty(&ev.payload).unwrap_or_default()));
+            crate::smtp::send(e, &crate::smtp::Mail { subject: &subject, body: &body }, timeout)
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod process;
 pub mod report;
 pub mod repos;
 pub mod server;
+pub mod smtp;
 pub mod status;
 
 /// Errors of the application layer.

@@ -65,6 +65,43 @@ pub enum Target {
     /// healthchecks.io-style pings: `url` with `{source}` replaced, `/start` when a backup
     /// starts, the URL itself on success, `/fail` with the job summary on failure.
     Ping { url: String },
+    /// Mail through an SMTP server.
+    Email(Email),
+}
+
+/// How an email target reaches its SMTP server, and what it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub from: String,
+    pub to: Vec<String>,
+    /// AUTH PLAIN with this user and the password in `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    /// PEM certificates trusted instead of the system's (a private CA).
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: no TLS (refused with a password unless the server is on loopback).
+    Plain,
+    /// `smtp+starttls://`: STARTTLS required before anything else is said.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Tls,
+}
+
+/// A mailbox as the policy may give it: `local@domain`, nothing that could break out of an
+/// SMTP command or a header.
+fn is_address(a: &str) -> bool {
+    let Some((l, d)) = a.split_once('@') else { return false };
+    !l.is_empty()
+        && !d.is_empty()
+        && a.len() <= 254
+        && a.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b',' | b'\\' | b';'))
 }
 
 impl Target {
@@ -73,6 +110,7 @@ impl Target {
             Target::Webhook { .. } => "webhook",
             Target::Command { .. } => "command",
             Target::Ping { .. } => "ping",
+            Target::Email(_) => "email",
         }
     }
 }
@@ -121,6 +159,12 @@ pub(super) struct RawAlert {
     sources: Option<Spanned<Vec<String>>>,
     repeat: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    smtp: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<Vec<String>>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 impl Cx<'_> {
@@ -187,12 +231,29 @@ impl Cx<'_> {
                 Target::Ping { url: url(u, r.url.as_ref().unwrap_or(&r.kind))? }
             }
             "email" => {
-                return Err(
-                    self.at(&r.kind, "kind \"email\" is not supported yet: use a webhook or a command (e.g. sendmail)")
-                )
+                for (v, k) in
+                    [(&r.url, "url"), (&r.command, "command"), (&r.format, "format"), (&r.token_file, "token_file")]
+                {
+                    refuse(v.as_ref(), k)?;
+                }
+                Target::Email(self.email(name, r)?)
             }
-            k => return Err(self.at(&r.kind, format!("kind {k:?}: use webhook, command or ping"))),
+            k => return Err(self.at(&r.kind, format!("kind {k:?}: use webhook, command, ping or email"))),
         };
+        if r.kind.get_ref() != "email" {
+            for (v, k) in [
+                (&r.smtp, "smtp"),
+                (&r.from, "from"),
+                (&r.username, "username"),
+                (&r.password_file, "password_file"),
+                (&r.ca_file, "ca_file"),
+            ] {
+                refuse(v.as_ref(), k)?;
+            }
+            if let Some(t) = &r.to {
+                return Err(self.at(t, format!("to does not apply to a {} alert", r.kind.get_ref())));
+            }
+        }
         let events = match &r.events {
             Some(e) => {
                 for x in e.get_ref() {
@@ -255,5 +316,84 @@ impl Cx<'_> {
             repeat: dur(&r.repeat, SignedDuration::from_hours(4))?,
             timeout: dur(&r.timeout, SignedDuration::from_secs(10))?,
         })
+    }
+}
+
+impl Cx<'_> {
+    fn email(&self, name: &str, r: &RawAlert) -> Result<Email, PolicyError> {
+        let smtp =
+            r.smtp.as_ref().ok_or_else(|| self.at(&r.kind, format!("alert {name:?} of kind \"email\" needs smtp")))?;
+        let u = smtp.get_ref();
+        let (security, rest, default_port) = if let Some(x) = u.strip_prefix("smtps://") {
+            (SmtpSecurity::Tls, x, 465)
+        } else if let Some(x) = u.strip_prefix("smtp+starttls://") {
+            (SmtpSecurity::StartTls, x, 587)
+        } else if let Some(x) = u.strip_prefix("smtp://") {
+            (SmtpSecurity::Plain, x, 25)
+        } else {
+            return Err(self.at(
+                smtp,
+                format!("smtp {u:?}: use smtps://HOST[:PORT], smtp+starttls://HOST[:PORT] or smtp://HOST[:PORT]"),
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h.to_string(), p),
+                _ => return Err(self.at(smtp, format!("smtp {u:?}: the port must be 1-65535"))),
+            },
+            _ => (rest.to_string(), default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(self.at(smtp, format!("smtp {u:?}: give a host name or address")));
+        }
+        let from =
+            r.from.as_ref().ok_or_else(|| self.at(&r.kind, format!("alert {name:?} of kind \"email\" needs from")))?;
+        if !is_address(from.get_ref()) {
+            return Err(self.at(from, format!("from {:?} is not a mail address (local@domain)", from.get_ref())));
+        }
+        let to = match &r.to {
+            Some(t) if !t.get_ref().is_empty() => {
+                for a in t.get_ref() {
+                    if !is_address(a) {
+                        return Err(self.at(t, format!("to: {a:?} is not a mail address (local@domain)")));
+                    }
+                }
+                t.get_ref().clone()
+            }
+            Some(t) => return Err(self.at(t, "to needs at least one address")),
+            None => return Err(self.at(&r.kind, format!("alert {name:?} of kind \"email\" needs to"))),
+        };
+        let abs = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, PolicyError> {
+            match v {
+                Some(p) if !p.get_ref().starts_with('/') => Err(self.at(p, format!("{key} must be an absolute path"))),
+                Some(p) => Ok(Some(p.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        let password_file = abs(&r.password_file, "password_file")?;
+        let ca_file = abs(&r.ca_file, "ca_file")?;
+        let username = r.username.as_ref().map(|u| u.get_ref().clone());
+        match (&username, &password_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(self.at(
+                    r.username.as_ref().or(r.password_file.as_ref()).unwrap_or(&r.kind),
+                    "username and password_file go together",
+                ))
+            }
+            _ => {}
+        }
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+        if security == SmtpSecurity::Plain && username.is_some() && !loopback {
+            return Err(self.at(
+                smtp,
+                "a password over plain smtp:// to a server off this host: use smtps:// or smtp+starttls://",
+            ));
+        }
+        if let (SmtpSecurity::Plain, Some(c)) = (security, &r.ca_file) {
+            return Err(self.at(c, "ca_file applies to smtps:// and smtp+starttls://"));
+        }
+        Ok(Email { host, port, security, from: from.get_ref().clone(), to, username, password_file, ca_file })
     }
 }

@@ -28,7 +28,7 @@ use crate::{Duration, KeepPolicy};
 mod alert;
 mod drill;
 use alert::RawAlert;
-pub use alert::{Alert, Severity, Target, WebhookFormat, EVENTS};
+pub use alert::{Alert, Email, Severity, SmtpSecurity, Target, WebhookFormat, EVENTS};
 pub use drill::{Check, Drill, Pick};
 use drill::{RawCheck, RawDrill};
 
@@ -1349,6 +1349,37 @@ stdin_name = "all.sql"
 
     fn err(text: &str) -> PolicyError {
         parse("p.toml", text, now()).expect_err("should fail")
+    }
+
+    #[test]
+    fn email_targets_are_checked_where_they_are_written() {
+        let with = |alert: &str| format!("{GOOD}\n[alert.mail]\nkind = \"email\"\n{alert}\n");
+        let ok = with(
+            "smtp = \"smtp+starttls://mail.example.net\"\nfrom = \"cairn@example.net\"\nto = [\"ops@example.net\"]\nusername = \"u\"\npassword_file = \"/etc/cairn/smtp.pass\"",
+        );
+        let p = parse("p.toml", &ok, now()).expect("parses");
+        match &p.alerts["mail"].target {
+            Target::Email(e) => {
+                assert_eq!((e.host.as_str(), e.port, e.security), ("mail.example.net", 587, SmtpSecurity::StartTls));
+            }
+            t => panic!("{t:?}"),
+        }
+        for (alert, why) in [
+            ("smtp = \"smtp://mail.example.net\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]\nusername = \"u\"\npassword_file = \"/p\"", "plain smtp://"),
+            ("smtp = \"smtps://mail.example.net\"\nfrom = \"a@b.c\"\nto = []", "at least one address"),
+            ("smtp = \"smtps://mail.example.net\"\nfrom = \"a@b.c\"\nto = [\"o@b.c>\\r\\nRCPT TO:<x@y.z\"]", "not a mail address"),
+            ("smtp = \"smtps://mail.example.net:0\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]", "port"),
+            ("smtp = \"mail.example.net\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]", "use smtps://"),
+            ("smtp = \"smtps://m\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]\nusername = \"u\"", "go together"),
+            ("smtp = \"smtps://m\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]\nca_file = \"ca.pem\"", "absolute"),
+            ("url = \"https://x\"\nsmtp = \"smtps://m\"\nfrom = \"a@b.c\"\nto = [\"o@b.c\"]", "url does not apply"),
+        ] {
+            let e = err(&with(alert)).to_string();
+            assert!(e.contains(why), "{alert}: {e}");
+        }
+        let e = err(&format!("{GOOD}\n[alert.hook]\nkind = \"webhook\"\nurl = \"https://x\"\nto = [\"o@b.c\"]\n"))
+            .to_string();
+        assert!(e.contains("to does not apply to a webhook alert"), "{e}");
     }
 
     #[test]
