@@ -523,3 +523,54 @@ events = ["job_failed"]
     assert!(body.contains("state       raised") && body.contains("source      dump"), "{body}");
     d.stop();
 }
+
+/// A repository with a `quota` (what an object store's owner grants, where the store
+/// reports no capacity): `storage_full` compares what the repository holds with it.
+#[test]
+fn a_repository_over_its_quota_raises_storage_full() {
+    let hook = Receiver::start();
+    let p = Policy::new("");
+    let metered = p.env.path("metered");
+    assert!(p.env.cmd().env("CAIRN_REPO", &metered).arg("init").output().unwrap().status.success());
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+    let mut b = vec![0u8; 400 << 10];
+    std::io::Read::read_exact(&mut urandom, &mut b).unwrap();
+    std::fs::write(data.join("f"), b).unwrap();
+    p.write(&format!(
+        r#"
+[repository.metered]
+url = "{metered}"
+password_file = "{pass}"
+quota = "256KiB"
+
+[class.c]
+repository = "metered"
+schedule = "@yearly"
+
+[source.files]
+class = "c"
+kind = "files"
+paths = ["{data}"]
+
+[alert.ops]
+kind = "webhook"
+url = "{url}"
+events = ["storage_full"]
+"#,
+        metered = metered.display(),
+        pass = p.env.path("pass").display(),
+        url = hook.url("/hook"),
+        data = data.display(),
+    ));
+    p.ok(&["run", "files"]);
+    let d = p.daemon();
+    let r = hook.wait_for(20, "storage_full", |r| r.json()["event"] == "storage_full");
+    let e = r.json();
+    assert_eq!(e["repository"], "metered", "{e}");
+    assert_eq!(e["payload"]["quota_bytes"], 256 << 10, "{e}");
+    assert!(e["payload"]["used_bytes"].as_u64().unwrap() > 400 << 10, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("of its quota"), "{e}");
+    d.stop();
+}

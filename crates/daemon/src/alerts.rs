@@ -105,7 +105,13 @@ fn ev(
 
 /// The conditions that hold now, from the sources' status (data age read from the
 /// repositories) and the newest job of each kind in the catalog.
-pub fn conditions(policy: &Policy, catalog: &Catalog, rows: &[SourceStatus], now: Timestamp) -> Result<Vec<Event>> {
+pub fn conditions(
+    policy: &Policy,
+    catalog: &Catalog,
+    rows: &[SourceStatus],
+    usage: &BTreeMap<String, u64>,
+    now: Timestamp,
+) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     for r in rows {
         let Some(src) = policy.sources.get(&r.source) else { continue };
@@ -260,7 +266,32 @@ pub fn conditions(policy: &Policy, catalog: &Catalog, rows: &[SourceStatus], now
     }
     let fill = policy.daemon.fill_percent.unwrap_or(80.0);
     for (name, repo) in &policy.repositories {
-        if crate::repos::is_remote(&repo.url) {
+        // A quota (what the store's owner grants, where an object store reports no
+        // capacity) is compared with what the repository holds; it takes the place of the
+        // file system's capacity for a local repository too.
+        if let (Some(quota), Some(&used)) = (repo.quota, usage.get(name)) {
+            let pct = used as f64 * 100.0 / quota.max(1) as f64;
+            if pct > fill {
+                out.push(ev(
+                    "storage_full",
+                    Severity::Warning,
+                    format!("storage_full/{name}"),
+                    None,
+                    None,
+                    format!(
+                        "repository {name} holds {} of its quota of {} ({pct:.0}%, threshold {fill:.0}%)",
+                        mib(used),
+                        mib(quota)
+                    ),
+                    serde_json::json!({"repository": name, "used_bytes": used, "quota_bytes": quota, "percent": pct}),
+                ));
+                if let Some(e) = out.last_mut() {
+                    e.repository = Some(name.clone());
+                }
+            }
+            continue;
+        }
+        if repo.quota.is_some() || crate::repos::is_remote(&repo.url) {
             continue;
         }
         if let Some((used, total)) = fs_usage(Path::new(&repo.url)) {
@@ -302,6 +333,10 @@ fn fs_usage(path: &Path) -> Option<(u64, u64)> {
     // Used as df counts it: what is not free (reserved blocks included).
     let used = (st.f_blocks as u64 - st.f_bfree as u64) * frsize;
     (total > 0).then_some((used, total))
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
 fn human(secs: i64) -> String {
@@ -661,13 +696,47 @@ pub fn tick(env: &crate::jobs::Env, catalog: &Catalog, d: &Dispatcher, now: Time
         return Ok(0);
     }
     let rows = crate::status::status(env, catalog, now, None)?;
-    let conds = conditions(&env.policy, catalog, &rows, now)?;
+    let conds = conditions(&env.policy, catalog, &rows, &quota_usage(env), now)?;
     let sends = plan(&env.policy, catalog, conds, now)?;
     let n = sends.len();
     for s in sends {
         d.send(s);
     }
     Ok(n)
+}
+
+/// How long a repository's listed size stands (listing an object store costs a request
+/// per thousand objects: not every minute).
+const USAGE_TTL: Duration = Duration::from_secs(600);
+
+/// Bytes each repository with a `quota` holds: the sizes of every object under the
+/// format's prefixes, listed at most every [`USAGE_TTL`]; a repository that cannot be
+/// listed is left out (its other alerts say why).
+pub fn quota_usage(env: &crate::jobs::Env) -> BTreeMap<String, u64> {
+    static SEEN: std::sync::Mutex<BTreeMap<String, (Instant, u64)>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut out = BTreeMap::new();
+    for (name, r) in env.policy.repositories.iter().filter(|(_, r)| r.quota.is_some()) {
+        let key = format!("{name}\0{}", r.url);
+        let cached = SEEN.lock().ok().and_then(|m| m.get(&key).copied()).filter(|(at, _)| at.elapsed() < USAGE_TTL);
+        let used = match cached {
+            Some((_, u)) => Some(u),
+            None => crate::repos::store_for(&r.url).ok().and_then(|store| {
+                let mut total = 0u64;
+                for prefix in ["data", "index", "snapshots", "keys", "writers", "prune", "wal", "drills", "audit"] {
+                    total += env.rt.block_on(store.list(prefix)).ok()?.iter().map(|m| m.size).sum::<u64>();
+                }
+                total += env.rt.block_on(store.head("config")).map(|m| m.size).unwrap_or(0);
+                if let Ok(mut m) = SEEN.lock() {
+                    m.insert(key.clone(), (Instant::now(), total));
+                }
+                Some(total)
+            }),
+        };
+        if let Some(u) = used {
+            out.insert(name.clone(), u);
+        }
+    }
+    out
 }
 
 /// `cairn alert test TARGET`: one test notification, delivered now, recorded.
