@@ -124,12 +124,20 @@ impl Writer {
 
     fn remember(&self, repo: &Repository, h: &Head) {
         // Best effort: without it the next append lists the chain, and verify has one
-        // anchor less.
+        // anchor less. Only forward: two writers of one host finish in any order, and the
+        // newest head is the stronger anchor.
+        if self.remembered(repo).is_some_and(|old| old.seq >= h.seq) {
+            return;
+        }
         if let Some(f) = self.cache_file(repo) {
             if let Some(dir) = f.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let tmp = f.with_extension("tmp");
+            // A name of this writer's own: threads and processes of a host write at once.
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Starting with a dot, it is never taken for a chain (see `remembered_anchors`).
+            let tmp = f.with_file_name(format!(".{}.tmp-{}-{n}", self.chain, std::process::id()));
             if std::fs::write(&tmp, format!("{} {} {}\n", h.seq, to_hex(&h.hash), h.next)).is_ok() {
                 let _ = std::fs::rename(&tmp, &f);
             }

@@ -142,6 +142,16 @@ pub fn run(ctx: &Context, a: &AuditArgs) -> Result<()> {
             if let Some(c) = cache_dir() {
                 witnesses.extend(cairn_audit::remembered_anchors(&c, &repo.config().id));
             }
+            // The daemon's own memory of its heads, when this host runs one for a policy.
+            if ctx.g.config.exists() {
+                if let Ok(env) = crate::policy::env(ctx) {
+                    let mut daemon = cairn_audit::remembered_anchors(&env.state_dir.join("audit"), &repo.config().id);
+                    for w in &mut daemon {
+                        w.by = "the daemon's own record of its last write".into();
+                    }
+                    witnesses.extend(daemon);
+                }
+            }
             let r = cairn_audit::verify(&loaded, &witnesses);
             if ctx.g.json {
                 println!(

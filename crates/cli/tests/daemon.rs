@@ -512,6 +512,15 @@ before = "echo not now >&2; exit 3"
     assert_eq!(load["reason"], "start", "{load}");
     assert!(load["message"].as_str().unwrap().contains("policy BLAKE3"), "{load}");
     p.env.ok(&["audit", "verify"]);
+    // The daemon remembers its chain's head: with the policy, verify sees a cut tail.
+    let ids: Vec<_> = std::fs::read_dir(p.env.repo.join("audit")).unwrap().flatten().map(|e| e.path()).collect();
+    let chain = ids[0].join("test-host");
+    let mut segs: Vec<_> = std::fs::read_dir(&chain).unwrap().flatten().map(|e| e.path()).collect();
+    segs.sort();
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    let o = p.run(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the daemon's own record of its last write"), "{}", stderr(&o));
 }
 
 /// Two daemons as two hosts write into one SeaweedFS repository at once, one of them also

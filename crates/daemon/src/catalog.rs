@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +87,65 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (at);
 -- Covers /metrics' aggregate of every job by source, kind and status (no table reads).
 CREATE INDEX IF NOT EXISTS jobs_by_outcome ON jobs (source, kind, status, started_at, ended_at, bytes_added);
 ";
+
+/// Version 4: running totals of finished jobs per source, kind and status (count, bytes,
+/// duration sum, newest success, duration histogram), kept by triggers on every way a
+/// job ends (finished, marked interrupted, inserted finished), so `/metrics` reads a few
+/// hundred rows instead of aggregating every job, and its counters never go down when old
+/// jobs expire from the catalog. Filled from the jobs already recorded. The histogram's
+/// bounds are `metrics::BUCKETS`: changing them needs a migration that rebuilds this.
+fn schema_v4() -> String {
+    let b = crate::metrics::BUCKETS;
+    let cols: Vec<String> = (0..b.len()).map(|i| format!("b{i}")).collect();
+    let defs: Vec<String> = cols.iter().map(|c| format!("{c} INTEGER NOT NULL DEFAULT 0")).collect();
+    let is = |row: &str, i: usize| {
+        format!("(CASE WHEN {row}.ended_at - {row}.started_at <= {} THEN 1 ELSE 0 END)", (b[i] * 1000.0) as i64)
+    };
+    let upsert = |row: &str| {
+        let vals: Vec<String> = (0..b.len()).map(|i| is(row, i)).collect();
+        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = {c} + excluded.{c}")).collect();
+        format!(
+            "INSERT INTO job_totals (source, kind, status, count, bytes_added, duration_ms, last_success_ms, {cols})
+             VALUES ({row}.source, {row}.kind, {row}.status, 1, coalesce({row}.bytes_added, 0),
+                     {row}.ended_at - {row}.started_at,
+                     CASE WHEN {row}.status IN ('succeeded', 'partial') THEN {row}.ended_at END, {vals})
+             ON CONFLICT (source, kind, status) DO UPDATE SET
+                 count = count + 1, bytes_added = bytes_added + excluded.bytes_added,
+                 duration_ms = duration_ms + excluded.duration_ms,
+                 last_success_ms = max(coalesce(last_success_ms, excluded.last_success_ms), coalesce(excluded.last_success_ms, last_success_ms)),
+                 {sets};",
+            cols = cols.join(", "),
+            vals = vals.join(", "),
+            sets = sets.join(", ")
+        )
+    };
+    let fill: Vec<String> = (0..b.len()).map(|i| format!("sum({})", is("jobs", i))).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS job_totals (
+             source TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+             count INTEGER NOT NULL, bytes_added INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+             last_success_ms INTEGER, {defs},
+             PRIMARY KEY (source, kind, status)
+         );
+         INSERT OR IGNORE INTO job_totals (source, kind, status, count, bytes_added, duration_ms, last_success_ms, {cols})
+             SELECT source, kind, status, count(*), coalesce(sum(bytes_added), 0), coalesce(sum(ended_at - started_at), 0),
+                    max(CASE WHEN status IN ('succeeded', 'partial') THEN ended_at END), {fill}
+             FROM jobs WHERE ended_at IS NOT NULL AND started_at IS NOT NULL AND status != 'running'
+             GROUP BY source, kind, status;
+         CREATE TRIGGER IF NOT EXISTS job_totals_on_end AFTER UPDATE OF status ON jobs
+             WHEN OLD.status = 'running' AND NEW.status != 'running'
+                  AND NEW.ended_at IS NOT NULL AND NEW.started_at IS NOT NULL
+         BEGIN {on_update} END;
+         CREATE TRIGGER IF NOT EXISTS job_totals_on_insert AFTER INSERT ON jobs
+             WHEN NEW.status != 'running' AND NEW.ended_at IS NOT NULL AND NEW.started_at IS NOT NULL
+         BEGIN {on_insert} END;",
+        defs = defs.join(", "),
+        cols = cols.join(", "),
+        fill = fill.join(", "),
+        on_update = upsert("NEW"),
+        on_insert = upsert("NEW"),
+    )
+}
 
 /// A job's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +480,9 @@ impl Catalog {
             if version < 3 {
                 self.conn.execute_batch(SCHEMA_V3).map_err(self.err())?;
             }
+            if version < 4 {
+                self.conn.execute_batch(&schema_v4()).map_err(self.err())?;
+            }
             // Later versions: `if version < 4 { ... }`, each in order.
             self.conn
                 .execute(
@@ -723,22 +785,17 @@ impl Catalog {
     }
 
     /// Finished jobs aggregated by source, kind and status, with the duration histogram's
-    /// bucket counts (`crate::metrics::BUCKETS`), for `/metrics`.
+    /// bucket counts (`crate::metrics::BUCKETS`), for `/metrics`: the running totals (schema
+    /// v4), which count every job that ever ended, also those since expired.
     pub fn job_stats(&self) -> Result<Vec<JobStat>> {
-        let buckets: Vec<String> = crate::metrics::BUCKETS
-            .iter()
-            .map(|b| format!("sum(CASE WHEN ended_at - started_at <= {} THEN 1 ELSE 0 END)", (*b * 1000.0) as i64))
-            .collect();
+        let n = crate::metrics::BUCKETS.len();
+        let cols: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
         let sql = format!(
-            "SELECT source, kind, status, count(*), coalesce(sum(bytes_added), 0),
-                    coalesce(sum(ended_at - started_at), 0),
-                    max(CASE WHEN status IN ('succeeded', 'partial') THEN ended_at END), {}
-             FROM jobs WHERE ended_at IS NOT NULL AND started_at IS NOT NULL AND status != 'running'
-             GROUP BY source, kind, status ORDER BY source, kind, status",
-            buckets.join(", ")
+            "SELECT source, kind, status, count, bytes_added, duration_ms, last_success_ms, {}
+             FROM job_totals ORDER BY source, kind, status",
+            cols.join(", ")
         );
         let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
-        let n = crate::metrics::BUCKETS.len();
         let rows = st
             .query_map([], |r| {
                 let mut b = Vec::with_capacity(n);
@@ -874,6 +931,49 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn job_totals_count_every_way_a_job_ends_and_outlive_expiry() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.db");
+        // A version 3 catalog with one finished job: migrated into the totals.
+        {
+            let conn = Connection::open(&p).expect("raw");
+            for v in [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3] {
+                conn.execute_batch(v).expect("schema");
+            }
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')", []).expect("meta");
+            conn.execute(
+                "INSERT INTO jobs (host, kind, source, class, repository, trigger, actor, started_at, ended_at, status, bytes_added)
+                 VALUES ('h', 'backup', 'a', 'c', 'r', 'schedule', 'root', 0, 5000, 'succeeded', 7)",
+                [],
+            )
+            .expect("job");
+        }
+        let c = Catalog::open(&p).expect("migrated");
+        let get = |c: &Catalog, status: &str| {
+            c.job_stats().expect("stats").into_iter().find(|s| s.source == "a" && s.status == status)
+        };
+        let s = get(&c, "succeeded").expect("migrated totals");
+        assert_eq!((s.count, s.bytes_added, s.duration_sum, s.last_success_ms), (1, 7, 5.0, Some(5000)));
+        assert_eq!(s.buckets, vec![0, 1, 1, 1, 1, 1, 1, 1]);
+        // Finished normally, finished twice (counted once), marked interrupted, recorded
+        // as never run.
+        let r = c.start(&job("a"), t(0)).expect("start");
+        c.finish(r, Status::Succeeded, &Outcome { bytes_added: Some(3), ..Outcome::default() }, t(2)).expect("finish");
+        c.finish(r, Status::Succeeded, &Outcome::default(), t(3)).expect("again");
+        let r = c.start(&job("a"), t(10)).expect("start");
+        c.set_status(r, Status::Interrupted, "killed", t(20)).expect("interrupted");
+        c.record(&job("a"), Status::Cancelled, Some("hook"), t(30)).expect("record");
+        let s = get(&c, "succeeded").expect("totals");
+        assert_eq!((s.count, s.bytes_added), (2, 10));
+        assert_eq!(s.last_success_ms, Some(ms(t(2))));
+        assert_eq!(get(&c, "interrupted").expect("interrupted").count, 1);
+        assert_eq!(get(&c, "cancelled").expect("cancelled").count, 1);
+        // Expiring old jobs does not make the counters go down.
+        assert!(c.expire(t(1000)).expect("expire") >= 4);
+        assert_eq!(get(&c, "succeeded").expect("kept").count, 2);
     }
 
     #[test]
