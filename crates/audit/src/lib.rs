@@ -78,6 +78,7 @@ pub fn record(actor: &Actor, action: &str, target: Target, outcome: &str, messag
         outcome: outcome.into(),
         reason: None,
         message,
+        expired: Vec::new(),
     }
 }
 
@@ -229,6 +230,8 @@ pub struct Loaded {
     pub segment: std::result::Result<(Segment, [u8; 32]), String>,
     /// How many records the segment holds.
     pub count: u64,
+    /// The retention records' word on where chains begin (kept when records are dropped).
+    pub expiries: Vec<cairn_format::audit::Expiry>,
 }
 
 /// Every object under `audit/`, read and decoded (in parallel), in path order. With
@@ -267,10 +270,14 @@ pub fn load(repo: &Repository, records: bool) -> Result<Vec<Loaded>> {
                         .map(|p| {
                             let mut segment = read(p);
                             let count = segment.as_ref().map_or(0, |(s, _)| s.records.len() as u64);
+                            let expiries = segment
+                                .as_ref()
+                                .map(|(s, _)| s.records.iter().flat_map(|r| r.expired.iter().cloned()).collect())
+                                .unwrap_or_default();
                             if let (false, Ok((s, _))) = (records, &mut segment) {
                                 s.records = Vec::new();
                             }
-                            Loaded { path: p.clone(), segment, count }
+                            Loaded { path: p.clone(), segment, count, expiries }
                         })
                         .collect()
                 })
@@ -372,13 +379,30 @@ pub fn verify(loaded: &[Loaded], witnesses: &[Witness]) -> Report {
         }
     }
     r.chains = chains.len();
+    // Where retention says each chain now begins (the furthest any record says).
+    let mut bases: BTreeMap<ChainKey, (u64, &str)> = BTreeMap::new();
+    for e in loaded.iter().flat_map(|l| l.expiries.iter()) {
+        let b = bases.entry((e.repository.clone(), e.chain.clone())).or_insert((0, ""));
+        if e.below >= b.0 {
+            *b = (e.below, e.hash.as_str());
+        }
+    }
     for ((rid, chain), segs) in &chains {
+        let (base, base_hash) = bases.get(&(rid.clone(), chain.clone())).copied().unwrap_or((0, ""));
+        if let Some((path, _, hash, _)) = segs.get(&base) {
+            if base > 0 && to_hex(hash) != base_hash {
+                r.findings.push(format!(
+                    "{path}: differs from the segment the retention record says chain {chain} begins with (replaced)"
+                ));
+            }
+        }
         let name = format!("chain {chain} (repository {})", short(rid));
         // (seq, segment, hash, record count) of the previous readable segment.
         let mut prev: Option<(u64, &Segment, [u8; 32], u64)> = None;
         let bad = unreadable.remove(&(rid.clone(), chain.clone())).unwrap_or_default();
         for (&seq, &(path, seg, hash, count)) in segs {
-            let expect = prev.map_or(0, |(s, ..)| s.saturating_add(1));
+            // Below the retention base, segments are gone by design.
+            let expect = prev.map_or(0, |(s, ..)| s.saturating_add(1)).max(if prev.is_none() { base } else { 0 });
             if seq > expect {
                 // The missing ones are the gap less those present but unreadable (already
                 // named); never enumerated, a hostile name may leave a gap of 2^63.
@@ -500,6 +524,106 @@ pub fn copy(src: &Repository, dst: &Repository) -> Result<(usize, Vec<String>)> 
     Ok((n, unreadable))
 }
 
+/// What one retention run removed (or, dry, would) from one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub repository: String,
+    pub chain: String,
+    /// Segments `from..below` removed.
+    pub from: u64,
+    pub below: u64,
+    pub records: u64,
+}
+
+/// Audit retention: removes, from every chain of `repo`, the segments whose records all
+/// ended before `before`, from the chain's start up to (never including) its newest
+/// segment, and never past a segment that is missing or unreadable (that is evidence for
+/// `verify`, not for retention). First it appends, through `writer`, an `audit_expire`
+/// record saying where every chain now begins (segment number and hash), which is what
+/// lets `verify` tell retention from deletion. Segments under an object lock stay (the
+/// store refuses; the run stops there and says so).
+pub fn expire(
+    repo: &Repository,
+    writer: &Writer,
+    actor: &Actor,
+    before: jiff::Timestamp,
+    dry_run: bool,
+) -> Result<Vec<Expired>> {
+    let loaded = load(repo, true)?;
+    // Per chain, each segment by number: readable (with its hash) or not.
+    type Segs<'a> = BTreeMap<u64, Option<(&'a Segment, [u8; 32])>>;
+    let mut chains: BTreeMap<ChainKey, Segs<'_>> = BTreeMap::new();
+    for l in &loaded {
+        let Some((rid, chain, seq)) = parse_path(&l.path) else { continue };
+        let seg = l.segment.as_ref().ok().filter(|(s, _)| s.repository == rid && s.chain == chain && s.seq == seq);
+        chains.entry((rid, chain)).or_default().insert(seq, seg.map(|(s, h)| (s, *h)));
+    }
+    let mut bases: BTreeMap<ChainKey, cairn_format::audit::Expiry> = BTreeMap::new();
+    for e in loaded.iter().flat_map(|l| l.expiries.iter()) {
+        let k = (e.repository.clone(), e.chain.clone());
+        if bases.get(&k).is_none_or(|b| e.below >= b.below) {
+            bases.insert(k, e.clone());
+        }
+    }
+    let old = |s: &Segment| s.records.iter().all(|r| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t < before));
+    let mut out = Vec::new();
+    for ((rid, chain), segs) in &chains {
+        let Some(&newest) = segs.keys().next_back() else { continue };
+        let Some(&first) = segs.keys().next() else { continue };
+        let base = bases.get(&(rid.clone(), chain.clone())).map_or(0, |b| b.below);
+        // A chain must start at 0 or at its recorded base to be cut further.
+        if first != 0 && first > base {
+            continue;
+        }
+        let (mut below, mut records) = (first, 0);
+        let mut next = first;
+        for (&seq, seg) in segs.range(first..newest) {
+            match seg {
+                Some((s, _)) if seq == next && old(s) => {
+                    below = seq + 1;
+                    records += s.records.len() as u64;
+                    next = seq + 1;
+                }
+                _ => break,
+            }
+        }
+        if below <= base.max(first) || !matches!(segs.get(&below), Some(Some(_))) {
+            continue;
+        }
+        if let Some(Some((_, h))) = segs.get(&below) {
+            bases.insert(
+                (rid.clone(), chain.clone()),
+                cairn_format::audit::Expiry { repository: rid.clone(), chain: chain.clone(), below, hash: to_hex(h) },
+            );
+        }
+        out.push(Expired { repository: rid.clone(), chain: chain.clone(), from: first, below, records });
+    }
+    if dry_run || out.is_empty() {
+        return Ok(out);
+    }
+    let removed: u64 = out.iter().map(|e| e.below - e.from).sum();
+    let mut rec = record(
+        actor,
+        "audit_expire",
+        Target { repository: repo.store().location(), ..Target::default() },
+        "ok",
+        Some(format!(
+            "{removed} segments ({} records) ended before {before} removed from {} chains",
+            out.iter().map(|e| e.records).sum::<u64>(),
+            out.len()
+        )),
+    );
+    rec.expired = bases.into_values().collect();
+    writer.append(repo, vec![rec])?;
+    for e in &out {
+        for seq in e.from..e.below {
+            repo.block_on(repo.store().delete(&segment_path(&e.repository, &e.chain, seq)))
+                .map_err(cairn_repo::Error::from)?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,7 +649,12 @@ mod tests {
             };
             let hash = cairn_crypto::content_hash(&seg.encode());
             prev = Some(hash);
-            out.push(Loaded { path: segment_path(R, "h", seq), segment: Ok((seg, hash)), count: 1 });
+            out.push(Loaded {
+                path: segment_path(R, "h", seq),
+                segment: Ok((seg, hash)),
+                count: 1,
+                expiries: Vec::new(),
+            });
         }
         out
     }
@@ -558,7 +687,7 @@ mod tests {
         let (seg, hash) = c.pop().and_then(|l| l.segment.ok()).unwrap();
         let seq = u64::MAX - 1;
         let seg = Segment { seq, ..seg };
-        c.push(Loaded { path: segment_path(R, "h", seq), segment: Ok((seg, hash)), count: 1 });
+        c.push(Loaded { path: segment_path(R, "h", seq), segment: Ok((seg, hash)), count: 1, expiries: Vec::new() });
         let f = verify(&c, &[]).findings;
         assert!(f.iter().any(|f| f.contains(&format!("segments 1..{}", seq - 1))), "{f:?}");
     }

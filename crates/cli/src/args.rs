@@ -129,6 +129,18 @@ pub enum AuditAction {
     },
     /// Check every chain for changed, missing, inserted, reordered or cut-off records
     Verify,
+    /// Audit retention: remove the segments whose records all ended before a time
+    Forget {
+        /// Records that ended longer ago than this (e.g. 400d)
+        #[arg(long, conflicts_with = "before", required_unless_present = "before")]
+        older_than: Option<String>,
+        /// Records that ended before this time (RFC 3339)
+        #[arg(long)]
+        before: Option<String>,
+        /// Say what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]

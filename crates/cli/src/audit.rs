@@ -130,6 +130,43 @@ pub fn run(ctx: &Context, a: &AuditArgs) -> Result<()> {
             }
             Ok(())
         }
+        AuditAction::Forget { older_than, before, dry_run } => {
+            let now = Timestamp::now();
+            let before = match (older_than, before) {
+                (Some(d), _) => {
+                    let d = cairn_policy::file::fixed_duration(d).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+                    now.checked_sub(d).map_err(|_| anyhow::anyhow!("--older-than {d:?} is too far back"))?
+                }
+                (None, Some(t)) => t
+                    .parse::<Timestamp>()
+                    .map_err(|e| anyhow::anyhow!("--before {t:?} is not an RFC 3339 time: {e}"))?,
+                (None, None) => anyhow::bail!("give --older-than or --before"),
+            };
+            let done = cairn_audit::expire(&repo, &writer(), &cairn_audit::local_actor("cli"), before, *dry_run)?;
+            if ctx.g.json {
+                let v: Vec<serde_json::Value> = done
+                    .iter()
+                    .map(|e| serde_json::json!({"repository": e.repository, "chain": e.chain, "from": e.from, "below": e.below, "records": e.records}))
+                    .collect();
+                println!("{}", serde_json::json!({"dry_run": dry_run, "before": before.to_string(), "chains": v}));
+            } else if !ctx.g.quiet {
+                for e in &done {
+                    println!(
+                        "chain {} (repository {}): segments {}..{} ({} records) {}",
+                        output::sanitize(&e.chain),
+                        e.repository.get(..8).unwrap_or(&e.repository),
+                        e.from,
+                        e.below - 1,
+                        e.records,
+                        if *dry_run { "would be removed" } else { "removed" }
+                    );
+                }
+                if done.is_empty() {
+                    println!("nothing ended before {}", crate::policy::local(before));
+                }
+            }
+            Ok(())
+        }
         AuditAction::Verify => {
             let list = repo.list_snapshots_lenient()?;
             let mut witnesses: Vec<cairn_audit::Witness> = list

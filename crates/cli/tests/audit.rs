@@ -211,3 +211,60 @@ fn every_acting_command_leaves_a_record_and_verify_names_each_kind_of_tampering(
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("its tail was cut off"), "{out}");
 }
+
+/// Audit retention: `audit forget` removes the segments whose records all ended before the
+/// given time (never a chain's newest), after recording where each chain now begins, and
+/// `verify` tells that from a deletion: the same segments removed by hand are reported.
+#[test]
+fn audit_retention_removes_old_segments_and_verify_tells_it_from_deletion() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    for _ in 0..3 {
+        env.ok(&["backup", src.to_str().unwrap()]);
+    }
+    env.ok(&["restore", "latest", "--target", env.path("t").to_str().unwrap()]);
+    let d = chain_dir(&env.repo);
+    let count = || std::fs::read_dir(&d).unwrap().count();
+    assert_eq!(count(), 4);
+    // Deleted by hand, the old segments are reported.
+    let work = env.path("work");
+    cp(&env.repo, &work);
+    for seq in 0..3 {
+        std::fs::remove_file(seg(&chain_dir(&work), seq)).unwrap();
+    }
+    let (code, out) = verify(&env, &work, true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("segments 0..2 missing"), "{out}");
+
+    let far = "2099-01-01T00:00:00Z";
+    let dry = env.json(&["audit", "forget", "--before", far, "--dry-run"]);
+    assert_eq!(dry["chains"][0]["from"], 0, "{dry}");
+    assert_eq!(dry["chains"][0]["below"], 3, "{dry}");
+    assert_eq!(count(), 4, "a dry run removes nothing");
+    // Records newer than the cut-off keep everything.
+    let none = env.json(&["audit", "forget", "--older-than", "30d"]);
+    assert_eq!(none["chains"].as_array().unwrap().len(), 0, "{none}");
+    env.ok(&["audit", "forget", "--before", far]);
+    // Segments 0..2 gone, 3 (the newest then) kept, 4 holds the retention record.
+    assert!(!seg(&d, 0).exists() && !seg(&d, 2).exists() && seg(&d, 3).exists() && seg(&d, 4).exists());
+    let (code, out) = verify(&env, &env.repo, true);
+    assert_eq!(code, Some(0), "{out}");
+    let log = env.json(&["audit", "log"]);
+    let actions: Vec<&str> = log.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["restore", "audit_expire"], "{log}");
+    // After retention, tampering is still seen: the new first segment removed...
+    cp(&env.repo, &work);
+    std::fs::remove_file(seg(&chain_dir(&work), 3)).unwrap();
+    let (code, out) = verify(&env, &work, true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("segment 3 missing"), "{out}");
+    // ...and so is the retention record's own removal (the chain then lacks its start).
+    cp(&env.repo, &work);
+    std::fs::remove_file(seg(&chain_dir(&work), 4)).unwrap();
+    let (code, out) = verify(&env, &work, false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("segments 0..2 missing"), "{out}");
+}

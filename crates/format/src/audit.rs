@@ -58,6 +58,20 @@ pub struct Record {
     /// What happened, in one line (an error's text, counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For `audit_expire`: where each chain of the repository now begins (every chain's,
+    /// not only those this expiry shortened, so the newest such record explains them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<Expiry>,
+}
+
+/// A chain whose segments below `below` were removed by retention; `hash` is segment
+/// `below`'s, where the chain now starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub repository: String,
+    pub chain: String,
+    pub below: u64,
+    pub hash: String,
 }
 
 /// Records a writer appended at once, and their place in its chain.
@@ -176,6 +190,7 @@ mod tests {
             outcome: "ok".into(),
             reason: None,
             message: None,
+            expired: Vec::new(),
         }
     }
 
