@@ -268,3 +268,54 @@ fn audit_retention_removes_old_segments_and_verify_tells_it_from_deletion() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("segments 0..2 missing"), "{out}");
 }
+
+/// The daemon applies a repository's `audit_keep`: records past it are removed at its start
+/// (then hourly), and what remains verifies.
+#[test]
+fn the_daemon_applies_audit_keep() {
+    use common::policy::Policy;
+    let p = Policy::new("");
+    let data = p.env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    let body = |keep: &str| {
+        format!(
+            "[class.c]\nrepository = \"primary\"\nschedule = \"@yearly\"\n\n[source.files]\nclass = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n{keep}",
+            data.display()
+        )
+    };
+    p.write(&body(""));
+    for _ in 0..3 {
+        p.ok(&["run", "files"]);
+    }
+    let d = chain_dir(&p.env.repo);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // audit_keep sits in the repository's section, which Policy::write fixes: add it there.
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace("[repository.primary]\n", "[repository.primary]\naudit_keep = \"1s\"\n");
+    std::fs::write(&p.config, text).unwrap();
+    let daemon = p.daemon();
+    let start = std::time::Instant::now();
+    while seg(&d, 0).exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "audit_keep not applied:\n{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = daemon.stop();
+    assert!(log.contains("audit retention in repository primary"), "{log}");
+    // Segment 2 goes too if the policy-load record (written at the start, in parallel)
+    // landed first as the newest; the newest of the chain always stays.
+    assert!(!seg(&d, 1).exists(), "{:?}", std::fs::read_dir(&d).unwrap().collect::<Vec<_>>());
+    assert!(std::fs::read_dir(&d).unwrap().count() >= 2);
+    p.ok(&["audit", "verify"]);
+    let actions: Vec<String> = p
+        .env
+        .json(&["audit", "log"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(actions.contains(&"audit_expire".to_string()), "{actions:?}");
+}

@@ -101,3 +101,33 @@ pub fn policy_loaded(env: &Env, why: &'static str) {
         });
     }
 }
+
+/// Runs audit retention (`audit_keep`) in every repository that has it, each on a thread
+/// of its own; what it removed or why it could not is logged.
+pub fn expire_all(env: &Env, now: jiff::Timestamp) {
+    for (name, r) in env.policy.repositories.iter() {
+        let Some(keep) = r.audit_keep else { continue };
+        let Ok(before) = now.checked_sub(keep) else { continue };
+        let (env, name) = (env.clone(), name.clone());
+        std::thread::spawn(move || {
+            let who = actor(&env, &cairn_fs::current_user().2);
+            let r = env.open_repository(&name).and_then(|repo| {
+                cairn_audit::expire(&repo, &writer(&env), &who, before, false).map_err(crate::Error::from)
+            });
+            match r {
+                Ok(done) if done.is_empty() => {}
+                Ok(done) => crate::daemon::log(
+                    crate::daemon::Level::Info,
+                    &format!(
+                        "audit retention in repository {name}: {} segments older than {before} removed",
+                        done.iter().map(|e| e.below - e.from).sum::<u64>()
+                    ),
+                ),
+                Err(e) => crate::daemon::log(
+                    crate::daemon::Level::Warning,
+                    &format!("audit retention in repository {name}: {}", crate::one_line(&e)),
+                ),
+            }
+        });
+    }
+}

@@ -366,6 +366,9 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                     log(Level::Warning, &format!("catalog expiry: {e}"));
                 }
             }
+            // Audit retention, per repository that has one, in the background: listing
+            // and deleting in a remote repository must not hold the scheduler.
+            crate::audit::expire_all(&env, now);
             last_expire = Some(now);
         }
         // Manual runs asked for through the control socket, before the schedules: a

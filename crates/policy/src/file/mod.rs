@@ -82,6 +82,9 @@ pub struct Repository {
     pub storage_class: Option<String>,
     /// Bytes; what fill alerts compare with where the store reports no capacity.
     pub quota: Option<u64>,
+    /// Audit records older than this are removed from the repository (hourly, by the
+    /// daemon); `None` keeps them for ever.
+    pub audit_keep: Option<SignedDuration>,
 }
 
 /// One schedule of a class or source, with its time zone and jitter.
@@ -299,6 +302,7 @@ struct RawRepository {
     limit_download: Option<Spanned<String>>,
     storage_class: Option<Spanned<String>>,
     quota: Option<Spanned<String>>,
+    audit_keep: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -592,6 +596,7 @@ impl Cx<'_> {
             limit_download: limit(r.limit_download)?,
             storage_class: r.storage_class.map(Spanned::into_inner),
             quota: r.quota.map(|q| self.size(&q)).transpose()?,
+            audit_keep: r.audit_keep.map(|k| self.positive(&k)).transpose()?,
         })
     }
 
