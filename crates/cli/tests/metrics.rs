@@ -90,6 +90,17 @@ command = "test -e {flag} && echo dumped"
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
+    // The repository: its size in the store, what its snapshots stand for, the ratio.
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{repository=\"primary\"}}")))
+            .unwrap_or_else(|| panic!("no {name}:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (size, logical) = (value("cairn_repository_size_bytes"), value("cairn_repository_logical_bytes"));
+    assert!(size > 0.0 && logical > 0.0 && value("cairn_repository_snapshots") >= 1.0, "{text}");
+    assert!((value("cairn_repository_dedup_ratio") - logical / size).abs() < 1e-6, "{text}");
     // promtool accepts the exposition and the shipped rules.
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])

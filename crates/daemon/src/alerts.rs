@@ -713,9 +713,15 @@ const USAGE_TTL: Duration = Duration::from_secs(600);
 /// format's prefixes, listed at most every [`USAGE_TTL`]; a repository that cannot be
 /// listed is left out (its other alerts say why).
 pub fn quota_usage(env: &crate::jobs::Env) -> BTreeMap<String, u64> {
+    repository_sizes(env, true)
+}
+
+/// Bytes each repository (with `quota_only`, each with a `quota`) holds in its store, as
+/// [`quota_usage`] lists them.
+pub fn repository_sizes(env: &crate::jobs::Env, quota_only: bool) -> BTreeMap<String, u64> {
     static SEEN: std::sync::Mutex<BTreeMap<String, (Instant, u64)>> = std::sync::Mutex::new(BTreeMap::new());
     let mut out = BTreeMap::new();
-    for (name, r) in env.policy.repositories.iter().filter(|(_, r)| r.quota.is_some()) {
+    for (name, r) in env.policy.repositories.iter().filter(|(_, r)| !quota_only || r.quota.is_some()) {
         let key = format!("{name}\0{}", r.url);
         let cached = SEEN.lock().ok().and_then(|m| m.get(&key).copied()).filter(|(at, _)| at.elapsed() < USAGE_TTL);
         let used = match cached {

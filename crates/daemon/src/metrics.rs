@@ -61,7 +61,7 @@ pub fn render(env: &Env, catalog: &Catalog, now: Timestamp, daemon_start: Option
         o.family("cairn_daemon_start_time_seconds", "gauge", "when the daemon started (Unix time)");
         o.sample("cairn_daemon_start_time_seconds", &[("host", &env.host)], t.as_second() as f64);
     }
-    let rows = crate::status::status(env, catalog, now, None)?;
+    let (rows, repos) = crate::status::status_and_repositories(env, catalog, now, None)?;
     for r in &rows {
         let base = [("source", r.source.as_str()), ("class", r.class.as_str()), ("repository", r.repository.as_str())];
         o.family("cairn_source_info", "gauge", "one series per policy source, with its kind");
@@ -228,6 +228,31 @@ pub fn render(env: &Env, catalog: &Catalog, now: Timestamp, daemon_start: Option
                 &[("source", &s.name), ("class", &s.class)],
                 t.as_second() as f64,
             );
+        }
+    }
+    // Repositories: what they hold (listed at most every 10 minutes) and what that stands for.
+    let sizes = crate::alerts::repository_sizes(env, false);
+    for (name, f) in &repos {
+        let l = [("repository", name.as_str())];
+        o.family("cairn_repository_snapshots", "gauge", "snapshots in the repository");
+        o.sample("cairn_repository_snapshots", &l, f.snapshots as f64);
+        o.family(
+            "cairn_repository_logical_bytes",
+            "gauge",
+            "the sum of the logical sizes of the repository's snapshots",
+        );
+        o.sample("cairn_repository_logical_bytes", &l, f.logical_bytes as f64);
+        if let Some(&size) = sizes.get(name) {
+            o.family("cairn_repository_size_bytes", "gauge", "bytes the repository's objects take in its store");
+            o.sample("cairn_repository_size_bytes", &l, size as f64);
+            if size > 0 {
+                o.family(
+                    "cairn_repository_dedup_ratio",
+                    "gauge",
+                    "logical bytes of every snapshot over the bytes stored (deduplication and compression)",
+                );
+                o.sample("cairn_repository_dedup_ratio", &l, f.logical_bytes as f64 / size as f64);
+            }
         }
     }
     // Alert conditions active now, by event.

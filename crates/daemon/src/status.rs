@@ -139,6 +139,24 @@ fn newest<'a>(snaps: &'a [(SnapshotId, Snapshot)], source: &str) -> Option<(&'a 
 
 /// The status of every source (or of `only`). Each repository is listed once.
 pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) -> Result<Vec<SourceStatus>> {
+    Ok(status_and_repositories(env, catalog, now, only)?.0)
+}
+
+/// What the snapshot lists say of a repository as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepositoryFacts {
+    pub snapshots: u64,
+    /// The sum of the snapshots' logical sizes (each snapshot's files, counted in full).
+    pub logical_bytes: u64,
+}
+
+/// [`status`], and for each repository it listed (readable ones only) its [`RepositoryFacts`].
+pub fn status_and_repositories(
+    env: &Env,
+    catalog: &Catalog,
+    now: Timestamp,
+    only: Option<&str>,
+) -> Result<(Vec<SourceStatus>, std::collections::BTreeMap<String, RepositoryFacts>)> {
     let mut listings: HashMap<String, Listing> = HashMap::new();
     let mut list = |name: &str| -> Listing {
         listings
@@ -235,7 +253,15 @@ pub fn status(env: &Env, catalog: &Catalog, now: Timestamp, only: Option<&str>) 
             error,
         });
     }
-    Ok(out)
+    let facts = listings
+        .into_iter()
+        .filter_map(|(name, l)| {
+            let snaps = l.ok()?;
+            let logical = snaps.iter().fold(0u64, |a, (_, s)| a.saturating_add(s.summary.total_bytes));
+            Some((name, RepositoryFacts { snapshots: snaps.len() as u64, logical_bytes: logical }))
+        })
+        .collect();
+    Ok((out, facts))
 }
 
 #[cfg(test)]
