@@ -269,47 +269,32 @@ pub fn conditions(
         // A quota (what the store's owner grants, where an object store reports no
         // capacity) is compared with what the repository holds; it takes the place of the
         // file system's capacity for a local repository too.
-        if let (Some(quota), Some(&used)) = (repo.quota, usage.get(name)) {
-            let pct = used as f64 * 100.0 / quota.max(1) as f64;
-            if pct > fill {
-                out.push(ev(
-                    "storage_full",
-                    Severity::Warning,
-                    format!("storage_full/{name}"),
-                    None,
-                    None,
-                    format!(
-                        "repository {name} holds {} of its quota of {} ({pct:.0}%, threshold {fill:.0}%)",
-                        mib(used),
-                        mib(quota)
-                    ),
-                    serde_json::json!({"repository": name, "used_bytes": used, "quota_bytes": quota, "percent": pct}),
-                ));
-                if let Some(e) = out.last_mut() {
-                    e.repository = Some(name.clone());
-                }
-            }
-            continue;
-        }
-        if repo.quota.is_some() || crate::repos::is_remote(&repo.url) {
-            continue;
-        }
-        if let Some((used, total)) = fs_usage(Path::new(&repo.url)) {
-            let pct = used as f64 * 100.0 / total.max(1) as f64;
-            if pct > fill {
-                out.push(ev(
-                    "storage_full",
-                    Severity::Warning,
-                    format!("storage_full/{name}"),
-                    None,
-                    None,
-                    format!("the file system of repository {name} is {pct:.0}% full (threshold {fill:.0}%)"),
-                    serde_json::json!({"repository": name, "used_bytes": used, "total_bytes": total, "percent": pct}),
-                ));
-                if let Some(e) = out.last_mut() {
-                    e.repository = Some(name.clone());
-                }
-            }
+        let (used, capacity, what, capacity_key) = match (repo.quota, usage.get(name)) {
+            (Some(quota), Some(&used)) => (used, quota, "of its quota", "quota_bytes"),
+            (Some(_), None) => continue,
+            (None, _) if crate::repos::is_remote(&repo.url) => continue,
+            (None, _) => match fs_usage(Path::new(&repo.url)) {
+                Some((used, total)) => (used, total, "on a file system", "total_bytes"),
+                None => continue,
+            },
+        };
+        let pct = used as f64 * 100.0 / capacity.max(1) as f64;
+        if pct > fill {
+            let mut e = ev(
+                "storage_full",
+                Severity::Warning,
+                format!("storage_full/{name}"),
+                None,
+                None,
+                format!(
+                    "repository {name} holds {} {what} of {} ({pct:.0}%, threshold {fill:.0}%)",
+                    mib(used),
+                    mib(capacity)
+                ),
+                serde_json::json!({"repository": name, "used_bytes": used, capacity_key: capacity, "percent": pct}),
+            );
+            e.repository = Some(name.clone());
+            out.push(e);
         }
     }
     let _ = now;
