@@ -105,6 +105,33 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// The audit log kept in the repository: list records, verify the chains
     Audit(AuditArgs),
+    /// API tokens for the daemon's HTTP API and console (kept in the policy's catalog)
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Create a token and print its secret (shown this once; only a hash is kept)
+    Create {
+        /// A name for it (audit records name the token by it)
+        name: String,
+        /// admin, operator, restore or auditor
+        #[arg(long)]
+        role: String,
+        /// Refused after this long (e.g. 90d); default: never
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The tokens with their role, expiry and last use (never their secrets)
+    List,
+    /// Refuse a token from now on (its console sessions end too)
+    Revoke { name: String },
 }
 
 #[derive(Args, Debug)]

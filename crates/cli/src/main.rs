@@ -22,6 +22,7 @@ mod policy;
 mod prune;
 mod restore;
 mod rewrite;
+mod token;
 
 use clap::Parser;
 
@@ -143,5 +144,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alert(a) => alert::run(&ctx, &a),
         Command::Alerts(a) => alert::list(&ctx, &a),
         Command::Audit(a) => audit::run(&ctx, &a),
+        Command::Token(a) => token::run(&ctx, &a),
     }
 }

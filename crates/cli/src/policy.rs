@@ -257,7 +257,7 @@ pub fn daemon(ctx: &Context, a: &DaemonArgs) -> Result<()> {
         }
         None => {
             drop(env);
-            cairn_daemon::daemon::run(&ctx.g.config, ctx.rt.clone(), ctx.cache_base())?;
+            cairn_daemon::daemon::run(&ctx.g.config, ctx.rt.clone(), ctx.cache_base(), &cairn_api::spawn)?;
             Ok(())
         }
     }
@@ -286,6 +286,7 @@ pub fn run(ctx: &Context, a: &RunArgs) -> Result<()> {
     let env = env(ctx)?;
     env.source(&a.source)?;
     let req = JobRequest {
+        client: None,
         source: a.source.clone(),
         kind: Kind::Backup,
         trigger: Trigger::Manual,

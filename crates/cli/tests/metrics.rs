@@ -34,6 +34,16 @@ fn get(port: u16, path: &str) -> (u16, String) {
     http(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
 }
 
+/// A GET with an API token.
+fn get_as(port: u16, path: &str, token: &str) -> (u16, String) {
+    http(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
 fn need(tool: &str) -> bool {
     if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success()) {
         return true;
@@ -73,6 +83,9 @@ command = "test -e {flag} && echo dumped"
         flag = flag.display()
     ));
     let d = p.daemon();
+    // Metrics need a token (auditor is the least role that may read them).
+    let token = p.ok(&["token", "create", "prometheus", "--role", "auditor"]).trim().to_string();
+    assert_eq!(get(port, "/metrics").0, 401, "metrics without a token");
     let t0 = Instant::now();
     while p.jobs_of("dump", "backup").iter().all(|j| j["status"] != "succeeded") {
         assert!(t0.elapsed() < Duration::from_secs(30), "no backup:\n{}", d.log());
@@ -80,7 +93,7 @@ command = "test -e {flag} && echo dumped"
     }
     // From now on the dump fails: the data ages past the 3 s RPO.
     std::fs::remove_file(&flag).unwrap();
-    let (code, text) = get(port, "/metrics");
+    let (code, text) = get_as(port, "/metrics", &token);
     assert_eq!(code, 200, "{text}\n{}", d.log());
     for family in [
         "cairn_source_data_age_seconds",
@@ -116,7 +129,7 @@ command = "test -e {flag} && echo dumped"
     assert!(o.status.success(), "promtool check rules: {}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     // Hostile and wrong requests get an answer, not a crash.
     assert_eq!(
-        http(port, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").0,
+        http(port, &format!("POST /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).0,
         405
     );
     assert_eq!(get(port, "/../../etc/passwd").0, 404);
@@ -124,7 +137,7 @@ command = "test -e {flag} && echo dumped"
     let huge = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(200_000));
     let (code, _) = http(port, &huge);
     assert!(code == 431 || code == 400 || code == 0, "an oversized head: {code}");
-    assert_eq!(get(port, "/metrics").0, 200, "still serving after hostile requests");
+    assert_eq!(get_as(port, "/metrics", &token).0, 200, "still serving after hostile requests");
 
     // A real Prometheus scrapes it every second with the shipped rules.
     let prom_port = free_port();
@@ -132,7 +145,7 @@ command = "test -e {flag} && echo dumped"
     std::fs::write(
         &conf,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: cairn\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: cairn\n    authorization:\n      credentials: {token}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
             rules().display()
         ),
     )
@@ -197,5 +210,5 @@ fn a_listen_address_off_loopback_is_refused_at_load() {
     let p = Policy::new("[server]\nlisten = \"0.0.0.0:9184\"\n");
     let o = p.run(&["policy", "check"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("loopback only"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plain HTTP off loopback"), "{}", stderr(&o));
 }

@@ -54,7 +54,13 @@ pub fn job(env: &Env, repository: &str, req: &JobRequest, kind: Kind, id: &str, 
         Some(e) => format!("job {id}: {e}"),
         None => format!("job {id}"),
     };
-    let mut rec = cairn_audit::record(&actor(env, &req.actor), action(kind), target, outcome_word, Some(message));
+    let mut who = actor(env, &req.actor);
+    if let Some(c) = &req.client {
+        who.via = "api".into();
+        who.token = Some(c.token.clone());
+        who.address = Some(c.address.clone());
+    }
+    let mut rec = cairn_audit::record(&who, action(kind), target, outcome_word, Some(message));
     rec.reason = Some(match &req.reason {
         Some(r) => format!("{}: {r}", req.trigger.as_str()),
         None => req.trigger.as_str().to_string(),
@@ -130,4 +136,78 @@ pub fn expire_all(env: &Env, now: jiff::Timestamp) {
             }
         });
     }
+}
+
+/// An action through the HTTP API (login, restore, token change...), recorded with the
+/// token's name and the client's address: in `repository`, or in every repository of the
+/// policy when the action concerns none in particular. In the background.
+pub fn api_action(
+    env: &Env,
+    client: &crate::jobs::Client,
+    action: &str,
+    repository: Option<&str>,
+    target: Target,
+    outcome: &str,
+    message: Option<String>,
+) {
+    let mut who = actor(env, &format!("token:{}", client.token));
+    who.via = "api".into();
+    who.token = Some(client.token.clone());
+    who.address = Some(client.address.clone());
+    record_in(env, &who, action, repository, target, outcome, message, false);
+}
+
+/// Records `action` by `who` in `repository` or in every repository of the policy; with
+/// `wait`, returns once each is written (a command about to exit), else in the background.
+#[allow(clippy::too_many_arguments)]
+pub fn record_in(
+    env: &Env,
+    who: &Actor,
+    action: &str,
+    repository: Option<&str>,
+    target: Target,
+    outcome: &str,
+    message: Option<String>,
+    wait: bool,
+) {
+    let repos: Vec<String> = match repository {
+        Some(r) => vec![r.to_string()],
+        None => env.policy.repositories.keys().cloned().collect(),
+    };
+    let mut handles = Vec::new();
+    for name in repos {
+        let mut t = target.clone();
+        t.repository = name.clone();
+        let rec = cairn_audit::record(who, action, t, outcome, message.clone());
+        let env = env.clone();
+        handles.push(std::thread::spawn(move || append(&env, &name, rec)));
+    }
+    if wait {
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Verifies the audit log of `repo` against every anchor known here: its snapshots', this
+/// host's command-line cache (`cli_cache`) and the daemon's own record of its writes.
+pub fn verify(env: &Env, repo: &Repository, cli_cache: Option<&std::path::Path>) -> crate::Result<cairn_audit::Report> {
+    let loaded = cairn_audit::load(repo, false)?;
+    let list = repo.list_snapshots_lenient()?;
+    let mut witnesses: Vec<cairn_audit::Witness> = list
+        .snapshots
+        .iter()
+        .filter_map(|(id, s)| {
+            Some(cairn_audit::Witness { by: format!("snapshot {}", id.short()), anchor: s.audit.clone()? })
+        })
+        .collect();
+    if let Some(c) = cli_cache {
+        witnesses.extend(cairn_audit::remembered_anchors(c, &repo.config().id));
+    }
+    let mut daemon = cairn_audit::remembered_anchors(&env.state_dir.join("audit"), &repo.config().id);
+    for w in &mut daemon {
+        w.by = "the daemon's own record of its last write".into();
+    }
+    witnesses.extend(daemon);
+    Ok(cairn_audit::verify(&loaded, &witnesses))
 }

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,6 +60,20 @@ CREATE INDEX IF NOT EXISTS drills_by_source ON drills (source, started_at);
 
 /// Version 3: alerts (and an index for metrics). The conditions now active (so a restart neither forgets nor repeats
 /// them), when each target was last told of each, and every delivery attempt.
+/// v5: API tokens (only the BLAKE3 of each secret is kept).
+pub(crate) const SCHEMA_V5: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+";
+
 const SCHEMA_V3: &str = "
 CREATE TABLE IF NOT EXISTS alert_state (
     key   TEXT PRIMARY KEY,
@@ -166,6 +180,10 @@ impl Kind {
             Kind::Verify => "verify",
             Kind::Drill => "drill",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Backup, Kind::Copy, Kind::Retention, Kind::Verify, Kind::Drill].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -483,7 +501,10 @@ impl Catalog {
             if version < 4 {
                 self.conn.execute_batch(&schema_v4()).map_err(self.err())?;
             }
-            // Later versions: `if version < 4 { ... }`, each in order.
+            if version < 5 {
+                self.conn.execute_batch(SCHEMA_V5).map_err(self.err())?;
+            }
+            // Later versions: `if version < 6 { ... }`, each in order.
             self.conn
                 .execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -500,6 +521,14 @@ impl Catalog {
                 Err(e)
             }
         }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn sql_err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        self.err()
     }
 
     pub fn path(&self) -> &str {
@@ -644,6 +673,33 @@ impl Catalog {
             sql.push_str(&format!(" LIMIT {n}"));
         }
         self.query(&sql, rusqlite::params_from_iter(args))
+    }
+
+    /// Per source and UTC day since `since`: backup jobs that ended well and that failed
+    /// (the console's 30-day strip), in one grouped query over the time index.
+    pub fn daily_backups(&self, since: Timestamp) -> Result<Vec<(String, String, u64, u64)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT source, date(started_at / 1000, 'unixepoch'),
+                        sum(status IN ('succeeded', 'partial')), sum(status IN ('failed', 'interrupted', 'cancelled'))
+                 FROM jobs WHERE kind = 'backup' AND started_at >= ?1 GROUP BY 1, 2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![ms(since)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64, r.get::<_, i64>(3)?.max(0) as u64))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// One job by its id (`<host>/<number>`).
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        let Some((host, n)) = id.rsplit_once('/') else { return Ok(None) };
+        let Ok(row) = n.parse::<i64>() else { return Ok(None) };
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1 AND host = ?2");
+        Ok(self.query(&sql, params![row, host])?.into_iter().next())
     }
 
     pub fn set_status(&self, row: i64, status: Status, error: &str, now: Timestamp) -> Result<()> {

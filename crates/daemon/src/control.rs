@@ -21,6 +21,10 @@ use crate::{Error, Result};
 /// A manual run asked for through the socket.
 pub struct RunRequest {
     pub source: String,
+    /// A backup or a drill.
+    pub kind: crate::catalog::Kind,
+    /// The API client that asked (`None`: a local user through the socket).
+    pub client: Option<crate::jobs::Client>,
     pub label: Option<String>,
     pub reason: Option<String>,
     pub actor: String,
@@ -109,6 +113,8 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<RunRequest>) {
         Ok(v) if v["op"] == "run" && v["source"].is_string() => {
             let (reply, rx) = mpsc::channel();
             let req = RunRequest {
+                kind: crate::catalog::Kind::Backup,
+                client: None,
                 source: v["source"].as_str().unwrap_or_default().to_string(),
                 label: v["label"].as_str().map(str::to_string),
                 reason: v["reason"].as_str().map(str::to_string),

@@ -259,8 +259,28 @@ fn answer(reply: Option<mpsc::Sender<crate::control::Reply>>, r: &Result<JobRepo
     }
 }
 
+/// What the daemon's HTTP edge (the API crate) is given: the policy in force (replaced on
+/// reload), when the daemon started, and the queue of manual runs the scheduler takes
+/// (so a job asked for over HTTP runs as one asked for by `cairn run`).
+pub struct Shared {
+    pub env: std::sync::RwLock<Env>,
+    pub start: Timestamp,
+    pub runs: mpsc::Sender<crate::control::RunRequest>,
+}
+
+impl Shared {
+    /// The policy in force now.
+    pub fn env(&self) -> Result<Env> {
+        self.env.read().map(|e| e.clone()).map_err(|_| Error::Source("the daemon's policy lock is poisoned".into()))
+    }
+}
+
+/// Starts the HTTP edge for `[server]` and says where it listens; the daemon does not
+/// know HTTP (the API crate sits above it and is handed in by the binary).
+pub type Serve<'a> = &'a dyn Fn(Arc<Shared>) -> Result<String>;
+
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<PathBuf>) -> Result<()> {
+pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<PathBuf>, serve: Serve<'_>) -> Result<()> {
     install_signal_handlers();
     let mut env = Env::new(load_policy(policy_path)?, policy_path, rt.clone(), cache_dir.clone());
     let mut me = match crate::lock::try_lock(&daemon_lock_path(&env))? {
@@ -299,10 +319,11 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     // raised now), then every alert_interval and after every job.
     let mut next_alert_tick = start;
     let mut last_alert_tick = start;
-    let shared = std::sync::Arc::new(crate::server::Shared { env: std::sync::RwLock::new(env.clone()), start });
-    if let Some(srv) = &env.policy.server {
-        let bound = crate::server::spawn(srv.listen, shared.clone(), &rt)?;
-        log(Level::Info, &format!("serving /metrics on http://{bound}"));
+    let (ctl_tx, ctl_rx) = mpsc::channel::<crate::control::RunRequest>();
+    let shared = Arc::new(Shared { env: std::sync::RwLock::new(env.clone()), start, runs: ctl_tx.clone() });
+    if env.policy.server.is_some() {
+        let what = serve(shared.clone())?;
+        log(Level::Info, &format!("serving the API, the console and /metrics on {what}"));
     }
     log(
         Level::Info,
@@ -318,7 +339,6 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     let mut streamers = HashMap::new();
     start_streamers(&env, &mut streamers, &stop)?;
     let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
-    let (ctl_tx, ctl_rx) = mpsc::channel::<crate::control::RunRequest>();
     crate::control::serve(&env, ctl_tx)?;
     let mut pending: Vec<crate::control::RunRequest> = Vec::new();
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -386,8 +406,9 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             match crate::jobs::lock_source(&env, &req.source, false) {
                 Ok(lock) => {
                     let job = JobRequest {
+                        client: req.client.clone(),
                         source: req.source.clone(),
-                        kind: Kind::Backup,
+                        kind: req.kind,
                         trigger: crate::catalog::Trigger::Manual,
                         actor: req.actor.clone(),
                         label: req.label.clone(),
@@ -396,10 +417,15 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                     };
                     log(
                         Level::Info,
-                        &format!("backup of {} starts (trigger manual, asked by {})", req.source, req.actor),
+                        &format!(
+                            "{} of {} starts (trigger manual, asked by {})",
+                            req.kind.as_str(),
+                            req.source,
+                            req.actor
+                        ),
                     );
                     let handle = spawn_job(env.clone(), job, lock, tx.clone())?;
-                    running.insert(req.source.clone(), Running { kind: Kind::Backup, handle, reply: Some(req.reply) });
+                    running.insert(req.source.clone(), Running { kind: req.kind, handle, reply: Some(req.reply) });
                 }
                 Err(Error::Busy { .. }) if req.wait => still.push(req),
                 Err(e @ Error::Busy { .. }) => {
@@ -469,6 +495,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                         };
                         busy_logged.remove(&s.name);
                         let req = JobRequest {
+                            client: None,
                             source: s.name.clone(),
                             kind,
                             trigger,

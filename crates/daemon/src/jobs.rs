@@ -107,6 +107,15 @@ pub struct JobRequest {
     pub reason: Option<String>,
     /// The scheduled time it stands for.
     pub window: Option<Timestamp>,
+    /// The API client that asked for it (its token's name and address), for the audit log.
+    pub client: Option<Client>,
+}
+
+/// An API client, as audit records name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub token: String,
+    pub address: String,
 }
 
 /// How a job ended.

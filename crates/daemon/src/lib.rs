@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod backup;
+pub mod browse;
 pub mod catalog;
 pub mod control;
 pub mod daemon;
@@ -27,9 +28,10 @@ pub mod plan;
 pub mod process;
 pub mod report;
 pub mod repos;
-pub mod server;
+pub mod restore;
 pub mod smtp;
 pub mod status;
+pub mod tokens;
 
 /// Errors of the application layer.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,12 @@ pub enum Error {
     Catalog { path: String, source: rusqlite::Error },
     #[error("catalog {path}: {why}")]
     CatalogVersion { path: String, why: String },
+    /// What was asked for does not exist (a snapshot, a path in one, a token).
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused by a rule of the policy (a restore target outside `restore_dirs`...).
+    #[error("{0}")]
+    Refused(String),
     #[error("source {0:?} is not in the policy")]
     UnknownSource(String),
     #[error("source {source_name:?} is busy: job {job} of it is running (pid {pid})")]

@@ -242,10 +242,23 @@ pub struct Policy {
     pub server: Option<Server>,
 }
 
-/// `[server]`: the daemon's HTTP endpoint.
+/// `[server]`: the daemon's HTTP endpoint (API, console, `/metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub listen: std::net::SocketAddr,
+    /// Certificate chain and private key (PEM files); `None`: plain HTTP, which is only
+    /// accepted on loopback unless `insecure_http` says otherwise.
+    pub tls: Option<ServerTls>,
+    /// Where the API may restore "as a copy" (absolute, no `..`).
+    pub restore_dirs: Vec<std::path::PathBuf>,
+    /// How long a console login lasts.
+    pub session_ttl: SignedDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 // ---- raw shapes (what serde reads) -------------------------------------------------------
@@ -271,6 +284,12 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Spanned<String>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    insecure_http: Option<Spanned<bool>>,
+    #[serde(default)]
+    restore_dirs: Vec<Spanned<String>>,
+    session_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -464,21 +483,7 @@ pub fn parse(file: &str, text: &str, now: Timestamp) -> Result<Policy, PolicyErr
         alerts.insert(name.clone(), cx.alert(name, a, &classes, &names)?);
     }
     let server = match raw.server {
-        Some(s) => {
-            let listen: std::net::SocketAddr = s.listen.get_ref().parse().map_err(|_| {
-                cx.at(
-                    &s.listen,
-                    format!("listen {:?}: an address and port, like 127.0.0.1:9184 or [::1]:9184", s.listen.get_ref()),
-                )
-            })?;
-            if !listen.ip().is_loopback() {
-                return Err(cx.at(
-                    &s.listen,
-                    format!("listen {listen}: plain HTTP is served on loopback only, and TLS is not supported yet (listen on 127.0.0.1 or [::1], and put a TLS proxy in front)"),
-                ));
-            }
-            Some(Server { listen })
-        }
+        Some(s) => Some(cx.server(s)?),
         None => None,
     };
     Ok(Policy { daemon, repositories, classes, sources, alerts, server })
@@ -598,6 +603,44 @@ impl Cx<'_> {
             quota: r.quota.map(|q| self.size(&q)).transpose()?,
             audit_keep: r.audit_keep.map(|k| self.positive(&k)).transpose()?,
         })
+    }
+
+    fn server(&self, s: RawServer) -> Result<Server, PolicyError> {
+        let listen: std::net::SocketAddr = s.listen.get_ref().parse().map_err(|_| {
+            self.at(
+                &s.listen,
+                format!("listen {:?}: an address and port, like 127.0.0.1:9184 or [::1]:9184", s.listen.get_ref()),
+            )
+        })?;
+        let abs = |v: &Spanned<String>, what: &str| -> Result<std::path::PathBuf, PolicyError> {
+            let p = std::path::Path::new(v.get_ref());
+            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(self.at(v, format!("{what} {:?}: an absolute path without '..'", v.get_ref())));
+            }
+            Ok(p.to_path_buf())
+        };
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(c), Some(k)) => Some(ServerTls { cert: abs(c, "tls_cert")?, key: abs(k, "tls_key")? }),
+            (None, None) => None,
+            (Some(c), None) => return Err(self.at(c, "tls_cert without tls_key: give both, or neither")),
+            (None, Some(k)) => return Err(self.at(k, "tls_key without tls_cert: give both, or neither")),
+        };
+        let insecure = s.insecure_http.as_ref().is_some_and(|b| *b.get_ref());
+        if tls.is_none() && !listen.ip().is_loopback() && !insecure {
+            return Err(self.at(
+                &s.listen,
+                format!("listen {listen}: plain HTTP off loopback sends tokens in clear; set tls_cert and tls_key (or insecure_http = true behind a TLS proxy)"),
+            ));
+        }
+        let mut restore_dirs = Vec::new();
+        for d in &s.restore_dirs {
+            restore_dirs.push(abs(d, "restore_dirs entry")?);
+        }
+        let session_ttl = match &s.session_ttl {
+            Some(t) => self.positive(t)?,
+            None => SignedDuration::from_hours(8),
+        };
+        Ok(Server { listen, tls, restore_dirs, session_ttl })
     }
 
     fn daemon(&self, d: RawDaemon) -> Result<Daemon, PolicyError> {
