@@ -9,8 +9,9 @@
 //! - Cookies are `HttpOnly; SameSite=Strict; Path=/` (and `Secure` under TLS). SameSite
 //!   already stops cross-site posts in current browsers; the CSRF token (sent by the
 //!   console's script in `X-CSRF-Token`) is the second lock, for old ones.
-//! - Five failed attempts from one address in a minute refuse that address with 429 for
-//!   the rest of the minute, before any token is looked at.
+//! - Five unknown secrets from one address in a minute refuse that address with 429 for
+//!   the rest of the minute, before any token is looked at (expired and revoked tokens
+//!   are refused but not counted: they are not guesses).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -170,7 +171,11 @@ pub async fn check_secret(
         blocking(move || a.with_catalog(|c| cairn_daemon::tokens::authenticate(c, &secret, jiff::Timestamp::now())))
             .await?;
     if let Err(why) = &r {
-        app.failures.failed(ip);
+        // Guessing is what the limit stops: a secret that never was a token. An expired
+        // or revoked one is a real client behind on its configuration, not an attack.
+        if *why == Refused::Unknown {
+            app.failures.failed(ip);
+        }
         let what = match why {
             Refused::Unknown => "an unknown token".to_string(),
             Refused::Expired(n) => format!("the expired token {n:?}"),

@@ -14,7 +14,7 @@
 //! - In place restores what grants privilege (it puts the system back as it was); a copy
 //!   never does.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_engine::{Overwrite, RestoreOptions, Restorer};
@@ -59,7 +59,8 @@ pub fn confine(target: &str, allowed: &[PathBuf]) -> Result<PathBuf> {
     if !t.is_absolute() || target.contains('\0') {
         return Err(Error::Refused(format!("restore target {target:?}: an absolute path is needed")));
     }
-    if t.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+    // On the text: `Path::components` drops inner `.` silently.
+    if target.split('/').any(|c| c == "." || c == "..") {
         return Err(Error::Refused(format!("restore target {target:?}: no '.' or '..' components")));
     }
     let names = || allowed.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", ");

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 #[allow(unused_imports)]
 pub use cairn_testkit::*;
 
+pub mod http;
 pub mod policy;
 
 pub const PASSWORD: &str = "correct horse battery staple";
