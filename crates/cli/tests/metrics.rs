@@ -85,6 +85,7 @@ command = "test -e {flag} && echo dumped"
     let d = p.daemon();
     // Metrics need a token (auditor is the least role that may read them).
     let token = p.ok(&["token", "create", "prometheus", "--role", "auditor"]).trim().to_string();
+    common::http::wait_listening(port, &|| d.log());
     assert_eq!(get(port, "/metrics").0, 401, "metrics without a token");
     let t0 = Instant::now();
     while p.jobs_of("dump", "backup").iter().all(|j| j["status"] != "succeeded") {
