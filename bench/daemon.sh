@@ -28,6 +28,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 } > "$P"
 export CAIRN_CONFIG=$P
 $C policy check -q
+TOKEN=$($C token create bench --role auditor -q)
 for i in $(seq 1 100); do $C run "s$i" -q; done
 # 100,000 job records: the 100 real ones, repeated with earlier times.
 python3 - "$W/cairn-catalog.db" <<'PY'
@@ -66,9 +67,9 @@ c0=$(cpu); sleep "$IDLE"; c1=$(cpu)
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$DPID/status")
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$DPID/status")
 # /metrics: one scrape each, 21 times, over HTTP from curl.
-curl -sf "http://127.0.0.1:$PORT/metrics" > "$W/metrics.txt"
+curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/metrics" > "$W/metrics.txt"
 mt=()
-for i in $(seq 1 21); do mt+=($(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/metrics" | awk '{printf "%d", $1 * 1000}')); done
+for i in $(seq 1 21); do mt+=($(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/metrics" | awk '{printf "%d", $1 * 1000}')); done
 msorted=$(printf '%s\n' "${mt[@]}" | sort -n)
 MMED=$(echo "$msorted" | sed -n 11p); MMAX=$(echo "$msorted" | tail -1)
 SERIES=$(grep -vc '^#' "$W/metrics.txt")

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::routes::{Perm, ROUTES};
-use crate::{blocking, ApiError, App};
+use crate::{blocking, ApiError, App, P, Q};
 
 type St = State<Arc<App>>;
 type Who = Extension<Caller>;
@@ -37,6 +37,9 @@ fn human_text(what: &str, v: Option<&str>, max: usize) -> Result<String, ApiErro
     }
     Ok(v.to_string())
 }
+
+/// The most results any listing gives in one answer.
+pub const MAX_LIMIT: usize = 100_000;
 
 fn limit(l: Option<i64>, default: usize, max: usize) -> Result<usize, ApiError> {
     match l {
@@ -101,7 +104,7 @@ pub struct SourceQuery {
     pub source: Option<String>,
 }
 
-pub async fn status(State(app): St, Query(q): Query<SourceQuery>) -> Answer {
+pub async fn status(State(app): St, Q(q): Q<SourceQuery>) -> Answer {
     let rows = blocking(move || {
         let env = app.env()?;
         if let Some(s) = &q.source {
@@ -136,7 +139,7 @@ pub struct JobsQuery {
     pub limit: Option<i64>,
 }
 
-pub async fn jobs(State(app): St, Query(q): Query<JobsQuery>) -> Answer {
+pub async fn jobs(State(app): St, Q(q): Q<JobsQuery>) -> Answer {
     let kind = match q.kind.as_deref() {
         None => None,
         Some(k) => Some(
@@ -144,12 +147,12 @@ pub async fn jobs(State(app): St, Query(q): Query<JobsQuery>) -> Answer {
                 .ok_or_else(|| ApiError::bad(format!("kind {k:?}: one of backup, retention, verify, copy, drill")))?,
         ),
     };
-    let f = Filter { source: q.source, kind, since: None, limit: Some(limit(q.limit, 100, 10_000)?) };
+    let f = Filter { source: q.source, kind, since: None, limit: Some(limit(q.limit, 100, MAX_LIMIT)?) };
     let rows = blocking(move || app.with_catalog(|c| c.jobs(&f))).await?;
     ok(json!(rows))
 }
 
-pub async fn job(State(app): St, Path((host, n)): Path<(String, String)>) -> Answer {
+pub async fn job(State(app): St, P((host, n)): P<(String, String)>) -> Answer {
     let id = format!("{host}/{n}");
     let (job, drill) = blocking(move || {
         app.with_catalog(|c| {
@@ -169,7 +172,7 @@ pub async fn job(State(app): St, Path((host, n)): Path<(String, String)>) -> Ans
     ok(json!({"job": job, "drill": record}))
 }
 
-pub async fn drills(State(app): St, Query(q): Query<SourceQuery>) -> Answer {
+pub async fn drills(State(app): St, Q(q): Q<SourceQuery>) -> Answer {
     let rows = blocking(move || app.with_catalog(|c| c.drills(q.source.as_deref(), None))).await?;
     let out: Vec<Value> = rows
         .into_iter()
@@ -179,7 +182,7 @@ pub async fn drills(State(app): St, Query(q): Query<SourceQuery>) -> Answer {
     ok(json!(out))
 }
 
-pub async fn task(State(app): St, Path(id): Path<String>) -> Answer {
+pub async fn task(State(app): St, P(id): P<String>) -> Answer {
     let t = id.parse::<u64>().ok().and_then(|n| app.tasks.get(n));
     match t {
         Some(t) => ok(json!(t)),
@@ -216,15 +219,15 @@ async fn view_for(app: &Arc<App>, q: &SnapQuery) -> Result<Arc<View>, ApiError> 
     .await
 }
 
-pub async fn snapshots(State(app): St, Query(q): Query<SnapQuery>) -> Answer {
+pub async fn snapshots(State(app): St, Q(q): Q<SnapQuery>) -> Answer {
     let v = view_for(&app, &q).await?;
     let out: Vec<Value> = v.of_source(q.source.as_deref()).rev().map(|(id, s)| snapshot_json(id, s)).collect();
     ok(json!({"repository": v.name, "snapshots": out}))
 }
 
-pub async fn tree(State(app): St, Path(id): Path<String>, Query(q): Query<SnapQuery>) -> Answer {
+pub async fn tree(State(app): St, P(id): P<String>, Q(q): Q<SnapQuery>) -> Answer {
     let v = view_for(&app, &q).await?;
-    let lim = limit(q.limit, 10_000, 1_000_000)?;
+    let lim = limit(q.limit, 10_000, MAX_LIMIT)?;
     let path = q.path.clone().unwrap_or_else(|| "/".into());
     let (entries, truncated, sid) = blocking(move || {
         let (sid, snap) = v.snapshot(&id)?;
@@ -236,14 +239,14 @@ pub async fn tree(State(app): St, Path(id): Path<String>, Query(q): Query<SnapQu
         "entries": entries, "truncated": truncated}))
 }
 
-pub async fn search(State(app): St, Query(q): Query<SnapQuery>) -> Answer {
+pub async fn search(State(app): St, Q(q): Q<SnapQuery>) -> Answer {
     let pattern =
         q.q.clone().filter(|p| !p.trim().is_empty()).ok_or_else(|| ApiError::bad("q (a glob) is required"))?;
     if pattern.len() > 1024 {
         return Err(ApiError::bad("q: at most 1024 bytes"));
     }
     let v = view_for(&app, &q).await?;
-    let lim = limit(q.limit, 1000, 100_000)?;
+    let lim = limit(q.limit, 1000, MAX_LIMIT)?;
     let src = q.source.clone();
     let (hits, truncated) = blocking(move || {
         let snaps: Vec<_> = v.of_source(src.as_deref()).collect();
@@ -253,7 +256,7 @@ pub async fn search(State(app): St, Query(q): Query<SnapQuery>) -> Answer {
     ok(json!({"hits": hits, "truncated": truncated}))
 }
 
-pub async fn versions(State(app): St, Query(q): Query<SnapQuery>) -> Answer {
+pub async fn versions(State(app): St, Q(q): Q<SnapQuery>) -> Answer {
     let path = q.path.clone().ok_or_else(|| ApiError::bad("path is required"))?;
     let v = view_for(&app, &q).await?;
     let src = q.source.clone();
@@ -329,7 +332,7 @@ fn disposition(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{enc}")
 }
 
-pub async fn file(State(app): St, Path(id): Path<String>, Query(q): Query<SnapQuery>) -> Answer {
+pub async fn file(State(app): St, P(id): P<String>, Q(q): Q<SnapQuery>) -> Answer {
     let path = q.path.clone().ok_or_else(|| ApiError::bad("path is required"))?;
     let v = view_for(&app, &q).await?;
     let (v2, id2, p2) = (v.clone(), id.clone(), path.clone());
@@ -337,7 +340,10 @@ pub async fn file(State(app): St, Path(id): Path<String>, Query(q): Query<SnapQu
         let (_, snap) = v2.snapshot(&id2)?;
         let n = cairn_daemon::browse::node(&v2, snap, &p2)?;
         if n.kind != cairn_format::tree::NodeKind::File {
-            return Err(ApiError::bad(format!("{p2}: not a regular file")));
+            return Err(ApiError::not_found(format!(
+                "{p2}: no regular file there (a {})",
+                cairn_daemon::browse::kind_name(n.kind)
+            )));
         }
         Ok(n)
     })
@@ -558,7 +564,8 @@ pub async fn drill(State(app): St, Extension(c): Who, body: bytes::Bytes) -> Ans
     if s.drill.value.is_none() {
         return Err(ApiError::bad(format!("source {:?} has no [drill] in the policy", b.source)));
     }
-    let reason = b.reason.as_deref().map(|r| human_text("reason", Some(r), 500)).transpose()?;
+    let reason =
+        b.reason.as_deref().filter(|r| !r.is_empty()).map(|r| human_text("reason", Some(r), 500)).transpose()?;
     queue_job(app, c, Kind::Drill, b.source, None, reason).await
 }
 
@@ -627,14 +634,14 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-pub async fn audit(State(app): St, Query(q): Query<AuditQuery>) -> Answer {
+pub async fn audit(State(app): St, Q(q): Q<AuditQuery>) -> Answer {
     let since = match q.since.as_deref() {
         Some(s) => {
             Some(s.parse::<jiff::Timestamp>().map_err(|_| ApiError::bad(format!("since {s:?}: an RFC 3339 time")))?)
         }
         None => None,
     };
-    let lim = limit(q.limit, 500, 100_000)?;
+    let lim = limit(q.limit, 500, MAX_LIMIT)?;
     let a = app.clone();
     let out = blocking(move || {
         let name = repository_of(&a, q.repository.as_deref(), None)?;
@@ -659,7 +666,7 @@ pub struct RepoQuery {
     pub repository: Option<String>,
 }
 
-pub async fn audit_verify(State(app): St, Query(q): Query<RepoQuery>) -> Answer {
+pub async fn audit_verify(State(app): St, Q(q): Q<RepoQuery>) -> Answer {
     let a = app.clone();
     let out = blocking(move || {
         let name = repository_of(&a, q.repository.as_deref(), None)?;
@@ -715,7 +722,7 @@ pub async fn token_create(State(app): St, Extension(c): Who, body: bytes::Bytes)
     Ok((StatusCode::CREATED, Json(json!({"name": b.name, "role": role.as_str(), "secret": secret}))).into_response())
 }
 
-pub async fn token_revoke(State(app): St, Extension(c): Who, Path(name): Path<String>) -> Answer {
+pub async fn token_revoke(State(app): St, Extension(c): Who, P(name): P<String>) -> Answer {
     let (a, n) = (app.clone(), name.clone());
     let done =
         blocking(move || a.with_catalog(|cat| cairn_daemon::tokens::revoke(cat, &n, jiff::Timestamp::now()))).await?;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -18,7 +18,7 @@ use crate::api::{repository_of, SnapQuery, SourceQuery};
 use crate::auth::{self, Caller};
 use crate::html::{bytes, esc, page, qs, secs, time};
 use crate::routes::Perm;
-use crate::{blocking, ApiError, App};
+use crate::{blocking, ApiError, App, P, Q};
 
 type St = State<Arc<App>>;
 type Who = Extension<Caller>;
@@ -56,7 +56,7 @@ pub struct LoginQuery {
     pub failed: Option<String>,
 }
 
-pub async fn login_page(Query(q): Query<LoginQuery>) -> Response {
+pub async fn login_page(Q(q): Q<LoginQuery>) -> Response {
     let msg = match q.failed.as_deref() {
         Some(_) => "<p class=\"error\" id=\"login-error\">That token is unknown, expired or revoked.</p>",
         None => "",
@@ -271,7 +271,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-pub async fn source(State(app): St, Extension(c): Who, Path(name): Path<String>) -> Response {
+pub async fn source(State(app): St, Extension(c): Who, P(name): P<String>) -> Response {
     let a = app.clone();
     let n = name.clone();
     let data = blocking(move || {
@@ -343,7 +343,7 @@ pub async fn source(State(app): St, Extension(c): Who, Path(name): Path<String>)
     page(&format!("Source {}", s.name), Some(&c), &b)
 }
 
-pub async fn browse(State(app): St, Extension(c): Who, Path(id): Path<String>, Query(q): Query<SnapQuery>) -> Response {
+pub async fn browse(State(app): St, Extension(c): Who, P(id): P<String>, Q(q): Q<SnapQuery>) -> Response {
     let a = app.clone();
     let path = q.path.clone().unwrap_or_else(|| "/".into());
     let (r, s) = (q.repository.clone(), q.source.clone());
@@ -441,7 +441,7 @@ pub fn actions(c: &Caller, repo: &str, sid: &str, path: &str, kind: &str) -> Str
     a
 }
 
-pub async fn search(State(app): St, Extension(c): Who, Query(q): Query<SnapQuery>) -> Response {
+pub async fn search(State(app): St, Extension(c): Who, Q(q): Q<SnapQuery>) -> Response {
     let pattern = q.q.clone().unwrap_or_default();
     let mut b = format!(
         "<form method=\"get\" action=\"/search\" id=\"search-form\"><label>Name or path glob \
@@ -483,7 +483,7 @@ pub async fn search(State(app): St, Extension(c): Who, Query(q): Query<SnapQuery
     page("Search", Some(&c), &b)
 }
 
-pub async fn restore(State(app): St, Extension(c): Who, Query(q): Query<SnapQuery>) -> Response {
+pub async fn restore(State(app): St, Extension(c): Who, Q(q): Q<SnapQuery>) -> Response {
     let Some(path) = q.path.clone() else {
         return error_page(Some(&c), ApiError::bad("pick what to restore from the browser or a search: no path given"));
     };
@@ -539,7 +539,7 @@ fn q_snapshot(q: &SnapQuery) -> String {
     q.snapshot.clone().unwrap_or_default()
 }
 
-pub async fn drills(State(app): St, Extension(c): Who, Query(q): Query<SourceQuery>) -> Response {
+pub async fn drills(State(app): St, Extension(c): Who, Q(q): Q<SourceQuery>) -> Response {
     let a = app.clone();
     let src = q.source.clone();
     let data = blocking(move || {
@@ -650,7 +650,7 @@ pub struct AuditPageQuery {
     pub action: Option<String>,
 }
 
-pub async fn audit(State(app): St, Extension(c): Who, Query(q): Query<AuditPageQuery>) -> Response {
+pub async fn audit(State(app): St, Extension(c): Who, Q(q): Q<AuditPageQuery>) -> Response {
     let a = app.clone();
     let (r, action) = (q.repository.clone(), q.action.clone().filter(|x| !x.is_empty()));
     let data = blocking(move || {

@@ -154,7 +154,7 @@ impl From<cairn_daemon::Error> for ApiError {
         let status = match &e {
             E::NotFound(_) | E::UnknownSource(_) => StatusCode::NOT_FOUND,
             E::Refused(_) => StatusCode::FORBIDDEN,
-            E::Busy { .. } => StatusCode::CONFLICT,
+            E::Busy { .. } | E::Exists(_) => StatusCode::CONFLICT,
             E::Source(_) | E::Policy(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -165,6 +165,36 @@ impl From<cairn_daemon::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Query parameters, with an empty value taken as absent (what an empty form field
+/// sends) and a malformed query answered as JSON like every other error.
+pub struct Q<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        let kept: Vec<&str> = q.split('&').filter(|kv| !kv.is_empty() && !kv.ends_with('=')).collect();
+        let uri: axum::http::Uri =
+            format!("/?{}", kept.join("&")).parse().map_err(|_| ApiError::bad("the query string is malformed"))?;
+        axum::extract::Query::<T>::try_from_uri(&uri)
+            .map(|q| Q(q.0))
+            .map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))
+    }
+}
+
+/// Path parameters, a malformed one answered as JSON.
+pub struct P<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, s: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, s)
+            .await
+            .map(|p| P(p.0))
+            .map_err(|e| ApiError::bad(format!("path: {}", e.body_text())))
     }
 }
 

@@ -76,17 +76,35 @@ fn schemas() -> Value {
             "source": s("string"), "paths": {"type": "array", "items": s("string"), "minItems": 1},
             "confirm": {"type": "string", "description": "the snapshot's 8-digit short id"}})),
         "BackupRequest": obj(&["source", "label", "reason"], json!({"source": s("string"),
-            "label": {"type": "string", "minLength": 1, "maxLength": 200}, "reason": {"type": "string", "minLength": 1, "maxLength": 500}})),
-        "DrillRequest": obj(&["source"], json!({"source": s("string"), "reason": s("string")})),
+            "label": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": HUMAN},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": HUMAN}})),
+        "DrillRequest": obj(&["source"], json!({"source": s("string"),
+            "reason": {"type": ["string", "null"], "maxLength": 500, "pattern": HUMAN}})),
         "TokenRequest": obj(&["name", "role"], json!({"name": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"},
             "role": {"type": "string", "enum": ["admin", "operator", "restore", "auditor"]},
-            "expires": {"type": "string", "description": "a duration like 90d"}})),
+            "expires": {"type": ["string", "null"], "pattern": "^[1-9][0-9]{0,5}[wdhms]$", "description": "a duration like 90d"}})),
     })
 }
 
 fn err_ref() -> Value {
     json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
 }
+
+/// What a parameter accepts, exactly as the handlers check it (so a schema-valid request
+/// is never refused as malformed).
+fn param_schema(p: &crate::routes::Param) -> Value {
+    match (p.name, p.ty) {
+        ("limit", _) => json!({"type": "integer", "minimum": 1, "maximum": crate::api::MAX_LIMIT}),
+        ("kind", _) => json!({"type": "string", "enum": ["backup", "retention", "verify", "copy", "drill"]}),
+        ("since", _) => json!({"type": "string", "format": "date-time"}),
+        ("q", _) => json!({"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "\\S"}),
+        (_, "string") => json!({"type": "string", "minLength": 1}),
+        (_, ty) => json!({"type": ty}),
+    }
+}
+
+/// One line a person typed: at least one visible character, no control characters.
+const HUMAN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
 
 /// The document.
 pub fn document() -> Value {
@@ -104,7 +122,7 @@ pub fn document() -> Value {
             .iter()
             .map(|p| {
                 json!({"name": p.name, "in": if p.at == In::Path { "path" } else { "query" }, "required": p.required,
-                    "description": p.description, "schema": {"type": p.ty}})
+                    "description": p.description, "schema": param_schema(p)})
             })
             .collect();
         if !params.is_empty() {
@@ -140,7 +158,7 @@ pub fn document() -> Value {
             Answer::Html => {
                 json!({"description": "a console page", "content": {"text/html": {"schema": {"type": "string"}}}})
             }
-            Answer::Text => json!({"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            Answer::Text(mime) => json!({"description": "text", "content": {mime: {"schema": {"type": "string"}}}}),
             Answer::Bytes => json!({"description": "the file's bytes, or with preview=true its first 64 KiB as JSON",
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                             "application/json": {"schema": {"$ref": "#/components/schemas/FilePreview"}}}}),
@@ -151,6 +169,14 @@ pub fn document() -> Value {
         if r.answer == Answer::Html || r.answer == Answer::Redirect {
             responses.insert("303".into(), json!({"description": "to the login page, or after the form"}));
         }
+        // A page's own errors are pages; the layers before it (authorization, parameters)
+        // answer JSON.
+        let err = if r.answer == Answer::Html {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}, "text/html": {"schema": {"type": "string"}}})
+        } else {
+            err_ref()
+        };
+        let err_ref = || err.clone();
         responses.insert("400".into(), json!({"description": "bad input", "content": err_ref()}));
         responses.insert("404".into(), json!({"description": "no such thing", "content": err_ref()}));
         if r.perm != Perm::Public {

@@ -90,8 +90,8 @@ pub enum Answer {
     /// JSON, with the name of its schema in the OpenAPI document.
     Json(&'static str),
     Html,
-    /// Prometheus text, or a file's bytes.
-    Text,
+    /// Text of this media type (Prometheus exposition, the console's script and style).
+    Text(&'static str),
     Bytes,
     /// A redirect (login, logout).
     Redirect,
@@ -154,7 +154,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Console script",
         params: &[],
         body: None,
-        answer: Answer::Text,
+        answer: Answer::Text("text/javascript"),
         handler: || get(console::script),
     },
     Route {
@@ -164,7 +164,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Console style sheet",
         params: &[],
         body: None,
-        answer: Answer::Text,
+        answer: Answer::Text("text/css"),
         handler: || get(console::style),
     },
     Route {
@@ -185,7 +185,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Prometheus metrics",
         params: &[],
         body: None,
-        answer: Answer::Text,
+        answer: Answer::Text("text/plain"),
         handler: || get(api::metrics),
     },
     Route {
@@ -473,7 +473,7 @@ pub static ROUTES: &[Route] = &[
         path: "/restore",
         perm: Perm::RestoreCopy,
         summary: "Restore a selection",
-        params: &[q("snapshot", "string", "snapshot id"), REPO, q("path", "string", "selected path")],
+        params: &[rq("snapshot", "string", "snapshot id"), REPO, rq("path", "string", "selected path")],
         body: None,
         answer: Answer::Html,
         handler: || get(console::restore),

@@ -114,7 +114,8 @@ pub fn clean_path(path: &str) -> Result<String> {
     let mut out = String::new();
     for c in path.split('/').filter(|c| !c.is_empty()) {
         if c == ".." || c == "." || c.contains('\0') {
-            return Err(Error::Source(format!("path {path:?}: no '.', '..' or NUL components")));
+            // No entry of a snapshot has such a name: nothing is there.
+            return Err(Error::NotFound(format!("path {path:?}: no entry is named '.', '..' or holds NUL")));
         }
         out.push('/');
         out.push_str(c);
@@ -204,7 +205,8 @@ fn matches_below(
         return Err(Error::Source(format!("{prefix}: trees nested too deep: damaged or hostile snapshot")));
     }
     if let Some(hit) = memo.get(&tree) {
-        if hit.first().is_none_or(|(p, _)| p.starts_with(prefix)) {
+        let here = format!("{prefix}/");
+        if hit.first().is_none_or(|(p, _)| p.starts_with(&here)) {
             return Ok(hit.clone());
         }
     }
@@ -214,12 +216,12 @@ fn matches_below(
     for n in &t.nodes {
         let p = format!("{prefix}/{}", n.name.lossy());
         let is_dir = n.kind == NodeKind::Dir;
-        if m.matches(&p, is_dir) {
+        if m.matches_self(&p, is_dir) {
             out.push((p.clone(), n.clone()));
         }
         if let (true, Some(st)) = (is_dir, n.subtree) {
             let below = matches_below(v, st, &p, m, memo, budget, depth + 1)?;
-            out.extend(below.iter().filter(|(q, _)| q != &p).cloned());
+            out.extend(below.iter().cloned());
         }
     }
     // Only subtrees without hits are shared across paths safely; with hits, the paths

@@ -67,6 +67,9 @@ pub enum Error {
     /// What was asked for does not exist (a snapshot, a path in one, a token).
     #[error("{0}")]
     NotFound(String),
+    /// Already exists (a token name).
+    #[error("{0}")]
+    Exists(String),
     /// Refused by a rule of the policy (a restore target outside `restore_dirs`...).
     #[error("{0}")]
     Refused(String),

@@ -116,7 +116,7 @@ pub fn create(
         )
         .map_err(c.sql_err())?;
     if n == 0 {
-        return Err(Error::Source(format!(
+        return Err(Error::Exists(format!(
             "a token named {name:?} exists (revoked ones too keep their name: pick another)"
         )));
     }

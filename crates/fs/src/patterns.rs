@@ -20,6 +20,11 @@ impl PathMatcher {
     pub fn is_empty(&self) -> bool {
         self.empty
     }
+    /// Whether `path` itself matches (not through a parent): what a search wants, where a
+    /// matching directory is one hit, not every entry below it.
+    pub fn matches_self(&self, path: &str, is_dir: bool) -> bool {
+        !self.empty && self.gi.matched(Path::new(path), is_dir).is_ignore()
+    }
     /// Whether `path` (absolute, as in the snapshot) or one of its parents matches.
     pub fn matches(&self, path: &str, is_dir: bool) -> bool {
         !self.empty && self.gi.matched_path_or_any_parents(Path::new(path), is_dir).is_ignore()
