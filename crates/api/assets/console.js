@@ -103,7 +103,21 @@
     if (!b) return;
     const tree = document.getElementById("tree");
     const repo = b.dataset.repository || (tree && tree.dataset.repository);
-    if (b.classList.contains("preview")) {
+    if (b.classList.contains("joblog")) {
+      // A job's log, below its row.
+      const row = b.closest("tr");
+      const next = row.nextElementSibling;
+      if (next && next.classList.contains("log")) { next.remove(); return; }
+      const tr = el("tr", undefined, "log");
+      const td = el("td"); td.colSpan = row.children.length;
+      const pre = el("pre", "loading…");
+      td.appendChild(pre); tr.appendChild(td); row.after(tr);
+      try {
+        const j = await api("GET", "/api/jobs/" + b.dataset.job);
+        pre.textContent = j.log.map((l) => l.at + "  " + l.line).join("\n") || "(no log lines)";
+        if (j.drill) pre.textContent += "\n\ndrill: " + JSON.stringify(j.drill, null, 2);
+      } catch (e) { pre.textContent = "failed: " + e.message; }
+    } else if (b.classList.contains("preview")) {
       const pre = document.getElementById("preview");
       pre.hidden = false;
       try {

@@ -110,7 +110,10 @@ pub async fn status(State(app): St, Q(q): Q<SourceQuery>) -> Answer {
         if let Some(s) = &q.source {
             env.source(s)?;
         }
-        app.with_catalog(|c| cairn_daemon::status::status(&env, c, jiff::Timestamp::now(), q.source.as_deref()))
+        // Its own connection: status reads the repositories (seconds for a remote one), and
+        // the shared connection authenticates every request meanwhile.
+        let c = env.catalog()?;
+        Ok(cairn_daemon::status::status(&env, &c, jiff::Timestamp::now(), q.source.as_deref())?)
     })
     .await?;
     ok(json!(rows))
@@ -154,22 +157,27 @@ pub async fn jobs(State(app): St, Q(q): Q<JobsQuery>) -> Answer {
 
 pub async fn job(State(app): St, P((host, n)): P<(String, String)>) -> Answer {
     let id = format!("{host}/{n}");
-    let (job, drill) = blocking(move || {
+    let (job, drill, log) = blocking(move || {
         app.with_catalog(|c| {
             let j = c.job(&id)?;
+            let log = match &j {
+                Some(j) => c.job_log(j.row)?,
+                None => Vec::new(),
+            };
             let d = match &j {
                 Some(j) if j.kind == "drill" => {
                     c.drills(Some(&j.source), None)?.into_iter().find(|(x, _)| x.id == j.id).and_then(|(_, r)| r)
                 }
                 _ => None,
             };
-            Ok((j, d))
+            Ok((j, d, log))
         })
     })
     .await?;
     let job = job.ok_or_else(|| ApiError::not_found(format!("no job {host}/{n} in the catalog")))?;
     let record: Option<Value> = drill.and_then(|r| serde_json::from_str(&r).ok());
-    ok(json!({"job": job, "drill": record}))
+    let log: Vec<Value> = log.into_iter().map(|(at, line)| json!({"at": at, "line": line})).collect();
+    ok(json!({"job": job, "log": log, "drill": record}))
 }
 
 pub async fn drills(State(app): St, Q(q): Q<SourceQuery>) -> Answer {
@@ -559,11 +567,8 @@ pub async fn backup(State(app): St, Extension(c): Who, body: bytes::Bytes) -> An
 
 pub async fn drill(State(app): St, Extension(c): Who, body: bytes::Bytes) -> Answer {
     let b: RunBody = parse_body(&body)?;
-    let env = app.env()?;
-    let s = env.source(&b.source)?;
-    if s.drill.value.is_none() {
-        return Err(ApiError::bad(format!("source {:?} has no [drill] in the policy", b.source)));
-    }
+    // A source without a drill table is drilled with the defaults, as `cairn drill` does.
+    app.env()?.source(&b.source)?;
     let reason =
         b.reason.as_deref().filter(|r| !r.is_empty()).map(|r| human_text("reason", Some(r), 500)).transpose()?;
     queue_job(app, c, Kind::Drill, b.source, None, reason).await

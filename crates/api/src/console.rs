@@ -175,12 +175,11 @@ pub async fn dashboard(State(app): St, Extension(c): Who) -> Response {
         let env = a.env()?;
         let now = jiff::Timestamp::now();
         let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now);
-        let (rows, drills, daily) = a.with_catalog(|cat| {
-            let rows = cairn_daemon::status::status(&env, cat, now, None)?;
-            let drills = cat.drills(None, None)?;
-            let daily = cat.daily_backups(since)?;
-            Ok((rows, drills, daily))
-        })?;
+        // Its own connection, as /api/status: the repositories are read meanwhile.
+        let cat = env.catalog()?;
+        let rows = cairn_daemon::status::status(&env, &cat, now, None)?;
+        let drills = cat.drills(None, None)?;
+        let daily = cat.daily_backups(since)?;
         let sizes = cairn_daemon::alerts::repository_sizes(&env, false);
         Ok((env, rows, drills, daily, sizes, now))
     })
@@ -310,7 +309,8 @@ pub async fn source(State(app): St, Extension(c): Who, P(name): P<String>) -> Re
     b.push_str("<h2>Jobs</h2><table id=\"jobs\"><thead><tr><th>Job</th><th>Kind</th><th>Trigger</th><th>Actor</th><th>Label</th><th>Started</th><th>Status</th><th>Added</th><th>Message</th></tr></thead><tbody>");
     for j in &jobs {
         b.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"st-{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><button type=\"button\" class=\"joblog\" data-job=\"{}\">{}</button></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"st-{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&j.id),
             esc(&j.id),
             esc(&j.kind),
             esc(&j.trigger),
@@ -551,13 +551,7 @@ pub async fn drills(State(app): St, Extension(c): Who, Q(q): Q<SourceQuery>) -> 
     let (env, rows) = try_page!(Some(&c), data);
     let mut b = String::new();
     if c.may(Perm::Drill) {
-        let opts: String = env
-            .policy
-            .sources
-            .values()
-            .filter(|s| s.drill.value.is_some())
-            .map(|s| format!("<option>{}</option>", esc(&s.name)))
-            .collect();
+        let opts: String = env.policy.sources.values().map(|s| format!("<option>{}</option>", esc(&s.name))).collect();
         if !opts.is_empty() {
             b.push_str(&format!(
                 "<form class=\"action\" id=\"drill-form\" data-api=\"/api/drills\"><label>Source <select name=\"source\">{opts}</select></label>\

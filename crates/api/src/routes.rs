@@ -235,7 +235,7 @@ pub static ROUTES: &[Route] = &[
         summary: "One job and its log",
         params: &[p("host", "the host that ran it"), p("n", "its number on that host")],
         body: None,
-        answer: Answer::Json("Job"),
+        answer: Answer::Json("JobDetail"),
         handler: || get(api::job),
     },
     Route {

@@ -268,6 +268,27 @@ fn restores_stay_inside_the_allowed_directories_and_in_place_needs_the_role_and_
     assert!(a.header("content-disposition").unwrap().starts_with("attachment"));
     let auditor = s.token("audit", "auditor");
     assert_eq!(get(s.port, &format!("/api/snapshots/{}/file?path={big}", s.snapshot), &auditor).code, 403);
+    // Search: by name at any depth, by an anchored path glob, across snapshots.
+    let hits = get(s.port, "/api/search?q=report.txt", &restore).json();
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 1, "{hits}");
+    assert_eq!(hits["hits"][0]["path"], file);
+    let anchored = get(s.port, &format!("/api/search?q={}/docs/*/*.md", s.data.display()), &restore).json();
+    assert_eq!(anchored["hits"][0]["name"], "notes.md", "{anchored}");
+    let none = get(s.port, "/api/search?q=/elsewhere/*/*.md", &restore).json();
+    assert!(none["hits"].as_array().unwrap().is_empty(), "{none}");
+    let v = get(s.port, &format!("/api/versions?path={file}"), &restore).json();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    // A drill through the API: queued to the daemon, measured, in the history.
+    let a = post_json(s.port, "/api/drills", &operator, &json!({"source": "files", "reason": "quarterly test"}));
+    assert_eq!(a.code, 202, "{}", a.text());
+    let t = wait_task(s.port, &operator, &a.json());
+    assert_eq!(t["state"], "succeeded", "{t}\n{}", s.d.log());
+    let drills = get(s.port, "/api/drills", &auditor).json();
+    assert!(drills[0]["record"]["rto_secs"].as_f64().is_some_and(|r| r > 0.0), "{drills}");
+    // A job's log says who asked and how it ended.
+    let job = drills[0]["job"]["id"].as_str().unwrap().to_string();
+    let detail = get(s.port, &format!("/api/jobs/{job}"), &auditor).json();
+    assert!(detail["drill"]["verdict"] == "passed", "{detail}");
     // The audit log has each restore with the token and the address, refusals too.
     let log = get(s.port, "/api/audit?action=restore", &auditor).json();
     let recs = log["records"].as_array().unwrap();

@@ -167,8 +167,9 @@ pub struct Hit {
 /// given, newest first, at most `limit` hits.
 pub fn search(v: &View, snaps: &[&(SnapshotId, Snapshot)], pattern: &str, limit: usize) -> Result<(Vec<Hit>, bool)> {
     let m = cairn_fs::PathMatcher::new(&[pattern.to_string()]).map_err(Error::Source)?;
-    // tree id -> the (relative path, node) of its matching entries, below it at any depth.
-    let mut memo: HashMap<TreeId, Arc<Vec<(String, Node)>>> = HashMap::new();
+    // (tree id, its path) -> the (path, node) of its matching entries at any depth. Keyed by
+    // path too: an anchored pattern matches a tree at one place and not at another.
+    let mut memo: Memo = HashMap::new();
     let mut hits = Vec::new();
     let mut truncated = false;
     'snaps: for (id, s) in snaps.iter().rev().map(|p| (&p.0, &p.1)) {
@@ -190,6 +191,8 @@ pub fn search(v: &View, snaps: &[&(SnapshotId, Snapshot)], pattern: &str, limit:
     Ok((hits, truncated))
 }
 
+type Memo = HashMap<(TreeId, String), Arc<Vec<(String, Node)>>>;
+
 /// The matches below `tree` (whose path is `prefix`). Matching is on the whole path, so a
 /// memoized subtree is only reused at the same path: a tree moved elsewhere is walked again.
 fn matches_below(
@@ -197,18 +200,15 @@ fn matches_below(
     tree: TreeId,
     prefix: &str,
     m: &cairn_fs::PathMatcher,
-    memo: &mut HashMap<TreeId, Arc<Vec<(String, Node)>>>,
+    memo: &mut Memo,
     budget: &mut Budget,
     depth: usize,
 ) -> Result<Arc<Vec<(String, Node)>>> {
     if depth > cairn_repo::check::MAX_DEPTH {
         return Err(Error::Source(format!("{prefix}: trees nested too deep: damaged or hostile snapshot")));
     }
-    if let Some(hit) = memo.get(&tree) {
-        let here = format!("{prefix}/");
-        if hit.first().is_none_or(|(p, _)| p.starts_with(&here)) {
-            return Ok(hit.clone());
-        }
+    if let Some(hit) = memo.get(&(tree, prefix.to_string())) {
+        return Ok(hit.clone());
     }
     let t = v.repo.load_tree(&v.index, tree)?;
     budget.spend(t.nodes.len()).map_err(Error::from)?;
@@ -224,10 +224,8 @@ fn matches_below(
             out.extend(below.iter().cloned());
         }
     }
-    // Only subtrees without hits are shared across paths safely; with hits, the paths
-    // are this prefix's (checked on reuse above).
     let out = Arc::new(out);
-    memo.insert(tree, out.clone());
+    memo.insert((tree, prefix.to_string()), out.clone());
     Ok(out)
 }
 

@@ -15,7 +15,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
+
+/// Lines a job's log keeps (the rest are dropped: a log is for reading, not for bulk).
+pub const MAX_LOG_LINES: i64 = 1000;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +75,41 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_at INTEGER,
     last_used_at INTEGER
 );
+";
+
+/// v6: backup outcomes per source and UTC day, kept by triggers as jobs end (the console's
+/// 30-day strips read 3,000 rows, not a grouped scan of every job); each job's log lines.
+pub(crate) const SCHEMA_V6: &str = "
+CREATE TABLE IF NOT EXISTS job_days (
+    source TEXT NOT NULL, day TEXT NOT NULL, ok INTEGER NOT NULL, failed INTEGER NOT NULL,
+    PRIMARY KEY (source, day)
+);
+INSERT OR IGNORE INTO job_days (source, day, ok, failed)
+    SELECT source, date(started_at / 1000, 'unixepoch'),
+           sum(status IN ('succeeded', 'partial')), sum(status IN ('failed', 'interrupted', 'cancelled'))
+    FROM jobs WHERE kind = 'backup' AND started_at IS NOT NULL AND status NOT IN ('running', 'queued')
+    GROUP BY 1, 2;
+CREATE TABLE IF NOT EXISTS job_log (
+    job INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (job, seq)
+);
+CREATE TRIGGER IF NOT EXISTS job_days_on_end AFTER UPDATE OF status ON jobs
+    WHEN NEW.kind = 'backup' AND OLD.status IN ('running', 'queued') AND NEW.status NOT IN ('running', 'queued')
+         AND NEW.started_at IS NOT NULL
+BEGIN
+    INSERT INTO job_days (source, day, ok, failed)
+    VALUES (NEW.source, date(NEW.started_at / 1000, 'unixepoch'), NEW.status IN ('succeeded', 'partial'),
+            NEW.status IN ('failed', 'interrupted', 'cancelled'))
+    ON CONFLICT (source, day) DO UPDATE SET ok = ok + excluded.ok, failed = failed + excluded.failed;
+END;
+CREATE TRIGGER IF NOT EXISTS job_days_on_insert AFTER INSERT ON jobs
+    WHEN NEW.kind = 'backup' AND NEW.status NOT IN ('running', 'queued') AND NEW.started_at IS NOT NULL
+BEGIN
+    INSERT INTO job_days (source, day, ok, failed)
+    VALUES (NEW.source, date(NEW.started_at / 1000, 'unixepoch'), NEW.status IN ('succeeded', 'partial'),
+            NEW.status IN ('failed', 'interrupted', 'cancelled'))
+    ON CONFLICT (source, day) DO UPDATE SET ok = ok + excluded.ok, failed = failed + excluded.failed;
+END;
 ";
 
 const SCHEMA_V3: &str = "
@@ -504,7 +542,10 @@ impl Catalog {
             if version < 5 {
                 self.conn.execute_batch(SCHEMA_V5).map_err(self.err())?;
             }
-            // Later versions: `if version < 6 { ... }`, each in order.
+            if version < 6 {
+                self.conn.execute_batch(SCHEMA_V6).map_err(self.err())?;
+            }
+            // Later versions: `if version < 7 { ... }`, each in order.
             self.conn
                 .execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -676,19 +717,43 @@ impl Catalog {
     }
 
     /// Per source and UTC day since `since`: backup jobs that ended well and that failed
-    /// (the console's 30-day strip), in one grouped query over the time index.
+    /// (the console's 30-day strip), from the per-day totals triggers keep.
     pub fn daily_backups(&self, since: Timestamp) -> Result<Vec<(String, String, u64, u64)>> {
+        let day = since.strftime("%Y-%m-%d").to_string();
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT source, date(started_at / 1000, 'unixepoch'),
-                        sum(status IN ('succeeded', 'partial')), sum(status IN ('failed', 'interrupted', 'cancelled'))
-                 FROM jobs WHERE kind = 'backup' AND started_at >= ?1 GROUP BY 1, 2",
-            )
+            .prepare_cached("SELECT source, day, ok, failed FROM job_days WHERE day >= ?1")
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![ms(since)], |r| {
+            .query_map(params![day], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64, r.get::<_, i64>(3)?.max(0) as u64))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// Appends a line to job `row`'s log (at most [`MAX_LOG_LINES`] lines, each bounded).
+    pub fn log(&self, row: i64, line: &str, now: Timestamp) -> Result<()> {
+        let line: String = line.chars().take(2000).collect();
+        self.conn
+            .execute(
+                "INSERT INTO job_log (job, seq, at, line)
+                 SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3 FROM job_log WHERE job = ?1
+                 HAVING coalesce(max(seq), 0) < ?4",
+                params![row, ms(now), line, MAX_LOG_LINES],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Job `row`'s log: `(time, line)`, oldest first.
+    pub fn job_log(&self, row: i64) -> Result<Vec<(String, String)>> {
+        let mut st =
+            self.conn.prepare_cached("SELECT at, line FROM job_log WHERE job = ?1 ORDER BY seq").map_err(self.err())?;
+        let rows = st
+            .query_map(params![row], |r| {
+                let at: i64 = r.get(0)?;
+                Ok((Timestamp::from_millisecond(at).map(|t| t.to_string()).unwrap_or_default(), r.get(1)?))
             })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
@@ -877,6 +942,15 @@ impl Catalog {
     pub fn expire(&self, before: Timestamp) -> Result<usize> {
         self.conn.execute("DELETE FROM deliveries WHERE at < ?1", params![ms(before)]).map_err(self.err())?;
         self.conn
+            .execute("DELETE FROM job_days WHERE day < ?1", params![before.strftime("%Y-%m-%d").to_string()])
+            .map_err(self.err())?;
+        self.conn
+            .execute(
+                "DELETE FROM job_log WHERE job IN (SELECT id FROM jobs WHERE status != 'running' AND ended_at < ?1)",
+                params![ms(before)],
+            )
+            .map_err(self.err())?;
+        self.conn
             .execute(
                 "DELETE FROM drills WHERE job IN (SELECT id FROM jobs WHERE status != 'running' AND ended_at < ?1)",
                 params![ms(before)],
@@ -987,6 +1061,25 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn daily_backup_outcomes_follow_jobs_as_they_end() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = Catalog::open(&dir.path().join("c.db")).expect("catalog");
+        let j = job("a");
+        let r1 = c.start(&j, t(0)).expect("start");
+        c.finish(r1, Status::Succeeded, &Outcome::default(), t(5)).expect("finish");
+        let r2 = c.start(&j, t(10)).expect("start");
+        // Running jobs are not counted until they end.
+        assert_eq!(c.daily_backups(t(-86_400)).expect("days")[0].2, 1);
+        c.finish(r2, Status::Failed, &Outcome::default(), t(15)).expect("finish");
+        c.record(&j, Status::Failed, Some("x"), t(20)).expect("record");
+        let d = c.daily_backups(t(-86_400)).expect("days");
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].0.as_str(), d[0].2, d[0].3), ("a", 1, 2));
+        assert_eq!(d[0].1, t(0).strftime("%Y-%m-%d").to_string());
+        assert!(c.daily_backups(t(2 * 86_400)).expect("days").is_empty(), "before the window");
     }
 
     #[test]

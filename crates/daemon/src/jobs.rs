@@ -182,11 +182,33 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     let row = catalog.start(&new, Timestamp::now())?;
     let id = format!("{}/{row}", env.host);
     lock.describe(&id)?;
+    // The job's log: what happened, step by step, for the console and `GET /api/jobs/ID`.
+    let log = |line: String| {
+        let _ = catalog.log(row, &line, Timestamp::now());
+    };
+    let mut started = format!(
+        "{} of {} started: trigger {}, asked by {}",
+        req.kind.as_str(),
+        src.name,
+        req.trigger.as_str(),
+        req.actor
+    );
+    if let Some(c) = &req.client {
+        started.push_str(&format!(" (token {} from {})", c.token, c.address));
+    }
+    if let Some(l) = &req.label {
+        started.push_str(&format!(", label {l:?}"));
+    }
+    if let Some(r) = &req.reason {
+        started.push_str(&format!(", reason {r:?}"));
+    }
+    log(started);
     let ctx = HookCtx { id: id.clone(), req: req.clone(), src: src.clone() };
     let hooks = &src.hooks.value;
     if let Some(h) = &hooks.before {
         if let Err(e) = run_hook("before", h, &ctx, None) {
             let why = e.to_string();
+            log(format!("cancelled: {why}"));
             catalog.finish(
                 row,
                 Status::Cancelled,
@@ -196,7 +218,9 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
             let cancelled = Outcome { error: Some(why.clone()), ..Outcome::default() };
             crate::audit::job(env, &src.repository.value, req, req.kind, &id, Status::Cancelled, &cancelled);
             if let Some(f) = &hooks.finally {
-                let _ = run_hook("finally", f, &ctx, Some((Status::Cancelled, None, Some(&why))));
+                if let Err(e) = run_hook("finally", f, &ctx, Some((Status::Cancelled, None, Some(&why)))) {
+                    log(format!("{e}"));
+                }
             }
             return Ok(JobReport {
                 id,
@@ -223,6 +247,25 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
         Ok(d) => (if d.partial { Status::Partial } else { Status::Succeeded }, d.outcome.clone()),
         Err(e) => (Status::Failed, Outcome { error: Some(crate::one_line(e)), ..Outcome::default() }),
     };
+    if hooks.before.is_some() {
+        log("hook before: ok".into());
+    }
+    log(match (&outcome.error, &outcome.snapshot) {
+        (Some(e), _) => format!("{}: {e}", status.as_str()),
+        (None, snap) => {
+            let mut l = status.as_str().to_string();
+            if let Some(f) = outcome.files {
+                l.push_str(&format!(": {f} files"));
+            }
+            if let (Some(r), Some(a)) = (outcome.bytes_read, outcome.bytes_added) {
+                l.push_str(&format!(", {r} bytes read, {a} bytes added"));
+            }
+            if let Some(s) = snap {
+                l.push_str(&format!(", snapshot {s}"));
+            }
+            l
+        }
+    });
     catalog.finish(row, status, &outcome, now)?;
     crate::audit::job(env, &src.repository.value, req, req.kind, &id, status, &outcome);
     if req.kind == Kind::Backup {
@@ -238,9 +281,12 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     let hook = if status.is_success() { ("after", &hooks.after) } else { ("on_failure", &hooks.on_failure) };
     let mut hook_error = None;
     if let Some(h) = hook.1 {
-        if let Err(e) = run_hook(hook.0, h, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref())))
-        {
-            hook_error = Some(e.to_string());
+        match run_hook(hook.0, h, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref()))) {
+            Ok(()) => log(format!("hook {}: ok", hook.0)),
+            Err(e) => {
+                log(e.to_string());
+                hook_error = Some(e.to_string());
+            }
         }
     }
     let mut copies = Vec::new();
@@ -248,14 +294,24 @@ pub fn run_locked(env: &Env, req: &JobRequest, lock: &mut Lock) -> Result<JobRep
     // stop_timeout), or the copy would lag until the next backup.
     if req.kind == Kind::Backup && status.is_success() {
         for c in &src.copy_to.value {
-            copies.push(copy_as_job(env, &catalog, &new, req, &c.repository, &src)?);
+            let j = copy_as_job(env, &catalog, &new, req, &c.repository, &src)?;
+            log(format!(
+                "copy to {}: job {} {}{}",
+                c.repository,
+                j.id,
+                j.status.as_str(),
+                j.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+            copies.push(j);
         }
     }
     if let Some(f) = &hooks.finally {
-        if let Err(e) =
-            run_hook("finally", f, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref())))
-        {
-            hook_error.get_or_insert(e.to_string());
+        match run_hook("finally", f, &ctx, Some((status, outcome.snapshot.as_deref(), outcome.error.as_deref()))) {
+            Ok(()) => log("hook finally: ok".into()),
+            Err(e) => {
+                log(e.to_string());
+                hook_error.get_or_insert(e.to_string());
+            }
         }
     }
     let mut error = outcome.error.clone();

@@ -52,6 +52,14 @@ async function apiFromPage(page, method, url, body) {
     await page.waitForSelector('#backup-form output[data-state="succeeded"]', { timeout: 60000 });
     await page.reload();
     assert.ok((await page.locator("#jobs").innerText()).includes("before the schema change"), "the job is listed");
+    // Its log, from the catalog: who asked and how it ended.
+    await page.locator("#jobs button.joblog").first().click();
+    await page.waitForFunction(() => {
+      const p = document.querySelector("#jobs tr.log pre");
+      return p && p.textContent.includes("succeeded");
+    });
+    const jlog = await page.locator("#jobs tr.log pre").innerText();
+    assert.ok(jlog.includes("token admin from 127.0.0.1") && jlog.includes("snapshot"), "the job's log: " + jlog);
     await page.screenshot({ path: path.join(shots, "source.png"), fullPage: true });
 
     await page.goto(BASE + "/audit?action=backup");
