@@ -168,27 +168,10 @@ pub fn run(ctx: &Context, a: &AuditArgs) -> Result<()> {
             Ok(())
         }
         AuditAction::Verify => {
-            let list = repo.list_snapshots_lenient()?;
-            let mut witnesses: Vec<cairn_audit::Witness> = list
-                .snapshots
-                .iter()
-                .filter_map(|(id, s)| {
-                    Some(cairn_audit::Witness { by: format!("snapshot {}", id.short()), anchor: s.audit.clone()? })
-                })
-                .collect();
-            if let Some(c) = cache_dir() {
-                witnesses.extend(cairn_audit::remembered_anchors(&c, &repo.config().id));
-            }
             // The daemon's own memory of its heads, when this host runs one for a policy.
-            if ctx.g.config.exists() {
-                if let Ok(env) = crate::policy::env(ctx) {
-                    let mut daemon = cairn_audit::remembered_anchors(&env.state_dir.join("audit"), &repo.config().id);
-                    for w in &mut daemon {
-                        w.by = "the daemon's own record of its last write".into();
-                    }
-                    witnesses.extend(daemon);
-                }
-            }
+            let state_dir =
+                if ctx.g.config.exists() { crate::policy::env(ctx).ok().map(|e| e.state_dir) } else { None };
+            let witnesses = cairn_daemon::audit::witnesses(&repo, cache_dir().as_deref(), state_dir.as_deref())?;
             let r = cairn_audit::verify(&loaded, &witnesses);
             if ctx.g.json {
                 println!(

@@ -193,6 +193,19 @@ impl Context {
         if self.is_default && !self.repo_path.join("config").exists() {
             bail!("no repository given (--repo or CAIRN_REPO) and the default repository {} does not exist yet; 'cairn backup PATH' creates it", self.location());
         }
+        // A directory that is not a repository is said before any password is asked for.
+        if self.remote.is_none() && !self.repo_path.join("config").exists() {
+            if !self.repo_path.exists() {
+                bail!(
+                    "no repository at {}: the directory does not exist ('cairn init' creates one)",
+                    self.repo_path.display()
+                );
+            }
+            bail!(
+                "no repository at {}: the directory has no config file (not a cairn repository)",
+                self.repo_path.display()
+            );
+        }
         let pw = self.password(false)?;
         // The key file that opened this repository last time is tried first (a hint,
         // not a secret: a key id is the hash of a file anyone with the storage can list).
@@ -302,8 +315,17 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 pub fn prompt(msg: &str, confirm: bool) -> Result<Vec<u8>> {
+    prompt_or(
+        msg,
+        confirm,
+        "no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or run on a terminal",
+    )
+}
+
+/// Prompts on a terminal; without one, fails with `missing` (which says how to give it).
+pub fn prompt_or(msg: &str, confirm: bool, missing: &str) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
-        bail!("no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or run on a terminal");
+        bail!("{missing}");
     }
     let p = rpassword::prompt_password(msg).context("reading the password")?;
     if p.is_empty() {

@@ -8,7 +8,7 @@ use cairn_engine::copy::{copy_snapshots, missing};
 use cairn_repo::Repository;
 
 use crate::args::CopyArgs;
-use crate::context::{prompt, read_password_file, store_for, Context};
+use crate::context::{prompt_or, read_password_file, store_for, Context};
 use crate::output;
 
 pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
@@ -17,11 +17,18 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         let pw = match (&a.to_password_file, std::env::var("CAIRN_TO_PASSWORD")) {
             (Some(f), _) => read_password_file(f)?,
             (None, Ok(p)) => p.into_bytes(),
-            (None, Err(_)) => prompt(&format!("enter the password of {}: ", a.to), false)?,
+            (None, Err(_)) => prompt_or(
+                &format!("enter the password of the destination {}: ", a.to),
+                false,
+                &format!(
+                    "no password for the destination repository {}: give --to-password-file FILE or set CAIRN_TO_PASSWORD",
+                    a.to
+                ),
+            )?,
         };
         note.target.paths = vec![a.to.clone()];
-        let dst =
-            Repository::open(store_for(&a.to)?, ctx.rt.clone(), &pw).with_context(|| format!("opening {}", a.to))?;
+        let dst = Repository::open(store_for(&a.to)?, ctx.rt.clone(), &pw)
+            .with_context(|| format!("opening the destination {}", a.to))?;
         if dst.config().id == src.config().id {
             return Err(anyhow!("{} is this same repository", a.to));
         }

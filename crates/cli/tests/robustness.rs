@@ -22,6 +22,47 @@ fn assert_clean_failure(o: &std::process::Output, needle: &str) {
 }
 
 #[test]
+fn errors_point_at_the_repository_concerned_before_asking_for_a_password() {
+    let env = Env::new();
+    // A repository that does not exist: said at once, though no password was given.
+    let missing = env.path("nowhere");
+    let o = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .args(["--repo", missing.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "the directory does not exist");
+    assert!(!stderr(&o).contains("password"), "{}", stderr(&o));
+    std::fs::create_dir(&missing).unwrap();
+    let o = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .args(["--repo", missing.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "no config file");
+    // A copy without the destination's password names the destination and how to give it,
+    // though the source's password is set.
+    env.init();
+    let data = env.path("d");
+    std::fs::create_dir(&data).unwrap();
+    env.ok(&["backup", data.to_str().unwrap()]);
+    let dst = env.path("dst");
+    env.cmd().env("CAIRN_REPO", &dst).args(["init"]).output().unwrap();
+    let o = env.run(&["copy", "--to", dst.to_str().unwrap()]);
+    assert_clean_failure(&o, "destination repository");
+    let e = stderr(&o);
+    assert!(
+        e.contains("--to-password-file") && e.contains("CAIRN_TO_PASSWORD") && !e.contains("CAIRN_PASSWORD_FILE"),
+        "{e}"
+    );
+    // A wrong destination password says it is the destination's.
+    let o = env.cmd().env("CAIRN_TO_PASSWORD", "wrong").args(["copy", "--to", dst.to_str().unwrap()]).output().unwrap();
+    assert_clean_failure(&o, "destination");
+}
+
+#[test]
 fn bad_input_gets_one_clear_line() {
     let env = Env::new();
     assert_clean_failure(&env.run(&["snapshots"]), "no repository at");

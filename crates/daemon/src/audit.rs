@@ -189,10 +189,21 @@ pub fn record_in(
     }
 }
 
-/// Verifies the audit log of `repo` against every anchor known here: its snapshots', this
-/// host's command-line cache (`cli_cache`) and the daemon's own record of its writes.
+/// Verifies the audit log of `repo` against every anchor known here (see [`witnesses`]).
 pub fn verify(env: &Env, repo: &Repository, cli_cache: Option<&std::path::Path>) -> crate::Result<cairn_audit::Report> {
     let loaded = cairn_audit::load(repo, false)?;
+    let w = witnesses(repo, cli_cache, Some(&env.state_dir))?;
+    Ok(cairn_audit::verify(&loaded, &w))
+}
+
+/// The anchors an audit log is checked against: every snapshot's, this host's
+/// command-line cache (`cli_cache`) and a daemon's own record of its writes (under its
+/// `state_dir`).
+pub fn witnesses(
+    repo: &Repository,
+    cli_cache: Option<&std::path::Path>,
+    state_dir: Option<&std::path::Path>,
+) -> crate::Result<Vec<cairn_audit::Witness>> {
     let list = repo.list_snapshots_lenient()?;
     let mut witnesses: Vec<cairn_audit::Witness> = list
         .snapshots
@@ -204,10 +215,12 @@ pub fn verify(env: &Env, repo: &Repository, cli_cache: Option<&std::path::Path>)
     if let Some(c) = cli_cache {
         witnesses.extend(cairn_audit::remembered_anchors(c, &repo.config().id));
     }
-    let mut daemon = cairn_audit::remembered_anchors(&env.state_dir.join("audit"), &repo.config().id);
-    for w in &mut daemon {
-        w.by = "the daemon's own record of its last write".into();
+    if let Some(d) = state_dir {
+        let mut daemon = cairn_audit::remembered_anchors(&d.join("audit"), &repo.config().id);
+        for w in &mut daemon {
+            w.by = "the daemon's own record of its last write".into();
+        }
+        witnesses.extend(daemon);
     }
-    witnesses.extend(daemon);
-    Ok(cairn_audit::verify(&loaded, &witnesses))
+    Ok(witnesses)
 }
