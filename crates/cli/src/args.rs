@@ -107,6 +107,22 @@ pub enum Command {
     Audit(AuditArgs),
     /// API tokens for the daemon's HTTP API and console (kept in the policy's catalog)
     Token(TokenArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Write man pages (cairn.1 and one per subcommand) into a directory
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `source <(cairn completions bash)`
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Where to write them (e.g. /usr/local/share/man/man1)
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

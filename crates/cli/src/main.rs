@@ -55,6 +55,7 @@ fn main() {
             | Command::Drills(_)
             | Command::Alerts(_)
             | Command::Policy(_)
+            | Command::Completions(_)
     ) {
         // `cairn snapshots | head`: a closed stdout ends the command quietly, as for any
         // Unix tool, instead of a panic in println!. Only for commands that do nothing but
@@ -108,7 +109,48 @@ fn tune_allocator() {
     }
 }
 
+/// Completions and man pages come from the same argument definitions as the parser, so
+/// they cannot drift from it; neither needs a repository.
+fn generate(cmd: &Command) -> Option<anyhow::Result<()>> {
+    use clap::CommandFactory;
+    match cmd {
+        Command::Completions(a) => {
+            // Into memory first: the generator panics on a write error (a closed pipe).
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "cairn", &mut out);
+            Some(std::io::Write::write_all(&mut std::io::stdout(), &out).map_err(|e| anyhow::anyhow!("writing: {e}")))
+        }
+        Command::Man(a) => Some(man_pages(&a.dir)),
+        _ => None,
+    }
+}
+
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let top = Cli::command();
+    let mut pages = vec![("cairn".to_string(), top.clone())];
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("cairn-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().bin_name(name)));
+    }
+    for (name, cmd) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .title(name.clone())
+            .render(&mut out)
+            .with_context(|| format!("rendering {name}.1"))?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(r) = generate(&cli.command) {
+        return r;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cairn-io")
@@ -145,5 +187,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts(a) => alert::list(&ctx, &a),
         Command::Audit(a) => audit::run(&ctx, &a),
         Command::Token(a) => token::run(&ctx, &a),
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
