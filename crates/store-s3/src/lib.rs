@@ -43,6 +43,9 @@ pub struct S3Url {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: Option<bool>,
+    /// A PEM file of CA certificates trusted for the endpoint (a private CA); also
+    /// `CAIRN_CACERT`.
+    pub cacert: Option<String>,
 }
 
 impl S3Url {
@@ -62,13 +65,20 @@ impl S3Url {
         if prefix.split('/').any(|c| c == ".." || c == ".") {
             return Err(format!("{url}: the prefix may not contain . or .."));
         }
-        let mut u =
-            S3Url { bucket: bucket.into(), prefix: prefix.into(), endpoint: None, region: None, path_style: None };
+        let mut u = S3Url {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: None,
+            region: None,
+            path_style: None,
+            cacert: None,
+        };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("{url}: query option {kv:?} is not key=value"))?;
             match k {
                 "endpoint" => u.endpoint = Some(v.into()),
                 "region" => u.region = Some(v.into()),
+                "cacert" => u.cacert = Some(v.into()),
                 "path_style" => {
                     u.path_style = Some(match v {
                         "true" | "1" => true,
@@ -76,7 +86,7 @@ impl S3Url {
                         _ => return Err(format!("{url}: path_style must be true or false")),
                     })
                 }
-                _ => return Err(format!("{url}: unknown option {k:?} (endpoint, region, path_style)")),
+                _ => return Err(format!("{url}: unknown option {k:?} (endpoint, region, path_style, cacert)")),
             }
         }
         Ok(u)
@@ -266,6 +276,23 @@ impl S3Store {
     /// Builds the client (no request is made yet).
     pub fn new(url: &S3Url) -> std::result::Result<S3Store, String> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+        // A private CA (on-premises MinIO, Ceph RGW, SeaweedFS): trusted besides the
+        // system's roots, by object_store's client and by the signer's.
+        let ca = match url.cacert.clone().or_else(|| std::env::var("CAIRN_CACERT").ok().filter(|v| !v.is_empty())) {
+            Some(f) => {
+                let pem = std::fs::read(&f).map_err(|e| format!("CA certificate file {f}: {e}"))?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(format!("CA certificate file {f}: no PEM certificate in it"));
+                }
+                let os = object_store::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("CA certificate file {f}: not PEM certificates: {}", one_line(&e)))?;
+                let rq = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("CA certificate file {f}: not PEM certificates: {}", one_line(&e)))?;
+                b = b.with_client_options(object_store::ClientOptions::new().with_root_certificate(os));
+                Some(rq)
+            }
+            None => None,
+        };
         if let Some(e) = &url.endpoint {
             b = b.with_endpoint(e);
         }
@@ -300,7 +327,7 @@ impl S3Store {
         let inner = b.build().map_err(|e| format!("s3://{}: {e}", url.bucket))?;
         // The signed requests use object_store's own credential chain (environment,
         // web identity, ECS task role, instance profile), refreshed as it refreshes them.
-        let signer = Some(lock::Signer::new(origin, bucket_path, region.clone(), inner.credentials().clone()));
+        let signer = Some(lock::Signer::new(origin, bucket_path, region.clone(), inner.credentials().clone(), ca)?);
         let location =
             format!("s3://{}/{}{}", url.bucket, url.prefix, endpoint.map(|e| format!(" at {e}")).unwrap_or_default());
         Ok(S3Store {

@@ -63,8 +63,14 @@ impl Signer {
         bucket_path: String,
         region: String,
         credentials: object_store::aws::AwsCredentialProvider,
-    ) -> Signer {
-        Signer { client: reqwest::Client::new(), origin, bucket_path, region, credentials }
+        ca: Option<reqwest::Certificate>,
+    ) -> Result<Signer, String> {
+        let mut c = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            c = c.add_root_certificate(ca);
+        }
+        let client = c.build().map_err(|e| format!("the signed-request client: {e}"))?;
+        Ok(Signer { client, origin, bucket_path, region, credentials })
     }
 
     /// A signed request for `key` (the object key within the bucket).

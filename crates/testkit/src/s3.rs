@@ -13,14 +13,14 @@ pub struct Seaweed {
     pub log: std::path::PathBuf,
 }
 
-/// Four consecutive ports free now, with their gRPC companions (port + 10000, SeaweedFS's
+/// Five consecutive ports free now, with their gRPC companions (port + 10000, SeaweedFS's
 /// convention): a block derived from the process id (each test runs in its own process),
 /// moving on while any is taken.
 fn free_block() -> Option<u16> {
     let start = std::process::id() as u16 % 500;
     for k in 0..500u16 {
         let base = 20000 + ((start + k) % 500) * 20;
-        let ok = (0..4).all(|i| {
+        let ok = (0..5).all(|i| {
             TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && TcpListener::bind(("127.0.0.1", base + i + 10000)).is_ok()
         });
@@ -41,6 +41,11 @@ impl Seaweed {
     /// With `identities` (SeaweedFS's S3 identities JSON), requests must be signed by one
     /// of them: signatures are then really verified.
     pub fn start_with(dir: &Path, identities: Option<&str>) -> Option<Seaweed> {
+        Self::start_full(dir, identities, None)
+    }
+
+    /// With `tls = (certificate, key)`, S3 is (also) served over HTTPS on [`Seaweed::https_port`].
+    pub fn start_full(dir: &Path, identities: Option<&str>, tls: Option<(&Path, &Path)>) -> Option<Seaweed> {
         if Command::new("weed").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
             return None;
         }
@@ -54,6 +59,11 @@ impl Seaweed {
             let f = dir.join("s3.json");
             std::fs::write(&f, json).ok()?;
             cmd.arg(format!("-s3.config={}", f.display()));
+        }
+        if let Some((cert, key)) = tls {
+            cmd.arg(format!("-s3.port.https={}", base + 4))
+                .arg(format!("-s3.cert.file={}", cert.display()))
+                .arg(format!("-s3.key.file={}", key.display()));
         }
         let child = cmd
             .arg(format!("-dir={}", dir.display()))
@@ -83,6 +93,11 @@ impl Seaweed {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTPS port of a server started with TLS.
+    pub fn https_port(&self) -> u16 {
+        self.port + 1
     }
 
     /// Creates a bucket with Object Lock (and versioning) enabled, through `weed shell`.
