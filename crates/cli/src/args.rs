@@ -30,6 +30,9 @@ pub struct Global {
     /// Machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
+    /// Progress as JSON lines on stderr, one a second (for tools following a long run)
+    #[arg(long, global = true)]
+    pub json_progress: bool,
     /// Print only errors
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,

@@ -1,7 +1,7 @@
 //! `cairn backup`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Result};
 use cairn_daemon::backup::{BackupRequest, Input, ParentChoice, What};
@@ -170,36 +170,15 @@ fn backup(
     Ok(())
 }
 
-/// Runs `f` with a progress line on a terminal.
-pub fn with_progress<T>(ctx: &Context, f: impl FnOnce(&Progress) -> T) -> T {
+/// Runs `f` with progress shown as the flags say (see [`output::with_meter`]).
+pub fn with_progress<T: Send>(ctx: &Context, f: impl FnOnce(&Progress) -> T + Send) -> T {
     let progress = Progress::default();
-    let stop = AtomicBool::new(false);
-    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
-    std::thread::scope(|s| {
-        let _stop = output::StopOnDrop(&stop);
-        if show {
-            s.spawn(|| output::progress_loop(&stop, &|el| progress_line(&progress, el)));
-        }
-        f(&progress)
-    })
-}
-
-fn progress_line(p: &Progress, el: std::time::Duration) -> String {
-    let done = p.bytes_done.load(Ordering::Relaxed);
-    let total = p.bytes_total.load(Ordering::Relaxed);
-    let files = p.files_done.load(Ordering::Relaxed);
-    let secs = el.as_secs_f64().max(0.001);
-    let rate = done as f64 / secs;
-    let eta = if p.walk_done.load(Ordering::Relaxed) && rate > 0.0 && total > done {
-        format!(" ETA {}", output::duration(std::time::Duration::from_secs_f64((total - done) as f64 / rate)))
-    } else {
-        String::new()
+    let read = || output::Reading {
+        files_done: Some(progress.files_done.load(Ordering::Relaxed)),
+        files_total: Some(progress.files_total.load(Ordering::Relaxed)),
+        bytes_done: progress.bytes_done.load(Ordering::Relaxed),
+        bytes_total: progress.bytes_total.load(Ordering::Relaxed),
+        total_known: progress.walk_done.load(Ordering::Relaxed),
     };
-    format!(
-        "[{}] {files} files, {} / {}, {}/s{eta}",
-        output::duration(el),
-        output::bytes(done),
-        output::bytes(total),
-        output::bytes(rate as u64)
-    )
+    output::with_meter(output::show(&ctx.g), "backup", &read, || f(&progress))
 }

@@ -51,6 +51,106 @@ pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// Where an operation is, read by the progress display.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reading {
+    pub files_done: Option<u64>,
+    pub files_total: Option<u64>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Whether `bytes_total` is final (a backup's walk may still be finding files).
+    pub total_known: bool,
+}
+
+/// How progress is shown: a bar on a terminal, JSON lines on stderr for tools
+/// (`--json-progress`), or nothing (not a terminal, `--quiet`, `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Bar,
+    Json,
+    Nothing,
+}
+
+pub fn show(g: &crate::args::Global) -> Show {
+    if g.json_progress {
+        Show::Json
+    } else if stderr_is_tty() && !g.quiet && !g.json {
+        Show::Bar
+    } else {
+        Show::Nothing
+    }
+}
+
+/// One progress line: elapsed, a bar and percentage once the total is known, files and
+/// bytes done of total, rate, ETA.
+pub fn bar_line(r: &Reading, el: Duration, width: usize) -> String {
+    let secs = el.as_secs_f64().max(0.001);
+    let rate = r.bytes_done as f64 / secs;
+    let mut l = format!("[{}]", duration(el));
+    if r.total_known && r.bytes_total > 0 {
+        let frac = (r.bytes_done as f64 / r.bytes_total as f64).clamp(0.0, 1.0);
+        let full = (frac * width as f64).round() as usize;
+        l.push_str(&format!(" {}{} {:>3.0}%", "#".repeat(full), "-".repeat(width - full), frac * 100.0));
+    }
+    if let Some(f) = r.files_done {
+        match r.files_total {
+            Some(t) if r.total_known => l.push_str(&format!(" {f}/{t} files")),
+            _ => l.push_str(&format!(" {f} files")),
+        }
+    }
+    l.push_str(&format!(", {} / {}, {}/s", bytes(r.bytes_done), bytes(r.bytes_total), bytes(rate as u64)));
+    if let Some(eta) = eta(r, el) {
+        l.push_str(&format!(" ETA {}", duration(eta)));
+    }
+    l
+}
+
+fn eta(r: &Reading, el: Duration) -> Option<Duration> {
+    let rate = r.bytes_done as f64 / el.as_secs_f64().max(0.001);
+    (r.total_known && rate > 0.0 && r.bytes_total > r.bytes_done)
+        .then(|| Duration::from_secs_f64((r.bytes_total - r.bytes_done) as f64 / rate))
+}
+
+/// One progress record for `--json-progress`.
+pub fn json_line(what: &str, r: &Reading, el: Duration) -> String {
+    let rate = r.bytes_done as f64 / el.as_secs_f64().max(0.001);
+    serde_json::json!({"type": "progress", "operation": what, "elapsed_secs": el.as_secs_f64(),
+        "files_done": r.files_done, "files_total": r.files_total.filter(|_| r.total_known),
+        "bytes_done": r.bytes_done, "bytes_total": r.bytes_total, "total_known": r.total_known,
+        "bytes_per_sec": rate as u64, "eta_secs": eta(r, el).map(|d| d.as_secs())})
+    .to_string()
+}
+
+/// Runs `f` while showing `read()`'s progress as `show` says: a bar redrawn every 250 ms,
+/// or a JSON line a second (a bounded rate, however fast the work goes).
+pub fn with_meter<T: Send>(show: Show, what: &str, read: &(dyn Fn() -> Reading + Sync), f: impl FnOnce() -> T) -> T {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        match show {
+            Show::Bar => {
+                s.spawn(|| progress_loop(&stop, &|el| bar_line(&read(), el, 24)));
+            }
+            Show::Json => {
+                s.spawn(|| {
+                    let start = Instant::now();
+                    let mut last = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        if last.elapsed() >= Duration::from_secs(1) {
+                            last = Instant::now();
+                            eprintln!("{}", json_line(what, &read(), start.elapsed()));
+                        }
+                    }
+                    eprintln!("{}", json_line(what, &read(), start.elapsed()));
+                });
+            }
+            Show::Nothing => {}
+        }
+        f()
+    })
+}
+
 /// Prints a status line to stderr every 250 ms until `stop` is set.
 pub fn progress_loop(stop: &AtomicBool, line: &dyn Fn(Duration) -> String) {
     let start = Instant::now();

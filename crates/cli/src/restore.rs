@@ -1,6 +1,6 @@
 //! `cairn restore`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, Result};
 use cairn_engine::{browse, Overwrite, RestoreOptions, Restorer};
@@ -10,26 +10,16 @@ use crate::args::{OverwriteArg, RestoreArgs};
 use crate::context::Context;
 use crate::output;
 
-/// Runs `f` with a progress line on a terminal: elapsed time, bytes `done` of `total`.
-pub fn with_progress<T: Send>(ctx: &Context, done: &AtomicU64, total: &AtomicU64, f: impl FnOnce() -> T) -> T {
-    let stop = AtomicBool::new(false);
-    let show = output::stderr_is_tty() && !ctx.g.quiet && !ctx.g.json;
-    std::thread::scope(|s| {
-        let _stop = output::StopOnDrop(&stop);
-        if show {
-            s.spawn(|| {
-                output::progress_loop(&stop, &|el| {
-                    format!(
-                        "[{}] {} / {}",
-                        output::duration(el),
-                        output::bytes(done.load(Ordering::Relaxed)),
-                        output::bytes(total.load(Ordering::Relaxed))
-                    )
-                })
-            });
-        }
-        f()
-    })
+/// Runs `f` with progress (bytes `done` of `total`) shown as the flags say.
+pub fn with_progress<T: Send>(ctx: &Context, done: &AtomicU64, total: &AtomicU64, f: impl FnOnce() -> T + Send) -> T {
+    let read = || output::Reading {
+        files_done: None,
+        files_total: None,
+        bytes_done: done.load(Ordering::Relaxed),
+        bytes_total: total.load(Ordering::Relaxed),
+        total_known: true,
+    };
+    output::with_meter(output::show(&ctx.g), "restore", &read, f)
 }
 
 /// Executes a restore plan, with a progress line on a terminal.

@@ -64,3 +64,66 @@ fn man_pages_for_every_subcommand() {
     let restore = std::fs::read_to_string(dir.join("cairn-restore.1")).unwrap();
     assert!(restore.contains("target"), "{restore}");
 }
+
+/// Runs cairn under a pseudo-terminal (util-linux `script`), returning what the terminal got.
+fn on_terminal(env: &Env, args: &str) -> String {
+    let o = Command::new("script")
+        .args(["-q", "-e", "-c", &format!("{} {args}", env!("CARGO_BIN_EXE_cairn")), "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("TERM", "xterm")
+        .env("CAIRN_REPO", &env.repo)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "script {args}: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn progress_shows_an_eta_on_a_terminal_json_lines_on_request_and_nothing_in_a_pipe() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Data that does not compress, restored at 2 MiB/s: a few seconds to watch.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let bytes: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(data.join("big.bin"), &bytes).unwrap();
+    // In a pipe: no progress at all, on either stream.
+    let o = env.run(&["backup", data.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert!(!err.contains("ETA") && !err.contains('\r') && !err.contains("\x1b["), "{err:?}");
+    // On a terminal: a bar with percentage, bytes of total, a rate and an ETA.
+    let target = env.path("t1");
+    let screen = on_terminal(&env, &format!("--limit-download 2048 restore latest --target {}", target.display()));
+    let line = screen.split('\r').find(|l| l.contains("ETA")).unwrap_or_else(|| panic!("no ETA shown: {screen:?}"));
+    assert!(line.contains('%') && line.contains("MiB /") && line.contains("/s"), "{line:?}");
+    // --json-progress: JSON lines on stderr, about one a second, the last at 100%.
+    let target = env.path("t2");
+    let o = env.run(&[
+        "--json-progress",
+        "--limit-download",
+        "2048",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stderr(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() >= 2 && lines.len() <= 8, "{} lines in about 3 s", lines.len());
+    assert!(lines.iter().all(|l| l["type"] == "progress" && l["operation"] == "restore"));
+    assert!(lines.iter().any(|l| l["eta_secs"].is_u64()), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["bytes_done"], last["bytes_total"]);
+}
