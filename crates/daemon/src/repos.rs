@@ -229,7 +229,12 @@ pub fn open_policy_repository(
     let pw = password(&r.password)?;
     let o = StoreOptions { limit_upload: r.limit_upload, limit_download: r.limit_download, cache_dir, dry_run: false };
     let entry = key_cache.map(|d| d.join(location_key(&r.url)));
-    let repo = open_with_key_cache(&r.url, &pw, &o, rt, entry.as_deref())
+    // The storage class travels in the URL, as the store's other options do.
+    let url = match &r.storage_class {
+        Some(c) => format!("{}{}storage_class={c}", r.url, if r.url.contains('?') { '&' } else { '?' }),
+        None => r.url.clone(),
+    };
+    let repo = open_with_key_cache(&url, &pw, &o, rt, entry.as_deref())
         .map_err(|e| e.context(format!("repository {:?}", r.name)))?;
     // The lock period is the repository's (set at `cairn init`); a policy that expects
     // another one would give a false sense of immutability.

@@ -46,7 +46,15 @@ pub struct S3Url {
     /// A PEM file of CA certificates trusted for the endpoint (a private CA); also
     /// `CAIRN_CACERT`.
     pub cacert: Option<String>,
+    /// The storage class of data packs (`data/`); everything else stays in the bucket's
+    /// default class, so the metadata a restore reads first is never in a slow tier.
+    pub storage_class: Option<String>,
 }
+
+/// Storage classes whose objects a GET reads at once. GLACIER and DEEP_ARCHIVE objects
+/// need a restore request first, which a backup tool cannot wait for in a restore.
+pub const STORAGE_CLASSES: &[&str] =
+    &["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY"];
 
 impl S3Url {
     pub fn parse(url: &str) -> std::result::Result<S3Url, String> {
@@ -72,6 +80,7 @@ impl S3Url {
             region: None,
             path_style: None,
             cacert: None,
+            storage_class: None,
         };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("{url}: query option {kv:?} is not key=value"))?;
@@ -79,6 +88,15 @@ impl S3Url {
                 "endpoint" => u.endpoint = Some(v.into()),
                 "region" => u.region = Some(v.into()),
                 "cacert" => u.cacert = Some(v.into()),
+                "storage_class" => {
+                    if !STORAGE_CLASSES.contains(&v) {
+                        return Err(format!(
+                            "{url}: storage_class {v:?}: one of {} (GLACIER and DEEP_ARCHIVE objects cannot be read without a restore request; a lifecycle rule on data/ can move packs there)",
+                            STORAGE_CLASSES.join(", ")
+                        ));
+                    }
+                    u.storage_class = Some(v.into())
+                }
                 "path_style" => {
                     u.path_style = Some(match v {
                         "true" | "1" => true,
@@ -86,7 +104,11 @@ impl S3Url {
                         _ => return Err(format!("{url}: path_style must be true or false")),
                     })
                 }
-                _ => return Err(format!("{url}: unknown option {k:?} (endpoint, region, path_style, cacert)")),
+                _ => {
+                    return Err(format!(
+                        "{url}: unknown option {k:?} (endpoint, region, path_style, cacert, storage_class)"
+                    ))
+                }
             }
         }
         Ok(u)
@@ -169,6 +191,7 @@ pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store
                 lock: None,
                 multipart_threshold: MULTIPART_THRESHOLD,
                 part_size: PART_SIZE,
+                storage_class: None,
             })
         }
         Some("az") => {
@@ -192,6 +215,7 @@ pub fn open_locked(url: &str, lock: Option<Lock>) -> std::result::Result<S3Store
                 lock: None,
                 multipart_threshold: MULTIPART_THRESHOLD,
                 part_size: PART_SIZE,
+                storage_class: None,
             })
         }
         _ => Err(format!("{url}: not an s3://, gs:// or az:// URL")),
@@ -209,6 +233,8 @@ pub struct S3Store {
     /// Objects larger than this go up in parts of `part_size`, several at once.
     multipart_threshold: usize,
     part_size: usize,
+    /// For data packs (see [`S3Url::storage_class`]).
+    storage_class: Option<String>,
 }
 
 /// Packs are 16 MiB by default: they go in one request. Larger ones (`init --pack-size`)
@@ -249,7 +275,8 @@ impl S3Store {
                 Err(e) => return Err(map(path, e)),
             }
         }
-        let mut up = self.inner.put_multipart(&key).await.map_err(|e| map(path, e))?;
+        let opts = object_store::PutMultipartOptions { attributes: self.attributes(path), ..Default::default() };
+        let mut up = self.inner.put_multipart_opts(&key, opts).await.map_err(|e| map(path, e))?;
         let data = bytes::Bytes::from(data);
         let parts: Vec<_> = (0..data.len())
             .step_by(self.part_size)
@@ -338,7 +365,20 @@ impl S3Store {
             lock: None,
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
+            storage_class: url.storage_class.clone(),
         })
+    }
+
+    fn class_for(&self, path: &str) -> Option<&str> {
+        self.storage_class.as_deref().filter(|_| path.starts_with("data/"))
+    }
+
+    fn attributes(&self, path: &str) -> object_store::Attributes {
+        let mut a = object_store::Attributes::new();
+        if let Some(c) = self.class_for(path) {
+            a.insert(object_store::Attribute::StorageClass, c.to_string().into());
+        }
+        a
     }
 
     fn key(&self, path: &str) -> OsPath {
@@ -414,7 +454,7 @@ impl Store for S3Store {
             {
                 let key = self.key(path).to_string();
                 let status = signer
-                    .put_locked(&key, data, mode == PutMode::Create, l)
+                    .put_locked(&key, data, mode == PutMode::Create, l, self.class_for(path))
                     .await
                     .map_err(|message| Error::Other { path: path.into(), message })?;
                 if !status.is_success() {
@@ -430,6 +470,7 @@ impl Store for S3Store {
                     PutMode::Create => object_store::PutMode::Create,
                     PutMode::Overwrite => object_store::PutMode::Overwrite,
                 },
+                attributes: self.attributes(path),
                 ..Default::default()
             };
             self.inner.put_opts(&self.key(path), PutPayload::from(data), opts).await.map_err(|e| map(path, e))?;

@@ -124,6 +124,7 @@ impl Signer {
         data: Vec<u8>,
         create: bool,
         lock: &Lock,
+        storage_class: Option<&str>,
     ) -> Result<reqwest::StatusCode, String> {
         let until = jiff::Timestamp::now()
             .checked_add(jiff::SignedDuration::from_secs(lock.days as i64 * 86400))
@@ -139,6 +140,9 @@ impl Signer {
         ];
         if create {
             headers.push(("if-none-match".to_string(), "*".to_string()));
+        }
+        if let Some(c) = storage_class {
+            headers.push(("x-amz-storage-class".to_string(), c.to_string()));
         }
         let rb = self.request(reqwest::Method::PUT, key, headers, &data).await?;
         let resp = rb.body(data).send().await.map_err(|e| e.to_string())?;

@@ -593,13 +593,39 @@ impl Cx<'_> {
         };
         Ok(Repository {
             name: name.to_string(),
-            url: r.url.into_inner(),
+            url: r.url.clone().into_inner(),
             password,
             object_lock_days,
             connections,
             limit_upload: limit(r.limit_upload)?,
             limit_download: limit(r.limit_download)?,
-            storage_class: r.storage_class.map(Spanned::into_inner),
+            storage_class: match r.storage_class {
+                Some(c) => {
+                    const CLASSES: &[&str] = &[
+                        "STANDARD",
+                        "STANDARD_IA",
+                        "ONEZONE_IA",
+                        "INTELLIGENT_TIERING",
+                        "GLACIER_IR",
+                        "REDUCED_REDUNDANCY",
+                    ];
+                    if !r.url.get_ref().starts_with("s3://") {
+                        return Err(self.at(&c, "storage_class applies to s3:// repositories only"));
+                    }
+                    if !CLASSES.contains(&c.get_ref().as_str()) {
+                        return Err(self.at(
+                            &c,
+                            format!(
+                                "storage_class {:?}: one of {} (GLACIER and DEEP_ARCHIVE objects cannot be read without a restore request; a bucket lifecycle rule on data/ can move packs there)",
+                                c.get_ref(),
+                                CLASSES.join(", ")
+                            ),
+                        ));
+                    }
+                    Some(c.into_inner())
+                }
+                None => None,
+            },
             quota: r.quota.map(|q| self.size(&q)).transpose()?,
             audit_keep: r.audit_keep.map(|k| self.positive(&k)).transpose()?,
         })
