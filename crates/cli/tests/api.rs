@@ -274,6 +274,8 @@ fn restores_stay_inside_the_allowed_directories_and_in_place_needs_the_role_and_
     assert_eq!(hits["hits"][0]["path"], file);
     let anchored = get(s.port, &format!("/api/search?q={}/docs/*/*.md", s.data.display()), &restore).json();
     assert_eq!(anchored["hits"][0]["name"], "notes.md", "{anchored}");
+    let all = get(s.port, "/api/search?q=*&limit=2", &restore).json();
+    assert_eq!((all["hits"].as_array().unwrap().len(), &all["truncated"]), (2, &json!(true)), "{all}");
     let none = get(s.port, "/api/search?q=/elsewhere/*/*.md", &restore).json();
     assert!(none["hits"].as_array().unwrap().is_empty(), "{none}");
     let v = get(s.port, &format!("/api/versions?path={file}"), &restore).json();

@@ -165,21 +165,23 @@ pub struct Hit {
 /// Entries whose path matches `pattern` (gitignore syntax, as restore's `--include`:
 /// `*.pdf` matches a name at any depth, `/srv/*/report.txt` a path) in the snapshots
 /// given, newest first, at most `limit` hits.
+///
+/// Memory is bounded whatever the pattern (`*` matches everything): a walk collects at
+/// most the hits still wanted, and the memo keeps at most [`MEMO_ENTRIES`] entries.
 pub fn search(v: &View, snaps: &[&(SnapshotId, Snapshot)], pattern: &str, limit: usize) -> Result<(Vec<Hit>, bool)> {
     let m = cairn_fs::PathMatcher::new(&[pattern.to_string()]).map_err(Error::Source)?;
-    // (tree id, its path) -> the (path, node) of its matching entries at any depth. Keyed by
-    // path too: an anchored pattern matches a tree at one place and not at another.
-    let mut memo: Memo = HashMap::new();
+    let mut w = Search { v, m, memo: HashMap::new(), memo_room: MEMO_ENTRIES };
     let mut hits = Vec::new();
     let mut truncated = false;
-    'snaps: for (id, s) in snaps.iter().rev().map(|p| (&p.0, &p.1)) {
+    for (id, s) in snaps.iter().rev().map(|p| (&p.0, &p.1)) {
+        let want = limit - hits.len();
+        if want == 0 {
+            truncated = true;
+            break;
+        }
         let mut budget = Budget::for_snapshot(&s.summary);
-        let found = matches_below(v, s.tree, "", &m, &mut memo, &mut budget, 0)?;
-        for (path, n) in found.iter() {
-            if hits.len() >= limit {
-                truncated = true;
-                break 'snaps;
-            }
+        let (found, complete) = w.below(s.tree, "", want + 1, &mut budget, 0)?;
+        for (path, n) in found.iter().take(want) {
             hits.push(Hit {
                 snapshot: id.to_hex(),
                 time: s.time.clone(),
@@ -187,46 +189,72 @@ pub fn search(v: &View, snaps: &[&(SnapshotId, Snapshot)], pattern: &str, limit:
                 entry: entry(path, n),
             });
         }
+        if !complete || found.len() > want {
+            truncated = true;
+            break;
+        }
     }
     Ok((hits, truncated))
 }
 
-type Memo = HashMap<(TreeId, String), Arc<Vec<(String, Node)>>>;
+/// Entries the search memo holds at most (each a path and a node, a few hundred bytes).
+pub const MEMO_ENTRIES: usize = 100_000;
 
-/// The matches below `tree` (whose path is `prefix`). Matching is on the whole path, so a
-/// memoized subtree is only reused at the same path: a tree moved elsewhere is walked again.
-fn matches_below(
-    v: &View,
-    tree: TreeId,
-    prefix: &str,
-    m: &cairn_fs::PathMatcher,
-    memo: &mut Memo,
-    budget: &mut Budget,
-    depth: usize,
-) -> Result<Arc<Vec<(String, Node)>>> {
-    if depth > cairn_repo::check::MAX_DEPTH {
-        return Err(Error::Source(format!("{prefix}: trees nested too deep: damaged or hostile snapshot")));
-    }
-    if let Some(hit) = memo.get(&(tree, prefix.to_string())) {
-        return Ok(hit.clone());
-    }
-    let t = v.repo.load_tree(&v.index, tree)?;
-    budget.spend(t.nodes.len()).map_err(Error::from)?;
-    let mut out = Vec::new();
-    for n in &t.nodes {
-        let p = format!("{prefix}/{}", n.name.lossy());
-        let is_dir = n.kind == NodeKind::Dir;
-        if m.matches_self(&p, is_dir) {
-            out.push((p.clone(), n.clone()));
+type Matches = Arc<Vec<(String, Node)>>;
+
+struct Search<'a> {
+    v: &'a View,
+    m: cairn_fs::PathMatcher,
+    /// (tree id, its path) -> the (path, node) of its matching entries at any depth. Keyed
+    /// by path too: an anchored pattern matches a tree at one place and not at another.
+    memo: HashMap<(TreeId, String), Matches>,
+    memo_room: usize,
+}
+
+impl Search<'_> {
+    /// The matches below `tree` (whose path is `prefix`), at most `want`; `false` when it
+    /// stopped there (such a partial answer is not memoized).
+    fn below(
+        &mut self,
+        tree: TreeId,
+        prefix: &str,
+        want: usize,
+        budget: &mut Budget,
+        depth: usize,
+    ) -> Result<(Matches, bool)> {
+        if depth > cairn_repo::check::MAX_DEPTH {
+            return Err(Error::Source(format!("{prefix}: trees nested too deep: damaged or hostile snapshot")));
         }
-        if let (true, Some(st)) = (is_dir, n.subtree) {
-            let below = matches_below(v, st, &p, m, memo, budget, depth + 1)?;
-            out.extend(below.iter().cloned());
+        if let Some(hit) = self.memo.get(&(tree, prefix.to_string())) {
+            return Ok((hit.clone(), true));
         }
+        let t = self.v.repo.load_tree(&self.v.index, tree)?;
+        budget.spend(t.nodes.len()).map_err(Error::from)?;
+        let mut out = Vec::new();
+        for n in &t.nodes {
+            if out.len() >= want {
+                return Ok((Arc::new(out), false));
+            }
+            let p = format!("{prefix}/{}", n.name.lossy());
+            let is_dir = n.kind == NodeKind::Dir;
+            if self.m.matches_self(&p, is_dir) {
+                out.push((p.clone(), n.clone()));
+            }
+            if let (true, Some(st)) = (is_dir, n.subtree) {
+                let (below, complete) = self.below(st, &p, want - out.len().min(want), budget, depth + 1)?;
+                out.extend(below.iter().cloned());
+                if !complete {
+                    return Ok((Arc::new(out), false));
+                }
+            }
+        }
+        let out = Arc::new(out);
+        if out.len() <= self.memo_room {
+            self.memo_room -= out.len();
+            self.memo.insert((tree, prefix.to_string()), out.clone());
+        }
+        Ok((out, true))
     }
-    let out = Arc::new(out);
-    memo.insert((tree, prefix.to_string()), out.clone());
-    Ok(out)
 }
 
 /// One version of a file: where it first appeared and what it was.
