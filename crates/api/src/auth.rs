@@ -226,11 +226,19 @@ pub async fn authorize(
         Err(e) => return e.into_response(),
     };
     if !routes::grants(role, route.perm) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("token {name:?} (role {}) lacks the {} permission", role.as_str(), route.perm.as_str()),
-        )
-        .into_response();
+        let why = format!("token {name:?} (role {}) lacks the {} permission", role.as_str(), route.perm.as_str());
+        if page {
+            // A page answers as a page, with the navigation the role has.
+            let who = Caller { token: name, role, address: ip.to_string(), csrf };
+            let mut r = crate::html::page(
+                "Not allowed",
+                Some(&who),
+                &format!("<p class=\"error\">{}</p>", crate::html::esc(&why)),
+            );
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            return r;
+        }
+        return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
     }
     if let Some(c) = &csrf {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
