@@ -381,6 +381,10 @@ pub struct BackupArgs {
     /// Do not cross filesystem boundaries
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
+    /// Keep access times (default: a node's atime is its mtime, so that reading files
+    /// and listing directories does not make the next backup write every tree again)
+    #[arg(long)]
+    pub atime: bool,
     /// Snapshot to compare against (default: latest with the same host and paths)
     #[arg(long)]
     pub parent: Option<String>,

@@ -92,7 +92,12 @@ fn backup(
     } else if a.sqlite.is_some() {
         What::Sqlite { path: plan.paths[0].clone() }
     } else {
-        What::Files { paths: plan.paths.clone(), excludes: plan.excludes.clone(), one_file_system: a.one_file_system }
+        What::Files {
+            paths: plan.paths.clone(),
+            excludes: plan.excludes.clone(),
+            one_file_system: a.one_file_system,
+            atime: a.atime,
+        }
     };
     let req = BackupRequest {
         what,

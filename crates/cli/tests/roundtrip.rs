@@ -377,3 +377,56 @@ fn limit_upload_holds_a_backup_to_the_rate() {
     let o = env.run(&["--limit-upload", "lots", "snapshots"]);
     assert_eq!(o.status.code(), Some(2), "a bad limit is a usage error");
 }
+
+#[test]
+fn reading_everything_does_not_make_the_next_backup_write_new_trees_unless_atime_is_kept() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    for d in 0..20 {
+        std::fs::create_dir_all(data.join(format!("d{d}"))).unwrap();
+        for f in 0..5 {
+            std::fs::write(data.join(format!("d{d}/f{f}")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let size = |dir: &std::path::Path| -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += m.len();
+                }
+            }
+        }
+        total
+    };
+    let first = env.json(&["backup", data.to_str().unwrap()]);
+    assert!(first["bytes_added"].as_u64().unwrap() > 0);
+    // Someone reads every file and lists every directory: their access times move.
+    let before = std::fs::metadata(data.join("d3/f1")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for d in 0..20 {
+        for e in std::fs::read_dir(data.join(format!("d{d}"))).unwrap().flatten() {
+            std::fs::read(e.path()).unwrap();
+        }
+    }
+    let after = std::fs::metadata(data.join("d3/f1")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(after.atime_nsec() != before.atime_nsec() || after.atime() != before.atime(), "relatime moved the atime");
+    let repo_before = size(&env.repo);
+    let second = env.json(&["backup", data.to_str().unwrap()]);
+    assert_eq!(second["bytes_added"], 0, "no new tree or data: {second}");
+    let grown = size(&env.repo) - repo_before;
+    assert!(grown < 4096, "an unchanged re-backup adds only its snapshot: {grown} bytes");
+    // With --atime the moved access times are kept: the trees are new.
+    let third = env.json(&["backup", "--atime", data.to_str().unwrap()]);
+    assert!(third["bytes_added"].as_u64().unwrap() > 0, "{third}");
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let r = std::fs::metadata(target.join(data.strip_prefix("/").unwrap()).join("d3/f1")).unwrap();
+    assert_eq!((r.atime(), r.atime_nsec()), (after.atime(), after.atime_nsec()), "the kept access time is restored");
+}

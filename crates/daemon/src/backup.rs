@@ -30,6 +30,8 @@ pub enum What {
         paths: Vec<PathBuf>,
         excludes: Vec<String>,
         one_file_system: bool,
+        /// Keep access times (see `cairn_fs::FsSourceOptions::atime`).
+        atime: bool,
     },
     /// Stored as the one file `name`.
     Stream {
@@ -161,7 +163,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
             let src = cairn_fs::sqlite::SqliteSource::new(path, &std::env::temp_dir()).map_err(Error::Source)?;
             (Box::new(src), path_strings(std::slice::from_ref(path)), "sqlite")
         }
-        What::Files { paths, excludes, one_file_system } => {
+        What::Files { paths, excludes, one_file_system, atime } => {
             let mut excludes = excludes.clone();
             // Never back up the repository into itself (`cairn backup ~` with the default one).
             if let Some(repo_dir) = req.repo_dir.as_ref().and_then(|d| std::fs::canonicalize(d).ok()) {
@@ -169,9 +171,13 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
                     excludes.push(cairn_fs::gitignore_literal(&repo_dir));
                 }
             }
-            let src =
-                FsSource::new(FsSourceOptions { excludes, one_file_system: *one_file_system, roots: paths.clone() })
-                    .map_err(Error::Source)?;
+            let src = FsSource::new(FsSourceOptions {
+                excludes,
+                one_file_system: *one_file_system,
+                roots: paths.clone(),
+                atime: *atime,
+            })
+            .map_err(Error::Source)?;
             (Box::new(src), path_strings(paths), "files")
         }
     };

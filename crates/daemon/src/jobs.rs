@@ -417,6 +417,7 @@ fn backup_job_in(
                 paths: paths.iter().map(PathBuf::from).collect(),
                 excludes,
                 one_file_system: *one_file_system,
+                atime: false,
             }
         }
         SourceKind::Command { command, stdin_name } => {
@@ -455,7 +456,7 @@ fn backup_job_in(
                 });
             }
             staging = Some(dir.clone());
-            What::Files { paths: vec![dir], excludes: Vec::new(), one_file_system: false }
+            What::Files { paths: vec![dir], excludes: Vec::new(), one_file_system: false, atime: false }
         }
         SourceKind::Sqlite { path } => What::Sqlite { path: PathBuf::from(path) },
         SourceKind::Postgres { data_dir, connection, .. } => {

@@ -103,7 +103,7 @@ pub fn current_user() -> (u32, u32, String) {
     (uid, gid, user_name(uid).unwrap_or_else(|| uid.to_string()))
 }
 
-pub(crate) fn node_from(path: &Path, name: &[u8], m: &Metadata, names: &IdNames) -> io::Result<Node> {
+pub(crate) fn node_from(path: &Path, name: &[u8], m: &Metadata, names: &IdNames, atime: bool) -> io::Result<Node> {
     let kind = kind_of(m);
     let mut n = Node::new(name.to_vec(), kind);
     n.mode = m.mode() & 0o7777;
@@ -112,7 +112,7 @@ pub(crate) fn node_from(path: &Path, name: &[u8], m: &Metadata, names: &IdNames)
     n.user = names.user(n.uid);
     n.group = names.group(n.gid);
     n.mtime = ns(m.mtime(), m.mtime_nsec());
-    n.atime = ns(m.atime(), m.atime_nsec());
+    n.atime = if atime { ns(m.atime(), m.atime_nsec()) } else { n.mtime };
     n.ctime = ns(m.ctime(), m.ctime_nsec());
     n.inode = m.ino();
     n.device = m.dev();

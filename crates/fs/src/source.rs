@@ -20,12 +20,17 @@ pub struct FsSourceOptions {
     pub one_file_system: bool,
     /// The backup roots (for `one_file_system`).
     pub roots: Vec<PathBuf>,
+    /// Keep access times. Off (the default), a node's `atime` is its `mtime`: reading a
+    /// file or listing a directory moves its atime (relatime: once a day), and storing it
+    /// would make every directory a backup looked into a new tree the next time.
+    pub atime: bool,
 }
 
 pub struct FsSource {
     excludes: Gitignore,
     root_devs: Vec<(PathBuf, u64)>,
     one_file_system: bool,
+    atime: bool,
     names: IdNames,
 }
 
@@ -38,7 +43,13 @@ impl FsSource {
         let excludes = b.build().map_err(|e| format!("bad exclude patterns: {e}"))?;
         let root_devs =
             opts.roots.iter().filter_map(|r| fs::symlink_metadata(r).ok().map(|m| (r.clone(), m.dev()))).collect();
-        Ok(FsSource { excludes, root_devs, one_file_system: opts.one_file_system, names: IdNames::default() })
+        Ok(FsSource {
+            excludes,
+            root_devs,
+            one_file_system: opts.one_file_system,
+            atime: opts.atime,
+            names: IdNames::default(),
+        })
     }
 
     fn root_dev(&self, path: &Path) -> Option<u64> {
@@ -53,7 +64,7 @@ impl FsSource {
 impl Source for FsSource {
     fn node(&self, path: &Path, name: &[u8]) -> io::Result<Node> {
         let m = fs::symlink_metadata(path)?;
-        node_from(path, name, &m, &self.names)
+        node_from(path, name, &m, &self.names, self.atime)
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
@@ -83,7 +94,7 @@ impl Source for FsSource {
                     continue;
                 }
             }
-            let n = node_from(&p, &name, &m, &self.names);
+            let n = node_from(&p, &name, &m, &self.names, self.atime);
             out.push((name, n));
         }
         Ok(out)

@@ -84,6 +84,7 @@ impl SqliteSource {
                 excludes: Vec::new(),
                 one_file_system: false,
                 roots: vec![db.to_path_buf()],
+                atime: false,
             })?,
             db: db.to_path_buf(),
             copy,

@@ -76,6 +76,7 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
         excludes: base::excludes(&cairn_fs::gitignore_literal(&data_dir)),
         one_file_system: false,
         roots: vec![data_dir.clone()],
+        atime: false,
     })
     .map_err(Error::Setup)?;
     let src = LiveSource { inner: src };
