@@ -405,7 +405,7 @@ fn backup_job_in(
         .map(|r| PathBuf::from(&r.url));
     let mut staging = None;
     let what = match &src.kind {
-        SourceKind::Files { paths, exclude, exclude_files, one_file_system } => {
+        SourceKind::Files { paths, exclude, exclude_files, one_file_system, atime } => {
             let mut excludes = exclude.clone();
             for f in exclude_files {
                 let text = std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading exclude file {f}"), e))?;
@@ -417,7 +417,7 @@ fn backup_job_in(
                 paths: paths.iter().map(PathBuf::from).collect(),
                 excludes,
                 one_file_system: *one_file_system,
-                atime: false,
+                atime: *atime,
             }
         }
         SourceKind::Command { command, stdin_name } => {

@@ -140,6 +140,8 @@ pub enum SourceKind {
         exclude: Vec<String>,
         exclude_files: Vec<String>,
         one_file_system: bool,
+        /// Keep access times (default: not stored, see `backup --atime`).
+        atime: bool,
     },
     /// A command whose standard output is stored as the file `stdin_name`.
     Command {
@@ -432,6 +434,7 @@ struct RawSection {
     exclude: Option<Spanned<Vec<String>>>,
     exclude_file: Option<Spanned<Vec<String>>>,
     one_file_system: Option<Spanned<bool>>,
+    atime: Option<Spanned<bool>>,
     command: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
     stdin_name: Option<Spanned<String>>,
@@ -716,6 +719,7 @@ impl Cx<'_> {
             ("exclude", r.exclude.as_ref().map(|s| s.span())),
             ("exclude_file", r.exclude_file.as_ref().map(|s| s.span())),
             ("one_file_system", r.one_file_system.as_ref().map(|s| s.span())),
+            ("atime", r.atime.as_ref().map(|s| s.span())),
             ("command", r.command.as_ref().map(|s| s.span())),
             ("output", r.output.as_ref().map(|s| s.span())),
             ("stdin_name", r.stdin_name.as_ref().map(|s| s.span())),
@@ -1121,11 +1125,12 @@ impl Cx<'_> {
             self.err(section, format!("source {name:?} has no kind (files, command, postgres or sqlite)"))
         })?;
         // Keys of the other kinds are mistakes, not silently ignored.
-        let keys: [(&str, Option<std::ops::Range<usize>>); 11] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>); 12] = [
             ("paths", r.paths.as_ref().map(|s| s.span())),
             ("exclude", r.exclude.as_ref().map(|s| s.span())),
             ("exclude_file", r.exclude_file.as_ref().map(|s| s.span())),
             ("one_file_system", r.one_file_system.as_ref().map(|s| s.span())),
+            ("atime", r.atime.as_ref().map(|s| s.span())),
             ("command", r.command.as_ref().map(|s| s.span())),
             ("output", r.output.as_ref().map(|s| s.span())),
             ("stdin_name", r.stdin_name.as_ref().map(|s| s.span())),
@@ -1135,7 +1140,7 @@ impl Cx<'_> {
             ("path", r.path.as_ref().map(|s| s.span())),
         ];
         let allowed: &[&str] = match kind.get_ref().as_str() {
-            "files" => &["paths", "exclude", "exclude_file", "one_file_system"],
+            "files" => &["paths", "exclude", "exclude_file", "one_file_system", "atime"],
             "command" => &["command", "output", "stdin_name"],
             "postgres" => &["data_dir", "connection", "stream"],
             "sqlite" => &["path"],
@@ -1177,6 +1182,7 @@ impl Cx<'_> {
                     exclude: r.exclude.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
                     exclude_files: r.exclude_file.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
                     one_file_system: r.one_file_system.as_ref().is_some_and(|b| *b.get_ref()),
+                    atime: r.atime.as_ref().is_some_and(|b| *b.get_ref()),
                 }
             }
             "command" => {
