@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cairn_daemon::daemon::Shared;
 use cairn_daemon::{Error, Result};
+use cairn_policy::file::Listen;
 use tower::ServiceExt;
 
 use crate::auth::Peer;
@@ -44,38 +45,71 @@ pub fn spawn(shared: Arc<Shared>) -> Result<String> {
         None => None,
     };
     let rt = env.rt.clone();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(srv.listen))
-        .map_err(|e| Error::io(format!("listening on {}", srv.listen), e))?;
-    let bound = listener.local_addr().map_err(|e| Error::io(format!("listening on {}", srv.listen), e))?;
     let state = App::new(shared, tls.is_some());
     let router = crate::app(state);
-    let url = format!("{}://{bound}", if tls.is_some() { "https" } else { "http" });
-    rt.spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(_) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let (router, tls) = (router.clone(), tls.clone());
-            tokio::spawn(async move {
-                match tls {
-                    Some(acc) => {
-                        // A client that never finishes its handshake is dropped.
-                        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
-                            serve_conn(s, peer, router).await;
-                        }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match &srv.listen {
+        Listen::Tcp(addr) => {
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+            let bound = listener.local_addr().map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+            rt.spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => connection(stream, peer, router.clone(), tls.clone()),
+                        // Out of file descriptors and the like: wait, do not spin.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
-                    None => serve_conn(stream, peer, router).await,
                 }
             });
+            Ok(format!("{scheme}://{bound}"))
+        }
+        Listen::Unix(path) => {
+            // A stale socket of a daemon that died is replaced (the caller holds the daemon
+            // lock); who may connect is the socket's mode: the daemon's user and group.
+            let _ = std::fs::remove_file(path);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            }
+            let listener = {
+                let _g = rt.enter();
+                tokio::net::UnixListener::bind(path)
+                    .map_err(|e| Error::io(format!("listening on {}", path.display()), e))?
+            };
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+                .map_err(|e| Error::io(format!("securing {}", path.display()), e))?;
+            // Clients over the socket are local: they count as the loopback address.
+            let local = SocketAddr::from(([127, 0, 0, 1], 0));
+            rt.spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => connection(stream, local, router.clone(), tls.clone()),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+            Ok(format!("{scheme} on unix:{}", path.display()))
+        }
+    }
+}
+
+/// Serves one accepted connection on its own task (after the TLS handshake, if any; a
+/// client that never finishes it is dropped after 10 s).
+fn connection<S>(stream: S, peer: SocketAddr, router: axum::Router, tls: Option<tokio_rustls::TlsAcceptor>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        match tls {
+            Some(acc) => {
+                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
+                    serve_conn(s, peer, router).await;
+                }
+            }
+            None => serve_conn(stream, peer, router).await,
         }
     });
-    Ok(url)
 }
 
 async fn serve_conn<S>(stream: S, peer: SocketAddr, router: axum::Router)

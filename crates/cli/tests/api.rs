@@ -527,3 +527,32 @@ fn schemathesis_finds_no_server_error_and_every_response_conforms_to_the_openapi
     // The daemon is still well after it.
     assert_eq!(get(s.port, "/api/status", &admin).code, 200);
 }
+
+#[test]
+fn the_api_listens_on_a_unix_socket_when_told() {
+    let p = Policy::new("");
+    let sock = p.env.path("run/api.sock");
+    p.write(&format!("[server]\nlisten = \"unix:{}\"\n", sock.display()));
+    let d = p.daemon();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no socket:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
+    let token = p.ok(&["token", "create", "proxy", "--role", "auditor"]).trim().to_string();
+    let out = |auth: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"]).arg(&sock);
+        if let Some(t) = auth {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        String::from_utf8_lossy(&c.arg("http://cairn/api/status").output().unwrap().stdout).into_owned()
+    };
+    assert_eq!(out(None), "401", "tokens are needed on the socket too");
+    assert_eq!(out(Some(&token)), "200", "{}", d.log());
+    // A relative socket path is refused at load.
+    p.write("[server]\nlisten = \"unix:run/api.sock\"\n");
+    assert_eq!(p.run(&["policy", "check"]).status.code(), Some(2));
+}

@@ -247,7 +247,7 @@ pub struct Policy {
 /// `[server]`: the daemon's HTTP endpoint (API, console, `/metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
-    pub listen: std::net::SocketAddr,
+    pub listen: Listen,
     /// Certificate chain and private key (PEM files); `None`: plain HTTP, which is only
     /// accepted on loopback unless `insecure_http` says otherwise.
     pub tls: Option<ServerTls>,
@@ -255,6 +255,23 @@ pub struct Server {
     pub restore_dirs: Vec<std::path::PathBuf>,
     /// How long a console login lasts.
     pub session_ttl: SignedDuration,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    /// `unix:/PATH`: a Unix socket (plain HTTP; who may connect is the socket file's mode).
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -635,12 +652,19 @@ impl Cx<'_> {
     }
 
     fn server(&self, s: RawServer) -> Result<Server, PolicyError> {
-        let listen: std::net::SocketAddr = s.listen.get_ref().parse().map_err(|_| {
-            self.at(
-                &s.listen,
-                format!("listen {:?}: an address and port, like 127.0.0.1:9184 or [::1]:9184", s.listen.get_ref()),
-            )
-        })?;
+        let listen = match s.listen.get_ref().strip_prefix("unix:") {
+            Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => Listen::Unix(p.into()),
+            Some(_) => return Err(self.at(&s.listen, "listen unix:PATH needs an absolute path without '..'")),
+            None => Listen::Tcp(s.listen.get_ref().parse().map_err(|_| {
+                self.at(
+                    &s.listen,
+                    format!(
+                        "listen {:?}: an address and port, like 127.0.0.1:9184 or [::1]:9184, or unix:/run/cairn/api.sock",
+                        s.listen.get_ref()
+                    ),
+                )
+            })?),
+        };
         let abs = |v: &Spanned<String>, what: &str| -> Result<std::path::PathBuf, PolicyError> {
             let p = std::path::Path::new(v.get_ref());
             if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
@@ -655,7 +679,11 @@ impl Cx<'_> {
             (None, Some(k)) => return Err(self.at(k, "tls_key without tls_cert: give both, or neither")),
         };
         let insecure = s.insecure_http.as_ref().is_some_and(|b| *b.get_ref());
-        if tls.is_none() && !listen.ip().is_loopback() && !insecure {
+        let loopback = match &listen {
+            Listen::Tcp(a) => a.ip().is_loopback(),
+            Listen::Unix(_) => true,
+        };
+        if tls.is_none() && !loopback && !insecure {
             return Err(self.at(
                 &s.listen,
                 format!("listen {listen}: plain HTTP off loopback sends tokens in clear; set tls_cert and tls_key (or insecure_http = true behind a TLS proxy)"),
