@@ -633,6 +633,10 @@ pub enum PgAction {
         /// Where to write it
         path: PathBuf,
     },
+    /// Fetch the segments after the one recovery last asked for into SPOOL (started by
+    /// archive-get; ends when recovery stops asking)
+    #[command(hide = true)]
+    ArchivePrefetch { spool: PathBuf },
     /// Stream WAL continuously through pg_receivewal (long-running): an RPO of seconds
     WalStream(PgStreamArgs),
     /// Restore a base backup and set up recovery to a target; start PostgreSQL on the

@@ -17,12 +17,17 @@ use cairn_repo::Repository;
 use crate::args::{PgAction, PgArgs, PgBackupArgs, PgCheckArgs, PgRestoreArgs, PgStreamArgs};
 use crate::context::{now_rfc3339, Context};
 use crate::{output, Exit};
+use cairn_pg::prefetch;
 
 pub fn run(ctx: &Context, a: PgArgs) -> Result<()> {
     match a.action {
         PgAction::Backup(b) => backup(ctx, &b),
         PgAction::ArchivePush { path } => archive_push(ctx, &path),
         PgAction::ArchiveGet { name, path } => archive_get(ctx, &name, &path),
+        PgAction::ArchivePrefetch { spool } => {
+            let repo = ctx.open_fast()?;
+            Ok(cairn_pg::prefetch::run(&repo, &spool, prefetch::DEPTH, prefetch::PARALLEL, prefetch::IDLE)?)
+        }
         PgAction::WalStream(s) => wal_stream(ctx, &s),
         PgAction::Restore(r) => restore(ctx, &r),
         PgAction::WalList => wal_list(ctx),
@@ -94,6 +99,12 @@ impl Drop for Mapped {
 
 fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
     let w = WalName::parse(name).ok_or_else(|| anyhow!("{name:?}: not a WAL file name"))?;
+    let spool = prefetch::spool_for(path);
+    // Fetched ahead by the prefetcher: handed over by a rename, no repository opened.
+    if prefetch::take(&spool, name, path) {
+        follow(&spool, name, path);
+        return Ok(());
+    }
     let repo = ctx.open_fast()?;
     // Written under a temporary name and renamed, so PostgreSQL never reads half a file.
     let tmp = path.with_extension("cairn-tmp");
@@ -103,6 +114,9 @@ fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
     match found {
         Ok(Some(_)) => {
             std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            if w.kind == wal::Kind::Segment {
+                follow(&spool, name, path);
+            }
             Ok(())
         }
         Ok(None) => {
@@ -115,6 +129,33 @@ fn archive_get(ctx: &Context, name: &str, path: &Path) -> Result<()> {
             Err(e.into())
         }
     }
+}
+
+/// Tells the prefetcher what recovery just got, starting one if none runs. Best effort:
+/// without a prefetcher each segment is fetched when asked for, as before.
+fn follow(spool: &Path, name: &str, got: &Path) {
+    let size = std::fs::metadata(got).map(|m| m.len()).unwrap_or(DEFAULT_SEGMENT);
+    if prefetch::want(spool, name, size).is_err() || prefetch::running(spool) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut c = std::process::Command::new(exe);
+    c.args(["pg", "archive-prefetch"])
+        .arg(std::path::absolute(spool).unwrap_or_else(|_| spool.to_path_buf()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid in the child between fork and exec only detaches it from the
+    // server's process group (a fast shutdown's signal to it must not kill a fetch midway;
+    // the prefetcher ends on its own once recovery stops asking).
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let _ = c.spawn();
 }
 
 // ---- base backup ----

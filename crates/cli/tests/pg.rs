@@ -709,3 +709,63 @@ validate = [{validate}]
     assert_eq!(verdicts, ["passed", "passed", "failed", "passed"], "{history}");
     assert!(history[2]["reason"].as_str().unwrap().contains("interrupted"), "{}", history[2]);
 }
+
+/// The WAL prefetcher (cairn_pg::prefetch): after the first segment recovery asks for, the
+/// next ones are fetched ahead into pg_wal/cairn-prefetch and handed over from there
+/// without the repository; the archive's end still answers "missing"; the prefetcher ends
+/// when its spool is gone.
+#[test]
+fn archive_get_serves_prefetched_segments_and_still_says_missing_at_the_end() {
+    let env = common::Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (1..=6).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(src.join(n), noise(1 << 20, i as u64 + 11)).unwrap();
+        let o = env.run(&["pg", "archive-push", src.join(n).to_str().unwrap()]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+    }
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("pg_wal")).unwrap();
+    let get = |name: &str| {
+        env.cmd().current_dir(&data).args(["pg", "archive-get", name, "pg_wal/RECOVERYXLOG"]).output().unwrap()
+    };
+    let o = get(&names[0]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let spool = data.join("pg_wal/cairn-prefetch");
+    let t0 = std::time::Instant::now();
+    while !names[1..].iter().all(|n| spool.join(n).exists()) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "not prefetched: {:?}",
+            std::fs::read_dir(&spool).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The repository goes away: the prefetched segments are still served, byte-exact.
+    let hidden = env.path("repo-away");
+    std::fs::rename(&env.repo, &hidden).unwrap();
+    for (i, n) in names.iter().enumerate().skip(1).take(3) {
+        let o = get(n);
+        assert!(o.status.success(), "{n} from the spool: {}", common::stderr(&o));
+        assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG")).unwrap(), noise(1 << 20, i as u64 + 11));
+        assert!(!spool.join(n).exists(), "handed over by a rename");
+    }
+    std::fs::rename(&hidden, &env.repo).unwrap();
+    // Past the archive's end: missing, at once and silently.
+    let t = std::time::Instant::now();
+    let o = get("000000010000000000000009");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.is_empty() && t.elapsed() < std::time::Duration::from_secs(5));
+    // The spool removed (a drill's sandbox cleaned up): the prefetcher ends.
+    let pattern = format!("archive-prefetch {}", spool.display());
+    let alive = || std::process::Command::new("pgrep").args(["-f", &pattern]).output().unwrap().status.success();
+    assert!(alive(), "a prefetcher follows the recovery");
+    std::fs::remove_dir_all(&data).unwrap();
+    let t0 = std::time::Instant::now();
+    while alive() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the prefetcher outlived its spool");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

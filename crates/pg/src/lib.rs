@@ -11,6 +11,8 @@
 //! - [`recovery`]: choosing the base backup for a target and writing the recovery settings.
 //! - [`restore`]: restoring a base backup's data directory and fetching the WAL it replays.
 //! - [`receive`]: streaming WAL by supervising `pg_receivewal`.
+//! - [`prefetch`]: fetching the next WAL segments ahead of recovery, in parallel, into a
+//!   spool `archive-get` hands them over from (replay no longer waits for each fetch).
 //!
 //! Key decision: base backups go through the ordinary file engine (so an unchanged relation
 //! file is neither read nor stored again: successive base backups deduplicate like
@@ -19,6 +21,7 @@
 
 pub mod backup;
 pub mod base;
+pub mod prefetch;
 pub mod receive;
 pub mod recovery;
 pub mod restore;

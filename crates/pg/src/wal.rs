@@ -178,6 +178,20 @@ pub fn get_to(repo: &Repository, name: &WalName, w: &mut dyn std::io::Write) -> 
     Ok(None)
 }
 
+/// Streams exactly the file `name` (never a `.partial` in place of a segment); `None` when
+/// the archive lacks it. For the prefetcher: a partial may still grow, a segment does not.
+pub fn get_exact_to(repo: &Repository, name: &WalName, w: &mut dyn std::io::Write) -> Result<Option<i64>> {
+    match repo.get_named_with(&name.path(), |r| {
+        let t = read_header(r)?;
+        copy_limited(r, w, MAX_FILE)?;
+        Ok(t)
+    }) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What pushing a file did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
