@@ -190,8 +190,13 @@ pub async fn drills(State(app): St, Q(q): Q<SourceQuery>) -> Answer {
     ok(json!(out))
 }
 
-pub async fn task(State(app): St, P(id): P<String>) -> Answer {
-    let t = id.parse::<u64>().ok().and_then(|n| app.tasks.get(n));
+pub async fn task(State(app): St, Extension(c): Who, P(id): P<String>) -> Answer {
+    // A task is its starter's (and an admin's): its paths and errors name files.
+    let t = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| app.tasks.get(n))
+        .filter(|t| t.token == c.token || c.role == cairn_daemon::tokens::Role::Admin);
     match t {
         Some(t) => ok(json!(t)),
         None => Err(ApiError::not_found(format!("no task {id:?} (tasks are forgotten when the daemon restarts)"))),
@@ -311,13 +316,17 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-struct ChannelWriter(tokio::sync::mpsc::Sender<bytes::Bytes>);
+/// Writes into the body's channel; a client that reads nothing for [`STALL`] loses its
+/// download (the blocking thread is not held for ever).
+struct ChannelWriter(tokio::sync::mpsc::Sender<bytes::Bytes>, tokio::runtime::Handle);
+
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(bytes::Bytes::copy_from_slice(b))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        self.1
+            .block_on(self.0.send_timeout(bytes::Bytes::copy_from_slice(b), STALL))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away or stalled"))?;
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -376,10 +385,11 @@ pub async fn file(State(app): St, P(id): P<String>, Q(q): Q<SnapQuery>) -> Answe
     let name = node.name.lossy().into_owned();
     let size = node.size;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         // A read error mid-file ends the body early: the client sees a short download
         // (Content-Length says how long it should have been).
-        let _ = cairn_daemon::browse::read_file(&v, &node, &mut ChannelWriter(tx));
+        let _ = cairn_daemon::browse::read_file(&v, &node, &mut ChannelWriter(tx, handle));
     });
     let mut r = Response::new(axum::body::Body::new(ChannelBody(rx)));
     let h = r.headers_mut();
@@ -410,6 +420,14 @@ pub async fn restore_copy(State(app): St, Extension(c): Who, body: bytes::Bytes)
     let b: RestoreBody = parse_body(&body)?;
     let target =
         b.target.clone().ok_or_else(|| ApiError::bad("target (a directory under restore_dirs) is required"))?;
+    // The request is checked before anything is made on disk.
+    check_paths(&b.paths)?;
+    let (a, r, s, snap) = (app.clone(), b.repository.clone(), b.source.clone(), b.snapshot.clone());
+    blocking(move || {
+        let name = repository_of(&a, r.as_deref(), s.as_deref())?;
+        a.view(&name)?.snapshot(&snap).map(|_| ()).map_err(ApiError::from)
+    })
+    .await?;
     let env = app.env()?;
     let allowed = env.policy.server.as_ref().map(|s| s.restore_dirs.clone()).unwrap_or_default();
     let dir = blocking(move || Ok(cairn_daemon::restore::confine(&target, &allowed)?)).await;
@@ -444,8 +462,29 @@ fn audit_refusal(app: &App, c: &Caller, b: &RestoreBody, action: &str, e: &ApiEr
     }
 }
 
+/// 1 to 1000 distinct paths, none the root.
+fn check_paths(paths: &[String]) -> Result<(), ApiError> {
+    if paths.is_empty() || paths.len() > 1000 {
+        return Err(ApiError::bad("paths: 1 to 1000 paths in the snapshot"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in paths {
+        if p.trim_matches('/').is_empty() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the whole root is not restored through the API: pick directories",
+            ));
+        }
+        if !seen.insert(p.trim_end_matches('/')) {
+            return Err(ApiError::bad(format!("path {p:?} is given twice")));
+        }
+    }
+    Ok(())
+}
+
 pub async fn preview_in_place(State(app): St, body: bytes::Bytes) -> Answer {
     let b: RestoreBody = parse_body(&body)?;
+    check_paths(&b.paths)?;
     let a = app.clone();
     let p = blocking(move || {
         let name = repository_of(&a, b.repository.as_deref(), b.source.as_deref())?;
@@ -464,9 +503,7 @@ pub async fn restore_in_place(State(app): St, Extension(c): Who, body: bytes::By
 }
 
 async fn start_restore(app: Arc<App>, c: Caller, b: RestoreBody, mode: Mode) -> Answer {
-    if b.paths.is_empty() || b.paths.len() > 1000 {
-        return Err(ApiError::bad("paths: 1 to 1000 paths in the snapshot"));
-    }
+    check_paths(&b.paths)?;
     let a = app.clone();
     let (r, s, snap_spec) = (b.repository.clone(), b.source.clone(), b.snapshot.clone());
     let (name, view, sid) = blocking(move || {
@@ -484,6 +521,22 @@ async fn start_restore(app: Arc<App>, c: Caller, b: RestoreBody, mode: Mode) -> 
         audit_refusal(&app, &c, &b, "restore", &e);
         return Err(e);
     }
+    // A slot, released when the restore thread ends (or could not start).
+    use std::sync::atomic::Ordering;
+    if app.restores.fetch_add(1, Ordering::SeqCst) >= crate::MAX_RESTORES {
+        app.restores.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{} restores are running: try again when one has ended", crate::MAX_RESTORES),
+        ));
+    }
+    struct Slot(Arc<App>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.restores.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let slot = Slot(app.clone());
     let progress = Arc::new(Progress::default());
     let task = app.tasks.start("restore", b.source.clone(), &c.token, Some(progress.clone()));
     let env = app.env()?;
@@ -496,6 +549,7 @@ async fn start_restore(app: Arc<App>, c: Caller, b: RestoreBody, mode: Mode) -> 
         .name("api-restore".into())
         .stack_size(cairn_repo_stack())
         .spawn(move || {
+            let _slot = slot;
             let started = std::time::Instant::now();
             let r = view
                 .snapshot(&sid.to_hex())

@@ -52,6 +52,8 @@ impl Caller {
 
 pub const COOKIE: &str = "cairn_session";
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions one token may hold; a new login past it ends that token's oldest.
+const MAX_SESSIONS_PER_TOKEN: usize = 20;
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -59,6 +61,7 @@ struct Session {
     secret: String,
     csrf: String,
     expires: Instant,
+    opened: Instant,
 }
 
 #[derive(Default)]
@@ -76,10 +79,21 @@ impl Sessions {
         let mut m = self.0.lock().map_err(|_| ApiError::internal("session lock poisoned"))?;
         let now = Instant::now();
         m.retain(|_, s| s.expires > now);
+        let mut mine: Vec<(Instant, String)> =
+            m.iter().filter(|(_, s)| s.secret == secret).map(|(k, s)| (s.opened, k.clone())).collect();
+        if mine.len() >= MAX_SESSIONS_PER_TOKEN {
+            mine.sort();
+            for (_, k) in mine.iter().take(mine.len() + 1 - MAX_SESSIONS_PER_TOKEN) {
+                m.remove(k);
+            }
+        }
         if m.len() >= MAX_SESSIONS {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many console sessions; try later"));
         }
-        m.insert(id.clone(), Session { secret: secret.to_string(), csrf: csrf.clone(), expires: now + ttl });
+        m.insert(
+            id.clone(),
+            Session { secret: secret.to_string(), csrf: csrf.clone(), expires: now + ttl, opened: now },
+        );
         Ok((id, csrf))
     }
 
@@ -135,8 +149,28 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     None
 }
 
+/// The client's address as the guess limit counts it: an IPv6 client by its /64 (one
+/// host usually holds the whole prefix and could rotate through it).
 pub fn peer_ip(req: &Request) -> IpAddr {
-    req.extensions().get::<Peer>().map(|p| p.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    match req.extensions().get::<Peer>().map(|p| p.0.ip()) {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        Some(ip) => ip,
+        None => IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+/// Whether a form post comes from a page of this server: a browser sends `Origin` on
+/// posts, and one naming another host (or `null`, what a page that hides its origin
+/// sends) is refused (login CSRF). The console's pages send theirs (Referrer-Policy
+/// same-origin). No `Origin` at all is a non-browser client: nothing to forge.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, h)| h == host)
 }
 
 fn too_many(secs: u64) -> Response {

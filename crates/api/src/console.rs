@@ -91,6 +91,11 @@ pub async fn login(State(app): St, req: axum::extract::Request) -> Response {
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         return r;
     }
+    if !auth::same_origin(req.headers()) {
+        let mut r = page("Log in", None, "<p class=\"error\">A login must come from this server's own page.</p>");
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return r;
+    }
     let Ok(Form(f)) = Form::<LoginForm>::from_request(req, &()).await else {
         return Redirect::to("/login?failed=1").into_response();
     };

@@ -48,7 +48,15 @@ pub struct App {
     pub tasks: tasks::Tasks,
     catalog: Mutex<Option<cairn_daemon::catalog::Catalog>>,
     views: Mutex<HashMap<String, (Instant, Arc<View>)>>,
+    /// Held while a repository is opened: concurrent requests wait for that one open
+    /// (key derivation and index load) instead of each doing it.
+    opening: Mutex<()>,
+    /// Restores running through the API (at most [`MAX_RESTORES`]).
+    pub restores: std::sync::atomic::AtomicUsize,
 }
+
+/// Restores the API runs at once; more are answered 429.
+pub const MAX_RESTORES: usize = 2;
 
 /// How long an opened repository (key, index, snapshot list) is reused: a new snapshot
 /// shows within this, and a click does not pay for the key derivation and index load.
@@ -64,6 +72,8 @@ impl App {
             tasks: tasks::Tasks::default(),
             catalog: Mutex::new(None),
             views: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+            restores: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -92,12 +102,17 @@ impl App {
         if !env.policy.repositories.contains_key(name) {
             return Err(ApiError::not_found(format!("repository {name:?} is not in the policy")));
         }
-        if let Ok(v) = self.views.lock() {
-            if let Some((at, view)) = v.get(name) {
-                if at.elapsed() < VIEW_TTL {
-                    return Ok(view.clone());
-                }
-            }
+        let cached = || {
+            let v = self.views.lock().ok()?;
+            v.get(name).filter(|(at, _)| at.elapsed() < VIEW_TTL).map(|(_, view)| view.clone())
+        };
+        if let Some(v) = cached() {
+            return Ok(v);
+        }
+        let _one = self.opening.lock().map_err(|_| ApiError::internal("repository lock poisoned"))?;
+        // Opened by the request this one waited for.
+        if let Some(v) = cached() {
+            return Ok(v);
         }
         let view = Arc::new(View::open(&env, name)?);
         if let Ok(mut v) = self.views.lock() {

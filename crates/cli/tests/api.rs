@@ -223,6 +223,8 @@ fn restores_stay_inside_the_allowed_directories_and_in_place_needs_the_role_and_
     let t = wait_task(s.port, &restore, &a.json());
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(std::fs::read(s.restores.join("ticket-1/report.txt")).unwrap(), b"quarterly numbers\n");
+    // A task is its starter's: another token does not see it.
+    assert_eq!(get(s.port, &format!("/api/tasks/{}", t["id"]), &operator).code, 404);
     // A directory restores whole; a path with `..` in the snapshot is refused.
     let dir = format!("{}/docs", s.data.display());
     let a = post_json(
@@ -393,6 +395,21 @@ fn console_sessions_over_tls_need_csrf_end_with_their_token_and_guessing_is_limi
     // Plain HTTP to the TLS port gets nothing.
     let (out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{}/api/status", s.port)]);
     assert_ne!(out, "200");
+    // A login posted from another site's page is refused (login CSRF).
+    let (out, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Origin: https://evil.example",
+        "-d",
+        &format!("token={token}"),
+        &format!("{base}/login"),
+    ]);
+    assert_eq!(out, "403", "a cross-site login");
     // Log in: the cookie is HttpOnly, SameSite=Strict and Secure.
     let (headers, err) = curl(&[
         "--cacert",
