@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Result};
 use cairn_daemon::backup::{BackupRequest, Input, ParentChoice, What};
-use cairn_engine::Progress;
+use cairn_engine::{Progress, Provenance};
 
 use crate::args::BackupArgs;
 use crate::context::{now_rfc3339, Context};
@@ -101,10 +101,15 @@ fn backup(
     };
     let req = BackupRequest {
         what,
-        host: plan.host.clone(),
-        time: plan.time.clone(),
-        tags: a.tags.clone(),
-        label: a.label.clone(),
+        provenance: Provenance {
+            host: plan.host.clone(),
+            time: plan.time.clone(),
+            tags: a.tags.clone(),
+            label: a.label.clone(),
+            source: None,
+            job: None,
+            audit: if a.dry_run { None } else { crate::audit::anchor(repo) },
+        },
         parent: match &a.parent {
             Some(p) => ParentChoice::Given(p.clone()),
             None => ParentChoice::Auto,
@@ -115,10 +120,7 @@ fn backup(
         // 3.7 s -> 3.3 s) and more gained nothing; remote stores want more (`--connections`).
         // Each costs a pack (8 MiB) of memory.
         uploads: ctx.connections(),
-        source: None,
-        job: None,
         repo_dir: ctx.remote.is_none().then(|| ctx.repo_path.clone()),
-        audit: if a.dry_run { None } else { crate::audit::anchor(repo) },
     };
     let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress))?;
     let (id, snap) = (report.id, &report.snapshot);

@@ -7,11 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use cairn_format::snapshot::{PgBackup, Snapshot};
+use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;
+use cairn_pg::coverage::{self, Archiving, DEFAULT_SEGMENT};
 use cairn_pg::recovery::{self, Target};
-use cairn_pg::session::Session;
-use cairn_pg::wal::{self, Kind, Runs, WalName};
+use cairn_pg::wal::{self, WalName};
 use cairn_repo::Repository;
 
 use crate::args::{PgAction, PgArgs, PgBackupArgs, PgCheckArgs, PgRestoreArgs, PgStreamArgs};
@@ -34,8 +34,6 @@ pub fn run(ctx: &Context, a: PgArgs) -> Result<()> {
         PgAction::Check(c) => check(ctx, &c),
     }
 }
-
-const DEFAULT_SEGMENT: u64 = 16 << 20;
 
 fn postgres_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(cairn_pg::backup::postgres_snapshots(repo)?)
@@ -176,17 +174,19 @@ fn base_backup(ctx: &Context, a: &PgBackupArgs, repo: &Repository) -> Result<Str
     let req = cairn_pg::backup::BaseBackupRequest {
         data_dir: a.data_dir.clone(),
         connection: a.connection.clone(),
-        host: cairn_fs::hostname(),
-        time: now_rfc3339(),
-        tags: a.tags.clone(),
-        label: None,
+        provenance: cairn_engine::Provenance {
+            host: cairn_fs::hostname(),
+            time: now_rfc3339(),
+            tags: a.tags.clone(),
+            label: None,
+            source: None,
+            job: None,
+            audit: crate::audit::anchor(repo),
+        },
         fast_checkpoint: !a.spread_checkpoint,
         wal_timeout: Duration::from_secs(a.wal_timeout),
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         uploads: ctx.connections(),
-        source: None,
-        job: None,
-        audit: crate::audit::anchor(repo),
     };
     let (id, snap) = crate::backup::with_progress(ctx, |p| cairn_pg::backup::base_backup(repo, &req, p))?;
     let pg = snap.postgres.clone().unwrap_or_default();
@@ -345,67 +345,26 @@ fn wal_stream(ctx: &Context, a: &PgStreamArgs) -> Result<()> {
 
 // ---- wal-list / check ----
 
-struct Window {
-    id: SnapshotId,
-    pg: PgBackup,
-    /// The backup's own WAL is complete.
-    complete: bool,
-    /// Last segment reachable without a hole, and when it was stored.
-    through: Option<String>,
-    stored_at: Option<i64>,
-}
-
-fn windows(repo: &Repository, files: &[(WalName, u64)]) -> Result<(Runs, Vec<Window>)> {
-    let snaps = postgres_snapshots(repo)?;
-    let seg =
-        snaps.last().and_then(|(_, s)| s.postgres.as_ref()).map(|p| p.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
-    let runs = Runs::of(files, seg);
-    let mut out = Vec::new();
-    for (id, s) in snaps {
-        let Some(pg) = s.postgres else { continue };
-        let (Some(a), Some(b)) = (
-            WalName::parse(&pg.start_wal).and_then(|w| w.segno(pg.wal_segment_size)),
-            WalName::parse(&pg.stop_wal).and_then(|w| w.segno(pg.wal_segment_size)),
-        ) else {
-            continue;
-        };
-        let reach = runs.reach(pg.timeline, a);
-        let complete = reach.is_some_and(|r| r >= b);
-        let through = reach.map(|r| wal::segment_name(pg.timeline, r, pg.wal_segment_size));
-        let stored_at = match (&through, complete) {
-            (Some(t), true) => {
-                WalName::parse(t).and_then(|w| wal::get_with_time(repo, &w).ok().flatten()).map(|(t, _)| t)
-            }
-            _ => None,
-        };
-        out.push(Window { id, pg, complete, through, stored_at });
-    }
-    Ok((runs, out))
-}
-
 fn ms_time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
 fn wal_list(ctx: &Context) -> Result<()> {
     let repo = ctx.open()?;
-    let files = wal::list(&repo)?;
-    let (runs, wins) = windows(&repo, &files)?;
-    let seg = wins.last().map(|w| w.pg.wal_segment_size).unwrap_or(DEFAULT_SEGMENT);
-    let name = |tl: u32, n: u64| wal::segment_name(tl, n, seg);
-    let histories: Vec<&str> =
-        files.iter().filter(|(w, _)| w.kind == Kind::History).map(|(w, _)| w.name.as_str()).collect();
+    let c = coverage::coverage(&repo)?;
+    let runs = &c.runs;
     if ctx.g.json {
         let tls: Vec<serde_json::Value> = runs
             .by_timeline
             .iter()
             .map(|(tl, rs)| {
                 serde_json::json!({"timeline": tl,
-                    "ranges": rs.iter().map(|(a, b)| serde_json::json!([name(*tl, *a), name(*tl, *b)])).collect::<Vec<_>>(),
-                    "partial": runs.partial.get(tl).map(|v| v.iter().map(|n| name(*tl, *n)).collect::<Vec<_>>()).unwrap_or_default()})
+                    "ranges": rs.iter().map(|(a, b)| serde_json::json!([c.name(*tl, *a), c.name(*tl, *b)])).collect::<Vec<_>>(),
+                    "partial": runs.partial.get(tl).map(|v| v.iter().map(|n| c.name(*tl, *n)).collect::<Vec<_>>()).unwrap_or_default()})
             })
             .collect();
-        let bs: Vec<serde_json::Value> = wins
+        let bs: Vec<serde_json::Value> = c
+            .windows
             .iter()
             .map(|w| {
                 serde_json::json!({"snapshot_id": w.id.to_hex(), "short_id": w.id.short(), "timeline": w.pg.timeline,
@@ -414,7 +373,7 @@ fn wal_list(ctx: &Context) -> Result<()> {
                     "wal_stored_at": w.stored_at.map(ms_time)})
             })
             .collect();
-        println!("{}", serde_json::json!({"timelines": tls, "history_files": histories, "base_backups": bs}));
+        println!("{}", serde_json::json!({"timelines": tls, "history_files": c.histories, "base_backups": bs}));
         return Ok(());
     }
     if runs.by_timeline.is_empty() {
@@ -424,21 +383,21 @@ fn wal_list(ctx: &Context) -> Result<()> {
         let n: u64 = rs.iter().map(|(a, b)| b - a + 1).sum();
         println!("timeline {tl}: {n} segments in {} range(s)", rs.len());
         for (i, (a, b)) in rs.iter().enumerate() {
-            println!("  {} .. {}", name(*tl, *a), name(*tl, *b));
-            if let Some((c, _)) = rs.get(i + 1) {
-                println!("  gap: {} .. {} missing", name(*tl, b + 1), name(*tl, c - 1));
+            println!("  {} .. {}", c.name(*tl, *a), c.name(*tl, *b));
+            if let Some((next, _)) = rs.get(i + 1) {
+                println!("  gap: {} .. {} missing", c.name(*tl, b + 1), c.name(*tl, next - 1));
             }
         }
         if let Some(p) = runs.partial.get(tl) {
             for n in p {
-                println!("  {} is partial (streaming)", name(*tl, *n));
+                println!("  {} is partial (streaming)", c.name(*tl, *n));
             }
         }
     }
-    if !histories.is_empty() {
-        println!("history files: {}", histories.join(", "));
+    if !c.histories.is_empty() {
+        println!("history files: {}", c.histories.join(", "));
     }
-    for w in &wins {
+    for w in &c.windows {
         if w.complete {
             println!(
                 "base backup {} (timeline {}): recoverable from {} to about {} (WAL through {})",
@@ -463,10 +422,9 @@ fn wal_list(ctx: &Context) -> Result<()> {
 
 fn check(ctx: &Context, a: &PgCheckArgs) -> Result<()> {
     let repo = ctx.open_fast()?;
-    let files = wal::list(&repo)?;
-    let (_, wins) = windows(&repo, &files)?;
+    let c = coverage::coverage(&repo)?;
     let mut bad = 0;
-    for w in &wins {
+    for w in &c.windows {
         if w.complete {
             if !ctx.g.quiet {
                 println!(
@@ -487,37 +445,26 @@ fn check(ctx: &Context, a: &PgCheckArgs) -> Result<()> {
             );
         }
     }
-    if wins.is_empty() && !ctx.g.quiet {
+    if c.windows.is_empty() && !ctx.g.quiet {
         println!("no PostgreSQL base backup in the repository");
     }
     if let Some(conn) = &a.connection {
-        let mut s = Session::connect(conn).map_err(|e| anyhow!("connecting to PostgreSQL: {e}"))?;
-        // A record first, so that the switch always completes a segment.
-        s.query("SELECT pg_create_restore_point('cairn check')")?;
-        let name = s.value("SELECT pg_walfile_name(pg_switch_wal())")?;
-        let w = WalName::parse(name.trim()).ok_or_else(|| anyhow!("unexpected WAL file name {name:?}"))?;
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(a.timeout);
-        loop {
-            if wal::get(&repo, &w)?.is_some() {
+        match coverage::check_archiving(&repo, conn, Duration::from_secs(a.timeout))? {
+            Archiving::Works { segment, after } => {
                 if !ctx.g.quiet {
                     println!(
-                        "archiving works: {} reached the repository {:.1} s after the switch",
-                        w.name,
-                        start.elapsed().as_secs_f64()
+                        "archiving works: {segment} reached the repository {:.1} s after the switch",
+                        after.as_secs_f64()
                     );
                 }
-                break;
             }
-            if Instant::now() >= deadline {
+            Archiving::NotArriving { segment, timeout } => {
                 bad += 1;
                 eprintln!(
-                    "cairn: error: WAL {} did not reach the repository within {} s: archiving is not working",
-                    w.name, a.timeout
+                    "cairn: error: WAL {segment} did not reach the repository within {} s: archiving is not working",
+                    timeout.as_secs()
                 );
-                break;
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
     if bad > 0 {

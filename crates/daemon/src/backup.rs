@@ -6,8 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use cairn_engine::{Archiver, BackupOptions, Progress, Source, StreamSource};
-use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_engine::{Archiver, BackupOptions, Progress, Provenance, Source, StreamSource};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind};
 use cairn_format::SnapshotId;
@@ -54,22 +53,14 @@ pub enum ParentChoice {
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
     pub what: What,
-    pub host: String,
-    /// RFC 3339 with offset.
-    pub time: String,
-    pub tags: Vec<String>,
-    pub label: Option<String>,
+    /// Host, time, tags, label, source, job and audit head, as the snapshot records them.
+    pub provenance: Provenance,
     pub parent: ParentChoice,
     /// Read every file even when its metadata says unchanged.
     pub force: bool,
     pub threads: usize,
     /// Packs in flight.
     pub uploads: usize,
-    /// The policy source and catalog job, recorded in the snapshot.
-    pub source: Option<String>,
-    pub job: Option<String>,
-    /// The audit chain head to record in the snapshot (format.md §12.3).
-    pub audit: Option<cairn_format::audit::Anchor>,
     /// The repository's own directory when it is local: never backed up into itself.
     pub repo_dir: Option<PathBuf>,
 }
@@ -128,7 +119,7 @@ fn find_parent(
 pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Result<BackupReport> {
     // Taken before the index is read: prune waits for this lease before deleting anything
     // this backup could have seen.
-    let _lease = repo.lease("backup", &req.host)?;
+    let _lease = repo.lease("backup", &req.provenance.host)?;
     let (uid, gid, user) = cairn_fs::current_user();
     let mut child = None;
     let (source, paths, kind): (Box<dyn Source>, Vec<String>, &str) = match &req.what {
@@ -182,7 +173,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         }
     };
     let stream = matches!(req.what, What::Stream { .. });
-    let parent = if stream { None } else { find_parent(repo, &req.parent, &req.host, &paths)? };
+    let parent = if stream { None } else { find_parent(repo, &req.parent, &req.provenance.host, &paths)? };
     let opts = BackupOptions {
         paths: match &req.what {
             What::Files { paths, .. } => paths.clone(),
@@ -226,28 +217,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         }
     }
     let outcome = outcome?;
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time: req.time.clone(),
-        hostname: req.host.clone(),
-        username: user,
-        uid,
-        gid,
-        paths,
-        tags: req.tags.clone(),
-        label: req.label.clone(),
-        tree: outcome.tree,
-        parent: parent.map(|(id, _)| id),
-        kind: kind.into(),
-        partial: !outcome.errors.is_empty(),
-        original: None,
-        summary: outcome.summary.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        postgres: None,
-        source: req.source.clone(),
-        job: req.job.clone(),
-        audit: req.audit.clone(),
-    };
+    let snapshot = outcome.snapshot(&req.provenance, (uid, gid, user), kind, paths, parent.map(|(id, _)| id));
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupReport { id, snapshot, warnings: outcome.warnings, errors: outcome.errors })
 }

@@ -404,6 +404,16 @@ fn backup_job_in(
         .filter(|r| !crate::repos::is_remote(&r.url))
         .map(|r| PathBuf::from(&r.url));
     let mut staging = None;
+    // Taken when the backup itself starts (after a staging command has run).
+    let provenance = || cairn_engine::Provenance {
+        host: env.host.clone(),
+        time: crate::backup::now_rfc3339(),
+        tags: src.tags.value.clone(),
+        label: label.clone(),
+        source: Some(src.name.clone()),
+        job: Some(id.to_string()),
+        audit: crate::audit::anchor(env, &repo),
+    };
     let what = match &src.kind {
         SourceKind::Files { paths, exclude, exclude_files, one_file_system, atime } => {
             let mut excludes = exclude.clone();
@@ -463,10 +473,7 @@ fn backup_job_in(
             let req = cairn_pg::backup::BaseBackupRequest {
                 data_dir: PathBuf::from(data_dir),
                 connection: connection.clone(),
-                host: env.host.clone(),
-                time: crate::backup::now_rfc3339(),
-                tags: src.tags.value.clone(),
-                label,
+                provenance: provenance(),
                 fast_checkpoint: true,
                 wal_timeout: src
                     .max_duration
@@ -475,9 +482,6 @@ fn backup_job_in(
                     .unwrap_or(Duration::from_secs(300)),
                 threads: threads(),
                 uploads: connections(env, &src.repository.value),
-                source: Some(src.name.clone()),
-                job: Some(id.to_string()),
-                audit: crate::audit::anchor(env, &repo),
             };
             let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, progress)?;
             let s = &snap.summary;
@@ -495,18 +499,12 @@ fn backup_job_in(
     };
     let req = BackupRequest {
         what,
-        host: env.host.clone(),
-        time: crate::backup::now_rfc3339(),
-        tags: src.tags.value.clone(),
-        label,
+        provenance: provenance(),
         parent: ParentChoice::Auto,
         force: false,
         threads: threads(),
         uploads: connections(env, &src.repository.value),
-        source: Some(src.name.clone()),
-        job: Some(id.to_string()),
         repo_dir,
-        audit: crate::audit::anchor(env, &repo),
     };
     let result = crate::backup::backup(&repo, &req, progress);
     if let Some(dir) = staging {

@@ -14,9 +14,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use cairn_chunker::Chunker;
-use cairn_format::snapshot::Summary;
+use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_format::snapshot::{Snapshot, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree};
-use cairn_format::{BlobId, BlobType, TreeId};
+use cairn_format::{BlobId, BlobType, SnapshotId, TreeId};
 use cairn_repo::{BlobSaver, Repository, SaverStats, WorkerSaver};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
@@ -58,6 +59,65 @@ pub struct BackupOutcome {
     pub errors: Vec<String>,
     /// Files that changed while being read (stored as read).
     pub warnings: Vec<String>,
+}
+
+/// What a snapshot says of where it came from, besides its content: the same fields for
+/// every kind of backup (files, streams, SQLite, PostgreSQL base backups), filled by the
+/// edge that asks for the backup and written by [`BackupOutcome::snapshot`] only.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub host: String,
+    /// RFC 3339 with offset.
+    pub time: String,
+    pub tags: Vec<String>,
+    pub label: Option<String>,
+    /// The policy source (`[source.NAME]`) and catalog job that made it.
+    pub source: Option<String>,
+    pub job: Option<String>,
+    /// The writer's audit chain head (format.md §12.3).
+    pub audit: Option<cairn_format::audit::Anchor>,
+}
+
+/// The OS user a snapshot records as its maker: uid, gid and name.
+pub type Maker = (u32, u32, String);
+
+impl BackupOutcome {
+    /// The snapshot document of this backup: `kind` (`files`, `stdin`, `sqlite`,
+    /// `postgres`), the sorted `paths` it covers and its `parent`. Partial when some files
+    /// could not be read. The caller adds kind-specific facts (a base backup's
+    /// `postgres`) before saving it.
+    pub fn snapshot(
+        &self,
+        p: &Provenance,
+        maker: Maker,
+        kind: &str,
+        paths: Vec<String>,
+        parent: Option<SnapshotId>,
+    ) -> Snapshot {
+        let (uid, gid, username) = maker;
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: p.time.clone(),
+            hostname: p.host.clone(),
+            username,
+            uid,
+            gid,
+            paths,
+            tags: p.tags.clone(),
+            label: p.label.clone(),
+            tree: self.tree,
+            parent,
+            kind: kind.into(),
+            partial: !self.errors.is_empty(),
+            original: None,
+            summary: self.summary.clone(),
+            program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            postgres: None,
+            source: p.source.clone(),
+            job: p.job.clone(),
+            audit: p.audit.clone(),
+        }
+    }
 }
 
 /// Files larger than this are read as several segments, each chunked on its own (a chunk
@@ -446,7 +506,7 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             match s {
                 Slot::Done(e) => done.push(e),
                 Slot::Running(h) => {
-                    let r = h.join().map_err(|_| Error::Invalid("a walker thread panicked".into()))?;
+                    let r = h.join().map_err(|_| Error::Internal("a walker thread panicked".into()))?;
                     if let Some(e) = r? {
                         done.push(e);
                     }

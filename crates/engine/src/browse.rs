@@ -45,7 +45,7 @@ impl Budget {
                 self.left = l;
                 Ok(())
             }
-            None => Err(Error::Invalid(format!(
+            None => Err(Error::Damaged(format!(
                 "the snapshot expands to more than {} entries, far more than its summary records: damaged or hostile trees (shared subtrees repeated), refusing to go on",
                 self.limit
             ))),
@@ -68,7 +68,7 @@ pub fn walk(
 
 fn too_deep(depth: usize, path: &str) -> Result<()> {
     if depth > cairn_repo::check::MAX_DEPTH {
-        return Err(Error::Invalid(format!("{path}: trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
+        return Err(Error::Damaged(format!("{path}: trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
     }
     Ok(())
 }
@@ -123,7 +123,7 @@ pub fn subtree(repo: &Repository, index: &Index, root: TreeId, path: &str) -> Re
     match lookup(repo, index, root, path)? {
         None => Ok(root),
         Some(n) if n.kind == NodeKind::Dir => {
-            n.subtree.ok_or_else(|| Error::Invalid(format!("{path}: directory without subtree")))
+            n.subtree.ok_or_else(|| Error::Damaged(format!("{path}: directory without subtree")))
         }
         Some(_) => Err(Error::Invalid(format!("{path}: not a directory in the snapshot"))),
     }

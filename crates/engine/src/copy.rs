@@ -88,6 +88,7 @@ pub fn copy_snapshots(
         for (id, snap) in snaps {
             let t = c.tree(&mut w, snap.tree, 0).map_err(|e| match e {
                 Error::Invalid(m) => Error::Invalid(format!("copying snapshot {}: {m}", id.short())),
+                Error::Damaged(m) => Error::Damaged(format!("copying snapshot {}: {m}", id.short())),
                 e => e,
             })?;
             trees.push(t);
@@ -99,7 +100,7 @@ pub fn copy_snapshots(
     // Belt and braces for the rule above: nothing the snapshots reference may be missing
     // from the index that readers will see.
     if let Some(b) = reached.iter().find(|b| !index.contains(b)) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "blob {} is not indexed in the destination after copying; no snapshot written",
             b.short()
         )));
@@ -169,7 +170,7 @@ impl<'a, 's, 'r> Copier<'a, 's, 'r> {
     /// Walks the whole subtree even when the destination has `root` (see the docs).
     pub fn tree(&mut self, w: &mut WorkerSaver<'_, '_>, root: TreeId, depth: usize) -> Result<TreeId> {
         if depth > cairn_repo::check::MAX_DEPTH {
-            return Err(Error::Invalid(format!("trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
+            return Err(Error::Damaged(format!("trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
         }
         if let Some(n) = self.map.get(&root.blob()) {
             return Ok(n.tree());

@@ -25,7 +25,7 @@ pub mod restore;
 pub mod rewrite;
 mod source;
 
-pub use backup::{Archiver, BackupOptions, BackupOutcome, Progress};
+pub use backup::{Archiver, BackupOptions, BackupOutcome, Maker, Progress, Provenance};
 pub use error::{Error, Result};
 pub use restore::{Destination, Existing, Overwrite, RestoreOptions, RestorePlan, RestoreSummary, Restorer};
 pub use source::{Source, StreamSource};

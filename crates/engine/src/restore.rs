@@ -185,7 +185,7 @@ impl<'a> Restorer<'a> {
             // Paths are held whole per entry: depth must be bounded, or a deep chain of
             // trees costs memory quadratic in its depth.
             if depth > cairn_repo::check::MAX_DEPTH {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Damaged(format!(
                     "{spath}: trees nested deeper than {}: damaged or hostile snapshot",
                     cairn_repo::check::MAX_DEPTH
                 )));
@@ -217,7 +217,7 @@ impl<'a> Restorer<'a> {
                 match n.kind {
                     NodeKind::Dir => {
                         let st =
-                            n.subtree.ok_or_else(|| Error::Invalid(format!("{child_s}: directory without subtree")))?;
+                            n.subtree.ok_or_else(|| Error::Damaged(format!("{child_s}: directory without subtree")))?;
                         stack.push((st, child.clone(), child_s, depth + 1));
                         plan.dirs.push((child, n));
                     }
@@ -250,7 +250,7 @@ impl<'a> Restorer<'a> {
                                 total = total.saturating_add(loc.raw_length as u64);
                             }
                             if total != n.size {
-                                return Err(Error::Invalid(format!(
+                                return Err(Error::Damaged(format!(
                                     "{child_s}: the snapshot says {} bytes but its content holds {total}: damaged or hostile tree",
                                     n.size
                                 )));
@@ -323,7 +323,7 @@ impl<'a> Restorer<'a> {
             .collect();
         for (pack, ..) in &plan.packs {
             if !present.contains(&cairn_repo::layout::pack(pack)) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Damaged(format!(
                     "pack {} is missing from the repository; nothing was restored (run 'cairn check')",
                     pack.short()
                 )));
@@ -429,7 +429,7 @@ impl<'a> Restorer<'a> {
             let s = (loc.offset as u64 - start) as usize;
             let ct = span
                 .get(s..s + loc.length as usize)
-                .ok_or_else(|| Error::Invalid(format!("pack {} shorter than indexed", pack.short())))?;
+                .ok_or_else(|| Error::Damaged(format!("pack {} shorter than indexed", pack.short())))?;
             let data = self.repo.open_blob(id, salt, loc.offset, loc.raw_length, ct.to_vec())?;
             let zero = data.iter().all(|&b| b == 0);
             for (fi, off) in targets {
@@ -482,7 +482,7 @@ impl Restorer<'_> {
             buf.resize(len, 0);
             r.read_exact(&mut buf).map_err(|e| Error::io(display(&f.rel), e))?;
             if self.repo.blob_id(&buf) != *b {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Damaged(format!(
                     "{}: verification failed: restored content differs",
                     display(&f.rel)
                 )));
@@ -490,7 +490,7 @@ impl Restorer<'_> {
         }
         let mut extra = [0u8; 1];
         if r.read(&mut extra).map_err(|e| Error::io(display(&f.rel), e))? != 0 {
-            return Err(Error::Invalid(format!("{}: verification failed: restored file is longer", display(&f.rel))));
+            return Err(Error::Damaged(format!("{}: verification failed: restored file is longer", display(&f.rel))));
         }
         Ok(())
     }

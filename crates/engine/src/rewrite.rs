@@ -50,7 +50,7 @@ fn rewrite(
     depth: usize,
 ) -> Result<TreeId> {
     if depth > cairn_repo::check::MAX_DEPTH {
-        return Err(Error::Invalid(format!("{prefix}: trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
+        return Err(Error::Damaged(format!("{prefix}: trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
     }
     let t = repo.load_tree(index, tree)?;
     let before = *removed;

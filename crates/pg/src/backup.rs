@@ -7,8 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cairn_engine::{Archiver, BackupOptions, Progress};
-use cairn_format::magic::SNAPSHOT_VERSION;
+use cairn_engine::{Archiver, BackupOptions, Progress, Provenance};
 use cairn_format::snapshot::{PgBackup, Snapshot};
 use cairn_format::SnapshotId;
 use cairn_fs::{FsSource, FsSourceOptions};
@@ -24,22 +23,14 @@ pub struct BaseBackupRequest {
     pub data_dir: PathBuf,
     /// libpq connection string.
     pub connection: String,
-    pub host: String,
-    /// RFC 3339 with offset.
-    pub time: String,
-    pub tags: Vec<String>,
-    pub label: Option<String>,
+    /// Host, time, tags, label, source, job and audit head, as the snapshot records them.
+    pub provenance: Provenance,
     /// Force the starting checkpoint now (else let it spread out).
     pub fast_checkpoint: bool,
     /// How long to wait for the WAL the backup needs to reach the repository.
     pub wal_timeout: Duration,
     pub threads: usize,
     pub uploads: usize,
-    /// The policy source and catalog job, recorded in the snapshot.
-    pub source: Option<String>,
-    pub job: Option<String>,
-    /// The audit chain head to record in the snapshot (format.md §12.3).
-    pub audit: Option<cairn_format::audit::Anchor>,
 }
 
 /// Base backups (snapshots of kind `postgres` with their facts) in the repository.
@@ -68,10 +59,11 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
             "wal_level = minimal keeps no WAL for recovery: set wal_level = replica (and restart)".into(),
         ));
     }
-    let _lease = repo.lease("pg backup", &req.host)?;
+    let _lease = repo.lease("pg backup", &req.provenance.host)?;
     let paths = vec![data_dir.display().to_string()];
-    let parent = postgres_snapshots(repo)?.into_iter().rfind(|(_, s)| s.hostname == req.host && s.paths == paths);
-    let started = base::start(&mut sess, &srv, &format!("cairn {}", req.time), req.fast_checkpoint)?;
+    let parent =
+        postgres_snapshots(repo)?.into_iter().rfind(|(_, s)| s.hostname == req.provenance.host && s.paths == paths);
+    let started = base::start(&mut sess, &srv, &format!("cairn {}", req.provenance.time), req.fast_checkpoint)?;
     let src = FsSource::new(FsSourceOptions {
         excludes: base::excludes(&cairn_fs::gitignore_literal(&data_dir)),
         one_file_system: false,
@@ -116,29 +108,9 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
         backup_label: stopped.label.clone(),
         tablespace_map: stopped.tablespace_map.clone(),
     };
-    let (uid, gid, user) = cairn_fs::current_user();
-    let snap = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time: req.time.clone(),
-        hostname: req.host.clone(),
-        username: user,
-        uid,
-        gid,
-        paths,
-        tags: req.tags.clone(),
-        label: req.label.clone(),
-        tree: outcome.tree,
-        parent: parent.map(|(id, _)| id),
-        kind: "postgres".into(),
-        partial: false,
-        original: None,
-        summary: outcome.summary.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        postgres: Some(pg),
-        source: req.source.clone(),
-        job: req.job.clone(),
-        audit: req.audit.clone(),
-    };
+    let mut snap =
+        outcome.snapshot(&req.provenance, cairn_fs::current_user(), "postgres", paths, parent.map(|(id, _)| id));
+    snap.postgres = Some(pg);
     let id = repo.save_snapshot(&snap)?;
     Ok((id, snap))
 }

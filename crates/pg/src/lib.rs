@@ -21,6 +21,7 @@
 
 pub mod backup;
 pub mod base;
+pub mod coverage;
 pub mod prefetch;
 pub mod receive;
 pub mod recovery;
@@ -37,8 +38,14 @@ pub enum Error {
     Engine(cairn_engine::Error),
     #[error("{0}")]
     Sql(String),
+    /// The request cannot be done as asked (a recovery target no base backup reaches, a
+    /// snapshot that is not a base backup).
     #[error("{0}")]
     Invalid(String),
+    /// A base backup's recorded facts disagree with its content (a data directory the
+    /// snapshot does not hold, a WAL name that is none): damaged or hostile.
+    #[error("{0}")]
+    Damaged(String),
     /// The cluster or its settings do not allow the operation (wrong data directory,
     /// wal_level, archiving not reaching the repository...): the message says what to change.
     #[error("{0}")]

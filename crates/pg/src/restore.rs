@@ -47,7 +47,7 @@ pub fn data_dir(
     let root = browse::subtree(repo, index, snap.tree, &pg.data_dir).map_err(engine)?;
     let top = browse::lookup(repo, index, snap.tree, &pg.data_dir)
         .map_err(engine)?
-        .ok_or_else(|| Error::Invalid(format!("snapshot {} does not hold {}", sid.short(), pg.data_dir)))?;
+        .ok_or_else(|| Error::Damaged(format!("snapshot {} does not hold {}", sid.short(), pg.data_dir)))?;
     std::fs::create_dir_all(target).map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
     let dest = FsDestination::new(target).map_err(|e| Error::io(target.display().to_string(), e))?;
     let all = |_: &str, _: bool| true;
@@ -73,7 +73,7 @@ fn engine(e: cairn_engine::Error) -> Error {
 /// timeline history files. Returns the number of files and bytes written.
 pub fn fetch_wal(repo: &Repository, pg: &PgBackup, dir: &Path) -> Result<(u64, u64)> {
     let start = WalName::parse(&pg.start_wal)
-        .ok_or_else(|| Error::Invalid(format!("base backup start WAL {:?} is not a WAL file name", pg.start_wal)))?;
+        .ok_or_else(|| Error::Damaged(format!("base backup start WAL {:?} is not a WAL file name", pg.start_wal)))?;
     let listed = wal::list(repo)?;
     let complete: std::collections::HashSet<&str> =
         listed.iter().filter(|(n, _)| n.kind == Kind::Segment).map(|(n, _)| n.name.as_str()).collect();

@@ -271,8 +271,8 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     });
     match r {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Err(crate::Error::Invalid("the check's tree walk panicked".into())),
-        Err(e) => Err(crate::Error::Invalid(format!("starting the check's tree walk: {e}"))),
+        Ok(Err(_)) => Err(crate::Error::Internal("the check's tree walk panicked".into())),
+        Err(e) => Err(crate::Error::Internal(format!("starting the check's tree walk: {e}"))),
     }
 }
 

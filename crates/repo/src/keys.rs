@@ -63,12 +63,13 @@ pub(crate) fn kdf_cost(kf: &KeyFile) -> u64 {
 }
 
 /// Tries `password` on one key file; `Ok(None)` when it is not this key's password.
-pub(crate) fn try_unlock(kf: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
-    let salt = from_hex(&kf.salt).ok_or_else(|| crate::Error::Invalid("key file: bad salt".into()))?;
-    let wrapped = from_hex(&kf.wrapped).ok_or_else(|| crate::Error::Invalid("key file: bad wrapped key".into()))?;
+pub(crate) fn try_unlock(id: &Id, kf: &KeyFile, password: &[u8]) -> Result<Option<MasterKey>> {
+    let damaged = |detail: &str| crate::Error::Damaged { what: "key file", id: id.to_hex(), detail: detail.into() };
+    let salt = from_hex(&kf.salt).ok_or_else(|| damaged("bad salt"))?;
+    let wrapped = from_hex(&kf.wrapped).ok_or_else(|| damaged("bad wrapped key"))?;
     // Refuse absurd costs from a hostile key file rather than exhausting memory or time.
     if !kdf_in_bounds(kf) {
-        return Err(crate::Error::Invalid("key file: KDF parameters out of range".into()));
+        return Err(damaged("KDF parameters out of range"));
     }
     let kek = derive_kek(
         password,

@@ -160,7 +160,7 @@ impl Repository {
         let thread = std::thread::Builder::new()
             .name("cairn-lease".into())
             .spawn(move || renewer.run(s2))
-            .map_err(|e| Error::Invalid(format!("starting the lease thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("starting the lease thread: {e}")))?;
         self.set_lease(Some(state.clone()));
         Ok(Lease { repo: self, state, stop, thread: Some(thread) })
     }

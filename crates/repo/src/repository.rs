@@ -184,7 +184,7 @@ impl Repository {
         }
         candidates.sort_by_key(|(cost, id, _)| (Some(KeyId(*id)) != preferred, *cost));
         for (_, id, kf) in candidates {
-            if let Ok(Some(master)) = try_unlock(&kf, password) {
+            if let Ok(Some(master)) = try_unlock(&id, &kf, password) {
                 let Ok(plain) = open_sealed(&master, KIND_CONFIG, &config_bytes, 1 << 20) else {
                     continue; // a key of another (half-created) repository: try the next
                 };
@@ -216,10 +216,11 @@ impl Repository {
         key_id: KeyId,
     ) -> Result<Repository> {
         let config = Config::decode(config_plain)?;
-        let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| Error::Invalid("config: id key".into()))?);
+        let damaged = |detail: String| Error::Damaged { what: "config", id: "config".into(), detail };
+        let id_key = IdKey::from_bytes(config.id_key_bytes().ok_or_else(|| damaged("malformed id key".into()))?);
         let params = chunker_params(&config);
         if !params.is_valid() {
-            return Err(Error::Invalid(format!("config: invalid chunker parameters {params:?}")));
+            return Err(damaged(format!("invalid chunker parameters {params:?}")));
         }
         Ok(Repository {
             store,
@@ -344,7 +345,7 @@ impl Repository {
         match &*self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(l) if l.usable() => Ok(()),
             Some(_) => Err(Error::LeaseLost),
-            None => Err(Error::Invalid("internal error: writing index files or snapshots needs a writer lease".into())),
+            None => Err(Error::Internal("writing index files or snapshots needs a writer lease".into())),
         }
     }
 
@@ -380,7 +381,7 @@ impl Repository {
         if bytes.len() > max + 1024 {
             return Err(damaged(format!("{} bytes, more than a {what} may hold ({max})", bytes.len())));
         }
-        open_sealed(&self.master, kind, bytes, max).map_err(|e| damaged(e.to_string()))
+        open_sealed(&self.master, kind, bytes, max).map_err(|e| damaged(damage_detail(&e)))
     }
 
     /// The ids named by the objects under `prefix`.
@@ -511,7 +512,7 @@ impl Repository {
             let mut files = Vec::new();
             let mut gone = false;
             for (id, h) in handles {
-                match self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))? {
+                match self.block_on(h).map_err(|e| Error::Internal(format!("task failed: {e}")))? {
                     Ok(bytes) => match self
                         .open_named(KIND_INDEX, &layout::index(&id), &bytes, "index file")
                         .and_then(|d| IndexFile::decode(&d).map_err(Error::from))
@@ -584,7 +585,7 @@ impl Repository {
         }
         let mut out = Vec::new();
         for (h, p) in handles.into_iter().zip(paths.iter()) {
-            let bytes = self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))??;
+            let bytes = self.block_on(h).map_err(|e| Error::Internal(format!("task failed: {e}")))??;
             out.push(self.open_named(kind, p, &bytes, what)?);
         }
         Ok(out)
@@ -693,7 +694,7 @@ impl Repository {
             .collect();
         let mut out = Vec::with_capacity(wanted.len());
         for (h, (id, _, salt, loc)) in handles.into_iter().zip(wanted) {
-            let ct = self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))??;
+            let ct = self.block_on(h).map_err(|e| Error::Internal(format!("task failed: {e}")))??;
             out.push(self.open_blob(id, salt, loc.offset, loc.raw_length, ct)?);
         }
         Ok(out)
@@ -762,14 +763,14 @@ impl Repository {
             handles.push(self.rt.spawn(async move { store.get(&p, None).await }));
         }
         for (id, h) in ids.into_iter().zip(handles) {
-            let bytes = match self.block_on(h).map_err(|e| Error::Invalid(format!("task failed: {e}")))? {
+            let bytes = match self.block_on(h).map_err(|e| Error::Internal(format!("task failed: {e}")))? {
                 Ok(b) => b,
                 Err(e) if e.kind() == cairn_store::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             };
             let doc = self
                 .open_named(KIND_SNAPSHOT, &layout::snapshot(&id), &bytes, "snapshot")
-                .and_then(|d| Snapshot::decode(&d).map_err(|e| Error::Invalid(e.to_string())));
+                .and_then(|d| Snapshot::decode(&d).map_err(Error::from));
             match doc {
                 Ok(s) => out.snapshots.push((id, s)),
                 Err(e) => out.damaged.push((id, damage_detail(&e))),
@@ -882,7 +883,7 @@ pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], level
         Ok(())
     };
     cairn_crypto::seal_object_with(master, kind, total + total / 64 + 1024, fill)?
-        .map_err(|e| Error::Invalid(format!("compressing: {e}")))
+        .map_err(|e| Error::Internal(format!("compressing: {e}")))
 }
 
 /// The largest plaintext a sealed document of `kind` may have (format.md §5): bounds what
@@ -902,15 +903,15 @@ pub(crate) fn open_sealed(master: &MasterKey, kind: &[u8], sealed: &[u8], max: u
         Some(&COMPRESSION_NONE) => Ok(plain[1..].to_vec()),
         Some(&COMPRESSION_ZSTD) => {
             let mut out = Vec::new();
-            let mut dec =
-                zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            let damaged = |detail: String| Error::Damaged { what: "sealed object", id: String::new(), detail };
+            let mut dec = zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| damaged(format!("zstd: {e}")))?;
             use std::io::Read;
-            (&mut dec).take(max as u64 + 1).read_to_end(&mut out).map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+            (&mut dec).take(max as u64 + 1).read_to_end(&mut out).map_err(|e| damaged(format!("zstd: {e}")))?;
             if out.len() > max {
-                return Err(Error::Invalid(format!("sealed object larger than {max} bytes once decompressed")));
+                return Err(damaged(format!("larger than {max} bytes once decompressed")));
             }
             Ok(out)
         }
-        _ => Err(Error::Invalid("sealed object: unknown compression".into())),
+        _ => Err(Error::Damaged { what: "sealed object", id: String::new(), detail: "unknown compression".into() }),
     }
 }

@@ -118,7 +118,7 @@ impl<'r> BlobSaver<'r> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| Error::Invalid("saver closed".into()))?;
+            .ok_or_else(|| Error::Internal("saver closed".into()))?;
         Ok(WorkerSaver {
             saver: self,
             codec: BlobCodec::new(self.repo.config().compression_level),
@@ -154,7 +154,7 @@ impl<'r> BlobSaver<'r> {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) if e.kind() == cairn_store::ErrorKind::AlreadyExists => {}
                     Ok(Err(e)) => return self.fail(e.into()),
-                    Err(e) => return self.fail(Error::Invalid(format!("upload task failed: {e}"))),
+                    Err(e) => return self.fail(Error::Internal(format!("upload task failed: {e}"))),
                 }
                 self.bytes_added.fetch_add(size, Ordering::Relaxed);
                 self.packs_added.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +239,7 @@ impl<'r> BlobSaver<'r> {
 
 fn send_pack(tx: &Sender<FinishedPack>, p: Packer) -> Result<()> {
     let f = p.finish()?;
-    tx.send(f).map_err(|_| Error::Invalid("uploader stopped".into()))
+    tx.send(f).map_err(|_| Error::Internal("uploader stopped".into()))
 }
 
 /// See [`BlobSaver::close_on_drop`].

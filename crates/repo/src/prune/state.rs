@@ -122,10 +122,11 @@ impl Used {
                     cat.read_marked(repo, sizes, warnings);
                 }
                 let Some((rec, e)) = cat.locate(&t.blob()) else {
-                    return Err(Error::Invalid(format!(
-                        "tree {} of a snapshot is in no pack; prune cannot tell what it references and stops (run 'cairn check')",
-                        t.short()
-                    )));
+                    return Err(Error::Damaged {
+                        what: "tree",
+                        id: t.to_hex(),
+                        detail: "a snapshot references it but it is in no pack; prune cannot tell what it references and stops (run 'cairn check')".into(),
+                    });
                 };
                 wanted.push((t.blob(), rec.id, rec.salt, location(e)));
             }
