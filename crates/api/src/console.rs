@@ -170,7 +170,7 @@ fn state_class(s: cairn_daemon::status::RpoState) -> &'static str {
         RpoState::Ok => "green",
         RpoState::AtRisk => "amber",
         RpoState::Breached => "red",
-        RpoState::NoObjective | RpoState::Unknown => "grey",
+        RpoState::NoObjective | RpoState::Unknown | RpoState::Pending => "grey",
     }
 }
 

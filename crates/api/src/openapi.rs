@@ -22,7 +22,7 @@ fn schemas() -> Value {
         "SourceStatus": obj(&["source", "class", "kind", "repository", "rpo_state"], json!({
             "source": s("string"), "class": s("string"), "kind": s("string"), "repository": s("string"),
             "newest": ns, "newest_snapshot": ns, "data_age_secs": ni, "rpo_secs": ni,
-            "rpo_state": {"type": "string", "enum": ["OK", "AT_RISK", "BREACHED", "NO_OBJECTIVE", "UNKNOWN"]},
+            "rpo_state": {"type": "string", "enum": ["OK", "AT_RISK", "BREACHED", "PENDING", "NO_OBJECTIVE", "UNKNOWN"]},
             "last_job": ns, "last_status": ns, "last_error": ns, "next_run": ns, "error": ns})),
         "StatusList": {"type": "array", "items": {"$ref": "#/components/schemas/SourceStatus"}},
         "SourceList": {"type": "array", "items": obj(&["name", "class", "kind", "repository"], json!({

@@ -119,7 +119,7 @@ sources = ["files"]
 }
 
 #[test]
-fn a_backup_that_never_happened_is_raised_at_the_daemons_start_and_resolved_by_one() {
+fn a_backup_that_never_happened_is_raised_once_the_first_rpo_has_passed_and_resolved_by_one() {
     let hook = Receiver::start();
     let p = Policy::new("");
     let data = p.env.path("data");
@@ -147,8 +147,32 @@ url = "{url}"
         data = data.display(),
         url = hook.url("/slack"),
     ));
+    // A source the daemon has just taken on is not yet past its RPO: its first window
+    // has not even come. It is pending, and nothing is raised.
     let d = p.daemon();
-    let r = hook.wait_for(20, "a backup_missing message", |r| r.path == "/slack");
+    let t0 = std::time::Instant::now();
+    while !d.log().contains("daemon started") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "daemon did not start:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Conditions are evaluated at the start and every second (alert_interval).
+    std::thread::sleep(Duration::from_secs(3));
+    let st = p.json(&["status"]);
+    assert_eq!(st[0]["rpo_state"], "PENDING", "{st}");
+    let texts: Vec<String> =
+        hook.requests().iter().filter_map(|r| r.json()["text"].as_str().map(str::to_string)).collect();
+    assert!(!texts.iter().any(|t| t.contains("backup_missing")), "raised before its first window: {texts:?}");
+    d.stop();
+    // Two days later (the catalog says the daemon took the source on then) and still no
+    // backup: past its RPO, raised at the daemon's start.
+    let db = rusqlite::Connection::open(p.env.path("cairn-catalog.db")).unwrap();
+    db.execute("UPDATE sources SET first_seen = first_seen - 2 * 86400000 WHERE name = 'files'", []).unwrap();
+    drop(db);
+    assert_eq!(p.json(&["status"])[0]["rpo_state"], "BREACHED");
+    let d = p.daemon();
+    let r = hook.wait_for(20, "a backup_missing message", |r| {
+        r.json()["text"].as_str().is_some_and(|t| t.contains("backup_missing"))
+    });
     let text = r.json()["text"].as_str().unwrap().to_string();
     assert!(text.contains("ERROR backup_missing") && text.contains("files"), "{text}");
     // A manual backup clears it.

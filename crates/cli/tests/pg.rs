@@ -476,6 +476,26 @@ stream = true
         "streaming: newest WAL {streamed} s old\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    // The source stops streaming (policy reloaded): its streamer stops and its replication
+    // slot goes, or the server would keep every WAL segment from now on.
+    let slots = || c.sql("SELECT slot_name FROM pg_replication_slots");
+    assert!(slots().contains("cairn_main"), "streaming uses slot cairn_main: {}", slots());
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace("stream = true", "stream = false")).unwrap();
+    let o = env.cmd().env("CAIRN_CONFIG", &policy).args(["daemon", "reload"]).output().unwrap();
+    assert!(o.status.success(), "reload: {}", stderr(&o));
+    let t0 = std::time::Instant::now();
+    while slots().contains("cairn_main") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "slot not dropped: {}\n{}",
+            slots(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("dropped its replication slot cairn_main"), "{text}");
     // SAFETY: kill with our child's pid.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
     // The child is runuser, which reports the signal; the daemon's own log says how it ended.
@@ -662,7 +682,7 @@ validate = [{validate}]
 
     // Killed with SIGKILL while its server runs: the server dies with it, the next drill
     // removes the sandbox and the catalog says what happened.
-    write_policy(r#"{ command = "sleep 60" }"#);
+    write_policy(r#"{ command = "sleep 67" }"#);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .env("CAIRN_CONFIG", &policy)
         .args(["drill", "main"])
@@ -679,7 +699,7 @@ validate = [{validate}]
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .find(|p| p.join("data/postmaster.pid").exists() && !processes_naming("sleep 60").is_empty());
+            .find(|p| p.join("data/postmaster.pid").exists() && !processes_naming("sleep 67").is_empty());
         if let Some(p) = running {
             break p;
         }
@@ -698,7 +718,7 @@ validate = [{validate}]
     let (ok, r) = drill(&[]);
     assert!(ok, "{}", serde_json::to_string_pretty(&r).unwrap());
     assert!(!killed_sandbox.exists(), "the killed drill's sandbox is still there");
-    assert!(processes_naming("sleep 60").is_empty(), "{:?}", processes_naming("sleep 60"));
+    assert!(processes_naming("sleep 67").is_empty(), "{:?}", processes_naming("sleep 67"));
     let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .env("CAIRN_CONFIG", &policy)
         .args(["--json", "drills"])

@@ -7,6 +7,7 @@
 //! repositories' truth: snapshots name their source and job, so [`Catalog::rebuild_from`]
 //! restores the backup history of a lost catalog.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -15,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{Error, Result};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Lines a job's log keeps (the rest are dropped: a log is for reading, not for bulk).
 pub const MAX_LOG_LINES: i64 = 1000;
@@ -110,6 +111,15 @@ BEGIN
             NEW.status IN ('failed', 'interrupted', 'cancelled'))
     ON CONFLICT (source, day) DO UPDATE SET ok = ok + excluded.ok, failed = failed + excluded.failed;
 END;
+";
+
+/// v7: when each source first came under a policy this daemon ran, so that a new source
+/// is not "past its RPO" before its first window has had a chance (see `status`).
+const SCHEMA_V7: &str = "
+CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, first_seen INTEGER NOT NULL);
+INSERT OR IGNORE INTO sources (name, first_seen)
+    SELECT source, min(coalesce(started_at, scheduled_at, ended_at)) FROM jobs
+    WHERE coalesce(started_at, scheduled_at, ended_at) IS NOT NULL GROUP BY source;
 ";
 
 const SCHEMA_V3: &str = "
@@ -545,7 +555,10 @@ impl Catalog {
             if version < 6 {
                 self.conn.execute_batch(SCHEMA_V6).map_err(self.err())?;
             }
-            // Later versions: `if version < 7 { ... }`, each in order.
+            if version < 7 {
+                self.conn.execute_batch(SCHEMA_V7).map_err(self.err())?;
+            }
+            // Later versions: `if version < 8 { ... }`, each in order.
             self.conn
                 .execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -640,6 +653,33 @@ impl Catalog {
         let mut st = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = st.query_map(p, row_to_job).map_err(self.err())?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// Records that the daemon runs `sources` from `now` on, for those it had not seen:
+    /// since their oldest job if the catalog has one (a rebuilt catalog), else `now`.
+    pub fn note_sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>, now: Timestamp) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sources (name, first_seen)
+                 VALUES (?1, min(?2, coalesce((SELECT min(started_at) FROM jobs WHERE source = ?1), ?2)))",
+            )
+            .map_err(self.err())?;
+        for s in sources {
+            st.execute(params![s, now.as_millisecond()]).map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// When a daemon first ran each source it has run ([`Catalog::note_sources`]).
+    pub fn first_seen(&self) -> Result<HashMap<String, Timestamp>> {
+        let mut st = self.conn.prepare_cached("SELECT name, first_seen FROM sources").map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
+        Ok(rows.into_iter().filter_map(|(n, ms)| Timestamp::from_millisecond(ms).ok().map(|t| (n, t))).collect())
     }
 
     /// The newest job of `source` and `kind` (of any status).

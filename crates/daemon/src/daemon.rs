@@ -157,14 +157,26 @@ fn scheduled_kinds(s: &cairn_policy::file::Source) -> Vec<(Kind, Vec<cairn_polic
     v
 }
 
+/// A running WAL streamer and the flag that stops it.
+struct Streamer {
+    handle: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+fn receivewal_bin() -> String {
+    std::env::var("CAIRN_PG_RECEIVEWAL").unwrap_or_else(|_| "pg_receivewal".into())
+}
+
+/// Where the streamer of `source` spools (and records its replication slot).
+fn spool_of(env: &Env, source: &str) -> PathBuf {
+    env.state_dir.join("wal-stream").join(source)
+}
+
 /// Supervises WAL streaming for a postgres source with `stream = true`: `pg_receivewal`
 /// through the pg crate, restarted with backoff (1 s doubling to a minute, reset after a
-/// minute of running) until the daemon stops.
-fn spawn_streamer(
-    env: &Env,
-    s: &cairn_policy::file::Source,
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
+/// minute of running) until `stop` is set.
+fn spawn_streamer(env: &Env, s: &cairn_policy::file::Source) -> Result<Streamer> {
+    let stop = Arc::new(AtomicBool::new(false));
     let cairn_policy::file::SourceKind::Postgres { connection, .. } = &s.kind else {
         return Err(Error::Source(format!("source {:?} is not a postgres source", s.name)));
     };
@@ -187,13 +199,16 @@ fn spawn_streamer(
     };
     let opts = cairn_pg::receive::StreamOptions {
         conn,
-        spool: env.state_dir.join("wal-stream").join(&s.name),
+        spool: spool_of(env, &s.name),
         slot,
         poll: std::time::Duration::from_millis(500),
-        receivewal: std::env::var("CAIRN_PG_RECEIVEWAL").unwrap_or_else(|_| "pg_receivewal".into()),
+        receivewal: receivewal_bin(),
     };
+    // Before the slot exists: whoever finds this spool later can drop it.
+    cairn_pg::receive::remember_slot(&opts)?;
     let (env, name, repository) = (env.clone(), s.name.clone(), s.repository.value.clone());
-    std::thread::Builder::new()
+    let flag = stop.clone();
+    let handle = std::thread::Builder::new()
         .name(format!("stream-{name}"))
         .spawn(move || {
             let mut failures: u32 = 0;
@@ -225,21 +240,54 @@ fn spawn_streamer(
             }
             log(Level::Info, &format!("wal-stream of {name} stopped"));
         })
-        .map_err(|e| Error::io("starting a wal-stream thread", e))
+        .map_err(|e| Error::io("starting a wal-stream thread", e))?;
+    Ok(Streamer { handle, stop: flag })
 }
 
-fn start_streamers(
-    env: &Env,
-    streamers: &mut HashMap<String, std::thread::JoinHandle<()>>,
-    stop: &Arc<AtomicBool>,
-) -> Result<()> {
-    for s in env.policy.sources.values() {
-        let streams = matches!(s.kind, cairn_policy::file::SourceKind::Postgres { stream: true, .. });
-        if streams && !streamers.contains_key(&s.name) {
-            streamers.insert(s.name.clone(), spawn_streamer(env, s, stop.clone())?);
+fn streams(s: &cairn_policy::file::Source) -> bool {
+    matches!(s.kind, cairn_policy::file::SourceKind::Postgres { stream: true, .. })
+}
+
+/// Starts a streamer for every streaming source that has none; stops those whose source
+/// no longer streams (removed, or `stream = false`), and drops the replication slot of
+/// every spool no streaming source owns: a slot nobody reads makes PostgreSQL keep all
+/// WAL from then on, until its disk fills. A slot that cannot be dropped now (server
+/// down) keeps its record and is tried again at the next start or reload.
+fn start_streamers(env: &Env, streamers: &mut HashMap<String, Streamer>) {
+    let wanted = |name: &str| env.policy.sources.get(name).is_some_and(streams);
+    let gone: Vec<String> = streamers.keys().filter(|n| !wanted(n)).cloned().collect();
+    for name in gone {
+        if let Some(s) = streamers.remove(&name) {
+            s.stop.store(true, Ordering::SeqCst);
+            let _ = s.handle.join();
         }
     }
-    Ok(())
+    if let Ok(dirs) = std::fs::read_dir(env.state_dir.join("wal-stream")) {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if wanted(&name) {
+                continue;
+            }
+            match cairn_pg::receive::drop_slot(&d.path(), &receivewal_bin()) {
+                Ok(Some(slot)) => log(
+                    Level::Warning,
+                    &format!("source {name} no longer streams WAL: dropped its replication slot {slot}"),
+                ),
+                Ok(None) => {}
+                Err(e) => log(Level::Error, &format!("source {name} no longer streams WAL, but its slot stays: {e}")),
+            }
+        }
+    }
+    for s in env.policy.sources.values() {
+        if streams(s) && !streamers.contains_key(&s.name) {
+            match spawn_streamer(env, s) {
+                Ok(st) => {
+                    streamers.insert(s.name.clone(), st);
+                }
+                Err(e) => log(Level::Error, &format!("wal-stream of {} cannot start: {e}", s.name)),
+            }
+        }
+    }
 }
 
 struct Running {
@@ -311,6 +359,7 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         Err(e) => log(Level::Warning, &format!("catalog rebuild from the repositories failed: {e}")),
     }
     let start = Timestamp::now();
+    catalog.note_sources(env.policy.sources.keys().map(String::as_str), start)?;
     let alerts = crate::alerts::Dispatcher::start(env.catalog_path.clone(), env.host.clone(), rt.clone())?;
     for n in crate::alerts::once(&env.policy, crate::alerts::daemon_started(&env), start) {
         alerts.send(n);
@@ -335,9 +384,8 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         ),
     );
     crate::audit::policy_loaded(&env, "start");
-    let stop = Arc::new(AtomicBool::new(false));
     let mut streamers = HashMap::new();
-    start_streamers(&env, &mut streamers, &stop)?;
+    start_streamers(&env, &mut streamers);
     let (tx, rx) = mpsc::channel::<(String, Kind, Result<JobReport>)>();
     crate::control::serve(&env, ctl_tx)?;
     let mut pending: Vec<crate::control::RunRequest> = Vec::new();
@@ -365,12 +413,18 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
                         );
                     } else {
                         env = new;
+                        if let Err(e) =
+                            catalog.note_sources(env.policy.sources.keys().map(String::as_str), Timestamp::now())
+                        {
+                            log(Level::Warning, &format!("catalog: recording the sources: {e}"));
+                        }
                         if let Ok(mut e) = shared.env.write() {
                             *e = env.clone();
                         }
                         wake.clear();
-                        // New streaming sources start; a removed one streams until restart.
-                        start_streamers(&env, &mut streamers, &stop)?;
+                        // New streaming sources start; those that no longer stream stop and
+                        // their slots are dropped.
+                        start_streamers(&env, &mut streamers);
                         log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
                         crate::audit::policy_loaded(&env, "reload");
                     }
@@ -547,9 +601,11 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         }
     }
     // Stopping: no new jobs; streaming ends; the running jobs get `stop_timeout` to end.
-    stop.store(true, Ordering::SeqCst);
-    for (_, h) in streamers {
-        let _ = h.join();
+    for s in streamers.values() {
+        s.stop.store(true, Ordering::SeqCst);
+    }
+    for (_, s) in streamers {
+        let _ = s.handle.join();
     }
     let bound = env.policy.daemon.stop_timeout.unwrap_or(SignedDuration::from_mins(5));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(bound.as_secs().max(0) as u64);

@@ -22,6 +22,9 @@ pub enum RpoState {
     /// Past 80% of the RPO.
     AtRisk,
     Breached,
+    /// No backup yet, but the source came under the daemon less than one RPO ago: its
+    /// first window has not been missed.
+    Pending,
     /// No RPO set.
     NoObjective,
     /// The repository could not be read.
@@ -34,16 +37,24 @@ impl RpoState {
             RpoState::Ok => "OK",
             RpoState::AtRisk => "AT RISK",
             RpoState::Breached => "BREACHED",
+            RpoState::Pending => "PENDING",
             RpoState::NoObjective => "-",
             RpoState::Unknown => "UNKNOWN",
         }
     }
 }
 
-/// Where a data age stands against `rpo`.
-pub fn rpo_state(age: Option<SignedDuration>, rpo: Option<SignedDuration>) -> RpoState {
+/// Where a data age stands against `rpo`. `new_for`: how long ago a daemon first ran the
+/// source (none: never); a source with no backup is pending, not breached, within its
+/// first RPO.
+pub fn rpo_state(
+    age: Option<SignedDuration>,
+    rpo: Option<SignedDuration>,
+    new_for: Option<SignedDuration>,
+) -> RpoState {
     match (age, rpo) {
         (_, None) => RpoState::NoObjective,
+        (None, Some(r)) if new_for.is_some_and(|n| n <= r) => RpoState::Pending,
         (None, Some(_)) => RpoState::Breached,
         (Some(a), Some(r)) if a > r => RpoState::Breached,
         (Some(a), Some(r)) if a.as_secs_f64() > 0.8 * r.as_secs_f64() => RpoState::AtRisk,
@@ -169,6 +180,7 @@ pub fn status_and_repositories(
             .clone()
     };
     let daemon_start = now;
+    let first_seen = catalog.first_seen()?;
     let mut out = Vec::new();
     for s in env.policy.sources.values().filter(|s| only.is_none_or(|o| o == s.name)) {
         let primary = list(&s.repository.value);
@@ -193,7 +205,8 @@ pub fn status_and_repositories(
                 age = Some(now.duration_since(w.max(base)));
             }
         }
-        let state = if error.is_some() { RpoState::Unknown } else { rpo_state(age, s.rpo.value) };
+        let new_for = first_seen.get(&s.name).map(|t| now.duration_since(*t));
+        let state = if error.is_some() { RpoState::Unknown } else { rpo_state(age, s.rpo.value, new_for) };
         let d = &env.policy.daemon;
         let window = d.ransomware_window.unwrap_or(SignedDuration::from_hours(7 * 24));
         let suspect = match &primary {
@@ -271,10 +284,20 @@ mod tests {
     #[test]
     fn thresholds() {
         let m = SignedDuration::from_mins;
-        assert_eq!(rpo_state(Some(m(10)), Some(m(15))), RpoState::Ok);
-        assert_eq!(rpo_state(Some(m(13)), Some(m(15))), RpoState::AtRisk);
-        assert_eq!(rpo_state(Some(m(16)), Some(m(15))), RpoState::Breached);
-        assert_eq!(rpo_state(None, Some(m(15))), RpoState::Breached);
-        assert_eq!(rpo_state(Some(m(16)), None), RpoState::NoObjective);
+        assert_eq!(rpo_state(Some(m(10)), Some(m(15)), None), RpoState::Ok);
+        assert_eq!(rpo_state(Some(m(13)), Some(m(15)), None), RpoState::AtRisk);
+        assert_eq!(rpo_state(Some(m(16)), Some(m(15)), None), RpoState::Breached);
+        assert_eq!(rpo_state(None, Some(m(15)), None), RpoState::Breached);
+        assert_eq!(rpo_state(Some(m(16)), None, None), RpoState::NoObjective);
+    }
+
+    #[test]
+    fn a_new_source_is_pending_for_one_rpo_then_breached() {
+        let m = SignedDuration::from_mins;
+        assert_eq!(rpo_state(None, Some(m(15)), Some(m(0))), RpoState::Pending);
+        assert_eq!(rpo_state(None, Some(m(15)), Some(m(15))), RpoState::Pending);
+        assert_eq!(rpo_state(None, Some(m(15)), Some(m(16))), RpoState::Breached);
+        // Once it has a backup, its age alone decides.
+        assert_eq!(rpo_state(Some(m(16)), Some(m(15)), Some(m(1))), RpoState::Breached);
     }
 }

@@ -83,6 +83,64 @@ pub fn ship(repo: &Repository, spool: &Path, seen: &mut HashMap<String, (u64, i1
     Ok(out)
 }
 
+/// The file in a spool that says which slot on which server the spool's streamer holds.
+const SLOT_RECORD: &str = "slot";
+
+/// Writes the slot record into the spool (created if needed), so that a later process can
+/// drop the slot when the source no longer streams, even one whose policy no longer names
+/// the source or its connection. Mode 0600: the connection string may hold a password.
+pub fn remember_slot(opts: &StreamOptions) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if opts.conn.contains('\n') || opts.slot.contains('\n') {
+        return Err(Error::Invalid("a connection string or slot name holds a line break".into()));
+    }
+    std::fs::create_dir_all(&opts.spool).map_err(|e| Error::io(opts.spool.display().to_string(), e))?;
+    let path = opts.spool.join(SLOT_RECORD);
+    let tmp = opts.spool.join(format!("{SLOT_RECORD}.tmp"));
+    let io = |e| Error::io(path.display().to_string(), e);
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    f.write_all(format!("slot={}\nconn={}\n", opts.slot, opts.conn).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Drops the replication slot a spool's record names (a slot the server no longer has
+/// counts as dropped), then removes the spool. `Ok(None)`: the directory holds no record
+/// (nothing is done). A slot nobody reads makes the server keep every WAL segment from
+/// then on, until its disk fills: a source that stops streaming must not leave one.
+pub fn drop_slot(spool: &Path, receivewal_bin: &str) -> Result<Option<String>> {
+    let path = spool.join(SLOT_RECORD);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path.display().to_string(), e)),
+    };
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::to_string);
+    let (Some(slot), Some(conn)) = (field("slot="), field("conn=")) else {
+        return Err(Error::Invalid(format!("{}: not a slot record", path.display())));
+    };
+    let opts = StreamOptions {
+        conn,
+        spool: spool.to_path_buf(),
+        slot: slot.clone(),
+        poll: Duration::ZERO,
+        receivewal: receivewal_bin.to_string(),
+    };
+    let out = receivewal(&opts)
+        .args(["--drop-slot", "--slot", &slot])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Invalid(format!("cannot run {receivewal_bin}: {e}")))?;
+    let err = String::from_utf8_lossy(&out.stderr).trim().replace('\n', " ");
+    if !out.status.success() && !err.contains("does not exist") {
+        return Err(Error::Invalid(format!("dropping replication slot {slot}: {err}")));
+    }
+    std::fs::remove_dir_all(spool).map_err(|e| Error::io(spool.display().to_string(), e))?;
+    Ok(Some(slot))
+}
+
 fn receivewal(opts: &StreamOptions) -> Command {
     let mut c = Command::new(&opts.receivewal);
     c.arg("-d").arg(&opts.conn).arg("--no-password");

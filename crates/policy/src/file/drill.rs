@@ -64,7 +64,7 @@ impl Check {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDrill {
     schedule: Option<String>,

@@ -343,21 +343,21 @@ struct RawRepository {
     audit_keep: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum RawTiming {
     Cron(String),
     Table(RawTimingTable),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawTimingTable {
     cron: String,
@@ -399,25 +399,75 @@ struct RawCopyTable {
     keep: Option<RawKeep>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
     schedule: String,
     read_data_subset: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum RawHook {
     Command(String),
     Table(RawHookTable),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawHookTable {
     command: String,
     timeout: Option<String>,
+}
+
+/// A setting a section may also set to `false`: in a source, `verify = false` takes away
+/// the verify its class gives (likewise schedule, rpo, rto, max_duration, keep,
+/// pitr_window, drill and the hooks). Lists (`copy_to`, `validate`, `tags`) are emptied
+/// with `[]` instead.
+#[derive(Clone)]
+enum Removable<T> {
+    Off,
+    On(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Removable<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{Error, IntoDeserializer};
+        struct V<T>(std::marker::PhantomData<T>);
+        // Every other shape goes to T's own deserializer, so its messages stay as precise.
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Removable<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the setting, or false to remove the class's")
+            }
+            fn visit_bool<E: Error>(self, b: bool) -> Result<Self::Value, E> {
+                if b {
+                    return Err(E::custom("true is not a setting: give one, or false to remove the class's"));
+                }
+                Ok(Removable::Off)
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<Self::Value, E> {
+                T::deserialize(s.into_deserializer()).map(Removable::On)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(m)).map(Removable::On)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(SeqAccessDeserializer::new(s)).map(Removable::On)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<T> Removable<T> {
+    fn on(&self) -> Option<&T> {
+        match self {
+            Removable::On(t) => Some(t),
+            Removable::Off => None,
+        }
+    }
 }
 
 /// A `[class.NAME]` or `[source.NAME]` section.
@@ -426,23 +476,23 @@ struct RawHookTable {
 struct RawSection {
     // Settings a class gives and a source may override.
     repository: Option<Spanned<String>>,
-    schedule: Option<Spanned<OneOrMany<RawTiming>>>,
+    schedule: Option<Spanned<Removable<OneOrMany<RawTiming>>>>,
     timezone: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
-    rpo: Option<Spanned<String>>,
-    rto: Option<Spanned<String>>,
-    max_duration: Option<Spanned<String>>,
-    keep: Option<Spanned<RawKeep>>,
-    pitr_window: Option<Spanned<String>>,
+    rpo: Option<Spanned<Removable<String>>>,
+    rto: Option<Spanned<Removable<String>>>,
+    max_duration: Option<Spanned<Removable<String>>>,
+    keep: Option<Spanned<Removable<RawKeep>>>,
+    pitr_window: Option<Spanned<Removable<String>>>,
     retention: Option<Spanned<RawRetention>>,
     copy_to: Option<Spanned<Vec<RawCopyTo>>>,
-    verify: Option<Spanned<RawVerify>>,
-    drill: Option<Spanned<RawDrill>>,
+    verify: Option<Spanned<Removable<RawVerify>>>,
+    drill: Option<Spanned<Removable<RawDrill>>>,
     validate: Option<Spanned<Vec<RawCheck>>>,
-    before: Option<Spanned<RawHook>>,
-    after: Option<Spanned<RawHook>>,
-    on_failure: Option<Spanned<RawHook>>,
-    finally: Option<Spanned<RawHook>>,
+    before: Option<Spanned<Removable<RawHook>>>,
+    after: Option<Spanned<Removable<RawHook>>>,
+    on_failure: Option<Spanned<Removable<RawHook>>>,
+    finally: Option<Spanned<Removable<RawHook>>>,
     tags: Option<Spanned<Vec<String>>>,
     // Source-only keys.
     class: Option<Spanned<String>>,
@@ -855,6 +905,15 @@ impl Cx<'_> {
             }
             (None, Origin::Default)
         }
+        // A removable key: as `pick`, and a section's `false` is "none" from that section.
+        fn pick_on<'r, T: Clone + 'r>(
+            s: Option<&'r RawSection>,
+            c: Option<&'r RawSection>,
+            f: impl Fn(&'r RawSection) -> Option<&'r Spanned<Removable<T>>>,
+        ) -> (Option<Spanned<T>>, Origin) {
+            let (v, origin) = pick(s, c, f);
+            (v.and_then(|v| v.get_ref().on().map(|t| Spanned::new(v.span(), t.clone()))), origin)
+        }
         let repository = match pick(source, class, |r| r.repository.as_ref()) {
             (Some(r), origin) => {
                 if !repos.contains_key(r.get_ref()) {
@@ -881,8 +940,9 @@ impl Cx<'_> {
             }
             None => SignedDuration::ZERO,
         };
-        let schedules = match pick(source, class, |r| r.schedule.as_ref()) {
+        let schedules = match pick_on(source, class, |r| r.schedule.as_ref()) {
             (Some(s), origin) => {
+                let s = &s;
                 let at = s.span().start;
                 let raw: Vec<&RawTiming> = match s.get_ref() {
                     OneOrMany::One(t) => vec![t],
@@ -907,15 +967,16 @@ impl Cx<'_> {
             }
             (None, origin) => Set { value: Vec::new(), origin },
         };
-        let objective = |f: fn(&RawSection) -> Option<&Spanned<String>>| -> Result<_, PolicyError> {
-            let (v, origin) = pick(source, class, f);
-            Ok(Set { value: v.map(|v| self.positive(v)).transpose()?, origin })
+        let objective = |f: fn(&RawSection) -> Option<&Spanned<Removable<String>>>| -> Result<_, PolicyError> {
+            let (v, origin) = pick_on(source, class, f);
+            Ok(Set { value: v.as_ref().map(|v| self.positive(v)).transpose()?, origin })
         };
         let rpo = objective(|r| r.rpo.as_ref())?;
         let rto = objective(|r| r.rto.as_ref())?;
         let max_duration = objective(|r| r.max_duration.as_ref())?;
-        let (keep, keep_origin) = pick(source, class, |r| r.keep.as_ref());
-        let (pitr, pitr_origin) = pick(source, class, |r| r.pitr_window.as_ref());
+        let (keep, keep_origin) = pick_on(source, class, |r| r.keep.as_ref());
+        let (pitr, pitr_origin) = pick_on(source, class, |r| r.pitr_window.as_ref());
+        let (keep, pitr) = (keep.as_ref(), pitr.as_ref());
         let (ret, ret_origin) = pick(source, class, |r| r.retention.as_ref());
         let retention = match (keep, pitr) {
             (None, None) => {
@@ -970,8 +1031,9 @@ impl Cx<'_> {
             }
             (None, origin) => Set { value: Vec::new(), origin },
         };
-        let verify = match pick(source, class, |r| r.verify.as_ref()) {
+        let verify = match pick_on(source, class, |r| r.verify.as_ref()) {
             (Some(v), origin) => {
+                let v = &v;
                 let at = v.span().start;
                 let subset = match &v.get_ref().read_data_subset {
                     Some(s) => parse_percent(s).map_err(|why| self.err(at, why))?,
@@ -982,8 +1044,8 @@ impl Cx<'_> {
             }
             (None, origin) => Set { value: None, origin },
         };
-        let drill = match pick(source, class, |r| r.drill.as_ref()) {
-            (Some(d), origin) => Set { value: Some(self.drill(d, tz, jitter, repos)?), origin },
+        let drill = match pick_on(source, class, |r| r.drill.as_ref()) {
+            (Some(d), origin) => Set { value: Some(self.drill(&d, tz, jitter, repos)?), origin },
             (None, origin) => Set { value: None, origin },
         };
         let validate = match pick(source, class, |r| r.validate.as_ref()) {
@@ -993,13 +1055,16 @@ impl Cx<'_> {
         let mut hooks = Hooks::default();
         let mut hooks_origin = Origin::Default;
         for (slot, f) in [
-            (&mut hooks.before, (|r: &RawSection| r.before.as_ref()) as fn(&RawSection) -> Option<&Spanned<RawHook>>),
+            (
+                &mut hooks.before,
+                (|r: &RawSection| r.before.as_ref()) as fn(&RawSection) -> Option<&Spanned<Removable<RawHook>>>,
+            ),
             (&mut hooks.after, |r| r.after.as_ref()),
             (&mut hooks.on_failure, |r| r.on_failure.as_ref()),
             (&mut hooks.finally, |r| r.finally.as_ref()),
         ] {
-            if let (Some(h), origin) = pick(source, class, f) {
-                *slot = Some(self.hook(h)?);
+            if let (Some(h), origin) = pick_on(source, class, f) {
+                *slot = Some(self.hook(&h)?);
                 if hooks_origin != Origin::Source {
                     hooks_origin = origin;
                 }
@@ -1052,7 +1117,7 @@ impl Cx<'_> {
         })?;
         let kind = self.kind(name, r, section)?;
         if !matches!(kind, SourceKind::Postgres { .. }) {
-            if let Some(w) = r.pitr_window.as_ref() {
+            if let Some(w) = r.pitr_window.as_ref().filter(|w| w.get_ref().on().is_some()) {
                 return Err(self.at(
                     w,
                     format!(
@@ -1063,7 +1128,10 @@ impl Cx<'_> {
             }
             // A window inherited from the class is for the class's postgres sources: this
             // source keeps by its keep-rules only, or, with none, everything.
-            let has_keep = r.keep.is_some() || class.get_ref().keep.is_some();
+            let has_keep = match r.keep.as_ref() {
+                Some(k) => k.get_ref().on().is_some(),
+                None => class.get_ref().keep.as_ref().is_some_and(|k| k.get_ref().on().is_some()),
+            };
             if let Some(ret) = set.retention.value.as_mut() {
                 ret.pitr_window = None;
             }
@@ -1504,6 +1572,68 @@ stdin_name = "all.sql"
         let r = u.retention.value.as_ref().expect("retention");
         assert_eq!(r.keep.daily, Some(30));
         assert_eq!(r.keep.within, Duration { days: 2, ..Duration::default() });
+    }
+
+    #[test]
+    fn a_source_removes_what_its_class_gives_with_false() {
+        let text = r#"
+[repository.primary]
+url = "/srv/backup"
+password_file = "/etc/cairn/pass"
+
+[class.gold]
+repository = "primary"
+schedule = "0 * * * *"
+rpo = "2h"
+rto = "1h"
+max_duration = "30m"
+keep = { daily = 7 }
+verify = { schedule = "0 3 * * *", read_data_subset = "5%" }
+drill = { schedule = "0 4 * * 6" }
+before = "true"
+after = { command = "true", timeout = "10s" }
+
+[source.kept]
+class = "gold"
+kind = "files"
+paths = ["/srv/a"]
+
+[source.bare]
+class = "gold"
+kind = "files"
+paths = ["/srv/b"]
+schedule = false
+rpo = false
+rto = false
+max_duration = false
+keep = false
+verify = false
+drill = false
+before = false
+after = false
+"#;
+        let p = parse("p.toml", text, now()).expect("parses");
+        let (kept, bare) = (&p.sources["kept"], &p.sources["bare"]);
+        assert!(kept.verify.value.is_some() && kept.drill.value.is_some() && kept.retention.value.is_some());
+        assert!(kept.hooks.value.before.is_some() && kept.hooks.value.after.is_some());
+        assert_eq!(kept.verify.origin, Origin::Class);
+        // Each taken away, and `policy check` says the source did it.
+        assert!(bare.schedules.value.is_empty());
+        assert_eq!((bare.rpo.value, bare.rto.value, bare.max_duration.value), (None, None, None));
+        assert!(bare.verify.value.is_none() && bare.drill.value.is_none() && bare.retention.value.is_none());
+        assert!(bare.hooks.value.before.is_none() && bare.hooks.value.after.is_none());
+        assert_eq!(
+            (bare.verify.origin, bare.rpo.origin, bare.drill.origin),
+            (Origin::Source, Origin::Source, Origin::Source)
+        );
+        // `true` is no setting, and a malformed table keeps its precise message.
+        let e = err(&text.replace("verify = false", "verify = true"));
+        assert!(e.message.contains("true is not a setting"), "{e}");
+        assert_eq!(e.line, text.lines().position(|l| l == "verify = false").unwrap() + 1);
+        let e = err(&text.replace("verify = false", r#"verify = { schedule = "@daily", subset = "5%" }"#));
+        assert!(e.message.contains("unknown field `subset`"), "{e}");
+        let e = err(&text.replace("rpo = false", "rpo = \"fortnight\""));
+        assert!(e.message.contains("fortnight"), "{e}");
     }
 
     #[test]
