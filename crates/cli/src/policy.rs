@@ -102,7 +102,7 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
                     "next_runs": s.schedules.value.iter().map(|t| t.schedule.upcoming(now, *next).iter().map(|x| x.to_string()).collect::<Vec<_>>()).collect::<Vec<_>>(),
                     "rpo_secs": {"value": s.rpo.value.map(|d| d.as_secs()), "from": s.rpo.origin.as_str()},
                     "rto_secs": {"value": s.rto.value.map(|d| d.as_secs()), "from": s.rto.origin.as_str()},
-                    "copy_to": {"value": s.copy_to.value.iter().map(|c| c.repository.clone()).collect::<Vec<_>>(), "from": s.copy_to.origin.as_str()},
+                    "copy_to": {"value": s.copy_to.value.iter().map(|c| serde_json::json!({"repository": c.repository, "keep": c.keep.as_ref().map(keep_text)})).collect::<Vec<_>>(), "from": s.copy_to.origin.as_str()},
                     "retention": {"value": s.retention.value.as_ref().map(|r| serde_json::json!({"keep": keep_text(&r.keep), "schedule": timing_text(&r.timing), "prune": r.prune, "pitr_window_secs": r.pitr_window.map(|d| d.as_secs())})), "from": s.retention.origin.as_str()},
                     "verify": {"value": s.verify.value.as_ref().map(|v| serde_json::json!({"schedule": timing_text(&v.timing), "read_data_subset_percent": v.read_data_subset})), "from": s.verify.origin.as_str()},
                     "drill": {"value": s.drill.value.as_ref().map(|d| serde_json::json!({"schedule": d.timing.as_ref().map(timing_text), "pick": d.pick.as_str(), "from": d.from, "timeout_secs": d.timeout.as_secs(), "root": d.root})), "from": s.drill.origin.as_str()},
@@ -203,7 +203,16 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
             None => "none (everything kept)".into(),
         };
         row("retention", ret, origin(&s.retention));
-        let copies: Vec<String> = s.copy_to.value.iter().map(|c| c.repository.clone()).collect();
+        // A copy with its own keep-rules says them; the others keep what the retention keeps.
+        let copies: Vec<String> = s
+            .copy_to
+            .value
+            .iter()
+            .map(|c| match &c.keep {
+                Some(k) => format!("{} (keep {})", c.repository, keep_text(k)),
+                None => c.repository.clone(),
+            })
+            .collect();
         row("copy_to", if copies.is_empty() { "-".into() } else { copies.join(", ") }, origin(&s.copy_to));
         let verify = s
             .verify

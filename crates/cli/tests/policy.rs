@@ -18,6 +18,20 @@ fn every_example_policy_passes_the_check() {
             assert!(out.contains("next runs of"), "{}: {out}", p.display());
             let v = env.json(&["policy", "check", p.to_str().unwrap()]);
             assert!(!v["sources"].as_array().unwrap().is_empty(), "{}", p.display());
+            // A copy with its own retention shows it (003's secondary keeps by its own rules).
+            if p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("003")) {
+                assert!(out.contains("secondary (keep daily 30"), "{out}");
+                let copied = v["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|s| s["copy_to"]["value"].as_array().unwrap().clone());
+                assert!(
+                    copied.into_iter().any(|c| c["repository"] == "secondary"
+                        && c["keep"].as_str().is_some_and(|k| k.contains("weekly 26"))),
+                    "{v}"
+                );
+            }
             n += 1;
         }
     }
