@@ -9,7 +9,11 @@ use common::*;
 #[test]
 fn format_v1_golden_repository_stays_readable() {
     let env = Env::new();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1");
+    // A copy: reading appends audit records (format.md §12.3), and the committed
+    // repository must stay as format v1 wrote it.
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1");
+    let fixture = env.path("golden-v1");
+    assert!(run_sh(&format!("cp -a '{}' '{}'", committed.display(), fixture.display())), "copying the fixture");
     let run = |args: &[&str]| {
         let o = env.cmd().env("CAIRN_REPO", &fixture).env("CAIRN_PASSWORD", "golden").args(args).output().unwrap();
         assert!(o.status.success(), "cairn {args:?}: {}", stderr(&o));
