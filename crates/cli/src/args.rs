@@ -73,6 +73,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Write a file of a snapshot to stdout
     Dump(DumpArgs),
+    /// Browse every snapshot as a read-only filesystem (FUSE) until unmounted
+    Mount(MountArgs),
     /// Sizes, deduplication and compression
     Stats(StatsArgs),
     /// Restore a snapshot
@@ -444,6 +446,22 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// Path of the file in the snapshot (optional for a stdin snapshot)
     pub path: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An existing empty directory; unmount with Ctrl-C, SIGTERM or `fusermount3 -u`
+    pub mountpoint: PathBuf,
+    /// Mount only this snapshot's tree (an id or prefix, or `latest`)
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Let other users in (FUSE's allow_other; as a user other than root, /etc/fuse.conf
+    /// must allow it)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// How often (seconds) the snapshot list is read again for new snapshots
+    #[arg(long, default_value_t = 5)]
+    pub refresh: u64,
 }
 
 #[derive(Args, Debug)]

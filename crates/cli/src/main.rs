@@ -16,6 +16,7 @@ mod copy;
 mod drill;
 mod forget;
 mod keys;
+mod mount;
 mod output;
 mod pg;
 mod policy;
@@ -172,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Find(a) => browse::find(&ctx, &a),
         Command::Diff(a) => browse::diff(&ctx, &a),
         Command::Dump(a) => browse::dump(&ctx, &a),
+        Command::Mount(a) => mount::run(&ctx, &a),
         Command::Stats(a) => browse::stats(&ctx, &a),
         Command::Restore(a) => restore::run(&ctx, &a),
         Command::Check(a) => check::run(&ctx, &a),
