@@ -181,6 +181,7 @@ fn backup(
 pub fn with_progress<T: Send>(ctx: &Context, f: impl FnOnce(&Progress) -> T + Send) -> T {
     let progress = Progress::default();
     let read = || output::Reading {
+        unit: "files",
         files_done: Some(progress.files_done.load(Ordering::Relaxed)),
         files_total: Some(progress.files_total.load(Ordering::Relaxed)),
         bytes_done: progress.bytes_done.load(Ordering::Relaxed),

@@ -1,7 +1,7 @@
 //! `cairn check`.
 
 use anyhow::{bail, Result};
-use cairn_repo::check::{check, ReadData};
+use cairn_repo::check::{check_metered, ReadData};
 
 use crate::args::CheckArgs;
 use crate::context::Context;
@@ -32,7 +32,11 @@ pub fn run(ctx: &Context, a: &CheckArgs) -> Result<()> {
         (None, false) => ReadData::None,
     };
     let repo = ctx.open()?;
-    let mut r = check(&repo, mode)?;
+    // A bar only while pack data is read: the structural check is quick.
+    let meter = cairn_repo::Meter::default();
+    let read = || crate::output::Reading::of_meter(&meter, "packs");
+    let show = if mode == ReadData::None { crate::output::Show::Nothing } else { crate::output::show(&ctx.g) };
+    let mut r = crate::output::with_meter(show, "check", &read, || check_metered(&repo, mode, &meter))?;
     retention(ctx, &repo, &mut r)?;
     if ctx.g.json {
         let v = serde_json::json!({

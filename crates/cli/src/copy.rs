@@ -4,7 +4,7 @@
 //! ordinary snapshot there.
 
 use anyhow::{anyhow, Context as _, Result};
-use cairn_engine::copy::{copy_snapshots, missing};
+use cairn_engine::copy::{copy_snapshots_metered, missing};
 use cairn_repo::Repository;
 
 use crate::args::CopyArgs;
@@ -54,7 +54,11 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         for p in &unreadable {
             eprintln!("cairn: warning: audit segment {p} could not be read and was not copied");
         }
-        let out = copy_snapshots(&src, &dst, &todo, ctx.connections())?;
+        let meter = cairn_repo::Meter::default();
+        let read = || crate::output::Reading::of_meter(&meter, "snapshots");
+        let out = crate::output::with_meter(crate::output::show(&ctx.g), "copy", &read, || {
+            copy_snapshots_metered(&src, &dst, &todo, ctx.connections(), &meter)
+        })?;
         let stats = out.stats;
         note.target.snapshots = out.copied.iter().map(|(s, _)| s.to_hex()).collect();
         note.message = Some(format!("{} snapshots and {segments} audit segments copied to {}", out.copied.len(), a.to));

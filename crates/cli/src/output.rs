@@ -54,12 +54,29 @@ pub fn stderr_is_tty() -> bool {
 /// Where an operation is, read by the progress display.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reading {
+    /// What `files_done` counts: `files`, `packs`, `snapshots`.
+    pub unit: &'static str,
     pub files_done: Option<u64>,
     pub files_total: Option<u64>,
     pub bytes_done: u64,
     pub bytes_total: u64,
     /// Whether `bytes_total` is final (a backup's walk may still be finding files).
     pub total_known: bool,
+}
+
+impl Reading {
+    /// What a [`cairn_repo::Meter`] says: its items (packs, snapshots) as the counted units.
+    pub fn of_meter(m: &cairn_repo::Meter, unit: &'static str) -> Reading {
+        let total = m.items_total.load(Ordering::Relaxed);
+        Reading {
+            unit,
+            files_done: Some(m.items_done.load(Ordering::Relaxed)),
+            files_total: Some(total),
+            bytes_done: m.bytes_done.load(Ordering::Relaxed),
+            bytes_total: m.bytes_total.load(Ordering::Relaxed),
+            total_known: total > 0,
+        }
+    }
 }
 
 /// How progress is shown: a bar on a terminal, JSON lines on stderr for tools
@@ -94,8 +111,8 @@ pub fn bar_line(r: &Reading, el: Duration, width: usize) -> String {
     }
     if let Some(f) = r.files_done {
         match r.files_total {
-            Some(t) if r.total_known => l.push_str(&format!(" {f}/{t} files")),
-            _ => l.push_str(&format!(" {f} files")),
+            Some(t) if r.total_known => l.push_str(&format!(" {f}/{t} {}", r.unit)),
+            _ => l.push_str(&format!(" {f} {}", r.unit)),
         }
     }
     l.push_str(&format!(", {} / {}, {}/s", bytes(r.bytes_done), bytes(r.bytes_total), bytes(rate as u64)));
@@ -114,11 +131,12 @@ fn eta(r: &Reading, el: Duration) -> Option<Duration> {
 /// One progress record for `--json-progress`.
 pub fn json_line(what: &str, r: &Reading, el: Duration) -> String {
     let rate = r.bytes_done as f64 / el.as_secs_f64().max(0.001);
-    serde_json::json!({"type": "progress", "operation": what, "elapsed_secs": el.as_secs_f64(),
-        "files_done": r.files_done, "files_total": r.files_total.filter(|_| r.total_known),
+    let mut v = serde_json::json!({"type": "progress", "operation": what, "elapsed_secs": el.as_secs_f64(),
         "bytes_done": r.bytes_done, "bytes_total": r.bytes_total, "total_known": r.total_known,
-        "bytes_per_sec": rate as u64, "eta_secs": eta(r, el).map(|d| d.as_secs())})
-    .to_string()
+        "bytes_per_sec": rate as u64, "eta_secs": eta(r, el).map(|d| d.as_secs())});
+    v[format!("{}_done", r.unit)] = serde_json::json!(r.files_done);
+    v[format!("{}_total", r.unit)] = serde_json::json!(r.files_total.filter(|_| r.total_known));
+    v.to_string()
 }
 
 /// Runs `f` while showing `read()`'s progress as `show` says: a bar redrawn every 250 ms,

@@ -13,6 +13,7 @@ use crate::output;
 /// Runs `f` with progress (bytes `done` of `total`) shown as the flags say.
 pub fn with_progress<T: Send>(ctx: &Context, done: &AtomicU64, total: &AtomicU64, f: impl FnOnce() -> T + Send) -> T {
     let read = || output::Reading {
+        unit: "files",
         files_done: None,
         files_total: None,
         bytes_done: done.load(Ordering::Relaxed),

@@ -126,4 +126,28 @@ fn progress_shows_an_eta_on_a_terminal_json_lines_on_request_and_nothing_in_a_pi
     assert!(lines.iter().any(|l| l["eta_secs"].is_u64()), "{lines:?}");
     let last = lines.last().unwrap();
     assert_eq!(last["bytes_done"], last["bytes_total"]);
+    // check --read-data: packs of total, a bar and an ETA (the structural part draws none).
+    let screen = on_terminal(&env, "--limit-download 2048 check --read-data");
+    let line = screen.split('\r').find(|l| l.contains("ETA")).unwrap_or_else(|| panic!("no ETA shown: {screen:?}"));
+    assert!(line.contains("packs") && line.contains('%'), "{line:?}");
+    let screen = on_terminal(&env, "check");
+    assert!(!screen.contains("ETA") && !screen.contains('%'), "{screen:?}");
+    // copy: JSON lines counting snapshots and their bytes, the last complete.
+    let dst = env.path("copy");
+    let o = env.cmd().env("CAIRN_REPO", &dst).args(["init"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env
+        .cmd()
+        .env("CAIRN_TO_PASSWORD", PASSWORD)
+        .args(["--json-progress", "--limit-download", "2048", "copy", "--to", dst.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        stderr(&o).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["operation"] == "copy"), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!((last["snapshots_done"].as_u64(), last["snapshots_total"].as_u64()), (Some(1), Some(1)), "{last}");
+    assert_eq!(last["bytes_done"], last["bytes_total"], "{last}");
 }

@@ -72,6 +72,19 @@ pub fn copy_snapshots(
     snaps: &[(SnapshotId, Snapshot)],
     uploads: usize,
 ) -> Result<CopyOutcome> {
+    copy_snapshots_metered(src, dst, snaps, uploads, &cairn_repo::Meter::default())
+}
+
+/// [`copy_snapshots`], counting on `meter` the snapshots walked and the bytes of their
+/// files (the snapshots' logical size: a subtree walked before counts again in full).
+pub fn copy_snapshots_metered(
+    src: &Repository,
+    dst: &Repository,
+    snaps: &[(SnapshotId, Snapshot)],
+    uploads: usize,
+    meter: &cairn_repo::Meter,
+) -> Result<CopyOutcome> {
+    meter.plan(snaps.len() as u64, snaps.iter().map(|(_, s)| s.summary.total_bytes).sum());
     if snaps.is_empty() {
         return Ok(CopyOutcome { copied: Vec::new(), stats: CopyStats::default() });
     }
@@ -84,6 +97,7 @@ pub fn copy_snapshots(
         s.spawn(|| saver.run_uploader());
         let mut w = saver.worker()?;
         let mut c = Copier::new(src, &src_index, &saver);
+        c.meter = Some(meter);
         let mut trees = Vec::with_capacity(snaps.len());
         for (id, snap) in snaps {
             let t = c.tree(&mut w, snap.tree, 0).map_err(|e| match e {
@@ -92,6 +106,7 @@ pub fn copy_snapshots(
                 e => e,
             })?;
             trees.push(t);
+            meter.done(1, 0);
         }
         w.flush()?;
         Ok((trees, c.stats, c.into_reached()))
@@ -125,13 +140,25 @@ pub struct Copier<'a, 's, 'r> {
     /// Source blob id -> destination blob id, for every blob this run has dealt with (for
     /// trees: once the whole subtree has been dealt with).
     map: HashMap<BlobId, BlobId>,
+    /// The logical size (file bytes) of each tree walked, so a subtree met again counts.
+    sizes: HashMap<BlobId, u64>,
     pub stats: CopyStats,
+    pub meter: Option<&'a cairn_repo::Meter>,
 }
 
 impl<'a, 's, 'r> Copier<'a, 's, 'r> {
     pub fn new(src: &'a Repository, src_index: &'a Index, saver: &'s BlobSaver<'r>) -> Self {
         let same_ids = src.id_key().as_bytes() == saver.repo().id_key().as_bytes();
-        Copier { src, src_index, saver, same_ids, map: HashMap::new(), stats: CopyStats::default() }
+        Copier {
+            src,
+            src_index,
+            saver,
+            same_ids,
+            map: HashMap::new(),
+            sizes: HashMap::new(),
+            stats: CopyStats::default(),
+            meter: None,
+        }
     }
 
     /// The destination ids of every blob the walk reached (data and trees).
@@ -173,8 +200,12 @@ impl<'a, 's, 'r> Copier<'a, 's, 'r> {
             return Err(Error::Damaged(format!("trees nested deeper than {}", cairn_repo::check::MAX_DEPTH)));
         }
         if let Some(n) = self.map.get(&root.blob()) {
+            if let Some(m) = self.meter {
+                m.done(0, self.sizes.get(&root.blob()).copied().unwrap_or(0));
+            }
             return Ok(n.tree());
         }
+        let mut size = 0u64;
         let raw = self.src.read_blob(self.src_index, &root.blob())?;
         let t = Tree::decode(&raw).map_err(|e| {
             Error::Repo(cairn_repo::Error::Damaged { what: "tree", id: root.to_hex(), detail: e.to_string() })
@@ -184,7 +215,9 @@ impl<'a, 's, 'r> Copier<'a, 's, 'r> {
             match n.kind {
                 NodeKind::Dir => {
                     if let Some(st) = n.subtree {
-                        n.subtree = Some(self.tree(w, st, depth + 1)?);
+                        let new = self.tree(w, st, depth + 1)?;
+                        size = size.saturating_add(self.sizes.get(&st.blob()).copied().unwrap_or(0));
+                        n.subtree = Some(new);
                     }
                 }
                 NodeKind::File => {
@@ -193,6 +226,10 @@ impl<'a, 's, 'r> Copier<'a, 's, 'r> {
                         content.push(self.blob(w, BlobType::Data, *b)?);
                     }
                     n.content = content;
+                    size = size.saturating_add(n.size);
+                    if let Some(m) = self.meter {
+                        m.done(0, n.size);
+                    }
                 }
                 _ => {}
             }
@@ -212,6 +249,7 @@ impl<'a, 's, 'r> Copier<'a, 's, 'r> {
             id
         };
         self.map.insert(root.blob(), id);
+        self.sizes.insert(root.blob(), size);
         Ok(id.tree())
     }
 }

@@ -47,6 +47,11 @@ impl CheckReport {
 }
 
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    check_metered(repo, read_data, &crate::Meter::default())
+}
+
+/// [`check`], counting the packs whose data it reads (and their bytes) on `meter`.
+pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Meter) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     // Snapshots first: each is written after the index files and packs it needs, so a
     // backup finishing during the check cannot make its blobs look missing.
@@ -218,6 +223,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         }
     };
     // Read the chosen packs on every core: reading, decrypting, decompressing and hashing.
+    meter.plan(chosen.len() as u64, chosen.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum());
     let queue = std::sync::Mutex::new(chosen.iter());
     let results = std::sync::Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
@@ -231,6 +237,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
                 // unreadable.
                 let blobs = headers.get(&p).or_else(|| expected.get(&p)).unwrap_or(&no_blobs);
                 let out = read_pack_data(repo, p, blobs, salts.get(&p));
+                meter.done(1, listed.get(&p).copied().unwrap_or(0));
                 results.lock().unwrap_or_else(|p| p.into_inner()).push((p, out));
             });
         }
