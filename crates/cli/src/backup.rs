@@ -187,6 +187,7 @@ pub fn with_progress<T: Send>(ctx: &Context, f: impl FnOnce(&Progress) -> T + Se
         bytes_done: progress.bytes_done.load(Ordering::Relaxed),
         bytes_total: progress.bytes_total.load(Ordering::Relaxed),
         total_known: progress.walk_done.load(Ordering::Relaxed),
+        slow_file: progress.slow_file(std::time::Duration::from_secs(2)).map(|p| p.display().to_string()),
     };
     output::with_meter(output::show(&ctx.g), "backup", &read, || f(&progress))
 }

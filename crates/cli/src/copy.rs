@@ -58,7 +58,8 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         let read = || crate::output::Reading::of_meter(&meter, "snapshots");
         let out = crate::output::with_meter(crate::output::show(&ctx.g), "copy", &read, || {
             copy_snapshots_metered(&src, &dst, &todo, ctx.connections(), &meter)
-        })?;
+        })
+        .map_err(|e| anyhow::Error::new(e).context(format!("copying to {}", a.to)))?;
         let stats = out.stats;
         note.target.snapshots = out.copied.iter().map(|(s, _)| s.to_hex()).collect();
         note.message = Some(format!("{} snapshots and {segments} audit segments copied to {}", out.copied.len(), a.to));

@@ -165,7 +165,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
     let ctx = context::Context::new(&cli.global, rt.handle().clone())?;
-    match cli.command {
+    // Commands on the --repo repository; the policy's commands name their repositories.
+    let on_repo = !matches!(
+        cli.command,
+        Command::Policy(_)
+            | Command::Daemon(_)
+            | Command::Run(_)
+            | Command::Jobs(_)
+            | Command::Status(_)
+            | Command::Drill(_)
+            | Command::Drills(_)
+            | Command::Alert(_)
+            | Command::Alerts(_)
+            | Command::Token(_)
+    );
+    let r = match cli.command {
         Command::Init(a) => context::init(&ctx, &a),
         Command::Backup(a) => backup::run(&ctx, &a),
         Command::Snapshots(a) => browse::snapshots(&ctx, &a),
@@ -195,5 +209,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => audit::run(&ctx, &a),
         Command::Token(a) => token::run(&ctx, &a),
         Command::Completions(_) | Command::Man(_) => Ok(()),
+    };
+    r.map_err(|e| if on_repo { name_repository(e, &ctx.location()) } else { e })
+}
+
+/// An error that comes from the repository (its store, its content) names it, unless it
+/// already does: "repository s3://b/p: ... connection refused" rather than a bare
+/// transport error. Errors about the command's input (a source path) are left alone.
+fn name_repository(e: anyhow::Error, location: &str) -> anyhow::Error {
+    if e.downcast_ref::<Exit>().is_some() || output::one_line(&e).contains(location) {
+        return e;
     }
+    if e.chain().any(from_repository) {
+        return e.context(format!("repository {location}"));
+    }
+    e
+}
+
+fn from_repository(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<cairn_repo::Error>() || e.is::<cairn_store::Error>() {
+        return true;
+    }
+    if let Some(e) = e.downcast_ref::<cairn_engine::Error>() {
+        return matches!(e, cairn_engine::Error::Repo(_) | cairn_engine::Error::Damaged(_));
+    }
+    if let Some(e) = e.downcast_ref::<cairn_pg::Error>() {
+        return match e {
+            cairn_pg::Error::Repo(_) | cairn_pg::Error::Damaged(_) => true,
+            cairn_pg::Error::Engine(x) => from_repository(x),
+            _ => false,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<cairn_mount::Error>() {
+        return matches!(e, cairn_mount::Error::Repo(_));
+    }
+    if let Some(e) = e.downcast_ref::<cairn_daemon::Error>() {
+        return match e {
+            cairn_daemon::Error::Repo(_) => true,
+            cairn_daemon::Error::Engine(x) => from_repository(x),
+            cairn_daemon::Error::Pg(x) => from_repository(x),
+            _ => false,
+        };
+    }
+    false
 }

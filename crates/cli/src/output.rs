@@ -52,7 +52,7 @@ pub fn stderr_is_tty() -> bool {
 }
 
 /// Where an operation is, read by the progress display.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Reading {
     /// What `files_done` counts: `files`, `packs`, `snapshots`.
     pub unit: &'static str,
@@ -62,19 +62,21 @@ pub struct Reading {
     pub bytes_total: u64,
     /// Whether `bytes_total` is final (a backup's walk may still be finding files).
     pub total_known: bool,
+    /// A file that has been read for a while (shown so a slow one is not a mystery).
+    pub slow_file: Option<String>,
 }
 
 impl Reading {
     /// What a [`cairn_repo::Meter`] says: its items (packs, snapshots) as the counted units.
     pub fn of_meter(m: &cairn_repo::Meter, unit: &'static str) -> Reading {
-        let total = m.items_total.load(Ordering::Relaxed);
         Reading {
             unit,
             files_done: Some(m.items_done.load(Ordering::Relaxed)),
-            files_total: Some(total),
+            files_total: Some(m.items_total.load(Ordering::Relaxed)),
             bytes_done: m.bytes_done.load(Ordering::Relaxed),
             bytes_total: m.bytes_total.load(Ordering::Relaxed),
-            total_known: total > 0,
+            total_known: m.planned.load(Ordering::Relaxed),
+            slow_file: None,
         }
     }
 }
@@ -119,6 +121,13 @@ pub fn bar_line(r: &Reading, el: Duration, width: usize) -> String {
     if let Some(eta) = eta(r, el) {
         l.push_str(&format!(" ETA {}", duration(eta)));
     }
+    if let Some(f) = &r.slow_file {
+        // The end of the path is what tells files apart; control characters escaped.
+        let f = escape(f, false);
+        let tail: String = f.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let cut = if tail.len() < f.len() { "..." } else { "" };
+        l.push_str(&format!(" reading {cut}{tail}"));
+    }
     l
 }
 
@@ -136,6 +145,9 @@ pub fn json_line(what: &str, r: &Reading, el: Duration) -> String {
         "bytes_per_sec": rate as u64, "eta_secs": eta(r, el).map(|d| d.as_secs())});
     v[format!("{}_done", r.unit)] = serde_json::json!(r.files_done);
     v[format!("{}_total", r.unit)] = serde_json::json!(r.files_total.filter(|_| r.total_known));
+    if let Some(f) = &r.slow_file {
+        v["slow_file"] = serde_json::json!(f);
+    }
     v.to_string()
 }
 
@@ -243,7 +255,28 @@ fn escape(s: &str, backslash: bool) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize;
+    use super::{bar_line, sanitize, Reading};
+
+    #[test]
+    fn a_slow_file_is_named_by_its_end_and_escaped() {
+        let mut r = Reading {
+            unit: "files",
+            files_done: Some(3),
+            files_total: Some(10),
+            bytes_done: 1 << 20,
+            bytes_total: 4 << 20,
+            total_known: true,
+            slow_file: None,
+        };
+        let el = std::time::Duration::from_secs(4);
+        assert!(!bar_line(&r, el, 10).contains("reading"));
+        r.slow_file = Some(format!("/srv/{}/very-large-database-dump\u{1b}.sql", "x".repeat(60)));
+        let l = bar_line(&r, el, 10);
+        assert!(l.contains("3/10 files") && l.contains("ETA"), "{l}");
+        // The end of the path, its escape character made visible, never sent raw.
+        assert!(l.ends_with(r"very-large-database-dump\x1b.sql"), "{l}");
+        assert!(l.contains(" reading ...") && !l.contains("/srv/") && !l.contains('\u{1b}'), "{l}");
+    }
 
     #[test]
     fn sanitize_escapes_what_could_forge_output() {

@@ -33,7 +33,14 @@ pub fn execute(ctx: &Context, repo: &Repository, o: &PruneOpts, dry_run: bool) -
         dry_run,
         hostname: cairn_fs::hostname(),
     };
-    let r = cairn_daemon::maintenance::prune_repository(repo, &ctx.location(), &opts).map_err(|e| match e {
+    // A bar counting the packs repacked (what reads and writes data); until the plan is
+    // made it shows the time spent.
+    let meter = cairn_repo::Meter::default();
+    let read = || crate::output::Reading::of_meter(&meter, "packs");
+    let r = crate::output::with_meter(crate::output::show(&ctx.g), "prune", &read, || {
+        cairn_daemon::maintenance::prune_repository(repo, &ctx.location(), &opts, &meter)
+    })
+    .map_err(|e| match e {
         cairn_daemon::Error::Repo(e) => crate::context::delete_rights("prune", e),
         cairn_daemon::Error::Pg(cairn_pg::Error::Repo(e)) => crate::context::delete_rights("prune", e),
         e => e.into(),

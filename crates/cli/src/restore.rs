@@ -19,6 +19,7 @@ pub fn with_progress<T: Send>(ctx: &Context, done: &AtomicU64, total: &AtomicU64
         bytes_done: done.load(Ordering::Relaxed),
         bytes_total: total.load(Ordering::Relaxed),
         total_known: true,
+        slow_file: None,
     };
     output::with_meter(output::show(&ctx.g), "restore", &read, f)
 }

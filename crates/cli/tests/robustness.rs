@@ -60,6 +60,29 @@ fn errors_point_at_the_repository_concerned_before_asking_for_a_password() {
     // A wrong destination password says it is the destination's.
     let o = env.cmd().env("CAIRN_TO_PASSWORD", "wrong").args(["copy", "--to", dst.to_str().unwrap()]).output().unwrap();
     assert_clean_failure(&o, "destination");
+    // A store that fails after the command started names the repository, not only the
+    // transport: an object store nobody answers at...
+    let url = "s3://bucket/prefix?endpoint=http://127.0.0.1:1";
+    let o = env
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .args(["--repo", url, "snapshots"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &format!("repository {url}"));
+    // ...and a pack gone from a local one; a copy from it names both sides.
+    for p in packs(&env.repo) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let o = env.run(&["restore", "latest", "--target", env.path("t").to_str().unwrap()]);
+    assert_clean_failure(&o, &format!("repository {}", env.repo.display()));
+    let dst2 = env.path("dst2");
+    env.cmd().env("CAIRN_REPO", &dst2).args(["init"]).output().unwrap();
+    let o =
+        env.cmd().env("CAIRN_TO_PASSWORD", PASSWORD).args(["copy", "--to", dst2.to_str().unwrap()]).output().unwrap();
+    assert_clean_failure(&o, &format!("repository {}", env.repo.display()));
+    assert!(stderr(&o).contains(&format!("copying to {}", dst2.display())), "{}", stderr(&o));
 }
 
 #[test]

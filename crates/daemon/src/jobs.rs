@@ -604,7 +604,7 @@ fn retention_job(env: &Env, src: &Source) -> Result<Done> {
         if ret.prune {
             let location = env.policy.repositories.get(&repository).map(|r| r.url.clone()).unwrap_or_default();
             let opts = crate::maintenance::retention_prune_options(&env.host);
-            crate::maintenance::prune_repository(&repo, &location, &opts)
+            crate::maintenance::prune_repository(&repo, &location, &opts, &cairn_repo::Meter::default())
                 .map_err(|e| e.context(format!("prune of {repository:?}")))?;
         }
     }

@@ -7,9 +7,15 @@ use cairn_repo::{PruneOptions, PruneReport, Repository};
 
 use crate::{Error, Result};
 
-/// Prunes `repo` (at `location`, for the temporary-file sweep).
-pub fn prune_repository(repo: &Repository, location: &str, opts: &PruneOptions) -> Result<PruneReport> {
-    let mut r = cairn_repo::prune(repo, opts)?;
+/// Prunes `repo` (at `location`, for the temporary-file sweep), counting the repack on
+/// `meter`.
+pub fn prune_repository(
+    repo: &Repository,
+    location: &str,
+    opts: &PruneOptions,
+    meter: &cairn_repo::Meter,
+) -> Result<PruneReport> {
+    let mut r = cairn_repo::prune_metered(repo, opts, meter)?;
     // WAL that no remaining PostgreSQL base backup needs.
     let backups: Vec<_> = repo.list_snapshots()?.into_iter().filter_map(|(_, s)| s.postgres).collect();
     let files = cairn_pg::wal::list(repo)?;

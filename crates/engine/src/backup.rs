@@ -34,6 +34,17 @@ pub struct Progress {
     /// Set by another thread to stop the backup (a job past its time limit): readers and
     /// the walk stop at their next step and `run` returns [`Error::Stopped`].
     pub stop: AtomicBool,
+    /// The files being read now and since when (a display shows one that is slow).
+    pub reading: Mutex<HashMap<u64, (PathBuf, Instant)>>,
+}
+
+impl Progress {
+    /// The file that has been read the longest, if that is longer than `slow`: what a
+    /// display names while a large or slow file holds the backup up.
+    pub fn slow_file(&self, slow: std::time::Duration) -> Option<PathBuf> {
+        let r = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        r.values().min_by_key(|(_, t)| *t).filter(|(_, t)| t.elapsed() >= slow).map(|(p, _)| p.clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +329,8 @@ fn read_loop<S: Source + ?Sized>(
     warnings: &Mutex<Vec<String>>,
 ) {
     for job in jobs.iter() {
+        let key = (job.slot as u64) << 20 | job.segment as u64;
+        progress.reading.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (job.path.clone(), Instant::now()));
         let r = (|| -> std::io::Result<FileDone> {
             let offset = job.segment as u64 * SEGMENT;
             let f = source.open(&job.path, &job.before, offset)?;
@@ -344,6 +357,7 @@ fn read_loop<S: Source + ?Sized>(
             }
             Ok(FileDone { content, size })
         })();
+        progress.reading.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         let last = job.segment + 1 >= job.segments;
         if last {
             progress.files_done.fetch_add(1, Ordering::Relaxed);

@@ -43,7 +43,7 @@ pub use keys::KeyMeta;
 pub use lease::Lease;
 pub use meter::Meter;
 pub use packer::{FinishedPack, Packer};
-pub use prune::{prune, PruneOptions, PruneReport};
+pub use prune::{prune, prune_metered, PruneOptions, PruneReport};
 pub use repository::{InitOptions, Repository, SnapshotList};
 pub use saver::{BlobSaver, SaverStats, WorkerSaver};
 

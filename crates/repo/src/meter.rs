@@ -2,7 +2,7 @@
 //! long operation (check --read-data, copy, prune's repack) has done. Relaxed atomics,
 //! approximate by design; the operation never waits for its reader.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Meter {
@@ -11,6 +11,8 @@ pub struct Meter {
     pub items_done: AtomicU64,
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,
+    /// The totals are known (set by [`Meter::plan`], also when there is nothing to do).
+    pub planned: AtomicBool,
 }
 
 impl Meter {
@@ -18,6 +20,7 @@ impl Meter {
     pub fn plan(&self, items: u64, bytes: u64) {
         self.items_total.store(items, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.planned.store(true, Ordering::Relaxed);
     }
 
     /// Counts work done.

@@ -101,6 +101,12 @@ pub struct Busy(pub Vec<String>);
 
 /// Runs prune (see the module docs). With `dry_run`, writes nothing and reports the plan.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_metered(repo, opts, &crate::Meter::default())
+}
+
+/// [`prune`], counting on `meter` the packs it repacks (and their bytes): the part of a
+/// prune that reads and writes data.
+pub fn prune_metered(repo: &Repository, opts: &PruneOptions, meter: &crate::Meter) -> Result<PruneReport> {
     let mut r = PruneReport { dry_run: opts.dry_run, ..Default::default() };
     let _lease = if opts.dry_run { None } else { Some(repo.lease("prune", &opts.hostname)?) };
     let own = repo.lease_id();
@@ -147,6 +153,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     r.packs_marked = plan.delete.len();
     r.bytes_marked = plan.delete.iter().map(|&i| st.catalog.packs[i].size).sum();
     r.packs_repacked = plan.repack.len();
+    let repack_bytes = plan.repack.iter().map(|&i| st.catalog.packs[i].size).sum();
+    meter.plan(if opts.dry_run { 0 } else { plan.repack.len() as u64 }, if opts.dry_run { 0 } else { repack_bytes });
     r.blobs_repacked = plan.repack_blobs;
     let unarmed: Vec<&MarkerState> = waiting.iter().filter(|m| m.arms.is_empty()).collect();
     for m in &waiting {
@@ -169,7 +177,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let mut new_marker = None;
     if changes {
-        let new_packs = repack(repo, &st, &used, &plan, &mut r)?;
+        let new_packs = repack(repo, &st, &used, &plan, &mut r, meter)?;
         let marked: Vec<PackId> = plan.delete.iter().chain(&plan.repack).map(|&i| st.catalog.packs[i].id).collect();
         if !marked.is_empty() {
             let id = repo.save_prune_doc(PruneBody::Marker(Marker {

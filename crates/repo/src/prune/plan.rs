@@ -91,6 +91,7 @@ pub(super) fn repack(
     used: &Used,
     plan: &Plan,
     r: &mut PruneReport,
+    meter: &crate::Meter,
 ) -> Result<Vec<IndexedPack>> {
     let cat = &st.catalog;
     let target = repo.config().pack_size as usize;
@@ -146,6 +147,7 @@ pub(super) fn repack(
                 k.add_with(b.id, b.raw_length, |buf| buf.extend_from_slice(&ct))?;
             }
         }
+        meter.done(1, p.size);
     }
     for k in packers.into_iter().flatten() {
         if !k.is_empty() {
