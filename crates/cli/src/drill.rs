@@ -29,7 +29,12 @@ pub fn run(ctx: &Context, a: &DrillArgs) -> Result<()> {
         actor: cairn_daemon::jobs::actor(),
         window: None,
     };
-    let rec = cairn_daemon::drill::run(&env, &req, cairn_daemon::daemon::stop_flag())?;
+    // A bar over the restore phase (the validation that follows is the drill's own).
+    let meter = cairn_repo::Meter::default();
+    let read = || crate::output::Reading::of_meter(&meter, "restores");
+    let rec = crate::output::with_meter(crate::output::show(&ctx.g), "drill", &read, || {
+        cairn_daemon::drill::run_metered(&env, &req, cairn_daemon::daemon::stop_flag(), &meter)
+    })?;
     if ctx.g.json {
         println!("{}", serde_json::to_string(&rec)?);
     } else if !(ctx.g.quiet && rec.verdict == Verdict::Passed) {

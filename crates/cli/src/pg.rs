@@ -265,7 +265,7 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
         let progress = cairn_pg::restore::Progress::default();
         let start = Instant::now();
-        let restored = crate::restore::with_progress(ctx, &progress.done, &progress.total, || {
+        let restored = crate::restore::with_progress(ctx, &progress.bytes_done, &progress.bytes_total, || {
             cairn_pg::restore::data_dir(&repo, &index, &sid, &snap, &target_dir, threads, &progress)
         })?;
         let (sum, pg) = (restored.summary, restored.pg);

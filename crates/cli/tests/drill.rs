@@ -165,6 +165,12 @@ fn files_sqlite_and_command_drills_prove_the_backup_and_are_recorded() {
         !html.contains("http://")
             || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
     );
+    // Its restore phase as progress lines for tools, the last one complete.
+    let o = p.run(&["--json-progress", "drill", "files"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last: Value = serde_json::from_str(stderr(&o).lines().rfind(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(last["operation"], "drill", "{last}");
+    assert!(last["bytes_total"].as_u64() > Some(0) && last["bytes_done"] == last["bytes_total"], "{last}");
 }
 
 #[test]

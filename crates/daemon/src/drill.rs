@@ -24,7 +24,7 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_engine::{browse, Overwrite, RestoreOptions, Restorer};
@@ -233,6 +233,11 @@ fn kill_in(sandbox: &Path) -> usize {
 /// returned only when the drill could not begin (unknown source, busy, catalog); a drill
 /// that began and failed returns its record with the verdict `failed` and the reason.
 pub fn run(env: &Env, req: &DrillRequest, stop: &AtomicBool) -> Result<Record> {
+    run_metered(env, req, stop, &cairn_repo::Meter::default())
+}
+
+/// [`run`], counting the bytes its restore phase writes on `meter`.
+pub fn run_metered(env: &Env, req: &DrillRequest, stop: &AtomicBool, meter: &cairn_repo::Meter) -> Result<Record> {
     let src = env.source(&req.source)?.clone();
     let cfg = settings(&src);
     let from = req.from.clone().or(cfg.from.clone());
@@ -331,6 +336,7 @@ pub fn run(env: &Env, req: &DrillRequest, stop: &AtomicBool) -> Result<Record> {
         sandbox: &sandbox,
         deadline: t0 + Duration::from_secs(cfg.timeout.as_secs().max(1) as u64),
         stop,
+        meter,
         rec: &mut rec,
         last: Instant::now(),
         server: None,
@@ -489,6 +495,7 @@ struct Run<'a> {
     sandbox: &'a Path,
     deadline: Instant,
     stop: &'a AtomicBool,
+    meter: &'a cairn_repo::Meter,
     rec: &'a mut Record,
     /// When the current phase began.
     last: Instant,
@@ -633,7 +640,9 @@ impl Run<'_> {
         };
         let restorer = Restorer::new(repo, index);
         let plan = restorer.plan(snap.tree, "", &dest, &opts, &mut browse::Budget::for_snapshot(&snap.summary))?;
-        let sum = restorer.execute(plan, &dest, &opts, &AtomicU64::new(0))?;
+        self.meter.plan(1, plan.bytes_total);
+        let sum = restorer.execute(plan, &dest, &opts, &self.meter.bytes_done)?;
+        self.meter.done(1, 0);
         self.rec.restored_files = sum.files;
         self.rec.restored_bytes = sum.bytes_written;
         if !sum.warnings.lines.is_empty() {
@@ -773,15 +782,7 @@ impl Run<'_> {
             return Err(Error::Source("drills of clusters with tablespaces are not supported yet".into()));
         }
         let data = self.sandbox.join("data");
-        let restored = cairn_pg::restore::data_dir(
-            repo,
-            index,
-            sid,
-            snap,
-            &data,
-            self.threads(),
-            &cairn_pg::restore::Progress::default(),
-        )?;
+        let restored = cairn_pg::restore::data_dir(repo, index, sid, snap, &data, self.threads(), self.meter)?;
         self.rec.restored_files = restored.summary.files;
         self.rec.restored_bytes = restored.summary.bytes_written;
         self.phase("restore data")?;

@@ -2,7 +2,6 @@
 //! replays: what `cairn pg restore` and a PostgreSQL drill both do.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 
 use cairn_engine::{browse, Overwrite, RestoreOptions, RestoreSummary, Restorer};
 use cairn_format::snapshot::{PgBackup, Snapshot};
@@ -21,12 +20,8 @@ pub struct Restored {
     pub pg: PgBackup,
 }
 
-/// Bytes restored so far, and the total once the plan is made.
-#[derive(Default)]
-pub struct Progress {
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-}
+/// Bytes restored so far (`bytes_done`), and the total once the plan is made.
+pub type Progress = cairn_repo::Meter;
 
 /// Restores the data directory of base backup `sid` into the empty directory `target`
 /// (created if absent). Nothing that grants privilege is restored: a data directory holds
@@ -56,8 +51,9 @@ pub fn data_dir(
     let prefix = format!("/{}", pg.data_dir.trim_matches('/'));
     let plan =
         restorer.plan(root, &prefix, &dest, &opts, &mut browse::Budget::for_snapshot(&snap.summary)).map_err(engine)?;
-    progress.total.store(plan.bytes_total, std::sync::atomic::Ordering::Relaxed);
-    let summary = restorer.execute(plan, &dest, &opts, &progress.done).map_err(engine)?;
+    progress.plan(1, plan.bytes_total);
+    let summary = restorer.execute(plan, &dest, &opts, &progress.bytes_done).map_err(engine)?;
+    progress.done(1, 0);
     Ok(Restored { summary, owner: (top.uid, top.gid), pg })
 }
 
