@@ -419,7 +419,14 @@ fn reading_everything_does_not_make_the_next_backup_write_new_trees_unless_atime
     assert!(after.atime_nsec() != before.atime_nsec() || after.atime() != before.atime(), "relatime moved the atime");
     let repo_before = size(&env.repo);
     let second = env.json(&["backup", data.to_str().unwrap()]);
-    assert_eq!(second["bytes_added"], 0, "no new tree or data: {second}");
+    // Nothing inside the backed-up tree is new. The trees of its ancestors record their
+    // metadata too, and /tmp's moves whenever another test makes a directory there: at
+    // most those few small trees (/, tmp, the test's directory) may be new.
+    assert!(second["blobs_added"].as_u64() <= Some(3), "no new tree or data: {second}");
+    assert!(second["data_added"].as_u64() < Some(1024), "only ancestor trees: {second}");
+    let ids = env.short_ids();
+    let diff = env.ok(&["diff", &ids[0], &ids[1]]);
+    assert!(!diff.contains("/data/"), "the tree under data is unchanged: {diff}");
     let grown = size(&env.repo) - repo_before;
     assert!(grown < 4096, "an unchanged re-backup adds only its snapshot: {grown} bytes");
     // With --atime the moved access times are kept: the trees are new.
