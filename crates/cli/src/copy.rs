@@ -11,6 +11,17 @@ use crate::args::CopyArgs;
 use crate::context::{prompt_or, read_password_file, store_for, Context};
 use crate::output;
 
+/// The context of an error of the destination's own (its lease, its listing): the edge
+/// then names the destination, not the source.
+#[derive(Debug)]
+pub struct Destination(pub String);
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the destination repository {}", self.0)
+    }
+}
+
 pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
     let src = ctx.open()?;
     crate::audit::recorded(ctx, &src, "copy", |note| {
@@ -32,7 +43,8 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         if dst.config().id == src.config().id {
             return Err(anyhow!("{} is this same repository", a.to));
         }
-        let _lease = dst.lease("copy", &cairn_fs::hostname())?;
+        let dest = || Destination(a.to.clone());
+        let _lease = dst.lease("copy", &cairn_fs::hostname()).with_context(dest)?;
         let mut damaged = Vec::new();
         let mut snaps = if a.snapshots.is_empty() {
             // The readable ones travel; the damaged ones are named at the end (exit 1).
@@ -45,12 +57,12 @@ pub fn run(ctx: &Context, a: &CopyArgs) -> Result<()> {
         snaps.retain(|(_, s)| {
             a.host.as_ref().is_none_or(|h| &s.hostname == h) && a.tags.iter().all(|t| s.tags.contains(t))
         });
-        let todo = missing(snaps, &dst.list_snapshots_lenient()?.snapshots);
+        let todo = missing(snaps, &dst.list_snapshots_lenient().with_context(dest)?.snapshots);
         let start = std::time::Instant::now();
         // The audit log travels with the snapshots (format.md §12.3), first, so that every
         // segment a copied snapshot anchors is there; one that cannot be read here stays
         // behind, for `audit verify` to report.
-        let (segments, unreadable) = cairn_audit::copy(&src, &dst)?;
+        let (segments, unreadable) = cairn_audit::copy(&src, &dst).context("copying the audit log")?;
         for p in &unreadable {
             eprintln!("cairn: warning: audit segment {p} could not be read and was not copied");
         }

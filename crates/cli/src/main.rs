@@ -210,14 +210,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(a) => token::run(&ctx, &a),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     };
-    r.map_err(|e| if on_repo { name_repository(e, &ctx.location()) } else { e })
+    // Named as given for a URL, absolute for a directory (`--repo .` names nothing).
+    let location = match &ctx.remote {
+        Some(u) => u.clone(),
+        None => std::path::absolute(&ctx.repo_path).unwrap_or_else(|_| ctx.repo_path.clone()).display().to_string(),
+    };
+    r.map_err(|e| if on_repo { name_repository(e, &location) } else { e })
 }
 
 /// An error that comes from the repository (its store, its content) names it, unless it
 /// already does: "repository s3://b/p: ... connection refused" rather than a bare
 /// transport error. Errors about the command's input (a source path) are left alone.
 fn name_repository(e: anyhow::Error, location: &str) -> anyhow::Error {
-    if e.downcast_ref::<Exit>().is_some() || output::one_line(&e).contains(location) {
+    if e.downcast_ref::<Exit>().is_some()
+        || e.downcast_ref::<copy::Destination>().is_some()
+        || output::one_line(&e).contains(location)
+    {
         return e;
     }
     if e.chain().any(from_repository) {

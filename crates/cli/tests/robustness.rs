@@ -83,6 +83,14 @@ fn errors_point_at_the_repository_concerned_before_asking_for_a_password() {
         env.cmd().env("CAIRN_TO_PASSWORD", PASSWORD).args(["copy", "--to", dst2.to_str().unwrap()]).output().unwrap();
     assert_clean_failure(&o, &format!("repository {}", env.repo.display()));
     assert!(stderr(&o).contains(&format!("copying to {}", dst2.display())), "{}", stderr(&o));
+    // A failure of the destination's own (it cannot take a writer lease) names it, and
+    // not the source.
+    let _ = std::fs::remove_dir_all(dst2.join("writers"));
+    std::fs::write(dst2.join("writers"), "in the way").unwrap();
+    let o =
+        env.cmd().env("CAIRN_TO_PASSWORD", PASSWORD).args(["copy", "--to", dst2.to_str().unwrap()]).output().unwrap();
+    assert_clean_failure(&o, &format!("the destination repository {}", dst2.display()));
+    assert!(!stderr(&o).contains(&format!("repository {}:", env.repo.display())), "{}", stderr(&o));
 }
 
 #[test]

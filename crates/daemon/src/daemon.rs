@@ -222,6 +222,10 @@ fn spawn_streamer(env: &Env, s: &cairn_policy::file::Source) -> Result<Streamer>
                     .map_err(Error::from)
                 });
                 if stop.load(Ordering::SeqCst) {
+                    // The last pass ships what arrived; if it could not, the spool keeps it.
+                    if let Err(e) = r {
+                        log(Level::Error, &format!("wal-stream of {name} stopped with WAL not stored: {e}"));
+                    }
                     break;
                 }
                 match r {
@@ -269,10 +273,22 @@ fn start_streamers(env: &Env, streamers: &mut HashMap<String, Streamer>) {
                 continue;
             }
             match cairn_pg::receive::drop_slot(&d.path(), &receivewal_bin()) {
-                Ok(Some(slot)) => log(
-                    Level::Warning,
-                    &format!("source {name} no longer streams WAL: dropped its replication slot {slot}"),
-                ),
+                Ok(Some(dropped)) => {
+                    log(
+                        Level::Warning,
+                        &format!("source {name} no longer streams WAL: dropped its replication slot {}", dropped.slot),
+                    );
+                    if !dropped.kept.is_empty() {
+                        log(
+                            Level::Error,
+                            &format!(
+                                "{} WAL files of {name} never reached the repository and stay in {}: store them with 'cairn pg archive-push'",
+                                dropped.kept.len(),
+                                d.path().display()
+                            ),
+                        );
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => log(Level::Error, &format!("source {name} no longer streams WAL, but its slot stays: {e}")),
             }

@@ -111,6 +111,7 @@ pub fn mount(
     let mut session = fuser::Session::new(fs, mountpoint, &cfg).map_err(err)?;
     let mut unmounter = session.unmount_callable();
     let done = Arc::new(AtomicBool::new(false));
+    let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let watcher = {
         let done = done.clone();
         std::thread::Builder::new()
@@ -118,7 +119,12 @@ pub fn mount(
             .spawn(move || {
                 while !done.load(Ordering::SeqCst) {
                     if stop.load(Ordering::SeqCst) {
-                        let _ = unmounter.unmount();
+                        // A shell sitting in the mount makes a plain unmount fail (busy):
+                        // then detach it, so the mount goes as soon as it is let go.
+                        if let Err(e) = unmounter.unmount() {
+                            eprintln!("cairn: mount: unmounting {}: {e}; detaching it instead", at.display());
+                            detach(&at);
+                        }
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -131,6 +137,19 @@ pub fn mount(
     done.store(true, Ordering::SeqCst);
     let _ = watcher.join();
     r
+}
+
+/// A lazy unmount (`umount -l`): as root by umount2(2), else through `fusermount3 -uz`.
+fn detach(at: &Path) {
+    let Ok(c) = std::ffi::CString::new(at.as_os_str().as_bytes()) else { return };
+    // SAFETY: umount2 with a NUL-terminated path and a flag; it touches no memory of ours.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
+    }
+    let ok = std::process::Command::new("fusermount3").arg("-uz").arg(at).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cairn: mount: could not detach {}: run 'fusermount3 -uz {}'", at.display(), at.display());
+    }
 }
 
 /// A directory made of the snapshot list.
@@ -189,6 +208,9 @@ struct Inode {
 struct Listing {
     snapshots: Vec<(SnapshotId, Snapshot)>,
     index: Arc<Index>,
+    /// The index files `index` was loaded from: a prune that repacks changes them, not the
+    /// snapshot list.
+    index_files: Vec<cairn_format::IndexId>,
     at: Instant,
 }
 
@@ -327,45 +349,54 @@ impl Fs {
     fn list(repo: &Repository) -> Result<Listing> {
         let mut snapshots = repo.list_snapshots_lenient()?.snapshots;
         snapshots.sort_by(|a, b| snapshot_time(&a.1).cmp(&snapshot_time(&b.1)).then(a.0.cmp(&b.0)));
-        Ok(Listing { snapshots, index: Arc::new(repo.load_index()?), at: Instant::now() })
+        let mut index_files = repo.list_index_ids()?;
+        index_files.sort();
+        Ok(Listing { snapshots, index: Arc::new(repo.load_index()?), index_files, at: Instant::now() })
     }
 
-    /// Reads the snapshot list again if it is older than `refresh` (and the index, if the
-    /// list changed).
+    /// Reads the snapshot list again if it is older than `refresh`, and the index when its
+    /// files changed (new backups, a prune's repack). What cannot be read keeps the old
+    /// listing whole, to be tried again at the next refresh.
     fn refresh(&self, st: &mut State) {
         if st.listing.at.elapsed() < self.refresh {
             return;
         }
-        match self.repo.list_snapshots_lenient() {
-            Ok(l) => {
-                let mut snapshots = l.snapshots;
-                snapshots.sort_by(|a, b| snapshot_time(&a.1).cmp(&snapshot_time(&b.1)).then(a.0.cmp(&b.0)));
-                let same = snapshots.len() == st.listing.snapshots.len()
-                    && snapshots.iter().zip(&st.listing.snapshots).all(|(a, b)| a.0 == b.0);
-                if !same {
-                    match self.repo.load_index() {
-                        Ok(i) => st.listing.index = Arc::new(i),
-                        Err(e) => {
-                            report("reading the index", &e);
-                        }
-                    }
-                }
-                st.listing.snapshots = snapshots;
-            }
+        st.listing.at = Instant::now();
+        let fresh = (|| -> cairn_repo::Result<Option<Listing>> {
+            let mut files = self.repo.list_index_ids()?;
+            files.sort();
+            let mut snapshots = self.repo.list_snapshots_lenient()?.snapshots;
+            snapshots.sort_by(|a, b| snapshot_time(&a.1).cmp(&snapshot_time(&b.1)).then(a.0.cmp(&b.0)));
+            let index = if files == st.listing.index_files {
+                st.listing.index.clone()
+            } else {
+                Arc::new(self.repo.load_index()?)
+            };
+            Ok(Some(Listing { snapshots, index, index_files: files, at: Instant::now() }))
+        })();
+        match fresh {
+            Ok(Some(l)) => st.listing = l,
+            Ok(None) => {}
             Err(e) => {
-                report("listing snapshots", &e);
+                report("reading the snapshot list and index", &e);
             }
         }
-        st.listing.at = Instant::now();
     }
 
-    /// The inode of `name` in `parent`, made if new; an existing one takes `entry` (a
-    /// `latest` link that now points elsewhere).
+    /// The inode of `name` in `parent`, made if new. A `latest` link that now points
+    /// elsewhere is changed in place; a name that now stands for another snapshot (two
+    /// that shared a second, one forgotten) gets a new inode, since everything below the
+    /// old one belongs to the old tree.
     fn child(st: &mut State, parent: u64, name: &[u8], entry: Entry) -> u64 {
         if let Some(&ino) = st.by_name.get(&(parent, name.to_vec())) {
-            if let Some(i) = st.inodes.get_mut(ino as usize - 1) {
-                if !matches!(i.entry, Entry::Node { .. }) {
-                    i.entry = entry;
+            if let Some(i) = (ino as usize).checked_sub(1).and_then(|n| st.inodes.get_mut(n)) {
+                match (&mut i.entry, &entry) {
+                    (Entry::Link(old), Entry::Link(new)) => *old = new.clone(),
+                    (Entry::Root { tree: old, .. }, Entry::Root { tree: new, .. }) if old != new => {
+                        st.by_name.remove(&(parent, name.to_vec()));
+                        return Self::child(st, parent, name, entry);
+                    }
+                    _ => {}
                 }
             }
             return ino;
@@ -396,7 +427,11 @@ impl Fs {
         if let Some(l) = st.listed.get(&ino) {
             return Ok(l.clone());
         }
-        let entry = st.inodes.get(ino as usize - 1).map(|i| i.entry.clone()).ok_or(Errno::ENOENT)?;
+        let entry = (ino as usize)
+            .checked_sub(1)
+            .and_then(|n| st.inodes.get(n))
+            .map(|i| i.entry.clone())
+            .ok_or(Errno::ENOENT)?;
         let mut out = Vec::new();
         match entry {
             Entry::View(view) => {
@@ -581,9 +616,11 @@ impl Fs {
         }
         let data = Arc::new(self.repo.read_blob(index, id).map_err(|e| report("reading file contents", &e))?);
         let mut c = lock(&self.cache);
-        c.bytes += data.len();
-        c.blobs.insert(*id, data.clone());
-        c.order.push_back(*id);
+        // Two readers may have fetched the same blob: count it once.
+        if c.blobs.insert(*id, data.clone()).is_none() {
+            c.bytes += data.len();
+            c.order.push_back(*id);
+        }
         while c.bytes > CACHE_BYTES {
             let Some(old) = c.order.pop_front() else { break };
             if let Some(b) = c.blobs.remove(&old) {
@@ -603,15 +640,28 @@ fn report(what: &str, e: &cairn_repo::Error) -> Errno {
 
 impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // The listing assigns every child its inode; the name is then one map look-up, not
+        // a scan (`ls -l` of a directory of 100,000 entries looks each one up).
         let children = match self.children(parent.0) {
             Ok(c) => c,
             Err(e) => return reply.error(e),
         };
-        let Some((_, ino, _)) = children.iter().find(|(n, _, _)| n.as_slice() == name.as_bytes()) else {
+        let key = (parent.0, name.as_bytes().to_vec());
+        let found = {
+            let st = lock(&self.state);
+            if st.listed.contains_key(&parent.0) {
+                // A tree's listing never changes: its names are exactly those in the map.
+                st.by_name.get(&key).copied()
+            } else {
+                // A listing of snapshots: the map may still name one that is gone.
+                children.iter().find(|(n, _, _)| n.as_slice() == name.as_bytes()).map(|(_, c, _)| *c)
+            }
+        };
+        let Some(ino) = found else {
             return reply.error(Errno::ENOENT);
         };
-        match self.entry(*ino) {
-            Some(e) => reply.entry(&Self::ttl(&e), &self.attr(*ino, &e), Generation(0)),
+        match self.entry(ino) {
+            Some(e) => reply.entry(&Self::ttl(&e), &self.attr(ino, &e), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -715,7 +765,10 @@ impl Filesystem for Fs {
             Ok(c) => c,
             Err(e) => return reply.error(e),
         };
-        let parent = lock(&self.state).inodes.get(ino.0 as usize - 1).map(|i| i.parent).unwrap_or(1);
+        let parent = (ino.0 as usize)
+            .checked_sub(1)
+            .and_then(|n| lock(&self.state).inodes.get(n).map(|i| i.parent))
+            .unwrap_or(1);
         let dots = [(b".".to_vec(), ino.0, FileType::Directory), (b"..".to_vec(), parent, FileType::Directory)];
         for (i, (name, c, kind)) in dots.iter().chain(children.iter()).enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*c), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
@@ -747,9 +800,12 @@ impl Filesystem for Fs {
     }
 }
 
-/// `size` 0 asks for the length; a buffer too small is ERANGE.
+/// `size` 0 asks for the length; a buffer too small is ERANGE; more than the kernel
+/// accepts (64 KiB) is E2BIG.
 fn xattr_reply(data: &[u8], size: u32, reply: ReplyXattr) {
-    if size == 0 {
+    if data.len() > 65536 {
+        reply.error(Errno::E2BIG);
+    } else if size == 0 {
         reply.size(data.len() as u32);
     } else if data.len() > size as usize {
         reply.error(Errno::ERANGE);

@@ -106,11 +106,22 @@ pub fn remember_slot(opts: &StreamOptions) -> Result<()> {
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
+/// What [`drop_slot`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dropped {
+    pub slot: String,
+    /// WAL files still in the spool (the repository never got them): the spool and these
+    /// stay, only the slot record goes.
+    pub kept: Vec<String>,
+}
+
 /// Drops the replication slot a spool's record names (a slot the server no longer has
-/// counts as dropped), then removes the spool. `Ok(None)`: the directory holds no record
-/// (nothing is done). A slot nobody reads makes the server keep every WAL segment from
-/// then on, until its disk fills: a source that stops streaming must not leave one.
-pub fn drop_slot(spool: &Path, receivewal_bin: &str) -> Result<Option<String>> {
+/// counts as dropped), then removes the spool, unless it still holds WAL that never
+/// reached the repository: then only the record goes and the files stay for an operator
+/// (`cairn pg archive-push`). `Ok(None)`: the directory holds no record (nothing is done).
+/// A slot nobody reads makes the server keep every WAL segment from then on, until its
+/// disk fills: a source that stops streaming must not leave one.
+pub fn drop_slot(spool: &Path, receivewal_bin: &str) -> Result<Option<Dropped>> {
     let path = spool.join(SLOT_RECORD);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -134,11 +145,25 @@ pub fn drop_slot(spool: &Path, receivewal_bin: &str) -> Result<Option<String>> {
         .output()
         .map_err(|e| Error::Invalid(format!("cannot run {receivewal_bin}: {e}")))?;
     let err = String::from_utf8_lossy(&out.stderr).trim().replace('\n', " ");
-    if !out.status.success() && !err.contains("does not exist") {
+    // Only the slot's own absence counts as dropped (not, say, a role that does not exist).
+    let gone = err.contains("replication slot") && err.contains("does not exist");
+    if !out.status.success() && !gone {
         return Err(Error::Invalid(format!("dropping replication slot {slot}: {err}")));
     }
-    std::fs::remove_dir_all(spool).map_err(|e| Error::io(spool.display().to_string(), e))?;
-    Ok(Some(slot))
+    let kept: Vec<String> = std::fs::read_dir(spool)
+        .map_err(|e| Error::io(spool.display().to_string(), e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        // Shipping stores and removes complete files; the segment in progress (`.partial`)
+        // is stored as it grows and stays behind by design.
+        .filter(|n| WalName::parse(n).is_some_and(|w| w.kind != Kind::Partial))
+        .collect();
+    if kept.is_empty() {
+        std::fs::remove_dir_all(spool).map_err(|e| Error::io(spool.display().to_string(), e))?;
+    } else {
+        std::fs::remove_file(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    }
+    Ok(Some(Dropped { slot, kept }))
 }
 
 fn receivewal(opts: &StreamOptions) -> Command {
@@ -214,5 +239,53 @@ fn unsafe_terminate(c: &Child) {
     // SAFETY: kill(2) on a child we spawned and have not reaped yet (its pid is ours).
     unsafe {
         libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool_with(files: &[&str]) -> (tempfile::TempDir, StreamOptions) {
+        let d = tempfile::tempdir().unwrap();
+        let opts = StreamOptions {
+            conn: "host=/nowhere user=x".into(),
+            spool: d.path().join("spool"),
+            slot: "cairn_db".into(),
+            poll: Duration::ZERO,
+            receivewal: "true".into(),
+        };
+        remember_slot(&opts).unwrap();
+        for f in files {
+            std::fs::write(opts.spool.join(f), b"wal").unwrap();
+        }
+        (d, opts)
+    }
+
+    #[test]
+    fn a_dropped_slot_keeps_wal_that_never_reached_the_repository() {
+        // Only the segment in progress (stored as it grew): the spool goes.
+        let (_d, o) = spool_with(&["000000010000000000000004.partial"]);
+        let r = drop_slot(&o.spool, "true").unwrap().unwrap();
+        assert_eq!((r.slot.as_str(), r.kept.len()), ("cairn_db", 0));
+        assert!(!o.spool.exists());
+        // A complete segment shipping never stored: it stays, only the record goes.
+        let (_d, o) = spool_with(&["000000010000000000000003", "000000010000000000000004.partial"]);
+        let r = drop_slot(&o.spool, "true").unwrap().unwrap();
+        assert_eq!(r.kept, vec!["000000010000000000000003".to_string()]);
+        assert!(o.spool.join("000000010000000000000003").exists() && !o.spool.join(SLOT_RECORD).exists());
+        assert_eq!(drop_slot(&o.spool, "true").unwrap(), None, "nothing left to drop");
+        // A failure that is not the slot's absence keeps everything, record included.
+        let (_d, o) = spool_with(&[]);
+        let fake = o.spool.parent().unwrap().join("fake-receivewal");
+        std::fs::write(&fake, "#!/bin/sh\necho 'FATAL: role \"x\" does not exist' >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert!(drop_slot(&o.spool, fake.to_str().unwrap()).is_err());
+        assert!(o.spool.join(SLOT_RECORD).exists());
+        // The slot already gone counts as dropped.
+        std::fs::write(&fake, "#!/bin/sh\necho 'error: replication slot \"cairn_db\" does not exist' >&2\nexit 1\n")
+            .unwrap();
+        assert!(drop_slot(&o.spool, fake.to_str().unwrap()).unwrap().is_some());
+        assert!(!o.spool.exists());
     }
 }

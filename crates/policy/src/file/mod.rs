@@ -980,10 +980,17 @@ impl Cx<'_> {
         let (ret, ret_origin) = pick(source, class, |r| r.retention.as_ref());
         let retention = match (keep, pitr) {
             (None, None) => {
-                if let Some(r) = ret {
-                    return Err(self.at(r, "retention without keep (or pitr_window): nothing says what to keep"));
+                // A source that removed the class's keep (`keep = false`) has no retention,
+                // whatever schedule the class gives it.
+                let removed = keep_origin == Origin::Source || pitr_origin == Origin::Source;
+                match ret {
+                    Some(_) if removed && ret_origin == Origin::Class => Set { value: None, origin: Origin::Source },
+                    Some(r) => {
+                        return Err(self.at(r, "retention without keep (or pitr_window): nothing says what to keep"))
+                    }
+                    None if removed => Set { value: None, origin: Origin::Source },
+                    None => Set { value: None, origin: Origin::Default },
                 }
-                Set { value: None, origin: Origin::Default }
             }
             (keep, pitr) => {
                 let keep_policy = match keep {
@@ -1588,6 +1595,7 @@ rpo = "2h"
 rto = "1h"
 max_duration = "30m"
 keep = { daily = 7 }
+retention = { schedule = "0 5 * * *" }
 verify = { schedule = "0 3 * * *", read_data_subset = "5%" }
 drill = { schedule = "0 4 * * 6" }
 before = "true"
@@ -1621,6 +1629,7 @@ after = false
         assert!(bare.schedules.value.is_empty());
         assert_eq!((bare.rpo.value, bare.rto.value, bare.max_duration.value), (None, None, None));
         assert!(bare.verify.value.is_none() && bare.drill.value.is_none() && bare.retention.value.is_none());
+        assert_eq!(bare.retention.origin, Origin::Source);
         assert!(bare.hooks.value.before.is_none() && bare.hooks.value.after.is_none());
         assert_eq!(
             (bare.verify.origin, bare.rpo.origin, bare.drill.origin),
