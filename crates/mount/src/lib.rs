@@ -227,6 +227,9 @@ struct State {
     links: HashMap<(u64, u64, u64), u64>,
     /// The children of tree directories, once listed (trees never change).
     listed: HashMap<u64, Listed>,
+    /// The listings of snapshot-list directories, made from the listing read at the
+    /// instant kept beside them (so `ls -l snapshots/` builds one listing, not one per name).
+    views: HashMap<u64, (Instant, Listed)>,
 }
 
 /// A file opened for reading: where each of its blobs starts.
@@ -337,6 +340,7 @@ impl Fs {
                 by_name: HashMap::new(),
                 links: HashMap::new(),
                 listed: HashMap::new(),
+                views: HashMap::new(),
             }),
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -436,6 +440,12 @@ impl Fs {
         match entry {
             Entry::View(view) => {
                 self.refresh(&mut st);
+                let at = st.listing.at;
+                if let Some((made, l)) = st.views.get(&ino) {
+                    if *made == at {
+                        return Ok(l.clone());
+                    }
+                }
                 let snaps = std::mem::take(&mut st.listing.snapshots);
                 let dir_names = names(&snaps);
                 let root = |s: &Snapshot| Entry::Root { tree: s.tree, time: snapshot_time(s) };
@@ -499,7 +509,9 @@ impl Fs {
                     }
                 }
                 st.listing.snapshots = snaps;
-                Ok(Arc::new(out))
+                let out = Arc::new(out);
+                st.views.insert(ino, (at, out.clone()));
+                Ok(out)
             }
             Entry::Root { tree, .. } => {
                 let index = st.listing.index.clone();
