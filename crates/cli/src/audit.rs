@@ -118,7 +118,7 @@ pub fn run(ctx: &Context, a: &AuditArgs) -> Result<()> {
                     what = format!("{what} {}", r.target.paths.join(" "));
                 }
                 let line = format!(
-                    "{}  {:<24} {:<9} {:<8} {}{}",
+                    "{}  {:<24} {:<11} {:<8} {}{}",
                     crate::policy::local(r.time.parse::<Timestamp>().unwrap_or_default()),
                     format!("{who} ({})", r.actor.via),
                     r.action,

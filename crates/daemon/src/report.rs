@@ -63,7 +63,10 @@ pub fn history(catalog: &Catalog, source: Option<&str>, since: Option<Timestamp>
 
 /// `12.3 s`, `4 min 5 s`, `1 h 2 min`.
 pub fn seconds(s: f64) -> String {
-    if s < 60.0 {
+    // A small drill recovers in milliseconds: "0.0 s" would say nothing.
+    if s < 0.95 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 60.0 {
         format!("{s:.1} s")
     } else if s < 3600.0 {
         format!("{} min {} s", (s / 60.0) as u64, (s % 60.0) as u64)
@@ -301,6 +304,14 @@ pub(crate) fn base64(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_at_every_scale() {
+        assert_eq!(super::seconds(0.042), "42 ms");
+        assert_eq!(super::seconds(1.25), "1.2 s");
+        assert_eq!(super::seconds(75.0), "1 min 15 s");
+        assert_eq!(super::seconds(7260.0), "2 h 1 min");
+    }
+
     #[test]
     fn base64_matches_the_rfc_vectors() {
         for (i, o) in
