@@ -252,11 +252,7 @@ fn a_damaged_pack_fails_only_its_files_and_sigterm_unmounts() {
     env.ok(&["backup", b.to_str().unwrap()]);
     // The data pack of the first backup is its largest.
     let victim = before.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap().clone();
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&victim, &bytes).unwrap();
+    damage_pack(&victim);
     let ids = env.short_ids();
     let at = env.path("mnt");
     let mut m = Mounted::start(&env, &at, &[]);

@@ -139,11 +139,7 @@ fn flipped_byte_in_a_pack_is_named_and_other_files_still_restore() {
     env.ok(&["check", "--read-data"]);
     // The data pack of the first backup is its largest.
     let victim = before.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap().clone();
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&victim, &bytes).unwrap();
+    damage_pack(&victim);
     // The structural check reads headers only; the data check must fail and name it.
     let o = env.run(&["check", "--read-data"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

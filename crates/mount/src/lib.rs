@@ -513,31 +513,34 @@ impl Fs {
                 st.views.insert(ino, (at, out.clone()));
                 Ok(out)
             }
-            Entry::Root { tree, .. } => {
-                let index = st.listing.index.clone();
-                drop(st);
-                let t = self.repo.load_tree(&index, tree).map_err(|e| report("reading a tree", &e))?;
-                let mut st = lock(&self.state);
-                self.add_nodes(&mut st, ino, ino, t.nodes, &mut out);
-                let out = Arc::new(out);
-                st.listed.insert(ino, out.clone());
-                Ok(out)
-            }
-            Entry::Node { node, root } => {
-                let Some(tree) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
-                    return Err(Errno::ENOTDIR);
-                };
-                let index = st.listing.index.clone();
-                drop(st);
-                let t = self.repo.load_tree(&index, tree).map_err(|e| report("reading a tree", &e))?;
-                let mut st = lock(&self.state);
-                self.add_nodes(&mut st, ino, root, t.nodes, &mut out);
-                let out = Arc::new(out);
-                st.listed.insert(ino, out.clone());
-                Ok(out)
-            }
+            // A tree: its snapshot's root, or a directory in it.
+            Entry::Root { tree, .. } => self.list_tree(st, ino, tree, ino),
+            Entry::Node { node, root } => match node.subtree.filter(|_| node.kind == NodeKind::Dir) {
+                Some(tree) => self.list_tree(st, ino, tree, root),
+                None => Err(Errno::ENOTDIR),
+            },
             Entry::Link(_) => Err(Errno::ENOTDIR),
         }
+    }
+
+    /// Lists the tree `tree` as the directory `ino` of the snapshot whose root is `root`,
+    /// reading it without holding the lock, and keeps the listing.
+    fn list_tree(
+        &self,
+        st: MutexGuard<'_, State>,
+        ino: u64,
+        tree: TreeId,
+        root: u64,
+    ) -> std::result::Result<Listed, Errno> {
+        let index = st.listing.index.clone();
+        drop(st);
+        let t = self.repo.load_tree(&index, tree).map_err(|e| report("reading a tree", &e))?;
+        let mut st = lock(&self.state);
+        let mut out = Vec::new();
+        self.add_nodes(&mut st, ino, root, t.nodes, &mut out);
+        let out = Arc::new(out);
+        st.listed.insert(ino, out.clone());
+        Ok(out)
     }
 
     fn add_nodes(

@@ -165,6 +165,17 @@ pub fn packs(repo: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Flips one byte in the middle of a local repository's pack file: damage that only
+/// reading its data finds (the header and the name stay as they were).
+pub fn damage_pack(pack: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(pack).expect("read pack");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).expect("chmod pack");
+    std::fs::write(pack, &bytes).expect("write pack");
+}
+
 pub fn run_sh(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
 }
