@@ -9,12 +9,19 @@
 # restore to the same point in time; the restored clusters must match the table checksum
 # taken at that time. Then the RPO of cairn's WAL streaming, idle and busy, measured after
 # killing the server.
+#
+# Fairness: before each timed base backup the server is checkpointed and its archive queue
+# drained, untimed, so that neither tool pays for work left by the writes or by the other
+# (a backup that goes first after pgbench otherwise flushes all of shared_buffers for the
+# one after it). The restores and the drill run BENCH_PG_ROUNDS times (default 3), the two
+# tools alternating; the table shows medians, the rounds are listed under it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 W=${BENCH_DIR:-/tmp/cairn-bench-pg}
 SCALE=${BENCH_PG_SCALE:-50}
+ROUNDS=${BENCH_PG_ROUNDS:-3}
 RESULTS=${BENCH_PG_RESULTS:-$HERE/PG.md}
 PW=cairn-bench-password
 while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(CAIRN|PG)[A-Z_]*$' || true)
@@ -100,8 +107,16 @@ pg $PGBR stanza-create >/dev/null
 pg "$BIN/pgbench" -h "$W/sock" -i -s "$SCALE" -q postgres >/dev/null 2>&1
 DBSIZE=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
 
+# Untimed: a checkpoint, and every completed WAL segment archived by both tools.
+settle() {
+  sql "CHECKPOINT" >/dev/null
+  local i=0
+  until [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ]; do
+    i=$((i + 1)); [ $i -lt 1200 ] || die "the archive queue did not drain in 120 s"; sleep 0.1
+  done
+}
 base_backup() { # tool kind -> R[tool-kind]
-  drop_caches; local t0; t0=$(now)
+  settle; drop_caches; local t0; t0=$(now)
   case $1 in
     cairn) cairn pg backup --data-dir "$W/data" --connection "host=$W/sock user=postgres" >"$W/log/$1-$2.log" 2>&1 ;;
     pgbackrest) pg $PGBR --type="$2" backup >"$W/log/$1-$2.log" 2>&1 ;;
@@ -124,27 +139,38 @@ sql "SELECT pg_switch_wal()" >/dev/null
 sleep 3
 R[cairn-size]=$(du -sm "$W/cairn-repo" | cut -f1); R[pgbackrest-size]=$(du -sm "$W/pgbr-repo" | cut -f1)
 
-restore() { # tool: restore to T, start, wait for promotion, compare
-  local t=$1 d=$W/r-$1 s=$W/r-$1-sock t0 t1
+restore() { # tool round: restore to T, start, wait for promotion, compare
+  local t=$1 n=$2 d=$W/r-$1 s=$W/r-$1-sock t0 t1
   mkdir -p "$s"; chown postgres:postgres "$s"; drop_caches; t0=$(now)
   case $t in
     cairn) pg "$W/cairn" --password-file "$W/password" pg restore --target-dir "$d" --time "$T" >"$W/log/$t-restore.log" 2>&1 ;;
     pgbackrest) mkdir -p "$d"; chown postgres:postgres "$d"; chmod 700 "$d"
       pg $PGBR --pg1-path="$d" --type=time "--target=$T" --target-action=promote restore >"$W/log/$t-restore.log" 2>&1 ;;
   esac || { tail -n 5 "$W/log/$t-restore.log" >&2; die "$t restore failed"; }
-  R[$t-restore]=$(since "$t0"); t1=$(now)
+  R[$t-restore-$n]=$(since "$t0"); t1=$(now)
   pg "$BIN/pg_ctl" -D "$d" -l "$W/log/$t-restored.log" -w -t 600 \
      -o "-c unix_socket_directories='$s' -c archive_mode=off -c port=5433" start >/dev/null
   until [ "$(sql_at "$s" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
-  R[$t-replay]=$(since "$t1")
+  R[$t-replay-$n]=$(since "$t1")
+  R[$t-total-$n]=$(awk -v a="${R[$t-restore-$n]}" -v b="${R[$t-replay-$n]}" 'BEGIN{printf "%.2f", a+b}')
   local got; got=$(pg psql -X -A -t -q -h "$s" -p 5433 -d postgres -c "$MD5")
-  R[$t-ok]=$([ "$got" = "$SUM_T" ] && echo "equal" || echo "DIFFERENT")
+  [ "$got" = "$SUM_T" ] || R[$t-ok]=DIFFERENT
   pg "$BIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null
-  log "$t restore ${R[$t-restore]} s, replay+promote ${R[$t-replay]} s, state at T: ${R[$t-ok]}"
+  log "$t round $n: restore ${R[$t-restore-$n]} s, replay+promote ${R[$t-replay-$n]} s, state at T: $([ "$got" = "$SUM_T" ] && echo equal || echo DIFFERENT)"
   rm -rf "$d"
 }
-restore cairn
-restore pgbackrest
+# The median of R[key-1] .. R[key-ROUNDS] into R[key], the rounds into R[key-all].
+med() {
+  local k=$1 i vals=()
+  for i in $(seq 1 "$ROUNDS"); do vals+=("${R[$k-$i]}"); done
+  R[$k]=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  R[$k-all]=$(IFS=/; echo "${vals[*]}")
+}
+R[cairn-ok]=equal; R[pgbackrest-ok]=equal
+for i in $(seq 1 "$ROUNDS"); do
+  if [ $((i % 2)) = 1 ]; then restore cairn "$i"; restore pgbackrest "$i"; else restore pgbackrest "$i"; restore cairn "$i"; fi
+done
+for k in cairn-restore cairn-replay cairn-total pgbackrest-restore pgbackrest-replay pgbackrest-total; do med "$k"; done
 
 # The same recovery as a drill (docs/policy.md §5.6): restore, fetch WAL, start a sandbox
 # server, replay to T, promote, then check the table against its checksum at T and run
@@ -169,31 +195,40 @@ data_dir = "$W/data"
 connection = "host=$W/sock user=postgres"
 validate = [{ query = "SELECT ($MD5) = '$SUM_T'" }]
 EOF
-  drop_caches
-  local t0; t0=$(now)
-  env HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" PATH="$BIN:$PATH" "$W/cairn" --config "$W/cairn.toml" --json drill bench --time "$T" >"$W/log/drill.json" 2>"$W/log/drill.log" \
-    || { cat "$W/log/drill.log" "$W/log/drill.json" >&2; die "the drill did not pass"; }
-  R[drill-wall]=$(since "$t0")
-  eval "$(python3 - "$W/log/drill.json" <<'PY'
+}
+drill_round() { # round
+  local n=$1 t0
+  drop_caches; t0=$(now)
+  env HOME="$W/home" XDG_CACHE_HOME="$W/home/.cache" PATH="$BIN:$PATH" "$W/cairn" --config "$W/cairn.toml" --json drill bench --time "$T" >"$W/log/drill-$n.json" 2>"$W/log/drill-$n.log" \
+    || { cat "$W/log/drill-$n.log" "$W/log/drill-$n.json" >&2; die "the drill did not pass"; }
+  R[drill-wall-$n]=$(since "$t0")
+  eval "$(python3 - "$W/log/drill-$n.json" "$n" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
+r = json.load(open(sys.argv[1])); n = sys.argv[2]
 ph = {p["name"]: p["secs"] for p in r["phases"]}
 ck = {c["check"]: c["secs"] for c in r["checks"]}
 amcheck = sum(v for k, v in ck.items() if k.startswith("pg_amcheck"))
-print(f'R[drill-rto]={r["rto_secs"]:.2f}')
-print(f'R[drill-restore]={ph.get("restore data", 0) + ph.get("fetch wal", 0) + ph.get("fetch metadata", 0) + ph.get("select", 0):.2f}')
-print(f'R[drill-replay]={ph.get("start", 0) + ph.get("wal replay", 0):.2f}')
-print(f'R[drill-validate]={ph.get("validate", 0):.2f}')
-print(f'R[drill-amcheck]={amcheck:.2f}')
+restore = ph.get("restore data", 0) + ph.get("fetch wal", 0) + ph.get("fetch metadata", 0) + ph.get("select", 0)
+replay = ph.get("start", 0) + ph.get("wal replay", 0)
+print(f'R[drill-rto-{n}]={r["rto_secs"]:.2f}')
+print(f'R[drill-restore-{n}]={restore:.2f}')
+print(f'R[drill-replay-{n}]={replay:.2f}')
+print(f'R[drill-ready-{n}]={restore + replay:.2f}')
+print(f'R[drill-validate-{n}]={ph.get("validate", 0):.2f}')
+print(f'R[drill-amcheck-{n}]={amcheck:.2f}')
 PY
 )"
-  log "drill RTO ${R[drill-rto]} s (restore ${R[drill-restore]}, start+replay ${R[drill-replay]}, validate ${R[drill-validate]} of which pg_amcheck ${R[drill-amcheck]}); wall ${R[drill-wall]} s"
+  log "drill round $n: RTO ${R[drill-rto-$n]} s (restore ${R[drill-restore-$n]}, start+replay ${R[drill-replay-$n]}, validate ${R[drill-validate-$n]} of which pg_amcheck ${R[drill-amcheck-$n]}); wall ${R[drill-wall-$n]} s"
 }
 drill_bench
+for i in $(seq 1 "$ROUNDS"); do drill_round "$i"; done
+for k in drill-rto drill-restore drill-replay drill-ready drill-validate drill-amcheck; do med "$k"; done
 
 median() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)]; else print "n/a" }'; }
+p95() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR) { i = int(NR * 0.95 + 0.999); if (i > NR) i = NR; print a[i] } else print "n/a" }'; }
 R[cairn-push]=$(median "$W/log/cairn-push.ms"); R[pgbackrest-push]=$(median "$W/log/pgbackrest-push.ms")
 R[pushes]=$(wc -l <"$W/log/cairn-push.ms")
+R[cairn-push95]=$(p95 "$W/log/cairn-push.ms"); R[pgbackrest-push95]=$(p95 "$W/log/pgbackrest-push.ms")
 
 # RPO with streaming: commit, then kill the server; how far behind is the newest
 # commit a restore recovers?
@@ -230,7 +265,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else pr
 {
   echo "# PostgreSQL: cairn vs pgBackRest"
   echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; page cache dropped before each backup and restore"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; page cache dropped before each backup, restore and drill; before each backup the server is checkpointed and its archive queue drained (untimed)"
   echo "- PostgreSQL $("$BIN/postgres" --version | awk '{print $3}'); $(pgbackrest version); $("$W/cairn" --version)"
   echo "- database: pgbench scale $SCALE ($DBSIZE); pgBackRest with zstd and aes-256-cbc, process-max=2; cairn with its defaults (zstd, AES-256-GCM)"
   echo "- the second backup follows 20 s of pgbench writes (pgBackRest: --type=incr; cairn: a base backup that skips unchanged files)"
@@ -241,14 +276,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else pr
   echo "| second base backup (s) | ${R[cairn-incr]} | ${R[pgbackrest-incr]} | $(ratio "${R[cairn-incr]}" "${R[pgbackrest-incr]}") |"
   echo "| PITR: restore files (s) | ${R[cairn-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[cairn-restore]}" "${R[pgbackrest-restore]}") |"
   echo "| PITR: replay + promote (s) | ${R[cairn-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[cairn-replay]}" "${R[pgbackrest-replay]}") |"
-  echo "| PITR total (s) | $(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}') | $(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}') | $(ratio "$(awk -v a="${R[cairn-restore]}" -v b="${R[cairn-replay]}" 'BEGIN{print a+b}')" "$(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}')") |"
+  echo "| **PITR total** (s) | ${R[cairn-total]} | ${R[pgbackrest-total]} | $(ratio "${R[cairn-total]}" "${R[pgbackrest-total]}") |"
   echo "| state at the target time | ${R[cairn-ok]} | ${R[pgbackrest-ok]} | |"
-  echo "| drill to T: restore + WAL fetch (s) | ${R[drill-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[drill-restore]}" "${R[pgbackrest-restore]}") |"
-  echo "| drill to T: start + replay + promote (s) | ${R[drill-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[drill-replay]}" "${R[pgbackrest-replay]}") |"
-  echo "| drill to T: validate (checksum query; pg_amcheck ${R[drill-amcheck]} s) (s) | ${R[drill-validate]} | - | |"
-  echo "| drill RTO (start to validated-ready) vs pgBackRest restore + replay (s) | ${R[drill-rto]} | $(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}') | $(ratio "${R[drill-rto]}" "$(awk -v a="${R[pgbackrest-restore]}" -v b="${R[pgbackrest-replay]}" 'BEGIN{print a+b}')") |"
+  echo "| drill to T: restore (s) | ${R[drill-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[drill-restore]}" "${R[pgbackrest-restore]}") |"
+  echo "| drill to T: start + replay (WAL fetched meanwhile) + promote (s) | ${R[drill-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[drill-replay]}" "${R[pgbackrest-replay]}") |"
+  echo "| drill to T: ready (restore to promoted) vs cairn's PITR total (s) | ${R[drill-ready]} | ${R[cairn-total]} (cairn) | $(ratio "${R[drill-ready]}" "${R[cairn-total]}") |"
+  echo "| drill to T: validate (checksum query over all rows; pg_amcheck ${R[drill-amcheck]} s) (s) | ${R[drill-validate]} | - | |"
+  echo "| drill RTO (start to validated-ready) vs pgBackRest restore + replay (s) | ${R[drill-rto]} | ${R[pgbackrest-total]} | $(ratio "${R[drill-rto]}" "${R[pgbackrest-total]}") |"
   echo "| archive-push, median per 16 MiB segment (ms, ${R[pushes]} segments) | ${R[cairn-push]} | ${R[pgbackrest-push]} | $(ratio "${R[cairn-push]}" "${R[pgbackrest-push]}") |"
+  echo "| archive-push, p95 per segment (ms) | ${R[cairn-push95]} | ${R[pgbackrest-push95]} | $(ratio "${R[cairn-push95]}" "${R[pgbackrest-push95]}") |"
   echo "| repository size after both backups and all WAL (MiB) | ${R[cairn-size]} | ${R[pgbackrest-size]} | $(ratio "${R[cairn-size]}" "${R[pgbackrest-size]}") |"
+  echo
+  echo "Rounds (restores alternate which tool goes first; the table shows medians): cairn PITR total ${R[cairn-total-all]} s; pgBackRest ${R[pgbackrest-total-all]} s; drill ready ${R[drill-ready-all]} s, RTO ${R[drill-rto-all]} s."
   echo
   echo "RPO with \`cairn pg wal-stream\` (newest commit before killing the server minus newest commit recovered): idle ${R[rpo-idle]} s, busy (pgbench running) ${R[rpo-busy]} s. pgBackRest archives whole segments only: its RPO is bounded by \`archive_timeout\` (0 here, i.e. unbounded on an idle server)."
 } >"$RESULTS"

@@ -728,6 +728,35 @@ validate = [{validate}]
     let verdicts: Vec<&str> = history.as_array().unwrap().iter().map(|d| d["verdict"].as_str().unwrap()).collect();
     assert_eq!(verdicts, ["passed", "passed", "failed", "passed"], "{history}");
     assert!(history[2]["reason"].as_str().unwrap().contains("interrupted"), "{}", history[2]);
+
+    // The newest WAL segment, which replay needs, is damaged in the repository: the drill
+    // fails saying why, long before its timeout, and leaves no server or script behind.
+    let tl = env.repo.join("wal/00000001");
+    let newest = std::fs::read_dir(&tl)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24))
+        .max()
+        .unwrap_or_else(|| panic!("no WAL segment in {}", tl.display()));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let _ = std::fs::set_permissions(&newest, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    std::fs::write(&newest, &bytes).unwrap();
+    let t0 = std::time::Instant::now();
+    let (ok, r) = drill(&[]);
+    assert!(!ok && r["verdict"] == "failed", "{}", serde_json::to_string_pretty(&r).unwrap());
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("fetching WAL for replay"), "{reason}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60), "took {:?}", t0.elapsed());
+    let sandbox = r["sandbox"].as_str().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    while !processes_naming(&sandbox).is_empty() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", processes_naming(&sandbox));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!Path::new(&sandbox).exists(), "sandbox {sandbox} left behind");
 }
 
 /// The WAL prefetcher (cairn_pg::prefetch): after the first segment recovery asks for, the

@@ -13,8 +13,10 @@
 //! - Nothing of the drill touches production: files are restored without what grants
 //!   privilege; a PostgreSQL sandbox server runs on a Unix socket in the sandbox only, with
 //!   archiving off (its new timeline must never reach the repository), its own `pg_hba.conf`
-//!   and WAL fetched into the sandbox up front (so `restore_command` is a plain copy and
-//!   the server never holds a repository password).
+//!   and WAL fetched by the drill process itself while the server replays
+//!   ([`cairn_pg::prefetch::feed`]: `restore_command` is a shell script that takes what
+//!   the drill put in the sandbox, so the server never holds a repository password, and
+//!   replay never waits for a fetch nor for WAL beyond its target).
 //! - Cleanup always runs: the sandbox server is stopped and the sandbox removed after a
 //!   failure or a stop too; a server outlives a killed drill by no more than the kernel's
 //!   parent-death signal, and the next drill (or daemon start) removes what is left.
@@ -786,16 +788,21 @@ impl Run<'_> {
         self.rec.restored_files = restored.summary.files;
         self.rec.restored_bytes = restored.summary.bytes_written;
         self.phase("restore data")?;
-        let wal = self.sandbox.join("wal");
-        std::fs::DirBuilder::new().mode(0o700).create(&wal).map_err(|e| Error::io(wal.display().to_string(), e))?;
-        let (n, bytes) = cairn_pg::restore::fetch_wal(repo, pgb, &wal)?;
-        self.rec.notes.push(format!("{n} WAL files ({bytes} bytes) fetched for replay"));
-        self.phase("fetch wal")?;
         // The sandbox belongs to the cluster's owner: PostgreSQL refuses to run as root
         // and reads its data directory, WAL and configuration as that user.
         let root = unsafe { libc::geteuid() } == 0;
         let owner = root.then_some(restored.owner);
-        let rc = format!("cp {}/%f %p", shell_quote(&wal.display().to_string()));
+        // WAL is fetched by this process while the server replays (the server never holds
+        // the repository's password): only the history files now, segments ahead of replay.
+        let wal = self.sandbox.join("wal");
+        std::fs::DirBuilder::new().mode(0o700).create(&wal).map_err(|e| Error::io(wal.display().to_string(), e))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&wal, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("chown {}", wal.display()), e))?;
+        }
+        let plan = cairn_pg::restore::wal_plan(repo, pgb)?;
+        let rc = cairn_pg::prefetch::prepare_feed(repo, &plan, &wal, owner)?;
+        self.phase("fetch wal")?;
         let latest = cairn_pg::recovery::Target::Latest;
         cairn_pg::recovery::prepare(
             &data,
@@ -814,11 +821,7 @@ impl Run<'_> {
         std::fs::write(&hba, b"# cairn drill: the sandbox socket only\nlocal all all trust\n")
             .map_err(|e| Error::io(hba.display().to_string(), e))?;
         if let Some((uid, gid)) = owner {
-            let mut paths = vec![self.sandbox.to_path_buf(), wal.clone(), sock.clone(), hba.clone(), conf];
-            for e in std::fs::read_dir(&wal).map_err(|e| Error::io(wal.display().to_string(), e))?.flatten() {
-                paths.push(e.path());
-            }
-            for p in paths {
+            for p in [self.sandbox.to_path_buf(), sock.clone(), hba.clone(), conf] {
                 std::os::unix::fs::chown(&p, Some(uid), Some(gid))
                     .map_err(|e| Error::io(format!("chown {}", p.display()), e))?;
             }
@@ -829,40 +832,72 @@ impl Run<'_> {
             .or_else(|| cairn_fs::user_name(restored.owner.0))
             .unwrap_or_else(|| "postgres".into());
         let dbname = conn_value(connection, "dbname").unwrap_or_else(|| "postgres".into());
-        let log = self.sandbox.join("server.log");
-        self.server = Some(Server::start(&bin, &data, &sock, &hba, port, owner, &log)?);
         let conn = format!("host={} port={port} user={user} dbname={dbname}", sock.display());
-        let mut session = loop {
-            match cairn_pg::session::Session::connect(&conn) {
-                Ok(s) => break s,
-                Err(e) => {
+        let stop_feed = std::sync::atomic::AtomicBool::new(false);
+        let (replayed, fed) = std::thread::scope(|scope| {
+            let feeder = scope.spawn(|| {
+                cairn_pg::prefetch::feed(
+                    repo,
+                    &plan,
+                    &wal,
+                    owner,
+                    cairn_pg::prefetch::DEPTH as usize,
+                    cairn_pg::prefetch::PARALLEL,
+                    &stop_feed,
+                )
+            });
+            let replayed = (|| -> Result<cairn_pg::session::Session> {
+                let log = self.sandbox.join("server.log");
+                self.server = Some(Server::start(&bin, &data, &sock, &hba, port, owner, &log)?);
+                let mut session = loop {
+                    match cairn_pg::session::Session::connect(&conn) {
+                        Ok(s) => break s,
+                        Err(e) => {
+                            if feeder.is_finished() {
+                                return Err(Error::Source("fetching WAL for replay stopped".into()));
+                            }
+                            if let Some(s) = self.server.as_mut().and_then(|s| s.exited()) {
+                                return Err(Error::Source(format!(
+                                    "the sandbox PostgreSQL server stopped ({s}): {}",
+                                    first_line(&crate::process::tail(&log, 600))
+                                )));
+                            }
+                            if self.go_on().is_err() {
+                                return Err(Error::Source(format!(
+                                    "the sandbox PostgreSQL server did not accept connections before the drill's timeout: {e}"
+                                )));
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                };
+                self.phase("start")?;
+                loop {
+                    if feeder.is_finished() {
+                        return Err(Error::Source("fetching WAL for replay stopped".into()));
+                    }
+                    let r = session.value("SELECT pg_is_in_recovery()")?;
+                    if r == "f" {
+                        break;
+                    }
                     if let Some(s) = self.server.as_mut().and_then(|s| s.exited()) {
                         return Err(Error::Source(format!(
-                            "the sandbox PostgreSQL server stopped ({s}): {}",
-                            first_line(&crate::process::tail(&log, 600))
+                            "the sandbox PostgreSQL server stopped during replay ({s})"
                         )));
                     }
-                    if self.go_on().is_err() {
-                        return Err(Error::Source(format!(
-                            "the sandbox PostgreSQL server did not accept connections before the drill's timeout: {e}"
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+                    self.go_on()?;
+                    std::thread::sleep(Duration::from_millis(25));
                 }
-            }
-        };
-        self.phase("start")?;
-        loop {
-            let r = session.value("SELECT pg_is_in_recovery()")?;
-            if r == "f" {
-                break;
-            }
-            if let Some(s) = self.server.as_mut().and_then(|s| s.exited()) {
-                return Err(Error::Source(format!("the sandbox PostgreSQL server stopped during replay ({s})")));
-            }
-            self.go_on()?;
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                Ok(session)
+            })();
+            stop_feed.store(true, std::sync::atomic::Ordering::Relaxed);
+            let fed = feeder.join().unwrap_or_else(|_| Err(cairn_pg::Error::Invalid("the WAL feed panicked".into())));
+            (replayed, fed)
+        });
+        // The feed's own error is the cause when it ended first.
+        let fed = fed.map_err(|e| Error::Source(format!("fetching WAL for replay: {e}")))?;
+        let mut session = replayed?;
+        self.rec.notes.push(format!("{} WAL segments ({} bytes) fetched during replay", fed.files, fed.bytes));
         self.phase("wal replay")?;
         self.rec.checks.push(CheckResult {
             check: "pg_is_in_recovery() is false (promoted)".into(),
@@ -972,10 +1007,6 @@ fn join(a: &str, b: &str) -> String {
     } else {
         format!("{a}: {b}")
     }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Regular files and their total size below `dir` (symlinks not followed).

@@ -12,7 +12,8 @@
 //! - [`restore`]: restoring a base backup's data directory and fetching the WAL it replays.
 //! - [`receive`]: streaming WAL by supervising `pg_receivewal`.
 //! - [`prefetch`]: fetching the next WAL segments ahead of recovery, in parallel, into a
-//!   spool `archive-get` hands them over from (replay no longer waits for each fetch).
+//!   spool `archive-get` hands them over from (replay no longer waits for each fetch); and
+//!   the same for a drill's sandbox server, fed by the drill process.
 //!
 //! Key decision: base backups go through the ordinary file engine (so an unchanged relation
 //! file is neither read nor stored again: successive base backups deduplicate like

@@ -64,10 +64,18 @@ fn engine(e: cairn_engine::Error) -> Error {
     }
 }
 
-/// Copies into `dir` every archived WAL file a recovery from `pg` may replay: the segments
-/// of its timeline from its start segment on, those of every later timeline, and all
-/// timeline history files. Returns the number of files and bytes written.
-pub fn fetch_wal(repo: &Repository, pg: &PgBackup, dir: &Path) -> Result<(u64, u64)> {
+/// One WAL file a recovery may ask for: the archived object and the name
+/// `restore_command` is asked for (a streamed `.partial` stands for its segment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedWal {
+    pub object: WalName,
+    pub file: String,
+}
+
+/// Every archived WAL file a recovery from `pg` may replay, in the order it asks for them:
+/// all timeline history files, then the segments of its timeline from its start segment
+/// on and those of every later timeline.
+pub fn wal_plan(repo: &Repository, pg: &PgBackup) -> Result<Vec<PlannedWal>> {
     let start = WalName::parse(&pg.start_wal)
         .ok_or_else(|| Error::Damaged(format!("base backup start WAL {:?} is not a WAL file name", pg.start_wal)))?;
     let listed = wal::list(repo)?;
@@ -76,8 +84,7 @@ pub fn fetch_wal(repo: &Repository, pg: &PgBackup, dir: &Path) -> Result<(u64, u
     let later = |n: &WalName, base: &str| {
         n.timeline > start.timeline || (n.timeline == start.timeline && base >= start.name.as_str())
     };
-    let mut files = 0;
-    let mut bytes = 0;
+    let mut out: Vec<PlannedWal> = Vec::new();
     for (name, _) in &listed {
         // A streamed `.partial` segment (full-sized, as pg_receivewal writes it) stands
         // for its segment until the complete one is archived: it holds the newest WAL.
@@ -90,12 +97,13 @@ pub fn fetch_wal(repo: &Repository, pg: &PgBackup, dir: &Path) -> Result<(u64, u
             },
             _ => continue,
         };
-        let path = dir.join(file);
-        let mut f = std::fs::File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        if wal::get_to(repo, name, &mut f)?.is_some() {
-            files += 1;
-            bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
-        }
+        out.push(PlannedWal { object: name.clone(), file: file.to_string() });
     }
-    Ok((files, bytes))
+    // History files first (recovery reads them before any segment), then by timeline and
+    // position: the listing sorts `X.partial` beside `X`, which is its place.
+    out.sort_by(|a, b| {
+        let key = |p: &PlannedWal| (p.object.kind != Kind::History, p.object.timeline, p.file.clone());
+        key(a).cmp(&key(b))
+    });
+    Ok(out)
 }
