@@ -17,8 +17,10 @@ use cairn_store::PutMode;
 use crate::{Error, Result};
 
 pub const PREFIX: &str = "wal";
-/// zstd level for WAL: `archive_command` latency matters more than the last percent.
-pub const LEVEL: i32 = 1;
+/// zstd for WAL: level 3's lazy match finder with 16 K-entry tables. On pgbench WAL that
+/// stores 12% less than level 1 in about level 1's time (`archive_command` latency is what
+/// the server waits on); level 3's own tables (128 K entries) save 2% more for 25% more time.
+pub const ZSTD: cairn_repo::Zstd = cairn_repo::Zstd { level: 3, table_log: Some(14) };
 /// Largest WAL file accepted (PostgreSQL allows segments up to 1 GiB).
 pub const MAX_FILE: usize = 1 << 30;
 
@@ -208,10 +210,10 @@ pub fn push(repo: &Repository, name: &WalName, data: &[u8]) -> Result<Pushed> {
     }
     let path = name.path();
     if name.kind == Kind::Partial {
-        repo.put_named(&path, &[&header(), data], LEVEL, PutMode::Overwrite)?;
+        repo.put_named(&path, &[&header(), data], ZSTD, PutMode::Overwrite)?;
         return Ok(Pushed::Stored);
     }
-    match repo.put_named(&path, &[&header(), data], LEVEL, PutMode::Create) {
+    match repo.put_named(&path, &[&header(), data], ZSTD, PutMode::Create) {
         Ok(()) => Ok(Pushed::Stored),
         Err(e) if e.store_kind() == Some(cairn_store::ErrorKind::AlreadyExists) => {
             let mut have = Vec::with_capacity(data.len());

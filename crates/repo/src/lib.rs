@@ -44,7 +44,7 @@ pub use lease::Lease;
 pub use meter::Meter;
 pub use packer::{FinishedPack, Packer};
 pub use prune::{prune, prune_metered, PruneOptions, PruneReport};
-pub use repository::{InitOptions, Repository, SnapshotList};
+pub use repository::{InitOptions, Repository, SnapshotList, Zstd};
 pub use saver::{BlobSaver, SaverStats, WorkerSaver};
 
 pub use cairn_format as format;

@@ -394,8 +394,8 @@ impl Repository {
     /// Stores an object named by its role rather than its hash (PostgreSQL WAL files),
     /// sealed with its path as associated data so that one cannot pass for another. The
     /// plaintext is the concatenation of `parts` (see `seal_parts`).
-    pub fn put_named(&self, path: &str, parts: &[&[u8]], level: i32, mode: PutMode) -> Result<()> {
-        let sealed = seal_parts(&self.master, &named_kind(path), parts, level)?;
+    pub fn put_named(&self, path: &str, parts: &[&[u8]], zstd: impl Into<Zstd>, mode: PutMode) -> Result<()> {
+        let sealed = seal_parts(&self.master, &named_kind(path), parts, zstd.into())?;
         Ok(self.block_on(self.store.put(path, sealed, mode))?)
     }
 
@@ -856,23 +856,64 @@ fn named_kind(path: &str) -> Vec<u8> {
 }
 
 pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) -> Result<Vec<u8>> {
-    seal_parts(master, kind, &[payload], level)
+    seal_parts(master, kind, &[payload], Zstd::level(level))
 }
 
-/// Seals the concatenation of `parts`, compressed as one zstd frame straight into the
-/// buffer that is then encrypted in place (for a 16 MiB WAL segment, every extra copy costs
-/// page faults), or stored as is when compression does not make it strictly smaller.
-pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], level: i32) -> Result<Vec<u8>> {
+/// How a sealed object is compressed: a zstd level and, optionally, smaller match-finder
+/// tables than the level's own (`hashLog` = `chainLog` = `table_log`). Only the writer's
+/// speed and ratio depend on it; every reader decodes any setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zstd {
+    pub level: i32,
+    pub table_log: Option<u32>,
+}
+
+impl Zstd {
+    pub const fn level(level: i32) -> Zstd {
+        Zstd { level, table_log: None }
+    }
+}
+
+impl From<i32> for Zstd {
+    fn from(level: i32) -> Zstd {
+        Zstd::level(level)
+    }
+}
+
+/// Seals the concatenation of `parts`, each compressed as its own zstd frame in one pass
+/// straight into the buffer that is then encrypted in place, or stored as is when
+/// compression does not make the whole strictly smaller. One-pass frames matter for a
+/// 16 MiB WAL segment (`parts` = a 9-byte header, then the mapped file): a streaming
+/// encoder copies every input byte into its window first, and a frame that spans both
+/// parts could not be compressed in one pass without copying the file behind the header.
+pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], zstd: Zstd) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{compress_bound, CCtx, CParameter, InBuffer, OutBuffer};
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let fill = |buf: &mut Vec<u8>| -> std::io::Result<()> {
+    let bound: usize = parts.iter().map(|p| compress_bound(p.len())).sum();
+    let fill = |buf: &mut Vec<u8>| -> std::result::Result<(), String> {
         let start = buf.len();
         buf.push(COMPRESSION_ZSTD);
-        let mut enc = zstd::stream::write::Encoder::new(&mut *buf, level)?;
-        enc.set_pledged_src_size(Some(total as u64))?;
-        for p in parts {
-            std::io::Write::write_all(&mut enc, p)?;
+        let mut cctx = CCtx::try_create().ok_or("no memory for a zstd context")?;
+        let err = |c: usize| zstd::zstd_safe::get_error_name(c).to_string();
+        cctx.set_parameter(CParameter::CompressionLevel(zstd.level)).map_err(err)?;
+        if let Some(log) = zstd.table_log {
+            cctx.set_parameter(CParameter::HashLog(log)).map_err(err)?;
+            cctx.set_parameter(CParameter::ChainLog(log)).map_err(err)?;
         }
-        enc.finish()?;
+        for p in parts {
+            // The whole part with `e_end` and room for its bound: zstd compresses it
+            // in place in one call, without its input buffer.
+            cctx.set_pledged_src_size(Some(p.len() as u64)).map_err(err)?;
+            let pos = buf.len();
+            let mut out = OutBuffer::around_pos(buf, pos);
+            let mut input = InBuffer::around(p);
+            let left = cctx
+                .compress_stream2(&mut out, &mut input, zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end)
+                .map_err(err)?;
+            if left != 0 || input.pos() != p.len() {
+                return Err("zstd did not finish a frame in one pass".into());
+            }
+        }
         if buf.len() - start > total {
             buf.truncate(start);
             buf.push(COMPRESSION_NONE);
@@ -882,7 +923,7 @@ pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], level
         }
         Ok(())
     };
-    cairn_crypto::seal_object_with(master, kind, total + total / 64 + 1024, fill)?
+    cairn_crypto::seal_object_with(master, kind, 1 + bound, fill)?
         .map_err(|e| Error::Internal(format!("compressing: {e}")))
 }
 
@@ -913,5 +954,50 @@ pub(crate) fn open_sealed(master: &MasterKey, kind: &[u8], sealed: &[u8], max: u
             Ok(out)
         }
         _ => Err(Error::Damaged { what: "sealed object", id: String::new(), detail: "unknown compression".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_parts_open_as_their_concatenation_in_every_form() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let kind = named_kind("wal/00000001/000000010000000000000001");
+        let header = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        let body = b"INSERT INTO t VALUES (42); ".repeat(40_000);
+        let whole = [&header[..], &body[..]].concat();
+        let zstd = Zstd { level: 3, table_log: Some(14) };
+
+        // Compressible: one frame per part, read back as one stream.
+        let sealed = seal_parts(&master, &kind, &[&header, &body], zstd).unwrap();
+        assert!(sealed.len() < body.len() / 20, "compressed: {}", sealed.len());
+        assert_eq!(open_sealed(&master, &kind, &sealed, whole.len()).unwrap(), whole);
+
+        // Incompressible: stored as is.
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let sealed = seal_parts(&master, &kind, &[&header, &noise], zstd).unwrap();
+        let plain = cairn_crypto::open_object(&master, &kind, &sealed).unwrap();
+        assert_eq!(plain[0], COMPRESSION_NONE);
+        assert_eq!(open_sealed(&master, &kind, &sealed, 200_000).unwrap(), [&header[..], &noise[..]].concat());
+
+        // What earlier writers made (one streamed frame over both parts) still opens.
+        let mut plain = vec![COMPRESSION_ZSTD];
+        plain.extend(zstd::stream::encode_all(&whole[..], 1).unwrap());
+        let sealed = cairn_crypto::seal_object(&master, &kind, &plain).unwrap();
+        assert_eq!(open_sealed(&master, &kind, &sealed, whole.len()).unwrap(), whole);
+
+        // The size limit holds across frames.
+        let sealed = seal_parts(&master, &kind, &[&header, &body], zstd).unwrap();
+        assert!(open_sealed(&master, &kind, &sealed, body.len()).is_err());
     }
 }
