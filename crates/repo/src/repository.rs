@@ -860,17 +860,22 @@ pub(crate) fn seal(master: &MasterKey, kind: &[u8], payload: &[u8], level: i32) 
 }
 
 /// How a sealed object is compressed: a zstd level and, optionally, smaller match-finder
-/// tables than the level's own (`hashLog` = `chainLog` = `table_log`). Only the writer's
-/// speed and ratio depend on it; every reader decodes any setting.
+/// tables than the level's own (`hashLog` = `chainLog` = `table_log`) and no block
+/// pre-splitting. Only the writer's speed and ratio depend on it; every reader decodes any
+/// setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Zstd {
     pub level: i32,
     pub table_log: Option<u32>,
+    /// zstd 1.5.7 fingerprints every full 128 KiB block at levels 2 and up to find a
+    /// better place to cut it. `false` skips that pass by making blocks one byte shorter
+    /// (it only looks at full blocks): on WAL 17% less compression time for 0.5% more size.
+    pub presplit: bool,
 }
 
 impl Zstd {
     pub const fn level(level: i32) -> Zstd {
-        Zstd { level, table_log: None }
+        Zstd { level, table_log: None, presplit: true }
     }
 }
 
@@ -899,6 +904,9 @@ pub(crate) fn seal_parts(master: &MasterKey, kind: &[u8], parts: &[&[u8]], zstd:
         if let Some(log) = zstd.table_log {
             cctx.set_parameter(CParameter::HashLog(log)).map_err(err)?;
             cctx.set_parameter(CParameter::ChainLog(log)).map_err(err)?;
+        }
+        if !zstd.presplit {
+            cctx.set_parameter(CParameter::MaxBlockSize((128 << 10) - 1)).map_err(err)?;
         }
         for p in parts {
             // The whole part with `e_end` and room for its bound: zstd compresses it
@@ -968,7 +976,7 @@ mod tests {
         let header = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
         let body = b"INSERT INTO t VALUES (42); ".repeat(40_000);
         let whole = [&header[..], &body[..]].concat();
-        let zstd = Zstd { level: 3, table_log: Some(14) };
+        let zstd = Zstd { level: 3, table_log: Some(14), presplit: false };
 
         // Compressible: one frame per part, read back as one stream.
         let sealed = seal_parts(&master, &kind, &[&header, &body], zstd).unwrap();
