@@ -115,13 +115,21 @@ settle() {
     i=$((i + 1)); [ $i -lt 1200 ] || die "the archive queue did not drain in 120 s"; sleep 0.1
   done
 }
-base_backup() { # tool kind -> R[tool-kind]
-  settle; drop_caches; local t0; t0=$(now)
+# Bytes a tool's repository holds besides its WAL archive: what its base backups stored.
+backup_bytes() {
+  case $1 in
+    cairn) du -sb --exclude=wal "$W/cairn-repo" | cut -f1 ;;
+    pgbackrest) du -sb --exclude=archive "$W/pgbr-repo" | cut -f1 ;;
+  esac
+}
+base_backup() { # tool kind -> R[tool-kind], R[tool-kind-stored] (MiB)
+  settle; local before; before=$(backup_bytes "$1"); drop_caches; local t0; t0=$(now)
   case $1 in
     cairn) cairn pg backup --data-dir "$W/data" --connection "host=$W/sock user=postgres" >"$W/log/$1-$2.log" 2>&1 ;;
     pgbackrest) pg $PGBR --type="$2" backup >"$W/log/$1-$2.log" 2>&1 ;;
   esac || { tail -n 5 "$W/log/$1-$2.log" >&2; die "$1 backup failed"; }
   R[$1-$2]=$(since "$t0"); log "$1 backup ($2): ${R[$1-$2]} s"
+  R[$1-$2-stored]=$(awk -v a="$before" -v b="$(backup_bytes "$1")" 'BEGIN { printf "%.1f", (b - a) / 1048576 }')
 }
 base_backup cairn full
 base_backup pgbackrest full
@@ -274,6 +282,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else pr
   echo "|---|---:|---:|---:|"
   echo "| full base backup (s) | ${R[cairn-full]} | ${R[pgbackrest-full]} | $(ratio "${R[cairn-full]}" "${R[pgbackrest-full]}") |"
   echo "| second base backup (s) | ${R[cairn-incr]} | ${R[pgbackrest-incr]} | $(ratio "${R[cairn-incr]}" "${R[pgbackrest-incr]}") |"
+  echo "| stored by the full base backup, WAL aside (MiB) | ${R[cairn-full-stored]} | ${R[pgbackrest-full-stored]} | $(ratio "${R[cairn-full-stored]}" "${R[pgbackrest-full-stored]}") |"
+  echo "| stored by the second base backup, WAL aside (MiB) | ${R[cairn-incr-stored]} | ${R[pgbackrest-incr-stored]} | $(ratio "${R[cairn-incr-stored]}" "${R[pgbackrest-incr-stored]}") |"
   echo "| PITR: restore files (s) | ${R[cairn-restore]} | ${R[pgbackrest-restore]} | $(ratio "${R[cairn-restore]}" "${R[pgbackrest-restore]}") |"
   echo "| PITR: replay + promote (s) | ${R[cairn-replay]} | ${R[pgbackrest-replay]} | $(ratio "${R[cairn-replay]}" "${R[pgbackrest-replay]}") |"
   echo "| **PITR total** (s) | ${R[cairn-total]} | ${R[pgbackrest-total]} | $(ratio "${R[cairn-total]}" "${R[pgbackrest-total]}") |"
