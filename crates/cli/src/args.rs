@@ -390,6 +390,10 @@ pub struct BackupArgs {
     /// Snapshot to compare against (default: latest with the same host and paths)
     #[arg(long)]
     pub parent: Option<String>,
+    /// Compression of new data: auto (the repository's level, 3 unless set at init),
+    /// fast (zstd 1), max (zstd 9), off, or a zstd level 1-19
+    #[arg(long, default_value = "auto", value_parser = Compression::parse)]
+    pub compression: Compression,
     /// Read every file, even unchanged ones
     #[arg(long)]
     pub force: bool,
@@ -752,4 +756,40 @@ pub struct CopyArgs {
     /// Only snapshots with this tag
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+}
+
+/// `backup --compression`: a name or a zstd level. The levels behind `fast` and `max` were
+/// chosen on the bench's tree (README, "Compression").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Auto,
+    Off,
+    Level(i32),
+}
+
+impl Compression {
+    pub const FAST: i32 = 1;
+    pub const MAX: i32 = 9;
+
+    fn parse(s: &str) -> std::result::Result<Compression, String> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "off" | "none" => Ok(Compression::Off),
+            "fast" => Ok(Compression::Level(Compression::FAST)),
+            "max" => Ok(Compression::Level(Compression::MAX)),
+            n => match n.parse::<i32>() {
+                Ok(l @ 1..=19) => Ok(Compression::Level(l)),
+                _ => Err(format!("'{n}' is not auto, fast, max, off or a zstd level from 1 to 19")),
+            },
+        }
+    }
+
+    /// The level a backup asks for; `None` leaves the repository's.
+    pub fn level(self) -> Option<i32> {
+        match self {
+            Compression::Auto => None,
+            Compression::Off => Some(0),
+            Compression::Level(l) => Some(l),
+        }
+    }
 }

@@ -120,6 +120,7 @@ fn backup(
         // 3.7 s -> 3.3 s) and more gained nothing; remote stores want more (`--connections`).
         // Each costs a pack (8 MiB) of memory.
         uploads: ctx.connections(),
+        compression: a.compression.level(),
         repo_dir: ctx.remote.is_none().then(|| ctx.repo_path.clone()),
     };
     let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress))?;

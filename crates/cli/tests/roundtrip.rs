@@ -437,3 +437,45 @@ fn reading_everything_does_not_make_the_next_backup_write_new_trees_unless_atime
     let r = std::fs::metadata(target.join(data.strip_prefix("/").unwrap()).join("d3/f1")).unwrap();
     assert_eq!((r.atime(), r.atime_nsec()), (after.atime(), after.atime_nsec()), "the kept access time is restored");
 }
+
+#[test]
+fn compression_can_be_chosen_per_backup_and_every_choice_restores() {
+    // Text that compresses, but not to nothing: numbered lines of words.
+    let mut text = String::new();
+    for i in 0..120_000u32 {
+        text.push_str(&format!(
+            "{i:08} the quick brown fox {} jumps over {} lazy dogs\n",
+            i % 977,
+            i.wrapping_mul(2654435761) % 10007
+        ));
+    }
+    let mut added = Vec::new();
+    for choice in ["off", "auto", "fast", "max", "7"] {
+        let env = Env::new();
+        let src = env.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("log.txt"), &text).unwrap();
+        env.init();
+        let s = env.json(&["backup", "--compression", choice, src.to_str().unwrap()]);
+        added.push((choice, s["bytes_added"].as_u64().unwrap()));
+        let out = env.path("out");
+        env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+        let back = std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("log.txt")).unwrap();
+        assert!(back == text.as_bytes(), "--compression {choice}: restored content differs");
+        env.ok(&["check", "--read-data"]);
+    }
+    let size = |c: &str| added.iter().find(|(k, _)| *k == c).unwrap().1;
+    assert!(size("off") >= text.len() as u64, "{added:?}");
+    assert!(size("auto") < size("off") / 3, "{added:?}");
+    assert!(size("max") < size("auto"), "{added:?}");
+    assert!(size("fast") > size("max"), "{added:?}");
+
+    let env = Env::new();
+    env.init();
+    for bad in ["25", "0", "fastest", ""] {
+        let o = env.run(&["backup", "--compression", bad, env.path("").to_str().unwrap()]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(err.contains("not auto, fast, max, off or a zstd level"), "{bad}: {err}");
+    }
+}

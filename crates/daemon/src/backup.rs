@@ -61,6 +61,8 @@ pub struct BackupRequest {
     pub threads: usize,
     /// Packs in flight.
     pub uploads: usize,
+    /// zstd level for new data (0: none); `None`: the repository's `compression_level`.
+    pub compression: Option<i32>,
     /// The repository's own directory when it is local: never backed up into itself.
     pub repo_dir: Option<PathBuf>,
 }
@@ -185,6 +187,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         force: req.force || matches!(req.what, What::Sqlite { .. }),
         threads: req.threads,
         uploads: req.uploads,
+        compression: req.compression,
     };
     let group = child.as_ref().map(|(c, _)| c.id() as libc::pid_t);
     let finished = std::sync::atomic::AtomicBool::new(false);

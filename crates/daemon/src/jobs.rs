@@ -504,6 +504,7 @@ fn backup_job_in(
         force: false,
         threads: threads(),
         uploads: connections(env, &src.repository.value),
+        compression: None,
         repo_dir,
     };
     let result = crate::backup::backup(&repo, &req, progress);

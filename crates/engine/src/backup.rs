@@ -59,6 +59,8 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Concurrent uploads.
     pub uploads: usize,
+    /// zstd level for new data (0: none); `None`: the repository's `compression_level`.
+    pub compression: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -199,7 +201,8 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
         let mut index = repo.load_index_for_writing()?;
         let recovered = repo.recover_unindexed(&mut index)?;
         let threads = self.opts.threads.max(1);
-        let saver = BlobSaver::new(repo, index, recovered, self.opts.uploads.max(1));
+        let saver =
+            BlobSaver::new(repo, index, recovered, self.opts.uploads.max(1)).with_compression(self.opts.compression);
         let top = build_top(&self.opts.paths)?;
         let worker_errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let warnings: Mutex<Vec<String>> = Mutex::new(Vec::new());

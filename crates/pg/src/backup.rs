@@ -78,6 +78,7 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
         force: false,
         threads: req.threads,
         uploads: req.uploads,
+        compression: None,
     };
     // On any error the session ends with this function, which aborts the backup server-side.
     let outcome = Archiver::new(repo, &src, opts, progress).run().map_err(|e| match e {

@@ -50,6 +50,8 @@ pub struct BlobSaver<'r> {
     bytes_added: AtomicU64,
     packs_added: AtomicU64,
     uploads: usize,
+    /// zstd level of the data blobs this saver writes (0: none).
+    level: i32,
 }
 
 impl<'r> BlobSaver<'r> {
@@ -69,7 +71,17 @@ impl<'r> BlobSaver<'r> {
             bytes_added: AtomicU64::new(0),
             packs_added: AtomicU64::new(0),
             uploads: uploads.max(1),
+            level: repo.config().compression_level,
         }
+    }
+
+    /// Compresses new data blobs at `level` (0: not at all) instead of the repository's
+    /// `compression_level`: a reader needs neither (each blob says whether it is zstd).
+    pub fn with_compression(mut self, level: Option<i32>) -> Self {
+        if let Some(l) = level {
+            self.level = l;
+        }
+        self
     }
 
     pub fn repo(&self) -> &'r Repository {
@@ -119,13 +131,7 @@ impl<'r> BlobSaver<'r> {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| Error::Internal("saver closed".into()))?;
-        Ok(WorkerSaver {
-            saver: self,
-            codec: BlobCodec::new(self.repo.config().compression_level),
-            data: None,
-            tree: None,
-            tx,
-        })
+        Ok(WorkerSaver { saver: self, codec: BlobCodec::new(self.level), data: None, tree: None, tx })
     }
 
     pub fn failed(&self) -> bool {
