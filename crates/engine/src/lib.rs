@@ -14,6 +14,7 @@
 //! |----------|----------------|-----------------------------------------------|
 //! | walker   | caller         | lists directories, compares with the parent   |
 //! | readers  | `cores`        | read, chunk, hash, drop known blobs           |
+//! | small    | 6              | the same for files of one chunk (disk-bound)  |
 //! | packers  | `cores`        | compress, encrypt, append to their own pack   |
 //! | uploader | 1 (+ runtime)  | puts packs, writes index files                |
 
