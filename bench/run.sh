@@ -203,6 +203,26 @@ raw_limit() {
   log "$ds: raw limit (zstd 3 alone on $(nproc) cores) ${LIMIT[$ds]:-?} s"
 }
 
+# Restore against `cp -a` of the same data from the same disk (issue 15): two rounds, each
+# a cold `cp -a` then a cold cairn restore, into an empty directory; the means are kept.
+declare -A CPA=() CRA=()
+cp_rounds() {
+  local ds=$1 dst=$BENCH_DIR/restore/cp-$ds tf=$BENCH_DIR/time.out i cp=0 cr=0
+  [ -z "${NA[cairn]:-}" ] || return 0
+  for i in 1 2; do
+    rm -rf "$dst"; mkdir -p "$dst"; prepare_cache "$DATA/$ds"
+    /usr/bin/time -f '%e' -o "$tf" cp -a "$DATA/$ds" "$dst/" || { log "cp -a failed"; return 0; }
+    cp=$(awk -v a="$cp" -v b="$(tail -n1 "$tf")" 'BEGIN{print a+b}')
+    rm -rf "$dst"; mkdir -p "$dst"
+    tool_cmd cairn restore "$BENCH_DIR/repo/cairn-$ds" "$dst"; prepare_cache "$BENCH_DIR/repo/cairn-$ds"
+    /usr/bin/time -f '%e' -o "$tf" "${CMD[@]}" >"$BENCH_DIR/logs/cairn-$ds-restore-vs-cp.log" 2>&1 || { log "cairn restore failed"; return 0; }
+    cr=$(awk -v a="$cr" -v b="$(tail -n1 "$tf")" 'BEGIN{print a+b}')
+  done
+  rm -rf "$dst"
+  CPA[$ds]=$(awk -v a="$cp" 'BEGIN{printf "%.2f", a/2}'); CRA[$ds]=$(awk -v a="$cr" 'BEGIN{printf "%.2f", a/2}')
+  log "$ds: cp -a ${CPA[$ds]} s, cairn restore ${CRA[$ds]} s (means of 2 alternating rounds)"
+}
+
 run_dataset() {
   local ds=$1 t op
   local -a live=(); for t in "${TOOLS[@]}"; do [ -n "${NA[$t]:-}" ] || live+=("$t"); done
@@ -211,8 +231,9 @@ run_dataset() {
     tool_cmd "$t" init "$BENCH_DIR/repo/$t-$ds"
     "${CMD[@]}" >"$BENCH_DIR/logs/$t-$ds-init.log" 2>&1 || { tail -n 5 "$BENCH_DIR/logs/$t-$ds-init.log" >&2; die "$t init failed"; }
   done
-  for op in backup_initial backup_unchanged mutate backup_changed size restore check; do
+  for op in backup_initial backup_unchanged mutate backup_changed size restore cp check; do
     [ "$op" = mutate ] && { mutate "$ds"; continue; }
+    [ "$op" = cp ] && { cp_rounds "$ds"; continue; }
     for t in "${live[@]}"; do
       local repo=$BENCH_DIR/repo/$t-$ds dst=$BENCH_DIR/restore/$t-$ds
       case $op in
@@ -273,6 +294,8 @@ report() {
       target "$ds: unchanged re-backup wall" "$(ratio "${W[cairn${k}backup_unchanged]:-}" "${W[restic${k}backup_unchanged]:-}")" 0.2
       [ "$ds" = tree ] && target "$ds: 1% changed re-backup wall" "$(ratio "${W[cairn${k}backup_changed]:-}" "${W[restic${k}backup_changed]:-}")" 0.25
       target "$ds: restore wall" "$(ratio "${W[cairn${k}restore]:-}" "${W[restic${k}restore]:-}")" 0.4
+      target "$ds: restore wall / cp -a of the data (${CRA[$ds]:-?} vs ${CPA[$ds]:-?} s, 2 alternating rounds)" "$(ratio "${CRA[$ds]:-}" "${CPA[$ds]:-}")" 1.0
+      target "$ds: restore peak RSS (MiB)" "$(( ${M[cairn${k}restore]:-0} / 1024 ))" 200
       target "$ds: check --read-data wall" "$(ratio "${W[cairn${k}check]:-}" "${W[restic${k}check]:-}")" 0.4
       target "$ds: repository size" "$(ratio "${S[cairn|$ds]:-}" "${S[restic|$ds]:-}")" 1.0
       local worst=0 r; for op in "${OPS[@]}"; do
