@@ -532,7 +532,11 @@ fn schemathesis_finds_no_server_error_and_every_response_conforms_to_the_openapi
         .args(["run", &format!("http://127.0.0.1:{}/api/openapi.json", s.port)])
         .args(["-H", &format!("Authorization: Bearer {admin}")])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,unsupported_method"])
-        .args(["--generation-codec", "utf-8", "--max-time", "60", "--workers", "2", "--seed", "20261202"])
+        // One worker: with two, CPython 3.11's `ast.parse` (Hypothesis describing its
+        // filters) races on the AST module's recursion counter across threads and
+        // schemathesis fails with "SystemError: AST constructor recursion depth mismatch",
+        // a fault of the tool, not of the server (CI, 2026-12-06).
+        .args(["--generation-codec", "utf-8", "--max-time", "60", "--workers", "1", "--seed", "20261202"])
         .args(["--exclude-path-regex", "^/(login|logout)$", "--exclude-path", "/api/tokens/{name}"])
         .env("NO_COLOR", "1")
         // Its cache (past crashes it would replay) stays in the test's directory, not in
