@@ -62,11 +62,14 @@ fn main() {
             | Command::Alerts(_)
             | Command::Policy(_)
             | Command::Completions(_)
-    ) {
+    ) && !cli.global.repo.as_deref().is_some_and(|r| r.starts_with("sftp:"))
+    {
         // `cairn snapshots | head`: a closed stdout ends the command quietly, as for any
         // Unix tool, instead of a panic in println!. Only for commands that do nothing but
         // read and print: one that writes to a child (a hook, psql) or a socket must see
-        // EPIPE as an error, not die of it.
+        // EPIPE as an error, not die of it. An SFTP repository is such a child (ssh): when
+        // ssh exits at once (connection refused, host key), writing the SFTP hello to it
+        // must give "Connection refused", not a silent death by SIGPIPE.
         // SAFETY: setting a signal disposition before any other thread runs.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
