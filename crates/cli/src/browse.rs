@@ -147,9 +147,10 @@ pub fn ls(ctx: &Context, a: &LsArgs) -> Result<()> {
     }
     drop(out);
     if let Some(e) = io_err {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Err(crate::Exit(crate::CLOSED_OUTPUT).into());
         }
+        return Err(e.into());
     }
     if ctx.g.json {
         println!("{}", serde_json::Value::Array(json));
@@ -263,13 +264,13 @@ fn dump_in(a: &DumpArgs, repo: &cairn_repo::Repository, note: &mut crate::audit:
         }
     };
     let mut out = std::io::stdout().lock();
-    match browse::dump(repo, &index, &node, &mut out) {
-        Err(cairn_engine::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => {
-            r?;
-            out.flush()?;
-            Ok(())
+    let written = browse::dump(repo, &index, &node, &mut out)
+        .and_then(|_| out.flush().map_err(|e| cairn_engine::Error::io("stdout", e)));
+    match written {
+        Err(cairn_engine::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(crate::Exit(crate::CLOSED_OUTPUT).into())
         }
+        r => Ok(r.map(drop)?),
     }
 }
 

@@ -33,6 +33,10 @@ use args::{Cli, Command};
 #[derive(Debug)]
 pub struct Exit(pub i32);
 
+/// The exit status of a command whose stdout reader went away (`| head`): what a death by
+/// SIGPIPE gives in a shell, so `set -o pipefail` scripts see the same as with other tools.
+pub const CLOSED_OUTPUT: i32 = 128 + libc::SIGPIPE;
+
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "exit {}", self.0)
@@ -48,31 +52,7 @@ fn main() {
         // set before any thread starts.
         std::env::set_var("CAIRN_CACERT", ca);
     }
-    if matches!(
-        cli.command,
-        Command::Snapshots(_)
-            | Command::Ls(_)
-            | Command::Find(_)
-            | Command::Diff(_)
-            | Command::Dump(_)
-            | Command::Stats(_)
-            | Command::Jobs(_)
-            | Command::Status(_)
-            | Command::Drills(_)
-            | Command::Alerts(_)
-            | Command::Policy(_)
-            | Command::Completions(_)
-    ) && !cli.global.repo.as_deref().is_some_and(|r| r.starts_with("sftp:"))
-    {
-        // `cairn snapshots | head`: a closed stdout ends the command quietly, as for any
-        // Unix tool, instead of a panic in println!. Only for commands that do nothing but
-        // read and print: one that writes to a child (a hook, psql) or a socket must see
-        // EPIPE as an error, not die of it. An SFTP repository is such a child (ssh): when
-        // ssh exits at once (connection refused, host key), writing the SFTP hello to it
-        // must give "Connection refused", not a silent death by SIGPIPE.
-        // SAFETY: setting a signal disposition before any other thread runs.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
+    quiet_on_closed_output();
     // Tree walks (ls, find, diff, copy, rewrite, restore lookups) recurse up to the
     // format's 4096 levels: the command runs on a thread with room for that (reserved
     // address space; only what a deep tree uses is touched).
@@ -101,6 +81,30 @@ fn exit_code(r: anyhow::Result<()>) -> i32 {
             }
         },
     }
+}
+
+/// `cairn snapshots | head`: when the reader of stdout goes away, the command ends quietly
+/// with the status a death by SIGPIPE would give (128 + 13), as any Unix tool does, instead
+/// of a panic in `println!`. SIGPIPE itself stays ignored (Rust's default) for every
+/// command: cairn writes to children (hooks, psql, ssh for SFTP) and sockets, and a peer
+/// that exits early there must be an EPIPE error with its message ("Connection refused"
+/// from ssh), not a silent death of the process.
+fn quiet_on_closed_output() {
+    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // std's print macros panic with "failed printing to stdout: <io error>".
+        if msg.starts_with("failed printing to std") && msg.ends_with(&epipe) {
+            std::process::exit(CLOSED_OUTPUT);
+        }
+        default(info);
+    }));
 }
 
 /// Pack (8 MiB) and chunk (~1 MiB) buffers are allocated and freed at a high rate. By

@@ -625,3 +625,36 @@ fn shared_subtree_bombs_and_deep_chains_end_quickly() {
         assert!(stderr(&o).contains("deeper than"), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// `cairn snapshots | head`: a reader that goes away ends a printing command quietly with
+/// the status of a death by SIGPIPE (141), for every command (they keep SIGPIPE ignored so
+/// that a child or socket closing early is an error with its message, not a silent death).
+#[test]
+fn closed_stdout_ends_commands_quietly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        std::fs::write(src.join(format!("f{i}")), format!("{i}")).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for args in [
+        &["snapshots"][..],
+        &["--json", "snapshots"],
+        &["ls", "latest"],
+        &["find", "f1*"],
+        &["dump", "latest", &format!("{}/f7", src.display())],
+        &["stats"],
+        &["check"],
+    ] {
+        // The read end is closed before cairn starts: its first write meets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = env.cmd().args(args).stdout(writer).output().unwrap();
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "cairn {args:?} panicked: {e}");
+        assert_eq!(o.status.code(), Some(141), "cairn {args:?}: {:?} {e}", o.status);
+        assert!(e.trim().is_empty(), "cairn {args:?} printed to stderr: {e}");
+    }
+}
