@@ -345,6 +345,11 @@ pub struct InitArgs {
     pub copy_chunker_params_from: Option<String>,
     #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
     pub from_password_file: Option<PathBuf>,
+    /// Chunk size limits MIN,AVG,MAX (e.g. 64K,256K,1M; default 256K,1M,4M): smaller
+    /// chunks find more duplicates inside large files that change in place (VM images,
+    /// database files) at the cost of more index memory per byte (about 100 bytes per chunk)
+    #[arg(long, value_name = "MIN,AVG,MAX", conflicts_with = "copy_chunker_params_from")]
+    pub chunk_size: Option<String>,
     /// Target size of pack files (64K to 1G; default 8M): larger packs mean fewer objects
     /// on object stores, smaller ones less repacking
     #[arg(long, value_name = "SIZE")]

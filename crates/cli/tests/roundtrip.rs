@@ -483,3 +483,42 @@ fn compression_can_be_chosen_per_backup_and_every_choice_restores() {
         assert!(err.contains("not auto, fast, max, off or a zstd level"), "{bad}: {err}");
     }
 }
+
+/// `init --chunk-size`: smaller chunks give more blobs for the same bytes, the repository
+/// restores and checks as any other, and limits the format refuses are one-line errors.
+#[test]
+fn chunk_sizes_can_be_chosen_at_init() {
+    let mut data = vec![0u8; 4 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    env.ok(&["init", "--chunk-size", "2K,8K,32K"]);
+    let s = env.json(&["backup", src.to_str().unwrap()]);
+    // 4 MiB in chunks of 2-32 KiB (8 KiB on average): hundreds of blobs, where the default
+    // sizes (1 MiB average) give a handful.
+    let blobs = s["blobs_added"].as_u64().unwrap();
+    assert!((200..=2100).contains(&blobs), "{blobs} blobs for 4 MiB in 8 KiB chunks");
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let back = std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("big.bin")).unwrap();
+    assert!(back == data, "restored content differs");
+    env.ok(&["check", "--read-data"]);
+
+    for bad in ["32", "8K,2K,32K", "2K,8K", "2K,8K,32M", "1K,x,4K", "3,256,1024"] {
+        let env = Env::new();
+        let o = env.run(&["init", "--chunk-size", bad]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "--chunk-size {bad} accepted");
+        assert!(err.contains("chunk"), "--chunk-size {bad}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "--chunk-size {bad}: {err}");
+        assert!(!env.repo.join("config").exists(), "--chunk-size {bad} left a repository");
+    }
+}

@@ -52,6 +52,8 @@ pub struct InitOptions {
     /// Chunker parameters and id key of another repository, so both chunk and name blobs
     /// identically.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+    /// Chunk size limits (min, avg, max) other than the defaults; ignored with `chunker_from`.
+    pub chunk_sizes: Option<(u32, u32, u32)>,
     /// See `Config::object_lock_days` and `object_lock_mode`.
     pub object_lock_days: u32,
     pub object_lock_mode: String,
@@ -64,6 +66,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 8 * 1024 * 1024,
             chunker_from: None,
+            chunk_sizes: None,
             object_lock_days: 0,
             object_lock_mode: String::new(),
         }
@@ -102,11 +105,20 @@ impl Repository {
         let master = MasterKey::generate()?;
         let (chunker, id_key) = match opts.chunker_from {
             Some((p, k)) => (p, k),
-            None => (
-                ChunkerParams::with_seed(u64::from_le_bytes(cairn_crypto::random_array()?)),
-                cairn_crypto::random_array()?,
-            ),
+            None => {
+                let mut p = ChunkerParams::with_seed(u64::from_le_bytes(cairn_crypto::random_array()?));
+                if let Some((min_size, avg_size, max_size)) = opts.chunk_sizes {
+                    p = ChunkerParams { min_size, avg_size, max_size, ..p };
+                }
+                (p, cairn_crypto::random_array()?)
+            }
         };
+        if !chunker.is_valid() {
+            return Err(Error::Invalid(format!(
+                "chunk sizes {}/{}/{} outside 64..1M / 256..4M / 1K..16M, or not min <= avg <= max, or odd",
+                chunker.min_size, chunker.avg_size, chunker.max_size
+            )));
+        }
         let repo_id: [u8; 32] = cairn_crypto::random_array()?;
         let config = Config {
             version: CONFIG_VERSION,
