@@ -68,7 +68,6 @@ pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Mete
             Vec::new()
         }
     };
-    let mut index = Index::default();
     let mut files = Vec::new();
     for attempt in 0..5 {
         files.clear();
@@ -89,11 +88,7 @@ pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Mete
     // Superseded files may name packs that prune has taken out of the index: skip them.
     let superseded: HashSet<cairn_format::IndexId> =
         files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-    for (id, f) in &files {
-        if !superseded.contains(id) {
-            index.add_file(f);
-        }
-    }
+    let mut index = Index::from_files(files.iter().filter(|(id, _)| !superseded.contains(id)).map(|(_, f)| f));
     r.blobs = index.blob_count();
     // Packs on the store vs packs in the index.
     let listed: HashMap<PackId, u64> = repo

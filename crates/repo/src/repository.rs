@@ -543,12 +543,7 @@ impl Repository {
         };
         let superseded: std::collections::HashSet<IndexId> =
             files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let mut index = Index::default();
-        for (id, f) in &files {
-            if !superseded.contains(id) {
-                index.add_file(f);
-            }
-        }
+        let index = Index::from_files(files.iter().filter(|(id, _)| !superseded.contains(id)).map(|(_, f)| f));
         Ok((index, damaged))
     }
 
