@@ -522,3 +522,50 @@ fn chunk_sizes_can_be_chosen_at_init() {
         assert!(!env.repo.join("config").exists(), "--chunk-size {bad} left a repository");
     }
 }
+
+/// Trees are written as directories complete, while the walk and the readers go on: in
+/// whatever order a directory's listing, its files' contents and its subdirectories' trees
+/// arrive, every directory comes back whole, and a file's other names (hard links in the
+/// same directory, in a sibling and deeper down) share its content.
+#[test]
+fn wide_and_deep_trees_come_back_whole_with_every_hard_link() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..60 {
+        for s in 0..4 {
+            let dir = src.join(format!("d{d:02}/s{s}/t"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..5 {
+                // Some files of several chunks among many small ones.
+                let len = if (d + s + f) % 37 == 0 { 700_000 } else { 10 + d * 100 + f };
+                std::fs::write(dir.join(format!("f{f}")), noise(len, (d * 100 + s * 10 + f) as u64)).unwrap();
+            }
+        }
+    }
+    std::fs::write(src.join("shared"), noise(400_000, 99)).unwrap();
+    for name in ["shared-2", "d05/s1/shared-3", "d59/s3/t/shared-4"] {
+        std::fs::hard_link(src.join("shared"), src.join(name)).unwrap();
+    }
+    std::fs::create_dir_all(src.join("empty/deeper/still")).unwrap();
+    env.init();
+    let b = env.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(b["partial"], false, "{b}");
+    assert_eq!(b["files_new"], 60 * 4 * 5 + 4, "{b}");
+    for round in 0..2 {
+        let out = env.path(&format!("out{round}"));
+        env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+        let back = out.join(src.strip_prefix("/").unwrap());
+        assert!(run_sh(&format!("diff -r '{}' '{}'", src.display(), back.display())), "restore differs");
+        assert!(back.join("empty/deeper/still").is_dir());
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(back.join("shared")).unwrap().ino();
+        for name in ["shared-2", "d05/s1/shared-3", "d59/s3/t/shared-4"] {
+            assert_eq!(std::fs::metadata(back.join(name)).unwrap().ino(), ino, "{name} is not a link of shared");
+        }
+        // The second round restores an unchanged re-backup, whose trees come from the
+        // parent's without reading a file.
+        let again = env.json(&["backup", src.to_str().unwrap()]);
+        assert_eq!(again["files_unmodified"], 60 * 4 * 5 + 4, "{again}");
+    }
+    env.ok(&["check", "--read-data"]);
+}

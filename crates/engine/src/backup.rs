@@ -1,9 +1,12 @@
 //! The backup pipeline (see the crate docs for the stages).
 //!
-//! Plan: the walker builds the whole directory skeleton in memory (metadata only, about
-//! 300 bytes per entry) while readers work on the files it found; once every file is done,
-//! trees are written bottom-up. Unchanged files (same size, mtime, ctime and inode as in
-//! the parent snapshot, and every content blob still indexed) are not opened at all.
+//! Plan: the walker lists each directory, compares it with the parent snapshot's tree and
+//! hands the files to read to the readers, then the directory's entries to the tree
+//! writer. The tree writer (one thread) writes a directory's tree as soon as its files are
+//! read and its subdirectories written, so memory holds the directories in progress, not
+//! the whole tree: a backup of a million files needs no more memory than one of a
+//! thousand (bench/SCALE.md). Unchanged files (same size, mtime, ctime and inode as in the
+//! parent snapshot, and every content blob still indexed) are not opened at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -154,10 +157,30 @@ struct FileDone {
     size: u64,
 }
 
+/// A directory handed to the tree writer, numbered by the walker.
+type DirId = usize;
+/// The snapshot's root directory (the paths' common parent).
+const ROOT: DirId = 0;
+
 enum Entry {
-    Dir { node: Node, children: Vec<Entry> },
-    File { node: Node, slot: usize },
+    /// A subdirectory, handed to the tree writer as `dir`: its subtree comes from there.
+    Dir {
+        node: Node,
+        dir: DirId,
+    },
+    /// A file being read as `slot`: its content comes from the readers.
+    File {
+        node: Node,
+        slot: usize,
+    },
     Leaf(Node),
+}
+
+/// What the tree writer receives: a directory's entries (from the walker) or a reader's
+/// outcome for one segment of one file.
+enum Event {
+    Dir(DirId, Vec<Entry>),
+    File(JobResult),
 }
 
 enum Top {
@@ -187,6 +210,9 @@ const SMALL_READERS: usize = 6;
 struct Walker<'s, 'r, S: Source + ?Sized> {
     source: &'s S,
     saver: &'s BlobSaver<'r>,
+    /// To the tree writer: each directory's entries once listed.
+    trees: Sender<Event>,
+    dir_ids: AtomicUsize,
     jobs: Sender<FileJob>,
     /// Jobs of single-chunk files (see [`SMALL_READERS`]).
     small_jobs: Sender<FileJob>,
@@ -223,9 +249,15 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
             let (job_tx, job_rx) = bounded::<FileJob>(1024);
             let (small_tx, small_rx) = bounded::<FileJob>(1024);
             let (chunk_tx, chunk_rx) = bounded::<(BlobId, Vec<u8>)>(threads * 2);
-            let (res_tx, res_rx) = unbounded::<JobResult>();
+            // Unbounded: the tree writer never blocks a reader or the walker, and it keeps
+            // up (a tree per directory); what waits in it is results, not data.
+            let (res_tx, res_rx) = unbounded::<Event>();
             let _close = saver.close_on_drop();
             s.spawn(|| saver.run_uploader());
+            let writer = {
+                let saver = &saver;
+                s.spawn(move || TreeWriter::new(repo, saver)?.run(res_rx))
+            };
             let started = (|| -> Result<()> {
                 for _ in 0..threads {
                     let w = saver.worker()?;
@@ -246,11 +278,13 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                 }
                 Ok(())
             })();
-            drop((chunk_tx, chunk_rx, job_rx, small_rx, res_tx));
-            let result = started.and_then(|_| {
+            drop((chunk_tx, chunk_rx, job_rx, small_rx));
+            let walked = started.and_then(|_| {
                 let w = Walker {
                     source: self.source,
                     saver: &saver,
+                    trees: res_tx,
+                    dir_ids: AtomicUsize::new(ROOT + 1),
                     jobs: job_tx,
                     small_jobs: small_tx,
                     small: u64::from(repo.chunker_params().min_size),
@@ -263,34 +297,29 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                     extra: AtomicUsize::new(0),
                 };
                 let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok());
-                let root = std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref()));
+                let root = std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref()))
+                    .and_then(|entries| w.hand_over(ROOT, entries));
                 self.progress.walk_done.store(true, Ordering::Relaxed);
-                let Walker { jobs, small_jobs, slots, summary, errors, .. } = w;
-                drop((jobs, small_jobs));
-                let (slots, mut summary) = (slots.into_inner(), summary.into_inner().unwrap_or_default());
-                let mut errors = errors.into_inner().unwrap_or_default();
-                let root = root?;
-                let mut results: Vec<Option<std::result::Result<FileDone, String>>> = vec![None; slots];
-                let mut partial: HashMap<usize, Vec<Option<std::result::Result<FileDone, String>>>> = HashMap::new();
-                for (slot, segment, segments, r) in res_rx.iter() {
-                    if segments <= 1 {
-                        results[slot] = Some(r);
-                        continue;
-                    }
-                    let parts = partial.entry(slot).or_insert_with(|| vec![None; segments as usize]);
-                    parts[segment as usize] = Some(r);
-                    if parts.iter().all(Option::is_some) {
-                        let parts = partial.remove(&slot).unwrap_or_default();
-                        results[slot] = Some(join_segments(parts));
-                    }
-                }
-                let mut tw = saver.worker()?;
-                let tree = build_tree(repo, root, &mut results, &mut tw, &mut summary, &mut errors)?;
-                tw.flush()?;
-                Ok((tree, summary, errors))
+                let Walker { jobs, small_jobs, trees, summary, errors, .. } = w;
+                // The tree writer ends once the walker and every reader are done with it.
+                drop((jobs, small_jobs, trees));
+                root.map(|_| (summary.into_inner().unwrap_or_default(), errors.into_inner().unwrap_or_default()))
             });
+            let written = writer.join().map_err(|_| Error::Internal("the tree writer panicked".into()));
             // `_close` drops here: the uploader finishes, then the scope joins.
-            result
+            // A failed tree write stops the walk too: its own error is the one to report.
+            match (walked, written) {
+                (_, Err(e)) | (_, Ok(Err(e))) | (Err(e), _) => Err(e),
+                (Ok(_), Ok(Ok(Written { root: None, .. }))) => {
+                    Err(Error::Internal("the backup ended with directories whose files were not all read".into()))
+                }
+                (Ok((mut summary, mut errors)), Ok(Ok(w @ Written { root: Some(tree), .. }))) => {
+                    // Sizes as read, not as listed (a file may grow or shrink meanwhile).
+                    summary.total_bytes = summary.total_bytes.saturating_sub(w.size_listed).saturating_add(w.size_read);
+                    errors.extend(w.errors);
+                    Ok((tree, summary, errors))
+                }
+            }
         });
         if self.progress.stop.load(Ordering::Relaxed) {
             return Err(Error::Stopped);
@@ -345,7 +374,7 @@ fn read_loop<S: Source + ?Sized>(
     mut chunker: Chunker,
     jobs: Receiver<FileJob>,
     chunks: Sender<(BlobId, Vec<u8>)>,
-    results: Sender<JobResult>,
+    results: Sender<Event>,
     warnings: &Mutex<Vec<String>>,
 ) {
     for job in jobs.iter() {
@@ -416,7 +445,7 @@ fn read_loop<S: Source + ?Sized>(
                 .push(format!("{}: changed while being read", job.path.display()));
         }
         let r = r.map_err(|e| format!("{}: {e}", job.path.display()));
-        if results.send((job.slot, job.segment, job.segments, r)).is_err() {
+        if results.send(Event::File((job.slot, job.segment, job.segments, r))).is_err() {
             return;
         }
     }
@@ -501,13 +530,21 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                             let ptree = self.parent_subtree(pnode);
                             let children = self.walk_top(ws, sub, &p, ptree.as_ref())?;
                             self.count(|s| s.dirs += 1);
-                            out.push(Entry::Dir { node, children });
+                            let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children)?;
+                            out.push(Entry::Dir { node, dir });
                         }
                     }
                 }
                 Ok(out)
             }
         }
+    }
+
+    /// Gives a listed directory's entries to the tree writer, which writes its tree once
+    /// its files are read; returns the directory's number.
+    fn hand_over(&self, dir: DirId, entries: Vec<Entry>) -> Result<DirId> {
+        self.trees.send(Event::Dir(dir, entries)).map_err(|_| Error::Internal("the tree writer stopped".into()))?;
+        Ok(dir)
     }
 
     fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
@@ -589,7 +626,9 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                 self.count(|s| s.dirs += 1);
                 let ptree = self.parent_subtree(pnode);
                 let children = self.walk_children(ws, path, ptree.as_ref())?;
-                Ok(Some(Entry::Dir { node, children }))
+                drop(ptree);
+                let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children)?;
+                Ok(Some(Entry::Dir { node, dir }))
             }
             NodeKind::File => {
                 self.progress.files_total.fetch_add(1, Ordering::Relaxed);
@@ -656,8 +695,6 @@ fn unchanged(n: &Node, p: &Node) -> bool {
     p.kind == NodeKind::File && n.size == p.size && n.mtime == p.mtime && n.ctime == p.ctime && n.inode == p.inode
 }
 
-type Results = [Option<std::result::Result<FileDone, String>>];
-
 /// (slot, segment, segments, outcome) of one reader job.
 type JobResult = (usize, u32, u32, std::result::Result<FileDone, String>);
 
@@ -672,42 +709,191 @@ fn join_segments(parts: Vec<Option<std::result::Result<FileDone, String>>>) -> s
     Ok(done)
 }
 
-fn build_tree(
-    repo: &Repository,
-    children: Vec<Entry>,
-    results: &mut Results,
-    w: &mut WorkerSaver<'_, '_>,
-    summary: &mut Summary,
-    errors: &mut Vec<String>,
-) -> Result<TreeId> {
-    let mut nodes = Vec::with_capacity(children.len());
-    for e in children {
-        match e {
-            Entry::Dir { mut node, children } => {
-                node.subtree = Some(build_tree(repo, children, results, w, summary, errors)?);
-                nodes.push(node);
-            }
-            Entry::File { mut node, slot } => match results.get(slot).cloned().flatten() {
-                Some(Ok(done)) => {
-                    summary.total_bytes = summary.total_bytes.saturating_sub(node.size) + done.size;
-                    node.content = done.content;
-                    node.size = done.size;
-                    nodes.push(node);
+/// What the tree writer leaves: the root tree once every directory is written, the
+/// files that could not be read, and the sizes of the files read as listed and as read.
+struct Written {
+    root: Option<TreeId>,
+    errors: Vec<String>,
+    size_listed: u64,
+    size_read: u64,
+}
+
+/// A directory listed but not yet written: its nodes (`None` for a file that could not be
+/// read) and how many of them still wait for a file's content or a subtree.
+struct Pending {
+    nodes: Vec<Option<Node>>,
+    waiting: usize,
+}
+
+/// Writes trees bottom-up as directories complete. The walker's directories and the
+/// readers' results arrive in any order: whichever of a file's node and its content (or a
+/// directory's node and its subtree) comes second completes it.
+struct TreeWriter<'a, 'r> {
+    repo: &'a Repository,
+    w: WorkerSaver<'a, 'r>,
+    pending: HashMap<DirId, Pending>,
+    /// File slot -> the (directory, position) of its names that wait for its content.
+    slot_waiters: HashMap<usize, Vec<(DirId, usize)>>,
+    /// Content read before its directory was listed; kept for good when the file has
+    /// other names (hard links) that may come later.
+    results: HashMap<usize, std::result::Result<FileDone, String>>,
+    /// Segments of large files read so far.
+    partial: HashMap<usize, Vec<Option<std::result::Result<FileDone, String>>>>,
+    /// Directory -> (its parent, its position there), once the parent is listed.
+    dir_waiters: HashMap<DirId, (DirId, usize)>,
+    /// Trees written before their parent directory was listed.
+    finished: HashMap<DirId, TreeId>,
+    out: Written,
+    /// Errors already reported (a file's other names share its error).
+    reported: std::collections::HashSet<String>,
+}
+
+impl<'a, 'r> TreeWriter<'a, 'r> {
+    fn new(repo: &'a Repository, saver: &'a BlobSaver<'r>) -> Result<Self> {
+        Ok(TreeWriter {
+            repo,
+            w: saver.worker()?,
+            pending: HashMap::new(),
+            slot_waiters: HashMap::new(),
+            results: HashMap::new(),
+            partial: HashMap::new(),
+            dir_waiters: HashMap::new(),
+            finished: HashMap::new(),
+            out: Written { root: None, errors: Vec::new(), size_listed: 0, size_read: 0 },
+            reported: std::collections::HashSet::new(),
+        })
+    }
+
+    fn run(mut self, events: Receiver<Event>) -> Result<Written> {
+        for e in events.iter() {
+            match e {
+                Event::Dir(dir, entries) => self.listed(dir, entries)?,
+                Event::File((slot, segment, segments, r)) => {
+                    let r = if segments <= 1 {
+                        r
+                    } else {
+                        let parts = self.partial.entry(slot).or_insert_with(|| vec![None; segments as usize]);
+                        if let Some(p) = parts.get_mut(segment as usize) {
+                            *p = Some(r);
+                        }
+                        if !parts.iter().all(Option::is_some) {
+                            continue;
+                        }
+                        join_segments(self.partial.remove(&slot).unwrap_or_default())
+                    };
+                    self.read(slot, r)?;
                 }
-                Some(Err(e)) => {
-                    // A hardlinked second name shares the first name's error: report once.
-                    if !errors.contains(&e) {
-                        errors.push(e);
+            }
+        }
+        self.w.flush()?;
+        Ok(self.out)
+    }
+
+    fn listed(&mut self, dir: DirId, entries: Vec<Entry>) -> Result<()> {
+        let mut p = Pending { nodes: Vec::with_capacity(entries.len()), waiting: 0 };
+        for (pos, e) in entries.into_iter().enumerate() {
+            match e {
+                Entry::Leaf(node) => p.nodes.push(Some(node)),
+                Entry::Dir { mut node, dir: sub } => {
+                    match self.finished.remove(&sub) {
+                        Some(t) => node.subtree = Some(t),
+                        None => {
+                            self.dir_waiters.insert(sub, (dir, pos));
+                            p.waiting += 1;
+                        }
+                    }
+                    p.nodes.push(Some(node));
+                }
+                Entry::File { node, slot } => {
+                    let linked = node.links > 1;
+                    p.nodes.push(Some(node));
+                    let r = if linked { self.results.get(&slot).cloned() } else { self.results.remove(&slot) };
+                    match r {
+                        Some(r) => self.fill(&mut p, pos, r),
+                        None => {
+                            self.slot_waiters.entry(slot).or_default().push((dir, pos));
+                            p.waiting += 1;
+                        }
                     }
                 }
-                None => errors.push(format!("{}: not read", node.name.lossy())),
-            },
-            Entry::Leaf(node) => nodes.push(node),
+            }
+        }
+        if p.waiting == 0 {
+            self.write(dir, p)
+        } else {
+            self.pending.insert(dir, p);
+            Ok(())
         }
     }
-    let tree = Tree::new(nodes);
-    let bytes = tree.encode();
-    let id = repo.blob_id(&bytes);
-    w.save(BlobType::Tree, id, &bytes)?;
-    Ok(id.tree())
+
+    /// A file's whole content (or its error) has been read.
+    fn read(&mut self, slot: usize, r: std::result::Result<FileDone, String>) -> Result<()> {
+        let waiters = self.slot_waiters.remove(&slot).unwrap_or_default();
+        let mut keep = waiters.is_empty();
+        for (dir, pos) in waiters {
+            let Some(mut p) = self.pending.remove(&dir) else { continue };
+            keep |= p.nodes.get(pos).and_then(Option::as_ref).is_some_and(|n| n.links > 1);
+            self.fill(&mut p, pos, r.clone());
+            p.waiting -= 1;
+            if p.waiting == 0 {
+                self.write(dir, p)?;
+            } else {
+                self.pending.insert(dir, p);
+            }
+        }
+        if keep {
+            self.results.insert(slot, r);
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, p: &mut Pending, pos: usize, r: std::result::Result<FileDone, String>) {
+        let Some(slot) = p.nodes.get_mut(pos) else { return };
+        match (slot.as_mut(), r) {
+            (Some(node), Ok(done)) => {
+                self.out.size_listed += node.size;
+                self.out.size_read += done.size;
+                node.content = done.content;
+                node.size = done.size;
+            }
+            (_, Err(e)) => {
+                *slot = None;
+                if self.reported.insert(e.clone()) {
+                    self.out.errors.push(e);
+                }
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    /// Writes a complete directory's tree, then those of its ancestors it completes.
+    fn write(&mut self, mut dir: DirId, mut p: Pending) -> Result<()> {
+        loop {
+            let tree = Tree::new(p.nodes.into_iter().flatten().collect());
+            let bytes = tree.encode();
+            let id = self.repo.blob_id(&bytes);
+            self.w.save(BlobType::Tree, id, &bytes)?;
+            let tree = id.tree();
+            if dir == ROOT {
+                self.out.root = Some(tree);
+                return Ok(());
+            }
+            let Some((parent, pos)) = self.dir_waiters.remove(&dir) else {
+                self.finished.insert(dir, tree);
+                return Ok(());
+            };
+            let Some(mut pp) = self.pending.remove(&parent) else {
+                return Err(Error::Internal(format!("directory {dir} has no pending parent")));
+            };
+            if let Some(Some(n)) = pp.nodes.get_mut(pos) {
+                n.subtree = Some(tree);
+            }
+            pp.waiting -= 1;
+            if pp.waiting > 0 {
+                self.pending.insert(parent, pp);
+                return Ok(());
+            }
+            (dir, p) = (parent, pp);
+        }
+    }
 }
