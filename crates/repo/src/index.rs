@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use cairn_format::index::{IndexFile, IndexedPack};
 use cairn_format::pack::BlobEntry;
-use cairn_format::{BlobId, BlobType, PackId};
+use cairn_format::{BlobId, BlobType, IndexId, PackId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -172,6 +172,61 @@ impl Index {
     }
 }
 
+/// Builds an [`Index`] from index files read one after another, holding each file only
+/// while it is added: the entries go straight into the index's vector, so loading costs
+/// the index itself plus one file, not every decoded file at once (at 10 million blobs
+/// that was half a gigabyte more at the start of every backup). Which files are
+/// superseded is known only once all are read: their entries are dropped then.
+#[derive(Default)]
+pub struct IndexBuilder {
+    /// Entries whose `pack` is a position in `packs` (this builder's, not the index's).
+    entries: Vec<(BlobId, Location)>,
+    packs: Vec<(PackId, [u8; 32])>,
+    /// Each file: its id, what it supersedes, and its packs' positions in `packs`.
+    files: Vec<(IndexId, Vec<IndexId>, std::ops::Range<usize>)>,
+}
+
+impl IndexBuilder {
+    pub fn add(&mut self, id: IndexId, f: IndexFile) {
+        let first = self.packs.len();
+        for p in f.packs {
+            let pos = self.packs.len() as u32;
+            self.packs.push((p.id, p.salt));
+            self.entries.extend(p.blobs.iter().map(|b| (b.id, location(pos, b))));
+        }
+        self.files.push((id, f.supersedes, first..self.packs.len()));
+    }
+
+    /// The index of every file no other file supersedes.
+    pub fn finish(mut self) -> Index {
+        let superseded: std::collections::HashSet<IndexId> =
+            self.files.iter().flat_map(|(_, s, _)| s.iter().copied()).collect();
+        let mut index = Index::default();
+        let mut map = vec![u32::MAX; self.packs.len()];
+        for (id, _, packs) in &self.files {
+            if !superseded.contains(id) {
+                for t in packs.clone() {
+                    let (pack, salt) = self.packs[t];
+                    map[t] = index.pack_position(pack, salt);
+                }
+            }
+        }
+        self.entries.retain_mut(|(_, l)| match map.get(l.pack as usize) {
+            Some(&m) if m != u32::MAX => {
+                l.pack = m;
+                true
+            }
+            _ => false,
+        });
+        self.entries.sort_unstable_by_key(|e| e.0);
+        self.entries.dedup_by(|a, b| a.0 == b.0);
+        self.entries.shrink_to_fit();
+        index.sorted = self.entries;
+        index.rebuild_starts();
+        index
+    }
+}
+
 fn location(pack: u32, b: &BlobEntry) -> Location {
     Location { pack, offset: b.offset, length: b.length, raw_length: b.raw_length, kind: b.kind }
 }
@@ -260,6 +315,29 @@ mod tests {
         assert_eq!(index.get(&id(5)).map(|l| l.pack), Some(0));
         assert_eq!(index.get(&id(2000)).map(|l| l.pack), Some(3));
         assert!(Index::from_files(&[]).get(&id(1)).is_none());
+    }
+
+    #[test]
+    fn the_builder_leaves_out_superseded_files_and_their_packs() {
+        let file = |n: u8, blobs: std::ops::Range<u64>, supersedes: Vec<IndexId>| IndexFile {
+            supersedes,
+            packs: vec![IndexedPack { id: PackId(Id([n; 32])), salt: [n; 32], blobs: blobs.map(entry).collect() }],
+        };
+        let ids: Vec<IndexId> = (1..=3u8).map(|n| IndexId(Id([n; 32]))).collect();
+        let mut b = IndexBuilder::default();
+        // File 3 (a prune's consolidated index) replaces file 1: pack 1 is no longer
+        // indexed, and blob 50 is found in pack 3 only.
+        b.add(ids[0], file(1, 0..100, Vec::new()));
+        b.add(ids[1], file(2, 100..200, Vec::new()));
+        b.add(ids[2], file(3, 50..60, vec![ids[0]]));
+        let index = b.finish();
+        assert_eq!(index.pack_count(), 2);
+        assert!(!index.has_pack(&PackId(Id([1; 32]))));
+        assert_eq!(index.blob_count(), 110);
+        let pack_of = |n| index.get(&id(n)).map(|l| index.pack(l.pack).0);
+        assert_eq!(pack_of(55), Some(PackId(Id([3; 32]))));
+        assert_eq!(pack_of(150), Some(PackId(Id([2; 32]))));
+        assert_eq!(pack_of(10), None);
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod saver;
 
 pub use blob::BlobCodec;
 pub use error::{Error, Result};
-pub use index::{Index, Location};
+pub use index::{Index, IndexBuilder, Location};
 pub use keys::KeyMeta;
 pub use lease::Lease;
 pub use meter::Meter;

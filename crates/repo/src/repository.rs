@@ -17,7 +17,7 @@ use cairn_format::tree::Tree;
 use cairn_format::{BlobId, Id, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cairn_store::{PutMode, Store};
 
-use crate::index::Index;
+use crate::index::{Index, IndexBuilder};
 use crate::keys::{make_key_file, try_unlock, KeyMeta};
 use crate::lease::LeaseState;
 use crate::{blob, layout, packer, Error, Result};
@@ -43,6 +43,9 @@ pub struct Repository {
 /// times over in a hostile one) then costs one decryption per distinct tree, not per path.
 const SMALL_TREE_NODES: usize = 64;
 const SMALL_TREES: usize = 4096;
+
+/// Index files fetched ahead of the one being added to the index while loading.
+const INDEX_FETCHES_AHEAD: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -507,44 +510,47 @@ impl Repository {
     fn load_index_files_readable(&self) -> Result<(Index, Vec<(String, String)>)> {
         let max = max_document(KIND_INDEX) as u64 + 1024;
         let mut attempt = 0;
-        let (files, damaged) = loop {
+        loop {
             let metas = self.block_on(self.store.list(layout::INDEX))?;
             let mut damaged = Vec::new();
-            let mut handles = Vec::new();
-            for m in metas {
-                let Some(id) = layout::id_of(&m.path).map(IndexId) else { continue };
-                if m.size > max {
-                    damaged.push((id.short(), format!("{} bytes, more than an index file may hold", m.size)));
-                    continue;
-                }
-                let store = self.store.clone();
-                let p = layout::index(&id);
-                handles.push((id, self.rt.spawn(async move { store.get(&p, None).await })));
-            }
-            let mut files = Vec::new();
+            let mut builder = IndexBuilder::default();
             let mut gone = false;
-            for (id, h) in handles {
+            // A few fetches ahead of the file being added, not all at once: the raw files
+            // of a large repository are as large as its index.
+            let mut inflight = std::collections::VecDeque::new();
+            let mut metas = metas.into_iter();
+            loop {
+                while inflight.len() < INDEX_FETCHES_AHEAD {
+                    let Some(m) = metas.next() else { break };
+                    let Some(id) = layout::id_of(&m.path).map(IndexId) else { continue };
+                    if m.size > max {
+                        damaged.push((id.short(), format!("{} bytes, more than an index file may hold", m.size)));
+                        continue;
+                    }
+                    let store = self.store.clone();
+                    let p = layout::index(&id);
+                    inflight.push_back((id, self.rt.spawn(async move { store.get(&p, None).await })));
+                }
+                let Some((id, h)) = inflight.pop_front() else { break };
                 match self.block_on(h).map_err(|e| Error::Internal(format!("task failed: {e}")))? {
                     Ok(bytes) => match self
                         .open_named(KIND_INDEX, &layout::index(&id), &bytes, "index file")
                         .and_then(|d| IndexFile::decode(&d).map_err(Error::from))
                     {
-                        Ok(f) => files.push((id, f)),
+                        Ok(f) => builder.add(id, f),
                         Err(e) => damaged.push((id.short(), damage_detail(&e))),
                     },
                     Err(e) if e.kind() == cairn_store::ErrorKind::NotFound => gone = true,
                     Err(e) => return Err(e.into()),
                 }
             }
+            // A file gone between the listing and its read was replaced by a prune's
+            // consolidated index: list again.
             if !gone || attempt >= 4 {
-                break (files, damaged);
+                return Ok((builder.finish(), damaged));
             }
             attempt += 1;
-        };
-        let superseded: std::collections::HashSet<IndexId> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let index = Index::from_files(files.iter().filter(|(id, _)| !superseded.contains(id)).map(|(_, f)| f));
-        Ok((index, damaged))
+        }
     }
 
     /// Every index file that no other supersedes, with its id (see [`Repository::load_index`]).
