@@ -397,8 +397,8 @@ pub struct BackupArgs {
     pub parent: Option<String>,
     /// Compression of new data: auto (the repository's level, 3 unless set at init),
     /// fast (zstd 1), max (zstd 9), off, or a zstd level 1-19
-    #[arg(long, default_value = "auto", value_parser = Compression::parse)]
-    pub compression: Compression,
+    #[arg(long, default_value = "auto", value_parser = cairn_policy::file::Compression::parse)]
+    pub compression: cairn_policy::file::Compression,
     /// Read every file, even unchanged ones
     #[arg(long)]
     pub force: bool,
@@ -692,6 +692,9 @@ pub struct PgBackupArgs {
     /// Seconds to wait for the WAL the backup needs to reach the repository
     #[arg(long, default_value_t = 300)]
     pub wal_timeout: u64,
+    /// Compression of new data: auto (the repository's level), fast, max, off, or 1-19
+    #[arg(long, default_value = "auto", value_parser = cairn_policy::file::Compression::parse)]
+    pub compression: cairn_policy::file::Compression,
 }
 
 #[derive(Args, Debug)]
@@ -761,40 +764,4 @@ pub struct CopyArgs {
     /// Only snapshots with this tag
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-}
-
-/// `backup --compression`: a name or a zstd level. The levels behind `fast` and `max` were
-/// chosen on the bench's tree (README, "Compression").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Auto,
-    Off,
-    Level(i32),
-}
-
-impl Compression {
-    pub const FAST: i32 = 1;
-    pub const MAX: i32 = 9;
-
-    fn parse(s: &str) -> std::result::Result<Compression, String> {
-        match s {
-            "auto" => Ok(Compression::Auto),
-            "off" | "none" => Ok(Compression::Off),
-            "fast" => Ok(Compression::Level(Compression::FAST)),
-            "max" => Ok(Compression::Level(Compression::MAX)),
-            n => match n.parse::<i32>() {
-                Ok(l @ 1..=19) => Ok(Compression::Level(l)),
-                _ => Err(format!("'{n}' is not auto, fast, max, off or a zstd level from 1 to 19")),
-            },
-        }
-    }
-
-    /// The level a backup asks for; `None` leaves the repository's.
-    pub fn level(self) -> Option<i32> {
-        match self {
-            Compression::Auto => None,
-            Compression::Off => Some(0),
-            Compression::Level(l) => Some(l),
-        }
-    }
 }

@@ -382,10 +382,8 @@ pub fn init(ctx: &Context, a: &InitArgs) -> Result<()> {
         opts.pack_size = n as u32;
     }
     if let Some(s) = &a.chunk_size {
-        let sizes = s
-            .split(',')
-            .map(|v| crate::prune::parse_size("--chunk-size", v.trim()))
-            .collect::<Result<Vec<u64>>>()?;
+        let sizes =
+            s.split(',').map(|v| crate::prune::parse_size("--chunk-size", v.trim())).collect::<Result<Vec<u64>>>()?;
         let [min, avg, max] = sizes[..] else { bail!("--chunk-size: {s} is not MIN,AVG,MAX") };
         let fit = |v: u64| u32::try_from(v).map_err(|_| anyhow::anyhow!("--chunk-size: {v} is too large"));
         opts.chunk_sizes = Some((fit(min)?, fit(avg)?, fit(max)?));

@@ -187,6 +187,7 @@ fn base_backup(ctx: &Context, a: &PgBackupArgs, repo: &Repository) -> Result<Str
         wal_timeout: Duration::from_secs(a.wal_timeout),
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         uploads: ctx.connections(),
+        compression: a.compression.level(),
     };
     let (id, snap) = crate::backup::with_progress(ctx, |p| cairn_pg::backup::base_backup(repo, &req, p))?;
     let pg = snap.postgres.clone().unwrap_or_default();

@@ -107,6 +107,7 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
                     "verify": {"value": s.verify.value.as_ref().map(|v| serde_json::json!({"schedule": timing_text(&v.timing), "read_data_subset_percent": v.read_data_subset})), "from": s.verify.origin.as_str()},
                     "drill": {"value": s.drill.value.as_ref().map(|d| serde_json::json!({"schedule": d.timing.as_ref().map(timing_text), "pick": d.pick.as_str(), "from": d.from, "timeout_secs": d.timeout.as_secs(), "root": d.root})), "from": s.drill.origin.as_str()},
                     "validate": {"value": s.validate.value.iter().map(|c| c.describe()).collect::<Vec<_>>(), "from": s.validate.origin.as_str()},
+                    "compression": {"value": s.compression.value.to_string(), "from": s.compression.origin.as_str()},
                 })
             })
             .collect();
@@ -242,6 +243,7 @@ pub fn check(ctx: &Context, a: &PolicyArgs) -> Result<()> {
                 .map(|(n, _)| *n)
                 .collect();
         row("hooks", if hooks.is_empty() { "-".into() } else { hooks.join(", ") }, origin(&s.hooks));
+        row("compression", s.compression.value.to_string(), origin(&s.compression));
         row("tags", if s.tags.value.is_empty() { "-".into() } else { s.tags.value.join(", ") }, origin(&s.tags));
         for t in &s.schedules.value {
             let runs: Vec<String> = t.schedule.upcoming(now, *next).into_iter().map(local).collect();

@@ -3,6 +3,7 @@
 //! naming file:line:column, and exit 2.
 
 mod common;
+use common::policy::Policy;
 use common::*;
 
 #[test]
@@ -124,4 +125,48 @@ fn each_kind_of_mistake_is_one_located_line_and_exit_2() {
     let o = env.run(&["policy", "check", env.path("nope.toml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+}
+
+/// `compression` in a class, overridden by a source: each source's backups store new data
+/// at its level (off stores text as is, max far below it), `policy check` says which level
+/// and where it came from, and both restore.
+#[test]
+fn compression_is_chosen_per_class_and_source() {
+    let p = Policy::new("");
+    let mut text = String::new();
+    for i in 0..40_000u32 {
+        text.push_str(&format!("{i:08} a line of a log that compresses {}\n", i % 97));
+    }
+    for s in ["packed", "plain"] {
+        std::fs::create_dir_all(p.env.path(s)).unwrap();
+        // Not the same bytes twice: the second backup would find them stored.
+        std::fs::write(p.env.path(s).join("log.txt"), text.replace("log", s)).unwrap();
+    }
+    p.write(&format!(
+        "[class.logs]\nrepository = \"primary\"\ncompression = \"max\"\n\n\
+         [source.packed]\nclass = \"logs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n\
+         [source.plain]\nclass = \"logs\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"off\"\n",
+        p.env.path("packed").display(),
+        p.env.path("plain").display()
+    ));
+    let show = p.json(&["policy", "check"]);
+    let of = |name: &str| {
+        show["sources"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["compression"].clone()
+    };
+    assert_eq!(of("packed"), serde_json::json!({"value": "max", "from": "class"}), "{show}");
+    assert_eq!(of("plain"), serde_json::json!({"value": "off", "from": "source"}), "{show}");
+    p.ok(&["run", "packed"]);
+    p.ok(&["run", "plain"]);
+    let snaps = p.env.json(&["snapshots"]);
+    let added = |path: &str| {
+        snaps.as_array().unwrap().iter().find(|s| s["paths"][0].as_str().unwrap().ends_with(path)).unwrap()["summary"]
+            ["bytes_added"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(added("/plain") > text.len() as u64, "off stored {} of {}", added("/plain"), text.len());
+    assert!(added("/packed") < text.len() as u64 / 5, "max stored {} of {}", added("/packed"), text.len());
+    let out = p.env.path("out");
+    p.env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    p.env.ok(&["check", "--read-data"]);
 }

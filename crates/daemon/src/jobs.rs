@@ -482,6 +482,7 @@ fn backup_job_in(
                     .unwrap_or(Duration::from_secs(300)),
                 threads: threads(),
                 uploads: connections(env, &src.repository.value),
+                compression: src.compression.value.level(),
             };
             let (id, snap) = cairn_pg::backup::base_backup(&repo, &req, progress)?;
             let s = &snap.summary;
@@ -504,7 +505,7 @@ fn backup_job_in(
         force: false,
         threads: threads(),
         uploads: connections(env, &src.repository.value),
-        compression: None,
+        compression: src.compression.value.level(),
         repo_dir,
     };
     let result = crate::backup::backup(&repo, &req, progress);

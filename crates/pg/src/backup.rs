@@ -31,6 +31,8 @@ pub struct BaseBackupRequest {
     pub wal_timeout: Duration,
     pub threads: usize,
     pub uploads: usize,
+    /// zstd level for new data (0: none); `None`: the repository's `compression_level`.
+    pub compression: Option<i32>,
 }
 
 /// Base backups (snapshots of kind `postgres` with their facts) in the repository.
@@ -78,7 +80,7 @@ pub fn base_backup(repo: &Repository, req: &BaseBackupRequest, progress: &Progre
         force: false,
         threads: req.threads,
         uploads: req.uploads,
-        compression: None,
+        compression: req.compression,
     };
     // On any error the session ends with this function, which aborts the backup server-side.
     let outcome = Archiver::new(repo, &src, opts, progress).run().map_err(|e| match e {
