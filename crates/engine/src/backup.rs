@@ -179,7 +179,8 @@ enum Entry {
 /// What the tree writer receives: a directory's entries (from the walker) or a reader's
 /// outcome for one segment of one file.
 enum Event {
-    Dir(DirId, Vec<Entry>),
+    /// A directory's entries, with its tree in the parent snapshot if it had one.
+    Dir(DirId, Vec<Entry>, Option<(TreeId, Tree)>),
     File(JobResult),
 }
 
@@ -296,9 +297,10 @@ impl<'a, S: Source + ?Sized> Archiver<'a, S> {
                     progress: self.progress,
                     extra: AtomicUsize::new(0),
                 };
-                let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok());
-                let root = std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref()))
-                    .and_then(|entries| w.hand_over(ROOT, entries));
+                let parent_root = self.opts.parent.and_then(|t| saver.load_tree(t).ok().map(|tree| (t, tree)));
+                let root =
+                    std::thread::scope(|ws| w.walk_top(ws, &top, Path::new("/"), parent_root.as_ref().map(|(_, t)| t)))
+                        .and_then(|entries| w.hand_over(ROOT, entries, parent_root));
                 self.progress.walk_done.store(true, Ordering::Relaxed);
                 let Walker { jobs, small_jobs, trees, summary, errors, .. } = w;
                 // The tree writer ends once the walker and every reader are done with it.
@@ -528,9 +530,9 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                                 return Err(Error::Invalid(format!("{}: not a directory", p.display())));
                             }
                             let ptree = self.parent_subtree(pnode);
-                            let children = self.walk_top(ws, sub, &p, ptree.as_ref())?;
+                            let children = self.walk_top(ws, sub, &p, ptree.as_ref().map(|(_, t)| t))?;
                             self.count(|s| s.dirs += 1);
-                            let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children)?;
+                            let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children, ptree)?;
                             out.push(Entry::Dir { node, dir });
                         }
                     }
@@ -542,17 +544,20 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
 
     /// Gives a listed directory's entries to the tree writer, which writes its tree once
     /// its files are read; returns the directory's number.
-    fn hand_over(&self, dir: DirId, entries: Vec<Entry>) -> Result<DirId> {
-        self.trees.send(Event::Dir(dir, entries)).map_err(|_| Error::Internal("the tree writer stopped".into()))?;
+    fn hand_over(&self, dir: DirId, entries: Vec<Entry>, parent: Option<(TreeId, Tree)>) -> Result<DirId> {
+        self.trees
+            .send(Event::Dir(dir, entries, parent))
+            .map_err(|_| Error::Internal("the tree writer stopped".into()))?;
         Ok(dir)
     }
 
-    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<(TreeId, Tree)> {
         let p = pnode?;
         if p.kind != NodeKind::Dir {
             return None;
         }
-        self.saver.load_tree(p.subtree?).ok()
+        let id = p.subtree?;
+        self.saver.load_tree(id).ok().map(|t| (id, t))
     }
 
     fn walk_children<'a>(&'a self, ws: Scope<'a, '_>, path: &Path, parent: Option<&Tree>) -> Result<Vec<Entry>> {
@@ -625,9 +630,8 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             NodeKind::Dir => {
                 self.count(|s| s.dirs += 1);
                 let ptree = self.parent_subtree(pnode);
-                let children = self.walk_children(ws, path, ptree.as_ref())?;
-                drop(ptree);
-                let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children)?;
+                let children = self.walk_children(ws, path, ptree.as_ref().map(|(_, t)| t))?;
+                let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children, ptree)?;
                 Ok(Some(Entry::Dir { node, dir }))
             }
             NodeKind::File => {
@@ -723,6 +727,9 @@ struct Written {
 struct Pending {
     nodes: Vec<Option<Node>>,
     waiting: usize,
+    /// The directory's tree in the parent snapshot: if the nodes come out the same, that
+    /// tree is the directory's tree, with no encoding, hashing or saving.
+    parent: Option<(TreeId, Tree)>,
 }
 
 /// Writes trees bottom-up as directories complete. The walker's directories and the
@@ -767,7 +774,7 @@ impl<'a, 'r> TreeWriter<'a, 'r> {
     fn run(mut self, events: Receiver<Event>) -> Result<Written> {
         for e in events.iter() {
             match e {
-                Event::Dir(dir, entries) => self.listed(dir, entries)?,
+                Event::Dir(dir, entries, parent) => self.listed(dir, entries, parent)?,
                 Event::File((slot, segment, segments, r)) => {
                     let r = if segments <= 1 {
                         r
@@ -789,8 +796,8 @@ impl<'a, 'r> TreeWriter<'a, 'r> {
         Ok(self.out)
     }
 
-    fn listed(&mut self, dir: DirId, entries: Vec<Entry>) -> Result<()> {
-        let mut p = Pending { nodes: Vec::with_capacity(entries.len()), waiting: 0 };
+    fn listed(&mut self, dir: DirId, entries: Vec<Entry>, parent: Option<(TreeId, Tree)>) -> Result<()> {
+        let mut p = Pending { nodes: Vec::with_capacity(entries.len()), waiting: 0, parent };
         for (pos, e) in entries.into_iter().enumerate() {
             match e {
                 Entry::Leaf(node) => p.nodes.push(Some(node)),
@@ -870,10 +877,15 @@ impl<'a, 'r> TreeWriter<'a, 'r> {
     fn write(&mut self, mut dir: DirId, mut p: Pending) -> Result<()> {
         loop {
             let tree = Tree::new(p.nodes.into_iter().flatten().collect());
-            let bytes = tree.encode();
-            let id = self.repo.blob_id(&bytes);
-            self.w.save(BlobType::Tree, id, &bytes)?;
-            let tree = id.tree();
+            let tree = match p.parent {
+                Some((id, before)) if before.nodes == tree.nodes => id,
+                _ => {
+                    let bytes = tree.encode();
+                    let id = self.repo.blob_id(&bytes);
+                    self.w.save(BlobType::Tree, id, &bytes)?;
+                    id.tree()
+                }
+            };
             if dir == ROOT {
                 self.out.root = Some(tree);
                 return Ok(());

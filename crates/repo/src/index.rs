@@ -138,9 +138,12 @@ impl Index {
     fn find_sorted(&self, id: &BlobId) -> Option<&Location> {
         let b = bucket(id, self.bits);
         let (from, to) = (*self.starts.get(b)? as usize, *self.starts.get(b + 1)? as usize);
-        // A binary search, not a scan: a hostile index could crowd one bucket.
+        // A binary search, not a scan: a hostile index could crowd one bucket. Ids compare
+        // by their first 8 bytes as a number first (the same order as bytewise), which
+        // settles almost every comparison without a call to memcmp.
         let slice = self.sorted.get(from..to)?;
-        slice.binary_search_by(|e| e.0.cmp(id)).ok().map(|i| &slice[i].1)
+        let key = prefix(id);
+        slice.binary_search_by(|e| prefix(&e.0).cmp(&key).then_with(|| e.0.cmp(id))).ok().map(|i| &slice[i].1)
     }
 
     pub fn get(&self, id: &BlobId) -> Option<&Location> {
@@ -229,6 +232,11 @@ impl IndexBuilder {
 
 fn location(pack: u32, b: &BlobEntry) -> Location {
     Location { pack, offset: b.offset, length: b.length, raw_length: b.raw_length, kind: b.kind }
+}
+
+fn prefix(id: &BlobId) -> u64 {
+    let b = &id.0 .0;
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 /// The first `bits` bits of the id (blob ids are keyed hashes: evenly spread).
