@@ -29,6 +29,9 @@ const TREE_PACKS_BYTES: usize = 64 << 20;
 /// whole for one tree: each tree is read on its own.
 const TREE_PACK_WHOLE_MAX: u32 = 32 << 20;
 
+/// A tree pack's bytes once read; its lock is held while it is being read.
+type PackSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+
 /// Tree packs read whole, newest last, within [`TREE_PACKS_BYTES`]. An unchanged
 /// re-backup loads one parent tree per directory, and a backup writes its trees together:
 /// thousands of trees come from a few packs. Reading each pack once replaces thousands of
@@ -36,7 +39,7 @@ const TREE_PACK_WHOLE_MAX: u32 = 32 << 20;
 /// sequential ones. A pack being read is a slot the other walkers wait on.
 #[derive(Default)]
 struct TreePacks {
-    slots: HashMap<PackId, Arc<Mutex<Option<Arc<Vec<u8>>>>>>,
+    slots: HashMap<PackId, PackSlot>,
     loaded: VecDeque<(PackId, usize)>,
     bytes: usize,
 }
