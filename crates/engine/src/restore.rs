@@ -41,6 +41,11 @@ pub enum Existing {
 /// target when creating or opening an entry.
 pub trait Destination: Sync {
     fn existing(&self, rel: &RelPath) -> io::Result<Existing>;
+    /// Whether nothing is at or below `rel` (absent, or an empty directory): then the plan
+    /// need not ask [`Destination::existing`] for anything below it.
+    fn fresh(&self, rel: &RelPath) -> io::Result<bool> {
+        Ok(self.existing(rel)? == Existing::Nothing)
+    }
     /// Creates a directory (and refuses a non-directory in the way).
     fn create_dir(&self, rel: &RelPath) -> io::Result<()>;
     /// Creates or truncates a regular file to `size` bytes (replacing what is there).
@@ -179,9 +184,13 @@ impl<'a> Restorer<'a> {
         let mut plan = RestorePlan::default();
         let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
         let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-        let mut stack: Vec<(TreeId, RelPath, String, usize)> =
-            vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string(), 0)];
-        while let Some((tid, rel, spath, depth)) = stack.pop() {
+        // Each directory goes with whether the target holds nothing at or below it (a
+        // restore into a new directory): then nothing below needs looking up, which on a
+        // tree of 50,000 files is 50,000 lookups that would all say "nothing".
+        let fresh_root = dest.fresh(&Vec::new()).map_err(|e| Error::io(display(&Vec::new()), e))?;
+        let mut stack: Vec<(TreeId, RelPath, String, usize, bool)> =
+            vec![(root, Vec::new(), prefix.trim_end_matches('/').to_string(), 0, fresh_root)];
+        while let Some((tid, rel, spath, depth, fresh)) = stack.pop() {
             // Paths are held whole per entry: depth must be bounded, or a deep chain of
             // trees costs memory quadratic in its depth.
             if depth > cairn_repo::check::MAX_DEPTH {
@@ -218,13 +227,18 @@ impl<'a> Restorer<'a> {
                     NodeKind::Dir => {
                         let st =
                             n.subtree.ok_or_else(|| Error::Damaged(format!("{child_s}: directory without subtree")))?;
-                        stack.push((st, child.clone(), child_s, depth + 1));
+                        let fresh = fresh || dest.fresh(&child).map_err(|e| Error::io(display(&child), e))?;
+                        stack.push((st, child.clone(), child_s, depth + 1, fresh));
                         plan.dirs.push((child, n));
                     }
                     NodeKind::File => {
                         let idx = plan.files.len();
                         let link_to = if n.links > 1 { inodes.get(&(n.device, n.inode)).copied() } else { None };
-                        let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
+                        let ex = if fresh {
+                            Existing::Nothing
+                        } else {
+                            dest.existing(&child).map_err(|e| Error::io(display(&child), e))?
+                        };
                         if ex == Existing::Dir {
                             // Refused before anything is written (never replace a directory).
                             return Err(Error::Invalid(format!(
@@ -271,7 +285,11 @@ impl<'a> Restorer<'a> {
                         plan.files.push(PlannedFile { rel: child, node: n, link_to, skip });
                     }
                     _ => {
-                        let ex = dest.existing(&child).map_err(|e| Error::io(display(&child), e))?;
+                        let ex = if fresh {
+                            Existing::Nothing
+                        } else {
+                            dest.existing(&child).map_err(|e| Error::io(display(&child), e))?
+                        };
                         if ex == Existing::Dir {
                             return Err(Error::Invalid(format!("{}: a directory is in the way", display(&child))));
                         }

@@ -204,6 +204,22 @@ pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
     Ok(())
 }
 
+/// As [`set_times`], through an open descriptor.
+pub(crate) fn set_times_fd(f: &std::fs::File, atime: i64, mtime: i64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ts = |t: i64| libc::timespec {
+        tv_sec: t.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: t.rem_euclid(1_000_000_000) as _,
+    };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: the descriptor is open for the call and times is valid.
+    let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub(crate) fn mknod(path: &Path, kind: NodeKind, mode: u32, rdev: u64) -> io::Result<()> {
     let c = cpath(path)?;
     let t = match kind {

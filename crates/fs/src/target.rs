@@ -10,7 +10,7 @@ use cairn_engine::restore::RelPath;
 use cairn_engine::{Destination, Existing};
 use cairn_format::tree::{Node, NodeKind};
 
-use crate::meta::{is_root, mknod, set_times, write_xattrs};
+use crate::meta::{is_root, mknod, set_times, set_times_fd, write_xattrs};
 
 pub struct FsDestination {
     root: PathBuf,
@@ -57,6 +57,16 @@ impl Destination for FsDestination {
         }
     }
 
+    fn fresh(&self, rel: &RelPath) -> io::Result<bool> {
+        let p = self.path(rel);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => Ok(fs::read_dir(&p)?.next().is_none()),
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     fn create_dir(&self, rel: &RelPath) -> io::Result<()> {
         let p = self.path(rel);
         match fs::symlink_metadata(&p) {
@@ -69,10 +79,22 @@ impl Destination for FsDestination {
 
     fn create_file(&self, rel: &RelPath, size: u64) -> io::Result<()> {
         let p = self.path(rel);
-        self.clear(&p)?;
-        let f =
-            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&p)?;
-        f.set_len(size)
+        let create =
+            || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&p);
+        // Created new, never opened through what is there: whatever is in the way (a
+        // file, a symlink planted meanwhile) is removed first. Tried first without that
+        // lookup, which a restore into a new directory never needs.
+        let f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.clear(&p)?;
+                create()?
+            }
+            r => r?,
+        };
+        if size > 0 {
+            f.set_len(size)?;
+        }
+        Ok(())
     }
 
     fn write_at(&self, rel: &RelPath, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -103,26 +125,31 @@ impl Destination for FsDestination {
 
     fn set_metadata(&self, rel: &RelPath, node: &Node) -> io::Result<()> {
         let p = self.path(rel);
+        let mode = fs::Permissions::from_mode(node.mode & 0o7777);
+        if matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+            // Through a descriptor opened without following links: a symlink swapped in
+            // after creation cannot redirect the chown, chmod or times. One lookup of the
+            // path instead of three.
+            match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&p) {
+                Ok(f) => {
+                    if self.root_user {
+                        std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))?;
+                    }
+                    f.set_permissions(mode)?;
+                    write_xattrs(&p, &node.xattrs)?;
+                    return set_times_fd(&f, node.atime, node.mtime);
+                }
+                // A file restored without read permission for us (non-root, mode 0o200):
+                // fall back to the path, which we just created ourselves.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(e),
+            }
+        }
         if self.root_user {
             std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid))?;
         }
-        match node.kind {
-            // Through a descriptor opened without following links: a symlink swapped in
-            // after creation cannot redirect the chmod.
-            NodeKind::File | NodeKind::Dir => {
-                let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&p);
-                match f {
-                    Ok(f) => f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))?,
-                    // A file restored without read permission for us (non-root, mode 0o200):
-                    // fall back to the path, which we just created ourselves.
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        fs::set_permissions(&p, fs::Permissions::from_mode(node.mode & 0o7777))?
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            NodeKind::Symlink => {}
-            _ => fs::set_permissions(&p, fs::Permissions::from_mode(node.mode & 0o7777))?,
+        if node.kind != NodeKind::Symlink {
+            fs::set_permissions(&p, mode)?;
         }
         write_xattrs(&p, &node.xattrs)?;
         set_times(&p, node.atime, node.mtime)
