@@ -10,6 +10,117 @@ use std::sync::Arc;
 
 use crate::{BoxFuture, Capabilities, Error, ObjectMeta, PutMode, Result, Store};
 
+/// Objects at least this large (packs) are written with O_DIRECT when durable writes are
+/// asked for anyway: they go from the buffer to the disk without first being copied into
+/// the page cache, which for a backup is pure cost (the packs are not read back), about a
+/// third of the kernel time of a large initial backup on this project's VM.
+const DIRECT_MIN: usize = 1 << 20;
+const DIRECT_ALIGN: usize = 4096;
+
+/// Writes `data` to the new file `tmp` with O_DIRECT (the aligned bulk) and a plain write
+/// for the tail, then fsyncs. `None` when the file system refuses O_DIRECT (older tmpfs,
+/// some FUSE file systems): `tmp` is gone again and the caller writes the plain way.
+fn write_direct(tmp: &Path, data: &[u8]) -> Option<std::io::Result<()>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // EINVAL, at the open or at a write (an alignment this file system will not take),
+    // means "not here": the file (which the open may have created) goes, and the caller
+    // writes the plain way.
+    let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let f = match fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(tmp) {
+        Ok(f) => f,
+        Err(e) if refused(&e) => {
+            let _ = fs::remove_file(tmp);
+            return None;
+        }
+        Err(e) => return Some(Err(e)),
+    };
+    let bulk = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    let r = (|| -> std::io::Result<()> {
+        // O_DIRECT needs an aligned buffer: one copy in memory, instead of the kernel's
+        // copy into fresh page-cache pages.
+        let buf = match DIRECT_BUFS.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(b) => b,
+            None => AlignedBuf::new(
+                std::alloc::Layout::from_size_align(DIRECT_CHUNK, DIRECT_ALIGN).map_err(std::io::Error::other)?,
+            )?,
+        };
+        let mut written = Ok(());
+        for part in data[..bulk].chunks(DIRECT_CHUNK) {
+            // SAFETY: buf holds DIRECT_CHUNK writable bytes, part at most as many.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), buf.ptr, part.len()) };
+            // SAFETY: the first part.len() bytes were initialized just above.
+            written = (&f).write_all(unsafe { std::slice::from_raw_parts(buf.ptr, part.len()) });
+            if written.is_err() {
+                break;
+            }
+        }
+        let mut pool = DIRECT_BUFS.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(buf);
+        }
+        drop(pool);
+        written?;
+        let mut fw = &f;
+        if bulk < data.len() {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+                if fl < 0 || libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_DIRECT) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            fw.write_all(&data[bulk..])?;
+        }
+        f.sync_all()
+    })();
+    match r {
+        Err(e) if refused(&e) => {
+            drop(f);
+            let _ = fs::remove_file(tmp);
+            None
+        }
+        r => Some(r),
+    }
+}
+
+/// Aligned buffers of finished direct writes, for the next ones (allocating an aligned
+/// block per pack fragments the heap).
+static DIRECT_BUFS: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
+/// A pack goes to the disk through an aligned buffer this large, a part at a time: a
+/// whole-pack copy cost 8 MiB of memory per upload in flight.
+const DIRECT_CHUNK: usize = 1 << 20;
+
+/// A heap buffer with a given alignment, freed on drop.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(layout: std::alloc::Layout) -> std::io::Result<AlignedBuf> {
+        if layout.size() == 0 {
+            return Err(std::io::Error::other("empty direct write"));
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+        }
+        Ok(AlignedBuf { ptr, layout })
+    }
+}
+
+// SAFETY: the buffer is plain memory owned by the value; nothing else points into it.
+unsafe impl Send for AlignedBuf {}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
 /// Objects as files under `root`; `a/b/c` is `root/a/b/c`. Temporary files are named
 /// `.tmp-*` and never listed; a killed writer leaves at most such a file behind.
 #[derive(Debug, Clone)]
@@ -87,6 +198,11 @@ impl LocalStore {
         }
         let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         let write = || -> std::io::Result<()> {
+            if self.fsync && data.len() >= DIRECT_MIN {
+                if let Some(r) = write_direct(&tmp, data) {
+                    return r;
+                }
+            }
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
             if self.fsync {
@@ -225,6 +341,31 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_writes_store_every_byte_whatever_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, len) in [DIRECT_MIN, DIRECT_MIN + 123, 3 * DIRECT_CHUNK + 1, 2 * DIRECT_CHUNK - 4096].iter().enumerate()
+        {
+            let data: Vec<u8> = (0..*len).map(|j| (j * 31 + i) as u8).collect();
+            let tmp = dir.path().join(format!("t{i}"));
+            match write_direct(&tmp, &data) {
+                // The file system takes O_DIRECT (ext4, xfs): what it holds is the data.
+                Some(r) => {
+                    r.unwrap();
+                    assert!(std::fs::read(&tmp).unwrap() == data, "length {len}");
+                }
+                // tmpfs refuses it; the caller writes the plain way.
+                None => assert!(!tmp.exists() || std::fs::metadata(&tmp).unwrap().len() == 0),
+            }
+        }
+        // Through the store: a pack-sized object round-trips.
+        let store = LocalStore::new(dir.path());
+        let data: Vec<u8> = (0..5_000_000u32).map(|j| (j % 251) as u8).collect();
+        store.put_sync("data/ab/pack", &data, PutMode::Create).unwrap();
+        assert!(store.get_sync("data/ab/pack", None).unwrap() == data);
+        assert!(store.get_sync("data/ab/pack", Some(4095..1_048_577)).unwrap() == data[4095..1_048_577]);
+    }
 
     #[test]
     fn local_store_passes_conformance() {
