@@ -221,9 +221,18 @@ fn stdin_and_command_streams() {
     assert_eq!(snaps[2]["kind"], "stdin");
     assert_eq!(snaps[2]["paths"][0], "/cmd.sql");
     // A failing command saves no snapshot.
-    let o = env.run(&["backup", "--command", "echo partial; exit 7", "--stdin-name", "bad"]);
+    let o = env.run(&[
+        "backup",
+        "--command",
+        "echo partial; echo 'dump: no such table' >&2; exit 7",
+        "--stdin-name",
+        "bad",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no snapshot saved"), "{}", stderr(&o));
+    // The error names what the command said last, beside its exit status.
+    let last = stderr(&o).lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("exit status: 7: dump: no such table"), "{last}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
 }
 

@@ -124,16 +124,22 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
     let _lease = repo.lease("backup", &req.provenance.host)?;
     let (uid, gid, user) = cairn_fs::current_user();
     let mut child = None;
+    let mut stderr_tail = None;
     let (source, paths, kind): (Box<dyn Source>, Vec<String>, &str) = match &req.what {
         What::Stream { name, input } => {
             let reader: Box<dyn Read + Send> = match input {
                 Input::Command(cmd) => {
                     let mut c = std::process::Command::new("sh");
-                    c.arg("-c").arg(cmd).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+                    c.arg("-c")
+                        .arg(cmd)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped());
                     // Its own process group: a stopped backup kills what the command started.
                     std::os::unix::process::CommandExt::process_group(&mut c, 0);
                     let mut c = c.spawn().map_err(|e| Error::io(format!("starting command {cmd:?}"), e))?;
                     let out = c.stdout.take().ok_or_else(|| Error::Source("no stdout from command".into()))?;
+                    stderr_tail = c.stderr.take().map(relay_stderr);
                     child = Some((c, cmd.clone()));
                     Box::new(out)
                 }
@@ -216,11 +222,59 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
         }
         let status = c.wait().map_err(|e| Error::io("waiting for the command", e))?;
         if outcome.is_ok() && !status.success() {
-            return Err(Error::CommandFailed { command: cmd, status: status.to_string() });
+            // What the command said last (tar's "Cannot stat", mongodump's auth error) is
+            // what the job's error needs; a child it left behind holding stderr open
+            // cannot make the job wait more than a second for it.
+            let last = stderr_tail
+                .and_then(|rx: std::sync::mpsc::Receiver<String>| {
+                    rx.recv_timeout(std::time::Duration::from_secs(1)).ok()
+                })
+                .filter(|l| !l.is_empty());
+            let status = match last {
+                Some(l) => format!("{status}: {l}"),
+                None => status.to_string(),
+            };
+            return Err(Error::CommandFailed { command: cmd, status });
         }
     }
     let outcome = outcome?;
     let snapshot = outcome.snapshot(&req.provenance, (uid, gid, user), kind, paths, parent.map(|(id, _)| id));
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupReport { id, snapshot, warnings: outcome.warnings, errors: outcome.errors })
+}
+
+/// Passes a command's standard error on to ours as it comes (a terminal or the daemon's
+/// log still shows all of it) and sends its last non-empty line, at most 300 characters,
+/// once the command closes it. Memory stays bounded whatever the command writes.
+fn relay_stderr(mut err: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // The current line and the last complete non-empty one, each cut at 1 KiB.
+        let (mut line, mut last) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match err.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    if line.iter().any(|c: &u8| !c.is_ascii_whitespace()) {
+                        last = std::mem::take(&mut line);
+                    }
+                    line.clear();
+                } else if line.len() < 1024 {
+                    line.push(b);
+                }
+            }
+        }
+        if line.iter().any(|c: &u8| !c.is_ascii_whitespace()) {
+            last = line;
+        }
+        let text = String::from_utf8_lossy(&last);
+        let _ = tx.send(text.trim().chars().filter(|c| !c.is_control()).take(300).collect());
+    });
+    rx
 }
