@@ -191,11 +191,7 @@ pub(crate) fn write_xattrs(path: &Path, xattrs: &[Xattr]) -> io::Result<()> {
 
 pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
     let c = cpath(path)?;
-    let ts = |t: i64| libc::timespec {
-        tv_sec: t.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: t.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts(atime), ts(mtime)];
+    let times = timespecs(atime, mtime);
     // SAFETY: c and times are valid for the call.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc != 0 {
@@ -204,14 +200,19 @@ pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
     Ok(())
 }
 
-/// As [`set_times`], through an open descriptor.
-pub(crate) fn set_times_fd(f: &std::fs::File, atime: i64, mtime: i64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+/// Access and modification times (ns since the epoch) as utimensat/futimens take them.
+fn timespecs(atime: i64, mtime: i64) -> [libc::timespec; 2] {
     let ts = |t: i64| libc::timespec {
         tv_sec: t.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: t.rem_euclid(1_000_000_000) as _,
     };
-    let times = [ts(atime), ts(mtime)];
+    [ts(atime), ts(mtime)]
+}
+
+/// As [`set_times`], through an open descriptor.
+pub(crate) fn set_times_fd(f: &std::fs::File, atime: i64, mtime: i64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let times = timespecs(atime, mtime);
     // SAFETY: the descriptor is open for the call and times is valid.
     let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
     if rc != 0 {
