@@ -34,18 +34,21 @@ pub fn store_for(location: &str) -> Result<Arc<dyn Store>> {
         return Ok(Arc::new(LocalStore::new(location)));
     };
     match scheme {
-        "s3" | "gs" | "az" => Ok(Arc::new(cairn_store_s3::open(location).map_err(Error::Location)?)),
-        // object_store retries by itself; the SFTP store reconnects on the next request
-        // after a dropped connection, which the retry decorator makes.
-        "sftp" => Ok(Arc::new(cairn_store::RetryStore::new(
-            Arc::new(cairn_store_sftp::open(location).map_err(|e| Error::Location(e.to_string()))?),
-            6,
-            std::time::Duration::from_millis(200),
-        ))),
+        // object_store retries 5xx replies and unsent requests itself; a create-only put cut
+        // off mid-body comes back transient and is retried here. The SFTP store reconnects
+        // on the next request after a dropped connection, which the retry decorator makes.
+        "s3" | "gs" | "az" => Ok(retrying(Arc::new(cairn_store_s3::open(location).map_err(Error::Location)?))),
+        "sftp" => Ok(retrying(Arc::new(cairn_store_sftp::open(location).map_err(|e| Error::Location(e.to_string()))?))),
         _ => Err(Error::Location(format!(
             "unknown repository URL scheme '{scheme}://' (s3://, gs://, az://, sftp://, or a directory)"
         ))),
     }
+}
+
+/// A remote store behind the retry decorator: transient failures are retried 6 times,
+/// from 200 ms apart.
+fn retrying(s: Arc<dyn Store>) -> Arc<dyn Store> {
+    Arc::new(cairn_store::RetryStore::new(s, 6, std::time::Duration::from_millis(200)))
 }
 
 /// A cache key for a repository location (the same on every run).
@@ -83,7 +86,7 @@ pub fn locked_store(location: &str, days: u32, mode: &str, o: &StoreOptions) -> 
         return Ok(None);
     }
     let lock = cairn_store_s3::Lock { mode: if mode.is_empty() { "COMPLIANCE".into() } else { mode.into() }, days };
-    let s: Arc<dyn Store> = Arc::new(cairn_store_s3::open_locked(location, Some(lock)).map_err(Error::Location)?);
+    let s = retrying(Arc::new(cairn_store_s3::open_locked(location, Some(lock)).map_err(Error::Location)?));
     Ok(Some(decorate(s, location, o)))
 }
 

@@ -10,8 +10,12 @@
 //! `If-None-Match: *` (atomic on services that support conditional writes; the
 //! conformance suite checks it); ranged reads map to HTTP ranges; the repository lives
 //! under an optional key prefix so one bucket can hold several repositories. Only this
-//! crate sees the HTTP/S3 stack (STYLE.md). `object_store` retries transient failures
-//! itself (exponential back-off); errors that reach us are final.
+//! crate sees the HTTP/S3 stack (STYLE.md). `object_store` retries 5xx replies and
+//! requests that never left itself (exponential back-off), but not a non-idempotent
+//! request cut mid-way: a create-only PUT whose connection broke while its body was sent
+//! comes back as an error. Such transport failures are mapped to [`Error::Transient`], so
+//! the caller's `RetryStore` retries them (it knows how to tell a create that landed
+//! before its reply was lost from a real conflict).
 //!
 //! URLs:
 //! - `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false]`; the endpoint,
@@ -408,8 +412,28 @@ fn map(path: &str, e: object_store::Error) -> Error {
         e @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
             Error::Denied { path: path.into(), message: one_line(&e) }
         }
+        e if cut_off(&e) => Error::Transient { path: path.into(), message: one_line(&e) },
         e => Error::Other { path: path.into(), message: one_line(&e) },
     }
+}
+
+/// Whether an error comes from a connection that broke or timed out (an I/O error of
+/// that kind somewhere in its chain of causes), which a new request may not meet.
+fn cut_off(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut src = Some(e);
+    while let Some(x) = src {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof | K::TimedOut
+            ) {
+                return true;
+            }
+        }
+        src = x.source();
+    }
+    false
 }
 
 fn one_line(e: &dyn std::error::Error) -> String {
@@ -456,7 +480,10 @@ impl Store for S3Store {
                 let status = signer
                     .put_locked(&key, data, mode == PutMode::Create, l, self.class_for(path))
                     .await
-                    .map_err(|message| Error::Other { path: path.into(), message })?;
+                    .map_err(|f| match f {
+                        lock::Failure::Transient(message) => Error::Transient { path: path.into(), message },
+                        lock::Failure::Final(message) => Error::Other { path: path.into(), message },
+                    })?;
                 if !status.is_success() {
                     return Err(Error::AlreadyExists { path: path.into() });
                 }
@@ -541,6 +568,40 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A put cut off mid-body is an error object_store does not retry for a create-only
+    /// put: it must come out transient so the retry decorator does (a flaky CI run found
+    /// it as 'error writing a body to connection: Broken pipe').
+    #[test]
+    fn broken_connections_are_transient_and_refusals_are_not() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let cut = |kind| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Outer(std::io::Error::new(kind, "cut"))),
+        };
+        for kind in [std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::TimedOut]
+        {
+            let e = map("data/00/x", cut(kind));
+            assert!(e.is_transient(), "{kind:?}: {e}");
+            assert!(e.to_string().contains("cut"), "{e}");
+        }
+        assert!(!map("data/00/x", cut(std::io::ErrorKind::InvalidData)).is_transient());
+        let denied = object_store::Error::PermissionDenied { path: "x".into(), source: "403".into() };
+        assert!(!map("x", denied).is_transient());
+        let taken = object_store::Error::AlreadyExists { path: "x".into(), source: "412".into() };
+        assert!(matches!(map("x", taken), Error::AlreadyExists { .. }));
+    }
 
     #[test]
     fn urls_parse() {

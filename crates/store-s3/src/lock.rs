@@ -15,6 +15,14 @@ pub struct Lock {
     pub days: u32,
 }
 
+/// Why a locked put failed: `Transient` when a retry may succeed (no reply, a 5xx, a
+/// 429), `Final` otherwise.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Transient(String),
+    Final(String),
+}
+
 #[derive(Clone)]
 pub(crate) struct Signer {
     pub client: reqwest::Client,
@@ -118,6 +126,7 @@ impl Signer {
     }
 
     /// Puts an object with a retention of `lock.days` from now; create-only when `create`.
+    /// Returns the status (success, or 412/409 when `create` found the key taken).
     pub async fn put_locked(
         &self,
         key: &str,
@@ -125,10 +134,10 @@ impl Signer {
         create: bool,
         lock: &Lock,
         storage_class: Option<&str>,
-    ) -> Result<reqwest::StatusCode, String> {
+    ) -> Result<reqwest::StatusCode, Failure> {
         let until = jiff::Timestamp::now()
             .checked_add(jiff::SignedDuration::from_secs(lock.days as i64 * 86400))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Failure::Final(e.to_string()))?
             .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
         let mut headers = vec![
@@ -144,15 +153,22 @@ impl Signer {
         if let Some(c) = storage_class {
             headers.push(("x-amz-storage-class".to_string(), c.to_string()));
         }
-        let rb = self.request(reqwest::Method::PUT, key, headers, &data).await?;
-        let resp = rb.body(data).send().await.map_err(|e| e.to_string())?;
+        let rb = self.request(reqwest::Method::PUT, key, headers, &data).await.map_err(Failure::Final)?;
+        // No response at all (refused, reset, timed out): nothing says the server refused
+        // the object, so the caller may retry.
+        let resp = rb.body(data).send().await.map_err(|e| Failure::Transient(e.to_string()))?;
         let status = resp.status();
         if !status.is_success()
             && status != reqwest::StatusCode::PRECONDITION_FAILED
             && status != reqwest::StatusCode::CONFLICT
         {
             let text = resp.text().await.unwrap_or_default();
-            return Err(format!("{status}: {}", text.chars().take(300).collect::<String>()));
+            let message = format!("{status}: {}", text.chars().take(300).collect::<String>());
+            return Err(if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                Failure::Transient(message)
+            } else {
+                Failure::Final(message)
+            });
         }
         Ok(status)
     }
