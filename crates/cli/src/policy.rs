@@ -260,11 +260,24 @@ pub fn daemon(ctx: &Context, a: &DaemonArgs) -> Result<()> {
     let env = env(ctx)?;
     match a.action {
         Some(DaemonAction::Reload) => {
-            let pid = cairn_daemon::daemon::reload(&env)?;
-            if !ctx.g.quiet {
-                println!("asked the daemon (pid {pid}) to re-read {}", ctx.g.config.display());
+            // Through the control socket the daemon says whether it took the new policy;
+            // a bare SIGHUP (no socket: an older daemon) cannot say.
+            match cairn_daemon::control::request_reload(&env)? {
+                Some(Ok(done)) => {
+                    if !ctx.g.quiet {
+                        println!("{done} ({})", ctx.g.config.display());
+                    }
+                    Ok(())
+                }
+                Some(Err(why)) => bail!("{why}"),
+                None => {
+                    let pid = cairn_daemon::daemon::reload(&env)?;
+                    if !ctx.g.quiet {
+                        println!("asked the daemon (pid {pid}) to re-read {}", ctx.g.config.display());
+                    }
+                    Ok(())
+                }
             }
-            Ok(())
         }
         None => {
             drop(env);
@@ -352,6 +365,7 @@ fn secs_text(s: Option<i64>) -> String {
 pub fn jobs(ctx: &Context, a: &JobsArgs) -> Result<()> {
     let env = env(ctx)?;
     let catalog = env.catalog()?;
+    settle_orphans(&env, &catalog);
     let f = Filter {
         source: a.source.clone(),
         kind: None,
@@ -390,6 +404,14 @@ pub fn jobs(ctx: &Context, a: &JobsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Jobs of this host still marked running whose lock is free lost their process (a daemon
+/// killed with -9, a machine that stopped): recorded as interrupted now, as the next
+/// daemon start would, so that `jobs` and `status` do not show them running until then.
+/// Best effort: a user who may read the catalog but not write it sees them as recorded.
+fn settle_orphans(env: &Env, catalog: &cairn_daemon::catalog::Catalog) {
+    let _ = cairn_daemon::daemon::mark_interrupted(env, catalog);
+}
+
 pub fn status(ctx: &Context, a: &StatusArgs) -> Result<()> {
     let env = env(ctx)?;
     if let Some(s) = &a.source {
@@ -404,6 +426,7 @@ pub fn status(ctx: &Context, a: &StatusArgs) -> Result<()> {
             eprintln!("cairn: catalog {} rebuilt from the repositories ({n} backup jobs)", env.catalog_path.display());
         }
     }
+    settle_orphans(&env, &catalog);
     let rows = cairn_daemon::status::status(&env, &catalog, Timestamp::now(), a.source.as_deref())?;
     if ctx.g.json {
         println!("{}", serde_json::to_string(&rows)?);

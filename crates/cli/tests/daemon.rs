@@ -277,13 +277,16 @@ command = "cat {big}; test -e {flag} || sleep 60"
         std::thread::sleep(Duration::from_millis(100));
     }
     d.kill9();
+    // Before any daemon runs again, `jobs` sees the job's lock free: not running any more.
+    let jobs = p.jobs_of("stream", "backup");
+    assert_eq!(jobs[0]["status"], "interrupted", "{jobs:?}");
+    assert!(jobs[0]["error"].as_str().unwrap().contains("ended before the job did"), "{jobs:?}");
     std::fs::write(&flag, "").unwrap();
     let d = p.daemon();
     p.wait_for(60, "the rerun", Some(&d), |j| j.iter().any(|j| is(j, "stream", "backup", "succeeded")));
-    let log = d.stop();
+    d.stop();
     let jobs = p.jobs_of("stream", "backup");
-    assert_eq!(jobs[0]["status"], "interrupted", "{log}");
-    assert!(log.contains("interrupted"), "{log}");
+    assert_eq!(jobs[0]["status"], "interrupted");
     let rerun = jobs.iter().find(|j| j["status"] == "succeeded").unwrap();
     assert_eq!(rerun["trigger"], "retry", "{jobs:?}");
     let added = rerun["bytes_added"].as_u64().unwrap();
@@ -321,9 +324,17 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     p.wait_for(30, "backups going on under the old policy", Some(&d), |j| {
         j.len() > n + 1 && j.iter().all(|j| j["source"] == "one")
     });
+    // A policy that parses but moves what only a restart may move: the daemon refuses it,
+    // and `daemon reload` says so with a failing status (not only the daemon's log).
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, text.replace("hostname = \"test-host\"", "hostname = \"elsewhere\"")).unwrap();
+    let o = p.run(&["daemon", "reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reload refused") && stderr(&o).contains("only with a restart"), "{}", stderr(&o));
     std::fs::create_dir_all(p.env.path("two")).unwrap();
     p.write(&good.replace("[source.one]", "[source.two]").replace("/one\"", "/two\""));
-    p.ok(&["daemon", "reload"]);
+    let said = p.ok(&["daemon", "reload"]);
+    assert!(said.contains("policy reloaded: 1 sources"), "{said}");
     p.wait_for(30, "the new source", Some(&d), |j| j.iter().any(|j| is(j, "two", "backup", "succeeded")));
     d.stop();
 }

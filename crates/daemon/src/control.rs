@@ -8,6 +8,9 @@
 //! reply `{"id","status","snapshot","error","copies":[...]}` once the job has ended, or
 //! `{"refused": MESSAGE}`. `wait` queues the job when one of the source runs; without it
 //! such a request is refused, as `cairn run` without the daemon refuses.
+//! `{"op":"reload"}` re-reads the policy as SIGHUP does and answers once the daemon has
+//! done so: `{"reloaded": MESSAGE}` or `{"refused": WHY}` (a signal cannot carry back that
+//! the new policy was refused, so `cairn daemon reload` asks here).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -38,6 +41,16 @@ pub struct RunRequest {
 pub enum Reply {
     Done(JobReport),
     Refused(String),
+}
+
+/// Who waits for the outcome of the next policy reload. The scheduler loop takes them
+/// after it has re-read the policy (it looks at least once a second).
+static RELOAD_WAITERS: std::sync::Mutex<Vec<mpsc::Sender<std::result::Result<String, String>>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The connections waiting for a reload's outcome (emptied).
+pub fn take_reload_waiters() -> Vec<mpsc::Sender<std::result::Result<String, String>>> {
+    RELOAD_WAITERS.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
 }
 
 pub fn socket_path(env: &Env) -> PathBuf {
@@ -132,10 +145,55 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<RunRequest>) {
                 }
             }
         }
+        Ok(v) if v["op"] == "reload" => {
+            let (tx, rx) = mpsc::channel();
+            match RELOAD_WAITERS.lock() {
+                Ok(mut w) => w.push(tx),
+                Err(_) => return,
+            }
+            crate::daemon::ask_reload();
+            match rx.recv() {
+                Ok(Ok(done)) => serde_json::json!({ "reloaded": done }),
+                Ok(Err(why)) => serde_json::json!({ "refused": why }),
+                Err(_) => serde_json::json!({"refused": "the daemon stopped before it re-read the policy"}),
+            }
+        }
         _ => serde_json::json!({"refused": "not a request this daemon understands"}),
     };
     let mut w = conn;
     let _ = writeln!(w, "{answer}");
+}
+
+/// Asks the running daemon to re-read its policy and waits for the outcome: `Ok(None)`
+/// when no daemon listens, else what it said (`Err`: the reload was refused, the old
+/// policy stays).
+pub fn request_reload(env: &Env) -> Result<Option<std::result::Result<String, String>>> {
+    let Some(v) = ask(env, &serde_json::json!({"op": "reload"}))? else { return Ok(None) };
+    if let Some(why) = v["refused"].as_str() {
+        return Ok(Some(Err(why.to_string())));
+    }
+    v["reloaded"]
+        .as_str()
+        .map(|m| Some(Ok(m.to_string())))
+        .ok_or_else(|| Error::Source(format!("the daemon answered something unreadable: {v}")))
+}
+
+/// Sends one request line and reads the answer; `Ok(None)` when no daemon listens.
+fn ask(env: &Env, req: &serde_json::Value) -> Result<Option<serde_json::Value>> {
+    let path = socket_path(env);
+    let mut conn = match UnixStream::connect(&path) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::io(format!("connecting to the daemon at {}", path.display()), e)),
+    };
+    writeln!(conn, "{req}").map_err(|e| Error::io("asking the daemon", e))?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).map_err(|e| Error::io("reading the daemon's answer", e))?;
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|_| Error::Source(format!("the daemon answered something unreadable: {:?}", line.trim())))
 }
 
 /// Asks the running daemon to run a manual backup of `source`; `Ok(None)` when no daemon
@@ -147,24 +205,12 @@ pub fn request_run(
     reason: Option<&str>,
     wait: bool,
 ) -> Result<Option<std::result::Result<JobReport, String>>> {
-    let path = socket_path(env);
-    let mut conn = match UnixStream::connect(&path) {
-        Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(Error::io(format!("connecting to the daemon at {}", path.display()), e)),
-    };
     let req = serde_json::json!({"op": "run", "source": source, "label": label, "reason": reason, "wait": wait});
-    writeln!(conn, "{req}").map_err(|e| Error::io("asking the daemon", e))?;
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line).map_err(|e| Error::io("reading the daemon's answer", e))?;
-    let v: serde_json::Value = serde_json::from_str(&line)
-        .map_err(|_| Error::Source(format!("the daemon answered something unreadable: {:?}", line.trim())))?;
+    let Some(v) = ask(env, &req)? else { return Ok(None) };
     if let Some(why) = v["refused"].as_str() {
         return Ok(Some(Err(why.to_string())));
     }
     report_of(&v)
         .map(|j| Some(Ok(j)))
-        .ok_or_else(|| Error::Source(format!("the daemon answered something unreadable: {:?}", line.trim())))
+        .ok_or_else(|| Error::Source(format!("the daemon answered something unreadable: {v}")))
 }

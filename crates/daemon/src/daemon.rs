@@ -31,6 +31,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Makes the scheduler loop re-read the policy, as SIGHUP does.
+pub fn ask_reload() {
+    HUP.store(true, Ordering::SeqCst);
+}
+
 /// Set once SIGTERM or SIGINT arrived (after [`install_signal_handlers`]): what long jobs
 /// such as drills poll to stop early and clean up.
 pub fn stop_flag() -> &'static AtomicBool {
@@ -414,38 +419,12 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             break;
         }
         if HUP.swap(false, Ordering::SeqCst) {
-            match load_policy(policy_path) {
-                Ok(p) => {
-                    let new = Env::new(p, policy_path, rt.clone(), cache_dir.clone());
-                    // The catalog, locks and host name are where running jobs record
-                    // themselves: moving them needs a restart.
-                    if (&new.catalog_path, &new.state_dir, &new.host) != (&env.catalog_path, &env.state_dir, &env.host)
-                    {
-                        log(Level::Error, "policy reload refused, the old policy stays: [daemon] catalog, state_dir and hostname change only with a restart");
-                    } else if new.policy.server != env.policy.server {
-                        log(
-                            Level::Error,
-                            "policy reload refused, the old policy stays: [server] changes only with a restart",
-                        );
-                    } else {
-                        env = new;
-                        if let Err(e) =
-                            catalog.note_sources(env.policy.sources.keys().map(String::as_str), Timestamp::now())
-                        {
-                            log(Level::Warning, &format!("catalog: recording the sources: {e}"));
-                        }
-                        if let Ok(mut e) = shared.env.write() {
-                            *e = env.clone();
-                        }
-                        wake.clear();
-                        // New streaming sources start; those that no longer stream stop and
-                        // their slots are dropped.
-                        start_streamers(&env, &mut streamers);
-                        log(Level::Info, &format!("policy reloaded: {} sources", env.policy.sources.len()));
-                        crate::audit::policy_loaded(&env, "reload");
-                    }
-                }
-                Err(e) => log(Level::Error, &format!("policy reload refused, the old policy stays: {e}")),
+            let outcome = reload_policy(policy_path, &mut env, &catalog, &shared, &mut streamers, &rt, &cache_dir);
+            if outcome.is_ok() {
+                wake.clear();
+            }
+            for w in crate::control::take_reload_waiters() {
+                let _ = w.send(outcome.clone());
             }
         }
         let now = Timestamp::now();
@@ -710,6 +689,51 @@ fn report(source: &str, kind: Kind, r: &Result<JobReport>) {
         }
         Err(e) => log(Level::Error, &format!("{} of {source} could not run: {e}", kind.as_str())),
     }
+}
+
+/// Re-reads the policy (on SIGHUP or a `reload` through the control socket): the new one
+/// replaces the old unless it is broken or moves what only a restart may move. The outcome
+/// is logged and returned (what `cairn daemon reload` prints).
+fn reload_policy(
+    policy_path: &Path,
+    env: &mut Env,
+    catalog: &Catalog,
+    shared: &Shared,
+    streamers: &mut HashMap<String, Streamer>,
+    rt: &tokio::runtime::Handle,
+    cache_dir: &Option<PathBuf>,
+) -> std::result::Result<String, String> {
+    let refused = |why: String| {
+        let why = format!("policy reload refused, the old policy stays: {why}");
+        log(Level::Error, &why);
+        Err(why)
+    };
+    let new = match load_policy(policy_path) {
+        Ok(p) => Env::new(p, policy_path, rt.clone(), cache_dir.clone()),
+        Err(e) => return refused(e.to_string()),
+    };
+    // The catalog, locks and host name are where running jobs record themselves: moving
+    // them needs a restart.
+    if (&new.catalog_path, &new.state_dir, &new.host) != (&env.catalog_path, &env.state_dir, &env.host) {
+        return refused("[daemon] catalog, state_dir and hostname change only with a restart".into());
+    }
+    if new.policy.server != env.policy.server {
+        return refused("[server] changes only with a restart".into());
+    }
+    *env = new;
+    if let Err(e) = catalog.note_sources(env.policy.sources.keys().map(String::as_str), Timestamp::now()) {
+        log(Level::Warning, &format!("catalog: recording the sources: {e}"));
+    }
+    if let Ok(mut e) = shared.env.write() {
+        *e = env.clone();
+    }
+    // New streaming sources start; those that no longer stream stop and their slots are
+    // dropped.
+    start_streamers(env, streamers);
+    let done = format!("policy reloaded: {} sources", env.policy.sources.len());
+    log(Level::Info, &done);
+    crate::audit::policy_loaded(env, "reload");
+    Ok(done)
 }
 
 /// Signals the running daemon to re-read its policy.
