@@ -294,8 +294,8 @@ pub fn key_meta() -> KeyMeta {
 }
 
 pub fn now_rfc3339() -> String {
-    let z = jiff::ZonedDateTime::now();
-    z.timestamp().display_with_offset(z.offset()).to_string()
+    let now = jiff::Timestamp::now();
+    now.display_with_offset(cairn_fs::local_time_zone().to_offset(now)).to_string()
 }
 
 fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {

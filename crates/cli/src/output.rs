@@ -35,14 +35,14 @@ pub fn bytes(n: u64) -> String {
 /// An RFC 3339 time shown in the local time zone.
 pub fn local_time(rfc3339: &str) -> String {
     match rfc3339.parse::<jiff::Timestamp>() {
-        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Ok(t) => t.to_zoned_datetime(cairn_fs::local_time_zone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => sanitize(rfc3339).into_owned(),
     }
 }
 
 pub fn ns_time(ns: i64) -> String {
     match jiff::Timestamp::from_nanosecond(ns as i128) {
-        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Ok(t) => t.to_zoned_datetime(cairn_fs::local_time_zone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => ns.to_string(),
     }
 }

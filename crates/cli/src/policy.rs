@@ -57,7 +57,7 @@ fn opt_duration(d: Option<SignedDuration>) -> String {
 }
 
 pub fn local(t: Timestamp) -> String {
-    let z = t.to_zoned_datetime(jiff::tz::TimeZone::system());
+    let z = t.to_zoned_datetime(cairn_fs::local_time_zone());
     z.strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
 }
 

@@ -123,6 +123,28 @@ fn unchanged_rebackup_reads_nothing_and_adds_almost_nothing() {
     assert_eq!(second["files_new"], 0);
     assert_eq!(second["files_changed"], 0);
     assert!(second["bytes_added"].as_u64().unwrap() < 20_000, "{second}");
+    // Unchanged entries take their xattrs and link targets from the parent snapshot (no
+    // syscall for them): they must still come back exactly, and a changed xattr or a
+    // link replaced by another of the same name (both change the ctime) must be read.
+    let restored = |name: &str| {
+        let t = env.path(name);
+        env.ok(&["restore", "latest", "--target", t.to_str().unwrap(), "--privileged"]);
+        t.join(src.strip_prefix("/").unwrap())
+    };
+    let diffs = compare_trees(&src, &restored("r2"), false);
+    assert!(diffs.is_empty(), "unchanged re-backup restored differently:\n{}", diffs.join("\n"));
+    let xattrs = set_xattr(&src.join("small.txt"), "user.cairn.test", b"second value");
+    std::fs::remove_file(src.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("dir/text.log", src.join("link-rel")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let r3 = restored("r3");
+    let diffs = compare_trees(&src, &r3, false);
+    assert!(diffs.is_empty(), "changed xattr or link not taken:\n{}", diffs.join("\n"));
+    assert_eq!(std::fs::read_link(r3.join("link-rel")).unwrap(), Path::new("dir/text.log"));
+    if xattrs {
+        assert!(cairn_testkit::xattrs(&r3.join("small.txt"))
+            .contains(&(b"user.cairn.test".to_vec(), b"second value".to_vec())));
+    }
     // A small change re-reads only that file.
     std::fs::write(src.join("small.txt"), b"changed").unwrap();
     let third = env.json(&["backup", src.to_str().unwrap()]);
@@ -142,7 +164,7 @@ fn unchanged_rebackup_reads_nothing_and_adds_almost_nothing() {
     std::fs::remove_file(src.join("new-for-dry-run.bin")).unwrap();
     let snaps = env.json(&["snapshots"]);
     let arr = snaps.as_array().unwrap();
-    assert_eq!(arr.len(), 4);
+    assert_eq!(arr.len(), 5);
     for key in [
         "id", "short_id", "time", "hostname", "username", "paths", "tags", "label", "tree", "parent", "kind", "summary",
     ] {

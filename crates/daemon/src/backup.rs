@@ -97,8 +97,8 @@ fn path_strings(paths: &[PathBuf]) -> Vec<String> {
 
 /// The time now, RFC 3339 in the machine's offset.
 pub fn now_rfc3339() -> String {
-    let z = jiff::ZonedDateTime::now();
-    z.timestamp().display_with_offset(z.offset()).to_string()
+    let now = jiff::Timestamp::now();
+    now.display_with_offset(cairn_fs::local_time_zone().to_offset(now)).to_string()
 }
 
 fn find_parent(

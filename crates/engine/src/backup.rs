@@ -566,7 +566,8 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
         if self.progress.stop.load(Ordering::Relaxed) {
             return Err(Error::Stopped);
         }
-        let entries = match self.source.read_dir(path) {
+        // Under --force nothing is taken from the parent, metadata included.
+        let entries = match self.source.read_dir(path, parent.filter(|_| !self.force)) {
             Ok(e) => e,
             Err(e) => {
                 self.error(format!("{}: {e}", path.display()));

@@ -4,7 +4,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Mutex;
 
-use cairn_format::tree::{Node, NodeKind};
+use cairn_format::tree::{Node, NodeKind, Tree};
 
 /// A tree of entries with metadata. Paths are absolute, as the user named them.
 pub trait Source: Sync {
@@ -12,7 +12,11 @@ pub trait Source: Sync {
     fn node(&self, path: &Path, name: &[u8]) -> io::Result<Node>;
     /// The entries of a directory, with metadata, minus what the source excludes.
     /// Sorted by name. Per-entry failures are returned as `Err` items, not fatal.
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>>;
+    /// `before`: the directory as the parent snapshot has it. An implementation may take
+    /// an entry's extended attributes and symlink target from there instead of reading
+    /// them when the entry's kind, inode, mtime and ctime are the same (changing either
+    /// changes the ctime): an unchanged re-backup then costs one stat per entry.
+    fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>>;
     /// Opens a file for reading from byte `offset`. `walked` is its node from the walk: an
     /// implementation should refuse a different file now at that path (replaced since).
     fn open(&self, path: &Path, walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>>;
@@ -60,7 +64,7 @@ impl Source for StreamSource {
         }
         Ok(self.node.clone())
     }
-    fn read_dir(&self, _path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+    fn read_dir(&self, _path: &Path, _before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
         Ok(vec![(self.name.clone(), Ok(self.node.clone()))])
     }
     fn open(&self, _path: &Path, _walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>> {

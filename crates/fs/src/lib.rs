@@ -12,7 +12,7 @@ mod meta;
 mod source;
 mod target;
 
-pub use meta::{current_user, hostname, user_name, IdNames};
+pub use meta::{current_user, hostname, local_time_zone, user_name, IdNames};
 pub use source::{FsSource, FsSourceOptions};
 pub use target::FsDestination;
 

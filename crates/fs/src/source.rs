@@ -7,10 +7,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_engine::Source;
-use cairn_format::tree::Node;
+use cairn_format::tree::{Node, Tree};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::meta::{node_from, IdNames};
+use crate::meta::{node_from, IdNames, Stat};
 
 #[derive(Debug, Clone, Default)]
 pub struct FsSourceOptions {
@@ -64,10 +64,13 @@ impl FsSource {
 impl Source for FsSource {
     fn node(&self, path: &Path, name: &[u8]) -> io::Result<Node> {
         let m = fs::symlink_metadata(path)?;
-        node_from(path, name, &m, &self.names, self.atime)
+        node_from(path, name, &Stat::of(&m), &self.names, self.atime, None)
     }
 
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+    fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+        // Entries are looked up by name in the open directory: a stat by full path walks
+        // every component of it again (a fifth of an unchanged backup's CPU).
+        let dir = fs::File::open(path)?;
         let mut names: Vec<Vec<u8>> = Vec::new();
         for e in fs::read_dir(path)? {
             let e = e?;
@@ -78,7 +81,7 @@ impl Source for FsSource {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let p = path.join(std::ffi::OsStr::from_bytes(&name));
-            let m = match fs::symlink_metadata(&p) {
+            let m = match Stat::at(&dir, &name) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
                 Err(e) => {
@@ -90,11 +93,11 @@ impl Source for FsSource {
                 continue;
             }
             if let Some(d) = dev {
-                if m.is_dir() && m.dev() != d {
+                if m.is_dir() && m.dev != d {
                     continue;
                 }
             }
-            let n = node_from(&p, &name, &m, &self.names, self.atime);
+            let n = node_from(&p, &name, &m, &self.names, self.atime, before.and_then(|t| t.find(&name)));
             out.push((name, n));
         }
         Ok(out)

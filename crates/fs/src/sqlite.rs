@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cairn_engine::Source;
-use cairn_format::tree::Node;
+use cairn_format::tree::{Node, Tree};
 use rusqlite::{backup::Backup, Connection, OpenFlags};
 
 use crate::{FsSource, FsSourceOptions};
@@ -109,8 +109,8 @@ impl Source for SqliteSource {
         Ok(n)
     }
 
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
-        self.fs.read_dir(path)
+    fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+        self.fs.read_dir(path, before)
     }
 
     fn open(&self, path: &Path, walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>> {

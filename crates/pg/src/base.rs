@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use cairn_engine::Source;
-use cairn_format::tree::Node;
+use cairn_format::tree::{Node, Tree};
 
 use crate::session::{literal, unhex, Session};
 use crate::wal::{parse_lsn, WalName};
@@ -188,8 +188,8 @@ impl<S: Source> Source for LiveSource<S> {
         self.inner.node(path, name)
     }
 
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
-        match self.inner.read_dir(path) {
+    fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
+        match self.inner.read_dir(path, before) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
             Ok(v) => {
