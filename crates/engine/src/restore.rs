@@ -2,10 +2,12 @@
 //!
 //! [`Restorer::plan`] walks the snapshot tree (validating every name: a hostile tree with
 //! `..`, `/` or NUL in a name is refused before anything is written), applies the filter
-//! and the overwrite policy, and groups the needed blobs by pack. Execution creates the
-//! directories, pre-sizes every file (so zero chunks become holes), then reads each pack
-//! once, with one ranged read spanning the blobs it needs, on `threads` workers, and writes
-//! each blob at its offsets in every file that holds it. Metadata comes last: file
+//! and the overwrite policy, and groups the needed blobs by pack (the snapshot's trees are
+//! read through a [`cairn_repo::TreeReader`]: their packs whole, once). Execution creates
+//! the directories, then one thread creates and pre-sizes every file (so zero chunks
+//! become holes) in the order the packs need them, while `threads` workers read each pack
+//! once, with one ranged read spanning the blobs it needs, and write each blob at its
+//! offsets in every file that holds it, once that file exists. Metadata comes last: file
 //! attributes, hardlinks, symlinks and specials, then directory attributes deepest first,
 //! so writing into a directory does not change its restored mtime.
 
@@ -182,6 +184,8 @@ impl<'a> Restorer<'a> {
         budget: &mut crate::browse::Budget,
     ) -> Result<RestorePlan> {
         let mut plan = RestorePlan::default();
+        // Every tree of the snapshot is loaded: their packs are read whole, once.
+        let trees = cairn_repo::TreeReader::new(self.repo);
         let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
         let mut needs: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
         // Each directory goes with whether the target holds nothing at or below it (a
@@ -199,7 +203,7 @@ impl<'a> Restorer<'a> {
                     cairn_repo::check::MAX_DEPTH
                 )));
             }
-            let tree = self.repo.load_tree(self.index, tid)?;
+            let tree = trees.load(self.index, tid)?;
             budget.spend(tree.nodes.len())?;
             for mut n in tree.nodes {
                 if !is_safe_name(&n.name.0) {
@@ -351,25 +355,59 @@ impl<'a> Restorer<'a> {
             dest.create_dir(rel).map_err(|e| Error::io(display(rel), e))?;
         }
         sum.dirs = plan.dirs.len() as u64;
-        for f in plan.files.iter().filter(|f| !f.skip && f.link_to.is_none()) {
-            dest.create_file(&f.rel, f.node.size).map_err(|e| Error::io(display(&f.rel), e))?;
-        }
-        // Data, pack by pack, on worker threads pulling from a shared queue.
+        // Files are created (and pre-sized) by one thread in the order the packs need them,
+        // while the data workers read packs in that same order: creating 50,000 files is
+        // a serial third of a second that now overlaps the reads. One creator, because
+        // ext4 allocates inodes under locks concurrent creators spin on (two creating
+        // threads tripled the system time). A worker writes a file once it exists.
+        let created: Vec<std::sync::atomic::AtomicBool> =
+            plan.files.iter().map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
+        let create_failed = std::sync::atomic::AtomicBool::new(false);
         let queue = Mutex::new(plan.packs.iter());
         let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let written = AtomicU64::new(0);
-        std::thread::scope(|s| {
+        let creation = std::thread::scope(|s| {
+            let creator = s.spawn(|| -> Result<()> {
+                let wanted = plan.packs.iter().flat_map(|(_, _, blobs)| blobs.iter().flat_map(|(_, _, t)| t.iter()));
+                let rest = plan.files.iter().enumerate().filter(|(_, f)| !f.skip && f.link_to.is_none());
+                let order = wanted.map(|(fi, _)| *fi).chain(rest.map(|(fi, _)| fi));
+                for fi in order {
+                    if created[fi].load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let f = &plan.files[fi];
+                    if let Err(e) = dest.create_file(&f.rel, f.node.size) {
+                        create_failed.store(true, Ordering::Release);
+                        return Err(Error::io(display(&f.rel), e));
+                    }
+                    created[fi].store(true, Ordering::Release);
+                }
+                Ok(())
+            });
+            // Data, pack by pack, on worker threads pulling from a shared queue.
             for _ in 0..opts.threads.max(1) {
                 s.spawn(|| loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
                     let Some((pack, salt, blobs)) = next else { break };
+                    let ready = |fi: usize| -> bool {
+                        while !created[fi].load(Ordering::Acquire) {
+                            if create_failed.load(Ordering::Acquire) {
+                                return false;
+                            }
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                        }
+                        true
+                    };
                     // Keep going: one damaged pack must not leave every other file empty.
-                    if let Err(e) = self.restore_pack(*pack, salt, blobs, &plan.files, dest, &written, progress) {
+                    if let Err(e) = self.restore_pack(*pack, salt, blobs, &plan.files, dest, &written, progress, &ready)
+                    {
                         errors.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
                     }
                 });
             }
+            creator.join().unwrap_or_else(|_| Err(Error::Internal("the file creator panicked".into())))
         });
+        creation?;
         sum.bytes_written = written.into_inner();
         let errors = errors.into_inner().unwrap_or_default();
         if !errors.is_empty() {
@@ -436,6 +474,7 @@ impl<'a> Restorer<'a> {
         dest: &dyn Destination,
         written: &AtomicU64,
         progress: &AtomicU64,
+        ready: &dyn Fn(usize) -> bool,
     ) -> Result<()> {
         let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else { return Ok(()) };
         let start = first.1.offset as u64;
@@ -454,6 +493,9 @@ impl<'a> Restorer<'a> {
                 progress.fetch_add(data.len() as u64, Ordering::Relaxed);
                 if zero {
                     continue; // the file was pre-sized: leave a hole
+                }
+                if !ready(*fi) {
+                    return Err(Error::Invalid("files could not be created".into()));
                 }
                 let f = &files[*fi];
                 write_sparse(dest, &f.rel, *off, &data, written).map_err(|e| Error::io(display(&f.rel), e))?;

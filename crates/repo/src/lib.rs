@@ -35,6 +35,7 @@ mod packer;
 pub mod prune;
 mod repository;
 mod saver;
+mod trees;
 
 pub use blob::BlobCodec;
 pub use error::{Error, Result};
@@ -46,6 +47,7 @@ pub use packer::{FinishedPack, Packer};
 pub use prune::{prune, prune_metered, PruneOptions, PruneReport};
 pub use repository::{InitOptions, Repository, SnapshotList, Zstd};
 pub use saver::{BlobSaver, SaverStats, WorkerSaver};
+pub use trees::TreeReader;
 
 pub use cairn_format as format;
 pub use cairn_store::Store;

@@ -9,40 +9,19 @@
 //! returns only after every index file is written, so the snapshot written after it never
 //! names a blob that is not indexed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use cairn_format::index::{IndexFile, IndexedPack};
-use cairn_format::{BlobId, BlobType, PackId};
+use cairn_format::{BlobId, BlobType};
 use cairn_store::PutMode;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::{layout, BlobCodec, Error, FinishedPack, Index, Packer, Repository, Result};
+use crate::{layout, BlobCodec, Error, FinishedPack, Index, Packer, Repository, Result, TreeReader};
 
 /// Packs per index file written during a backup.
 const PACKS_PER_INDEX: usize = 32;
-
-/// Bytes of tree packs [`BlobSaver::load_tree`] keeps read whole.
-const TREE_PACKS_BYTES: usize = 64 << 20;
-/// Packs larger than this (a repository made with a large `--pack-size`) are not read
-/// whole for one tree: each tree is read on its own.
-const TREE_PACK_WHOLE_MAX: u32 = 32 << 20;
-
-/// A tree pack's bytes once read; its lock is held while it is being read.
-type PackSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
-
-/// Tree packs read whole, newest last, within [`TREE_PACKS_BYTES`]. An unchanged
-/// re-backup loads one parent tree per directory, and a backup writes its trees together:
-/// thousands of trees come from a few packs. Reading each pack once replaces thousands of
-/// small reads (random reads on a cold disk, requests to an object store) with a few
-/// sequential ones. A pack being read is a slot the other walkers wait on.
-#[derive(Default)]
-struct TreePacks {
-    slots: HashMap<PackId, PackSlot>,
-    loaded: VecDeque<(PackId, usize)>,
-    bytes: usize,
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SaverStats {
@@ -73,7 +52,7 @@ pub struct BlobSaver<'r> {
     uploads: usize,
     /// zstd level of the data blobs this saver writes (0: none).
     level: i32,
-    tree_packs: Mutex<TreePacks>,
+    trees: TreeReader<'r>,
 }
 
 impl<'r> BlobSaver<'r> {
@@ -94,7 +73,7 @@ impl<'r> BlobSaver<'r> {
             packs_added: AtomicU64::new(0),
             uploads: uploads.max(1),
             level: repo.config().compression_level,
-            tree_packs: Mutex::new(TreePacks::default()),
+            trees: TreeReader::new(repo),
         }
     }
 
@@ -127,54 +106,15 @@ impl<'r> BlobSaver<'r> {
         !s.index.contains(&id) && s.pending.insert(id)
     }
 
-    /// A tree pack's bytes, read whole once (see [`TreePacks`]).
-    fn tree_pack(&self, pack: PackId) -> Result<Arc<Vec<u8>>> {
-        let slot = {
-            let mut c = self.tree_packs.lock().unwrap_or_else(|p| p.into_inner());
-            c.slots.entry(pack).or_default().clone()
-        };
-        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = &*s {
-            return Ok(b.clone());
-        }
-        let b = Arc::new(self.repo.read_pack(pack)?);
-        *s = Some(b.clone());
-        drop(s);
-        let mut c = self.tree_packs.lock().unwrap_or_else(|p| p.into_inner());
-        c.loaded.push_back((pack, b.len()));
-        c.bytes += b.len();
-        while c.bytes > TREE_PACKS_BYTES && c.loaded.len() > 1 {
-            if let Some((old, len)) = c.loaded.pop_front() {
-                c.slots.remove(&old);
-                c.bytes -= len;
-            }
-        }
-        Ok(b)
-    }
-
-    /// Loads a tree through the saver's index (the parent snapshot's trees during backup).
+    /// Loads a tree through the saver's index (the parent snapshot's trees during backup),
+    /// its pack read whole once (see [`TreeReader`]).
     pub fn load_tree(&self, id: cairn_format::TreeId) -> Result<cairn_format::tree::Tree> {
         let found = {
             let s = self.lock();
             s.index.get(&id.blob()).map(|l| (*l, s.index.pack(l.pack)))
         };
         let (loc, (pack, salt)) = found.ok_or(Error::BlobNotIndexed(id.blob()))?;
-        let data = if self.repo.config().pack_size <= TREE_PACK_WHOLE_MAX {
-            let whole = self.tree_pack(pack)?;
-            let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
-            let ct = whole.get(range).ok_or_else(|| Error::BadPack {
-                pack,
-                detail: format!("{} bytes, shorter than the tree {} it should hold", whole.len(), id.to_hex()),
-            })?;
-            self.repo.open_blob(&id.blob(), &salt, loc.offset, loc.raw_length, ct.to_vec())?
-        } else {
-            self.repo.read_blob_at(&id.blob(), pack, &salt, &loc)?
-        };
-        cairn_format::tree::Tree::decode(&data).map_err(|e| Error::Damaged {
-            what: "tree",
-            id: id.to_hex(),
-            detail: e.to_string(),
-        })
+        self.trees.load_at(id, &loc, pack, &salt)
     }
 
     /// Raw length of an indexed blob.
