@@ -263,7 +263,7 @@ fn restore(ctx: &Context, a: &PgRestoreArgs) -> Result<()> {
         note.target.snapshots = vec![sid.to_hex()];
         let index = crate::browse::readable_index(&repo)?;
         let target_dir = std::path::absolute(&a.target_dir)?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections());
+        let threads = cairn_engine::restore::default_threads(ctx.connections());
         let progress = cairn_pg::restore::Progress::default();
         let start = Instant::now();
         let restored = crate::restore::with_progress(ctx, &progress.bytes_done, &progress.bytes_total, || {

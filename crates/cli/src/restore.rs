@@ -84,7 +84,7 @@ fn restore(
             OverwriteArg::Never => Overwrite::Never,
         },
         verify: a.verify,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(ctx.connections()),
+        threads: cairn_engine::restore::default_threads(ctx.connections()),
         filter: &filter,
         // A restore to / puts a system back as it was; anywhere else it is a copy, and
         // what grants privilege stays out unless asked for.

@@ -618,7 +618,7 @@ impl Run<'_> {
     }
 
     fn threads(&self) -> usize {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
+        cairn_engine::restore::default_threads(2)
     }
 
     // ---- files, command and sqlite sources ----

@@ -169,7 +169,7 @@ pub fn restore(v: &View, snap: &Snapshot, paths: &[String], mode: &Mode, progres
     }
     let restorer = Restorer::new(&v.repo, &v.index);
     let mut sum = Summary::default();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = cairn_engine::restore::default_threads(2);
     for sel in &sels {
         let parent = parent_of(sel);
         let root = cairn_engine::browse::subtree(&v.repo, &v.index, snap.tree, parent)?;

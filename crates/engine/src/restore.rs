@@ -69,6 +69,15 @@ pub enum Overwrite {
     Never,
 }
 
+/// Data workers for a restore: twice the cores (one reads a pack from the disk while the
+/// other decodes and writes: a 2 GiB file restored cold on 2 cores, 2.2-2.5 s with 2
+/// workers, 1.8-1.9 s with 4, at +30 MiB), at most 8 (each holds a pack's span), and at
+/// least `connections` (the requests a remote store keeps in flight).
+pub fn default_threads(connections: usize) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    (2 * cores).clamp(2, 8).max(connections)
+}
+
 pub struct RestoreOptions<'f> {
     pub overwrite: Overwrite,
     pub verify: bool,
