@@ -419,11 +419,14 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
             break;
         }
         if HUP.swap(false, Ordering::SeqCst) {
+            // Those waiting now asked before the file is read below, so this reload's
+            // outcome is theirs; a later asker sets HUP again and gets the next one.
+            let waiters = crate::control::take_reload_waiters();
             let outcome = reload_policy(policy_path, &mut env, &catalog, &shared, &mut streamers, &rt, &cache_dir);
             if outcome.is_ok() {
                 wake.clear();
             }
-            for w in crate::control::take_reload_waiters() {
+            for w in waiters {
                 let _ = w.send(outcome.clone());
             }
         }

@@ -371,12 +371,21 @@ impl<'a> Restorer<'a> {
         // threads tripled the system time). A worker writes a file once it exists.
         let created: Vec<std::sync::atomic::AtomicBool> =
             plan.files.iter().map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
-        let create_failed = std::sync::atomic::AtomicBool::new(false);
+        let creator_ended = std::sync::atomic::AtomicBool::new(false);
         let queue = Mutex::new(plan.packs.iter());
         let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let written = AtomicU64::new(0);
         let creation = std::thread::scope(|s| {
             let creator = s.spawn(|| -> Result<()> {
+                // However the creator ends (an error, even a panic), waiting workers must
+                // hear of it: they stop waiting once this is set and a file is not there.
+                struct Ended<'a>(&'a std::sync::atomic::AtomicBool);
+                impl Drop for Ended<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Release);
+                    }
+                }
+                let _ended = Ended(&creator_ended);
                 let wanted = plan.packs.iter().flat_map(|(_, _, blobs)| blobs.iter().flat_map(|(_, _, t)| t.iter()));
                 let rest = plan.files.iter().enumerate().filter(|(_, f)| !f.skip && f.link_to.is_none());
                 let order = wanted.map(|(fi, _)| *fi).chain(rest.map(|(fi, _)| fi));
@@ -385,10 +394,7 @@ impl<'a> Restorer<'a> {
                         continue;
                     }
                     let f = &plan.files[fi];
-                    if let Err(e) = dest.create_file(&f.rel, f.node.size) {
-                        create_failed.store(true, Ordering::Release);
-                        return Err(Error::io(display(&f.rel), e));
-                    }
+                    dest.create_file(&f.rel, f.node.size).map_err(|e| Error::io(display(&f.rel), e))?;
                     created[fi].store(true, Ordering::Release);
                 }
                 Ok(())
@@ -400,8 +406,9 @@ impl<'a> Restorer<'a> {
                     let Some((pack, salt, blobs)) = next else { break };
                     let ready = |fi: usize| -> bool {
                         while !created[fi].load(Ordering::Acquire) {
-                            if create_failed.load(Ordering::Acquire) {
-                                return false;
+                            if creator_ended.load(Ordering::Acquire) {
+                                // Ended without creating it: it failed.
+                                return created[fi].load(Ordering::Acquire);
                             }
                             std::thread::sleep(std::time::Duration::from_micros(200));
                         }
