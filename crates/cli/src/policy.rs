@@ -261,8 +261,11 @@ pub fn daemon(ctx: &Context, a: &DaemonArgs) -> Result<()> {
     match a.action {
         Some(DaemonAction::Reload) => {
             // Through the control socket the daemon says whether it took the new policy;
-            // a bare SIGHUP (no socket: an older daemon) cannot say.
-            match cairn_daemon::control::request_reload(&env)? {
+            // a bare SIGHUP cannot say, and is what a daemon without the socket or too old
+            // to know the request gets.
+            let asked = cairn_daemon::control::request_reload(&env)?;
+            let asked = asked.filter(|r| !matches!(r, Err(why) if why == cairn_daemon::control::UNKNOWN_REQUEST));
+            match asked {
                 Some(Ok(done)) => {
                     if !ctx.g.quiet {
                         println!("{done} ({})", ctx.g.config.display());

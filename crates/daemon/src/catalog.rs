@@ -817,6 +817,20 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks job `row` interrupted if it is still recorded running; whether it was (a job
+    /// that recorded its own end meanwhile keeps it).
+    pub fn interrupt_if_running(&self, row: i64, error: &str, now: Timestamp) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET status = ?2, ended_at = coalesce(ended_at, ?3), error = coalesce(error, ?4) \
+                 WHERE id = ?1 AND status = 'running'",
+                params![row, Status::Interrupted.as_str(), ms(now), error],
+            )
+            .map_err(self.err())?;
+        Ok(n > 0)
+    }
+
     /// Stores the record of drill job `row` (replacing an earlier one).
     pub fn save_drill(&self, row: i64, source: &str, started: Timestamp, verdict: &str, record: &str) -> Result<()> {
         self.conn

@@ -50,8 +50,12 @@ static RELOAD_WAITERS: std::sync::Mutex<Vec<mpsc::Sender<std::result::Result<Str
 
 /// The connections waiting for a reload's outcome (emptied).
 pub fn take_reload_waiters() -> Vec<mpsc::Sender<std::result::Result<String, String>>> {
-    RELOAD_WAITERS.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+    std::mem::take(&mut *RELOAD_WAITERS.lock().unwrap_or_else(|p| p.into_inner()))
 }
+
+/// The answer to a request this daemon does not know (an older daemon answers
+/// `reload` with it too: the client then signals instead).
+pub const UNKNOWN_REQUEST: &str = "not a request this daemon understands";
 
 pub fn socket_path(env: &Env) -> PathBuf {
     env.state_dir.join("daemon.sock")
@@ -147,10 +151,7 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<RunRequest>) {
         }
         Ok(v) if v["op"] == "reload" => {
             let (tx, rx) = mpsc::channel();
-            match RELOAD_WAITERS.lock() {
-                Ok(mut w) => w.push(tx),
-                Err(_) => return,
-            }
+            RELOAD_WAITERS.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
             crate::daemon::ask_reload();
             match rx.recv() {
                 Ok(Ok(done)) => serde_json::json!({ "reloaded": done }),
@@ -158,7 +159,7 @@ fn handle(conn: UnixStream, tx: mpsc::Sender<RunRequest>) {
                 Err(_) => serde_json::json!({"refused": "the daemon stopped before it re-read the policy"}),
             }
         }
-        _ => serde_json::json!({"refused": "not a request this daemon understands"}),
+        _ => serde_json::json!({ "refused": UNKNOWN_REQUEST }),
     };
     let mut w = conn;
     let _ = writeln!(w, "{answer}");

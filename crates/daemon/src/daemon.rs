@@ -108,15 +108,27 @@ pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<usize> {
         } else {
             env.lock_path(&j.source)
         };
-        if j.host != env.host || !crate::lock::is_free(&lock)? {
+        if j.host != env.host {
             continue;
         }
-        catalog.set_status(
+        // Held while the row is updated: a job records its end before it lets its lock go,
+        // so a row still running under a lock we hold lost its process. (`cairn jobs` and
+        // `status` run this too, at any moment: a job ending meanwhile keeps its status.)
+        let _held = if lock.exists() {
+            match crate::lock::try_lock(&lock)? {
+                Ok(l) => Some(l),
+                Err(_) => continue,
+            }
+        } else {
+            None
+        };
+        if !catalog.interrupt_if_running(
             j.row,
-            Status::Interrupted,
             "the process running it ended before the job did (killed, or the machine stopped)",
             Timestamp::now(),
-        )?;
+        )? {
+            continue;
+        }
         log(Level::Warning, &format!("job {} ({} of {}) was interrupted; it will run again", j.id, j.kind, j.source));
         n += 1;
     }
@@ -599,6 +611,8 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
         }
     }
     // Stopping: no new jobs; streaming ends; the running jobs get `stop_timeout` to end.
+    // Who waits for a reload hears now that none will come (their senders drop).
+    drop(crate::control::take_reload_waiters());
     for s in streamers.values() {
         s.stop.store(true, Ordering::SeqCst);
     }

@@ -71,11 +71,12 @@ pub enum Overwrite {
 
 /// Data workers for a restore: twice the cores (one reads a pack from the disk while the
 /// other decodes and writes: a 2 GiB file restored cold on 2 cores, 2.2-2.5 s with 2
-/// workers, 1.8-1.9 s with 4, at +30 MiB), at most 8 (each holds a pack's span), and at
-/// least `connections` (the requests a remote store keeps in flight).
+/// workers, 1.8-1.9 s with 4, at +30 MiB), the doubling only up to 8 (each holds a pack's
+/// span), never fewer than the cores, nor than `connections` (the requests a remote store
+/// keeps in flight).
 pub fn default_threads(connections: usize) -> usize {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    (2 * cores).clamp(2, 8).max(connections)
+    cores.max((2 * cores).min(8)).max(connections).max(2)
 }
 
 pub struct RestoreOptions<'f> {

@@ -53,6 +53,8 @@ impl Stat {
     }
 
     /// `name` in the directory open as `dir`, not following a final symlink.
+    // `libc::stat`'s field types differ between targets (st_nlink is u32 on aarch64).
+    #[allow(clippy::useless_conversion)]
     pub fn at(dir: &std::fs::File, name: &[u8]) -> io::Result<Stat> {
         use std::os::fd::AsRawFd;
         let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -64,17 +66,17 @@ impl Stat {
             return Err(io::Error::last_os_error());
         }
         Ok(Stat {
-            mode: st.st_mode,
+            mode: u32::from(st.st_mode),
             uid: st.st_uid,
             gid: st.st_gid,
             size: st.st_size.max(0) as u64,
             mtime: ns(st.st_mtime, st.st_mtime_nsec),
             atime: ns(st.st_atime, st.st_atime_nsec),
             ctime: ns(st.st_ctime, st.st_ctime_nsec),
-            ino: st.st_ino,
-            dev: st.st_dev,
-            nlink: st.st_nlink,
-            rdev: st.st_rdev,
+            ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
+            nlink: u64::from(st.st_nlink),
+            rdev: u64::from(st.st_rdev),
         })
     }
 
@@ -152,11 +154,11 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// (uid, gid, user name) of this process.
 /// The machine's time zone, for local times (snapshot times carry the local offset, as
 /// restic's do). Without `TZ`, read from `/etc/localtime` as it is: jiff's system zone
 /// also looks the zone's name up in the tz database, which walks all of
 /// `/usr/share/zoneinfo` (25 ms on a cold cache, a tenth of a quick re-backup's start).
+/// Read once per process: a long-running daemon sees a change of zone at its restart.
 pub fn local_time_zone() -> jiff::tz::TimeZone {
     static TZ: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
     TZ.get_or_init(|| {
@@ -172,6 +174,7 @@ pub fn local_time_zone() -> jiff::tz::TimeZone {
     .clone()
 }
 
+/// (uid, gid, user name) of this process.
 pub fn current_user() -> (u32, u32, String) {
     // SAFETY: these calls cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };

@@ -70,7 +70,12 @@ impl Source for FsSource {
     fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
         // Entries are looked up by name in the open directory: a stat by full path walks
         // every component of it again (a fifth of an unchanged backup's CPU).
-        let dir = fs::File::open(path)?;
+        // O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK: a directory replaced since it was listed
+        // (by a FIFO, or a symlink to one) fails here instead of blocking the walk.
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
         let mut names: Vec<Vec<u8>> = Vec::new();
         for e in fs::read_dir(path)? {
             let e = e?;

@@ -13,9 +13,9 @@
 //! crate sees the HTTP/S3 stack (STYLE.md). `object_store` retries 5xx replies and
 //! requests that never left itself (exponential back-off), but not a non-idempotent
 //! request cut mid-way: a create-only PUT whose connection broke while its body was sent
-//! comes back as an error. Such transport failures are mapped to [`Error::Transient`], so
-//! the caller's `RetryStore` retries them (it knows how to tell a create that landed
-//! before its reply was lost from a real conflict).
+//! comes back as an error. For such puts transport failures are mapped to
+//! [`Error::Transient`], so the caller's `RetryStore` retries them (it knows how to tell a
+//! create that landed before its reply was lost from a real conflict).
 //!
 //! URLs:
 //! - `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false]`; the endpoint,
@@ -412,9 +412,19 @@ fn map(path: &str, e: object_store::Error) -> Error {
         e @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
             Error::Denied { path: path.into(), message: one_line(&e) }
         }
-        e if cut_off(&e) => Error::Transient { path: path.into(), message: one_line(&e) },
         e => Error::Other { path: path.into(), message: one_line(&e) },
     }
+}
+
+/// [`map`] for a create-only put: the one request object_store does not retry after its
+/// connection broke (it is not idempotent), so such a failure is left to the caller's
+/// `RetryStore` as transient. Everything else object_store has retried already (for up to
+/// its retry timeout): retrying it again here would multiply the wait on a dead endpoint.
+fn map_create(path: &str, e: object_store::Error) -> Error {
+    if cut_off(&e) {
+        return Error::Transient { path: path.into(), message: one_line(&e) };
+    }
+    map(path, e)
 }
 
 /// Whether an error comes from a connection that broke or timed out (an I/O error of
@@ -500,7 +510,14 @@ impl Store for S3Store {
                 attributes: self.attributes(path),
                 ..Default::default()
             };
-            self.inner.put_opts(&self.key(path), PutPayload::from(data), opts).await.map_err(|e| map(path, e))?;
+            let create = mode == PutMode::Create;
+            self.inner.put_opts(&self.key(path), PutPayload::from(data), opts).await.map_err(|e| {
+                if create {
+                    map_create(path, e)
+                } else {
+                    map(path, e)
+                }
+            })?;
             Ok(())
         })
     }
@@ -569,9 +586,10 @@ impl Store for S3Store {
 mod tests {
     use super::*;
 
-    /// A put cut off mid-body is an error object_store does not retry for a create-only
-    /// put: it must come out transient so the retry decorator does (a flaky CI run found
-    /// it as 'error writing a body to connection: Broken pipe').
+    /// A create-only put cut off mid-body is an error object_store does not retry: it must
+    /// come out transient so the retry decorator does (a flaky CI run found it as 'error
+    /// writing a body to connection: Broken pipe'); any other request object_store has
+    /// retried already, so its errors stay final.
     #[test]
     fn broken_connections_are_transient_and_refusals_are_not() {
         #[derive(Debug)]
@@ -592,11 +610,12 @@ mod tests {
         };
         for kind in [std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::TimedOut]
         {
-            let e = map("data/00/x", cut(kind));
+            assert!(!map("data/00/x", cut(kind)).is_transient(), "object_store retried it already: {kind:?}");
+            let e = map_create("data/00/x", cut(kind));
             assert!(e.is_transient(), "{kind:?}: {e}");
             assert!(e.to_string().contains("cut"), "{e}");
         }
-        assert!(!map("data/00/x", cut(std::io::ErrorKind::InvalidData)).is_transient());
+        assert!(!map_create("data/00/x", cut(std::io::ErrorKind::InvalidData)).is_transient());
         let denied = object_store::Error::PermissionDenied { path: "x".into(), source: "403".into() };
         assert!(!map("x", denied).is_transient());
         let taken = object_store::Error::AlreadyExists { path: "x".into(), source: "412".into() };
