@@ -293,10 +293,9 @@ pub fn key_meta() -> KeyMeta {
     KeyMeta { hostname: cairn_fs::hostname(), username: user, created: now_rfc3339() }
 }
 
-pub fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    now.display_with_offset(cairn_fs::local_time_zone().to_offset(now)).to_string()
-}
+/// The time now, RFC 3339 in the machine's offset (one definition, the daemon's: a
+/// snapshot's time reads the same whether `cairn backup` or a daemon job took it).
+pub use cairn_daemon::backup::now_rfc3339;
 
 fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
     while matches!(v.last(), Some(b'\n') | Some(b'\r')) {
