@@ -59,9 +59,13 @@ fn validate(a: &BackupArgs) -> Result<Plan> {
 
 pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let plan = validate(a)?;
+    let what = what(a, &plan);
+    // The files' metadata is read ahead while the key is derived (cairn_fs::Warmer).
+    let warm = cairn_daemon::backup::warm(&what, repo_dir(ctx).as_deref());
     let repo = ctx.open_or_create_default(a.dry_run)?;
     let mut saved = None;
-    let r = backup(ctx, a, &plan, &repo, &mut saved);
+    let r = backup(ctx, a, &plan, what, &repo, &mut saved);
+    drop(warm);
     if !a.dry_run {
         let mut target = crate::audit::target(ctx);
         target.paths = plan.paths.iter().map(|p| p.display().to_string()).collect();
@@ -80,25 +84,10 @@ fn backup(
     ctx: &Context,
     a: &BackupArgs,
     plan: &Plan,
+    what: What,
     repo: &cairn_repo::Repository,
     saved: &mut Option<(String, String)>,
 ) -> Result<()> {
-    let what = if a.stdin || a.command.is_some() {
-        let input = match &a.command {
-            Some(c) => Input::Command(c.clone()),
-            None => Input::Stdin,
-        };
-        What::Stream { name: a.stdin_name.clone(), input }
-    } else if a.sqlite.is_some() {
-        What::Sqlite { path: plan.paths[0].clone() }
-    } else {
-        What::Files {
-            paths: plan.paths.clone(),
-            excludes: plan.excludes.clone(),
-            one_file_system: a.one_file_system,
-            atime: a.atime,
-        }
-    };
     let req = BackupRequest {
         what,
         provenance: Provenance {
@@ -121,7 +110,7 @@ fn backup(
         // Each costs a pack (8 MiB) of memory.
         uploads: ctx.connections(),
         compression: a.compression.level(),
-        repo_dir: ctx.remote.is_none().then(|| ctx.repo_path.clone()),
+        repo_dir: repo_dir(ctx),
     };
     let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress))?;
     let (id, snap) = (report.id, &report.snapshot);
@@ -191,4 +180,29 @@ pub fn with_progress<T: Send>(ctx: &Context, f: impl FnOnce(&Progress) -> T + Se
         slow_file: progress.slow_file(std::time::Duration::from_secs(2)).map(|p| p.display().to_string()),
     };
     output::with_meter(output::show(&ctx.g), "backup", &read, || f(&progress))
+}
+
+/// What the arguments name: files, a stream or an SQLite database.
+fn what(a: &BackupArgs, plan: &Plan) -> What {
+    if a.stdin || a.command.is_some() {
+        let input = match &a.command {
+            Some(c) => Input::Command(c.clone()),
+            None => Input::Stdin,
+        };
+        What::Stream { name: a.stdin_name.clone(), input }
+    } else if a.sqlite.is_some() {
+        What::Sqlite { path: plan.paths[0].clone() }
+    } else {
+        What::Files {
+            paths: plan.paths.clone(),
+            excludes: plan.excludes.clone(),
+            one_file_system: a.one_file_system,
+            atime: a.atime,
+        }
+    }
+}
+
+/// The repository's own directory when it is local (never backed up into itself).
+fn repo_dir(ctx: &Context) -> Option<PathBuf> {
+    ctx.remote.is_none().then(|| ctx.repo_path.clone())
 }

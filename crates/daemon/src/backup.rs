@@ -101,6 +101,32 @@ pub fn now_rfc3339() -> String {
     now.display_with_offset(cairn_fs::local_time_zone().to_offset(now)).to_string()
 }
 
+/// The file source's options: the excludes plus the repository's own directory, which is
+/// never backed up into itself (`cairn backup ~` with the default repository).
+fn fs_options(
+    paths: &[PathBuf],
+    excludes: &[String],
+    one_file_system: bool,
+    atime: bool,
+    repo_dir: Option<&Path>,
+) -> FsSourceOptions {
+    let mut excludes = excludes.to_vec();
+    if let Some(repo_dir) = repo_dir.and_then(|d| std::fs::canonicalize(d).ok()) {
+        if paths.iter().any(|p| repo_dir.starts_with(p)) {
+            excludes.push(cairn_fs::gitignore_literal(&repo_dir));
+        }
+    }
+    FsSourceOptions { excludes, one_file_system, roots: paths.to_vec(), atime }
+}
+
+/// Starts reading the metadata of the files `what` names ahead of the backup (see
+/// [`cairn_fs::Warmer`]), for an edge to call before it opens the repository, whose key
+/// derivation it overlaps. Stops when dropped. `None` for streams and databases.
+pub fn warm(what: &What, repo_dir: Option<&Path>) -> Option<cairn_fs::Warmer> {
+    let What::Files { paths, excludes, one_file_system, atime } = what else { return None };
+    cairn_fs::Warmer::start(fs_options(paths, excludes, *one_file_system, *atime, repo_dir))
+}
+
 fn find_parent(
     repo: &Repository,
     choice: &ParentChoice,
@@ -163,20 +189,8 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
             (Box::new(src), path_strings(std::slice::from_ref(path)), "sqlite")
         }
         What::Files { paths, excludes, one_file_system, atime } => {
-            let mut excludes = excludes.clone();
-            // Never back up the repository into itself (`cairn backup ~` with the default one).
-            if let Some(repo_dir) = req.repo_dir.as_ref().and_then(|d| std::fs::canonicalize(d).ok()) {
-                if paths.iter().any(|p| repo_dir.starts_with(p)) {
-                    excludes.push(cairn_fs::gitignore_literal(&repo_dir));
-                }
-            }
-            let src = FsSource::new(FsSourceOptions {
-                excludes,
-                one_file_system: *one_file_system,
-                roots: paths.clone(),
-                atime: *atime,
-            })
-            .map_err(Error::Source)?;
+            let opts = fs_options(paths, excludes, *one_file_system, *atime, req.repo_dir.as_deref());
+            let src = FsSource::new(opts).map_err(Error::Source)?;
             (Box::new(src), path_strings(paths), "files")
         }
     };

@@ -11,10 +11,12 @@
 mod meta;
 mod source;
 mod target;
+mod warm;
 
 pub use meta::{current_user, hostname, local_time_zone, user_name, IdNames};
 pub use source::{FsSource, FsSourceOptions};
 pub use target::FsDestination;
+pub use warm::Warmer;
 
 mod patterns;
 pub mod sqlite;

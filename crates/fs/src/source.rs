@@ -29,7 +29,7 @@ pub struct FsSourceOptions {
 pub struct FsSource {
     excludes: Gitignore,
     root_devs: Vec<(PathBuf, u64)>,
-    one_file_system: bool,
+    pub(crate) one_file_system: bool,
     atime: bool,
     names: IdNames,
 }
@@ -52,7 +52,7 @@ impl FsSource {
         })
     }
 
-    fn root_dev(&self, path: &Path) -> Option<u64> {
+    pub(crate) fn root_dev(&self, path: &Path) -> Option<u64> {
         self.root_devs
             .iter()
             .filter(|(r, _)| path.starts_with(r))
