@@ -35,6 +35,48 @@ pub(crate) struct Stat {
     pub rdev: u64,
 }
 
+/// The names in the open directory `dir`, without `.` and `..`, in the order the file
+/// system gives them. Listed through this descriptor, not by path again: the directory
+/// statted by name is the one listed.
+pub(crate) fn dir_names(dir: &std::fs::File) -> io::Result<Vec<Vec<u8>>> {
+    use std::os::fd::AsRawFd;
+    // fdopendir takes ownership of the descriptor it is given: give it a duplicate.
+    // SAFETY: dup of a descriptor this frame borrows.
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is ours; on failure it is still ours to close.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed and did not take `fd`.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    let result = loop {
+        // readdir reports an error only through errno, left unchanged at the end.
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `d` is an open directory stream used by this thread only.
+        let e = unsafe { libc::readdir64(d) };
+        if e.is_null() {
+            let errno = io::Error::last_os_error();
+            break if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
+        }
+        // SAFETY: readdir64 returned a valid entry whose d_name is NUL-terminated and
+        // lives until the next readdir64 on `d`; it is copied before that.
+        let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    };
+    // SAFETY: closes the stream and the duplicate it owns; `d` is not used after.
+    unsafe { libc::closedir(d) };
+    result.map(|()| names)
+}
+
 impl Stat {
     pub fn of(m: &Metadata) -> Stat {
         Stat {
@@ -57,11 +99,18 @@ impl Stat {
     #[allow(clippy::useless_conversion)]
     pub fn at(dir: &std::fs::File, name: &[u8]) -> io::Result<Stat> {
         use std::os::fd::AsRawFd;
-        let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // A name is at most NAME_MAX (255) bytes: NUL-terminated on the stack, not in an
+        // allocation per entry (a walk stats every entry).
+        let mut c = [0u8; 256];
+        if name.len() >= c.len() || name.contains(&0) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        c[..name.len()].copy_from_slice(name);
         // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is NUL-terminated, `st` is ours and as large as fstatat writes.
-        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        // SAFETY: `c` is NUL-terminated (zeroed past the name), `st` is ours and as large as
+        // fstatat writes.
+        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr().cast(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

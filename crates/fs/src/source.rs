@@ -76,12 +76,8 @@ impl Source for FsSource {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)?;
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for e in fs::read_dir(path)? {
-            let e = e?;
-            names.push(e.file_name().as_bytes().to_vec());
-        }
-        names.sort();
+        let mut names = crate::meta::dir_names(&dir)?;
+        names.sort_unstable();
         let dev = if self.one_file_system { self.root_dev(path) } else { None };
         let mut out = Vec::with_capacity(names.len());
         for name in names {

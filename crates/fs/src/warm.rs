@@ -14,9 +14,8 @@
 //! unchanged re-backup 0.68 -> 0.49 s (median of 6; bench/README.md); on a warm cache no
 //! change.
 
-use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +24,7 @@ use std::thread::JoinHandle;
 
 use cairn_engine::Source;
 
-use crate::meta::Stat;
+use crate::meta::{dir_names, Stat};
 use crate::{FsSource, FsSourceOptions};
 
 /// Threads listing directories. A cold inode read waits for the disk, not the CPU: more
@@ -151,7 +150,7 @@ impl Shared {
     /// `subdirs`. False if it could not be listed.
     fn list(&self, dir: PathBuf, subdirs: &mut Vec<PathBuf>) -> bool {
         let Ok(f) = open_dir(dir.as_os_str().as_bytes()) else { return false };
-        let Some(mut names) = names(&f) else { return false };
+        let Ok(mut names) = dir_names(&f) else { return false };
         names.sort_unstable();
         let source = &self.source;
         let dev = if source.one_file_system { source.root_dev(&dir) } else { None };
@@ -185,40 +184,6 @@ fn open_dir(path: &[u8]) -> std::io::Result<File> {
     }
     // SAFETY: `fd` was just opened and is owned by nothing else.
     Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// The names in the open directory `dir`, without `.` and `..`.
-fn names(dir: &File) -> Option<Vec<Vec<u8>>> {
-    // fdopendir takes ownership of the descriptor it is given: give it a duplicate.
-    // SAFETY: dup of a descriptor this frame borrows.
-    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is ours; on failure it is still ours to close.
-    let d = unsafe { libc::fdopendir(fd) };
-    if d.is_null() {
-        // SAFETY: fdopendir failed and did not take `fd`.
-        unsafe { libc::close(fd) };
-        return None;
-    }
-    let mut names = Vec::new();
-    loop {
-        // SAFETY: `d` is an open directory stream used by this thread only.
-        let e = unsafe { libc::readdir64(d) };
-        if e.is_null() {
-            break;
-        }
-        // SAFETY: readdir64 returned a valid entry whose d_name is NUL-terminated and
-        // lives until the next readdir64 on `d`; it is copied before that.
-        let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) }.to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
-        }
-    }
-    // SAFETY: closes the stream and the duplicate it owns; `d` is not used after.
-    unsafe { libc::closedir(d) };
-    Some(names)
 }
 
 #[cfg(test)]
