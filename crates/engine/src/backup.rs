@@ -535,7 +535,7 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                     let pnode = parent.and_then(|t| t.find(name));
                     match sub {
                         Top::Walk(_) => {
-                            if let Some(e) = self.walk_entry(idle, &p, node, pnode)? {
+                            if let Some(e) = self.walk_entry(idle, &|| p.clone(), node, pnode)? {
                                 out.push(e);
                             }
                         }
@@ -593,17 +593,19 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             Running(Receiver<Result<Option<Entry>>>),
         }
         let mut out = Vec::with_capacity(entries.len());
+        // An entry's full path is built only when needed (a directory to walk, a file to
+        // read): an unchanged file needs none.
+        let full = |name: &[u8]| path.join(OsStr::from_bytes(name));
         for (name, node) in entries {
-            let p = path.join(OsStr::from_bytes(&name));
             match node {
                 Ok(node) => {
                     let pnode = parent.and_then(|t| t.find(&name));
                     // A subdirectory goes to an idle walker thread if there is one.
                     if node.kind == NodeKind::Dir {
                         let (done, result) = bounded(1);
-                        let (pnode, next) = (pnode.cloned(), idle.clone());
+                        let (p, pnode, next) = (full(&name), pnode.cloned(), idle.clone());
                         let job: Job<'a> = Box::new(move || {
-                            let _ = done.send(self.walk_entry(&next, &p, node, pnode.as_ref()));
+                            let _ = done.send(self.walk_entry(&next, &|| p.clone(), node, pnode.as_ref()));
                         });
                         match idle.try_send(job) {
                             Ok(()) => out.push(Slot::Running(result)),
@@ -618,11 +620,11 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                         }
                         continue;
                     }
-                    if let Some(e) = self.walk_entry(idle, &p, node, pnode)? {
+                    if let Some(e) = self.walk_entry(idle, &|| full(&name), node, pnode)? {
                         out.push(Slot::Done(e));
                     }
                 }
-                Err(e) => self.error(format!("{}: {e}", p.display())),
+                Err(e) => self.error(format!("{}: {e}", full(&name).display())),
             }
         }
         let mut done = Vec::with_capacity(out.len());
@@ -644,7 +646,7 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
     fn walk_entry<'a>(
         &'a self,
         idle: &Idle<'a>,
-        path: &Path,
+        path: &dyn Fn() -> PathBuf,
         mut node: Node,
         pnode: Option<&Node>,
     ) -> Result<Option<Entry>> {
@@ -652,7 +654,7 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             NodeKind::Dir => {
                 self.count(|s| s.dirs += 1);
                 let ptree = self.parent_subtree(pnode);
-                let children = self.walk_children(idle, path, ptree.as_ref().map(|(_, t)| t))?;
+                let children = self.walk_children(idle, &path(), ptree.as_ref().map(|(_, t)| t))?;
                 let dir = self.hand_over(self.dir_ids.fetch_add(1, Ordering::Relaxed), children, ptree)?;
                 Ok(Some(Entry::Dir { node, dir }))
             }
@@ -699,9 +701,10 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                     return Ok(None);
                 }
                 let segments = node.size.div_ceil(SEGMENT).clamp(1, u32::MAX as u64) as u32;
+                let path = path();
                 let queue = if node.size <= self.small { &self.small_jobs } else { &self.jobs };
                 for segment in 0..segments {
-                    let job = FileJob { slot, segment, segments, path: path.to_path_buf(), before: node.clone() };
+                    let job = FileJob { slot, segment, segments, path: path.clone(), before: node.clone() };
                     if queue.send(job).is_err() {
                         self.error(format!("{}: readers stopped", path.display()));
                         break;

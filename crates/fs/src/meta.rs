@@ -6,8 +6,8 @@ use std::fs::Metadata;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use cairn_format::tree::{HexBytes, Node, NodeKind, RawName, Xattr};
 
@@ -149,19 +149,28 @@ impl Stat {
 /// uid/gid -> name, cached (NSS lookups are slow).
 #[derive(Default)]
 pub struct IdNames {
-    users: Mutex<HashMap<u32, Option<String>>>,
-    groups: Mutex<HashMap<u32, Option<String>>>,
+    // Read locks: every entry of a walk asks, from several threads, and nearly always
+    // finds the name already there.
+    users: RwLock<HashMap<u32, Option<String>>>,
+    groups: RwLock<HashMap<u32, Option<String>>>,
 }
 
 impl IdNames {
     pub fn user(&self, uid: u32) -> Option<String> {
-        let mut m = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(uid).or_insert_with(|| user_name(uid)).clone()
+        cached(&self.users, uid, user_name)
     }
     pub fn group(&self, gid: u32) -> Option<String> {
-        let mut m = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(gid).or_insert_with(|| group_name(gid)).clone()
+        cached(&self.groups, gid, group_name)
     }
+}
+
+fn cached(map: &RwLock<HashMap<u32, Option<String>>>, id: u32, look_up: fn(u32) -> Option<String>) -> Option<String> {
+    if let Some(n) = map.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return n.clone();
+    }
+    let name = look_up(id);
+    map.write().unwrap_or_else(|p| p.into_inner()).insert(id, name.clone());
+    name
 }
 
 /// The name of user `uid` (the system's user database), if it has one.
@@ -230,12 +239,12 @@ pub fn current_user() -> (u32, u32, String) {
     (uid, gid, user_name(uid).unwrap_or_else(|| uid.to_string()))
 }
 
-/// The node of `path` from its metadata. `before`: the entry in the parent snapshot; when
+/// The node of `path()` (built only if a link or xattrs must be read) from its metadata. `before`: the entry in the parent snapshot; when
 /// it is the same inode with the same mtime and ctime, its xattrs and symlink target are
 /// taken as they are (setting an xattr or replacing a link changes the ctime), which
 /// saves a syscall or two per entry of an unchanged tree.
 pub(crate) fn node_from(
-    path: &Path,
+    path: &dyn Fn() -> PathBuf,
     name: &[u8],
     m: &Stat,
     names: &IdNames,
@@ -262,7 +271,7 @@ pub(crate) fn node_from(
         NodeKind::Symlink => {
             n.link_target = match same.and_then(|b| b.link_target.clone()) {
                 Some(t) => Some(t),
-                None => Some(RawName(std::fs::read_link(path)?.as_os_str().as_bytes().to_vec())),
+                None => Some(RawName(std::fs::read_link(path())?.as_os_str().as_bytes().to_vec())),
             }
         }
         NodeKind::Chardev | NodeKind::Blockdev => n.rdev = m.rdev,
@@ -270,7 +279,7 @@ pub(crate) fn node_from(
     }
     n.xattrs = match same {
         Some(b) => b.xattrs.clone(),
-        None => read_xattrs(path).unwrap_or_default(),
+        None => read_xattrs(&path()).unwrap_or_default(),
     };
     Ok(n)
 }

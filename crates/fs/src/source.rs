@@ -64,7 +64,7 @@ impl FsSource {
 impl Source for FsSource {
     fn node(&self, path: &Path, name: &[u8]) -> io::Result<Node> {
         let m = fs::symlink_metadata(path)?;
-        node_from(path, name, &Stat::of(&m), &self.names, self.atime, None)
+        node_from(&|| path.to_path_buf(), name, &Stat::of(&m), &self.names, self.atime, None)
     }
 
     fn read_dir(&self, path: &Path, before: Option<&Tree>) -> io::Result<Vec<(Vec<u8>, io::Result<Node>)>> {
@@ -80,8 +80,10 @@ impl Source for FsSource {
         names.sort_unstable();
         let dev = if self.one_file_system { self.root_dev(path) } else { None };
         let mut out = Vec::with_capacity(names.len());
+        // The entry's full path, only when needed (an exclude to match, a link or xattrs
+        // to read): most entries of a re-backup need none.
+        let full = |name: &[u8]| path.join(std::ffi::OsStr::from_bytes(name));
         for name in names {
-            let p = path.join(std::ffi::OsStr::from_bytes(&name));
             let m = match Stat::at(&dir, &name) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
@@ -90,7 +92,7 @@ impl Source for FsSource {
                     continue;
                 }
             };
-            if self.is_excluded(&p, m.is_dir()) {
+            if !self.excludes.is_empty() && self.is_excluded(&full(&name), m.is_dir()) {
                 continue;
             }
             if let Some(d) = dev {
@@ -98,7 +100,7 @@ impl Source for FsSource {
                     continue;
                 }
             }
-            let n = node_from(&p, &name, &m, &self.names, self.atime, before.and_then(|t| t.find(&name)));
+            let n = node_from(&|| full(&name), &name, &m, &self.names, self.atime, before.and_then(|t| t.find(&name)));
             out.push((name, n));
         }
         Ok(out)
