@@ -251,6 +251,7 @@ fn a_killed_daemon_records_the_job_interrupted_and_reruns_it_reusing_uploads() {
     let big = p.env.path("big");
     std::fs::write(&big, noise(40 << 20, 7)).unwrap();
     let flag = p.env.path("fast-now");
+    let pid_file = p.env.path("command.pid");
     p.write(&format!(
         r#"
 [class.c]
@@ -260,10 +261,11 @@ schedule = "*/2 * * * * *"
 [source.stream]
 class = "c"
 kind = "command"
-command = "cat {big}; test -e {flag} || sleep 60"
+command = "echo $$ > {pid}; cat {big}; test -e {flag} || sleep 60"
 "#,
         big = big.display(),
-        flag = flag.display()
+        flag = flag.display(),
+        pid = pid_file.display()
     ));
     let d = p.daemon();
     p.wait_for(30, "the job running", Some(&d), |j| j.iter().any(|j| is(j, "stream", "backup", "running")));
@@ -277,6 +279,17 @@ command = "cat {big}; test -e {flag} || sleep 60"
         std::thread::sleep(Duration::from_millis(100));
     }
     d.kill9();
+    // The command's shell dies with the daemon (nothing would read its output).
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| st.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    };
+    let start = Instant::now();
+    while alive() {
+        assert!(start.elapsed() < Duration::from_secs(5), "the command {pid} outlived the killed daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Before any daemon runs again, `jobs` sees the job's lock free: not running any more.
     let jobs = p.jobs_of("stream", "backup");
     assert_eq!(jobs[0]["status"], "interrupted", "{jobs:?}");

@@ -455,7 +455,7 @@ pub fn deliver(n: &Notification, host: &str, rt: &tokio::runtime::Handle) -> std
                 .env("CAIRN_EVENT", &n.event.event)
                 .env("CAIRN_ALERT_STATE", n.phase.as_str())
                 .env("CAIRN_SEVERITY", &n.event.severity);
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            crate::process::own_group(&mut cmd);
             let mut child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;
             if let Some(mut stdin) = child.stdin.take() {
                 use std::io::Write;

@@ -162,7 +162,7 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
                         .stdout(std::process::Stdio::piped())
                         .stderr(std::process::Stdio::piped());
                     // Its own process group: a stopped backup kills what the command started.
-                    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                    crate::process::own_group(&mut c);
                     let mut c = c.spawn().map_err(|e| Error::io(format!("starting command {cmd:?}"), e))?;
                     let out = c.stdout.take().ok_or_else(|| Error::Source("no stdout from command".into()))?;
                     stderr_tail = c.stderr.take().map(relay_stderr);

@@ -731,7 +731,7 @@ fn run_hook(
         }
     }
     // Its own process group, so a timeout stops what the hook started too.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    crate::process::own_group(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| fail(format!("could not start: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its input is fine.

@@ -15,9 +15,33 @@ pub enum Ended {
     Stopped,
 }
 
+/// Makes `cmd` lead its own process group (a timeout or a stop kills what it started
+/// too) and die with the thread that starts it: a daemon killed with SIGKILL leaves no
+/// command running on (a backup's dump, a hook), whose output nothing would read. The
+/// shell's own children are in its group and see their output pipe closed; the calling
+/// thread must wait for the command, as every caller here does.
+pub fn own_group(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the signal was asked for: nothing would send it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the daemon ended while the command started"));
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Spawns `cmd` in a new process group and waits for it up to `limit`, or until `stop`.
 pub fn run(cmd: &mut Command, limit: Duration, stop: &AtomicBool) -> std::io::Result<Ended> {
-    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    own_group(cmd);
     let child = cmd.spawn()?;
     wait(child, limit, stop)
 }
