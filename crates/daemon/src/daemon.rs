@@ -99,9 +99,10 @@ pub fn running_daemon(env: &Env) -> Result<Option<u32>> {
 }
 
 /// Records as interrupted the jobs of this host still marked running whose source lock is
-/// free: the process that ran them died before recording their end.
-pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<usize> {
-    let mut n = 0;
+/// free: the process that ran them died before recording their end. Returns them (the
+/// caller says what follows: a daemon runs them again, `cairn jobs` only shows them).
+pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<Vec<crate::catalog::Job>> {
+    let mut marked = Vec::new();
     for j in catalog.running()? {
         let lock = if j.kind == Kind::Drill.as_str() {
             crate::drill::lock_path(env, &j.source)
@@ -129,10 +130,9 @@ pub fn mark_interrupted(env: &Env, catalog: &Catalog) -> Result<usize> {
         )? {
             continue;
         }
-        log(Level::Warning, &format!("job {} ({} of {}) was interrupted; it will run again", j.id, j.kind, j.source));
-        n += 1;
+        marked.push(j);
     }
-    Ok(n)
+    Ok(marked)
 }
 
 /// For every source the catalog knows nothing of, the backups its repository holds
@@ -376,7 +376,9 @@ pub fn run(policy_path: &Path, rt: tokio::runtime::Handle, cache_dir: Option<Pat
     };
     me.describe("daemon")?;
     let catalog = env.catalog()?;
-    mark_interrupted(&env, &catalog)?;
+    for j in mark_interrupted(&env, &catalog)? {
+        log(Level::Warning, &format!("job {} ({} of {}) was interrupted; it will run again", j.id, j.kind, j.source));
+    }
     // What killed drills left: their sandboxes and any server still running in one.
     match crate::drill::sweep(&env, None) {
         Ok(gone) => {

@@ -276,7 +276,12 @@ pub fn run_metered(env: &Env, req: &DrillRequest, stop: &AtomicBool, meter: &cai
             )?;
         }
     }
-    crate::daemon::mark_interrupted(env, &catalog)?;
+    for j in crate::daemon::mark_interrupted(env, &catalog)? {
+        crate::daemon::log(
+            crate::daemon::Level::Warning,
+            &format!("job {} ({} of {}) was interrupted: its process ended before it did", j.id, j.kind, j.source),
+        );
+    }
     sweep(env, Some(&src.name))?;
     let new = NewJob {
         host: env.host.clone(),
