@@ -569,6 +569,17 @@ pub async fn drills(State(app): St, Extension(c): Who, Q(q): Q<SourceQuery>) -> 
         .rev()
         .map(|(j, r)| (j, r.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or(serde_json::Value::Null)))
         .collect();
+    if recs.is_empty() {
+        // Not an empty chart and table: say what is missing and how to get it.
+        let of = q.source.as_deref().map(|s| format!(" for source {}", esc(s))).unwrap_or_default();
+        b.push_str(&format!(
+            "<p class=\"hint\" id=\"no-drills\">No drill has run yet{of}. A drill restores a source's latest \
+             backup to a scratch place, checks it and measures the recovery time against the RTO. A source's \
+             <code>drill.schedule</code> in the policy runs them; run one now{} or with <code>cairn drill SOURCE</code>.</p>",
+            if c.may(Perm::Drill) { " (above)" } else { "" }
+        ));
+        return page("Drills", Some(&c), &b);
+    }
     // The RTO chart: one bar per drill (newest right), the target as a line.
     let shown: Vec<&(cairn_daemon::catalog::Job, serde_json::Value)> = recs.iter().take(40).collect();
     let max = shown

@@ -95,6 +95,9 @@ async function apiFromPage(page, method, url, body) {
     await page.waitForSelector('tr[data-parent] .name');
     await page.screenshot({ path: path.join(shots, "browse.png"), fullPage: true });
     await page.goto(BASE + "/drills");
+    // No drill has run: a sentence says so, not an empty chart and table.
+    assert.strictEqual(await page.locator("#no-drills").count(), 1, "the drills page says none ran");
+    assert.strictEqual(await page.locator("#rto-chart").count(), 0, "no empty chart");
     await page.screenshot({ path: path.join(shots, "drills.png"), fullPage: true });
     await ctx.close();
 
