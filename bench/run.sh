@@ -13,6 +13,8 @@ BENCH_TOOLS=${BENCH_TOOLS:-cairn restic rustic}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_CAIRN_BIN=${BENCH_CAIRN_BIN:-}
 BENCH_DROP_CACHES=${BENCH_DROP_CACHES:-1}
+# Runs of each repeatable operation (unchanged re-backup, restore, check), median kept.
+BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_RESULTS=${BENCH_RESULTS:-$HERE/RESULTS.md}
 RUSTIC_ROOT=${RUSTIC_ROOT:-/opt/rustic}
 PW=cairn-bench-password
@@ -117,19 +119,29 @@ prepare_cache() { # paths...: drop the page cache, or else warm it with what the
   else find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; fi
 }
 
-# measure tool ds op repo dir: run once under /usr/bin/time and record wall, CPU (user+sys), peak RSS.
+# measure tool ds op repo dir [runs]: run under /usr/bin/time and record wall, CPU
+# (user+sys) and peak RSS; with several runs, the run of median wall time is kept (the
+# unchanged re-backup, restore and check can be repeated as they are; a restore's target
+# is emptied before each run).
 measure() {
-  local t=$1 ds=$2 op=$3 repo=$4 dir=$5 k="$1|$2|$3" tf=$BENCH_DIR/time.out lf=$BENCH_DIR/logs/$1-$2-$3.log
+  local t=$1 ds=$2 op=$3 repo=$4 dir=$5 runs=${6:-1} k="$1|$2|$3" tf=$BENCH_DIR/time.out lf=$BENCH_DIR/logs/$1-$2-$3.log
+  local i e u s m all=() line
   tool_cmd "$t" "$op" "$repo" "$dir"
-  prepare_cache "$repo" "$DATA/$ds"
-  log "$t $ds $op"
-  if /usr/bin/time -f '%e %U %S %M' -o "$tf" "${CMD[@]}" >"$lf" 2>&1; then
-    local e u s m; read -r e u s m < <(tail -n1 "$tf")
-    W[$k]=$e; C[$k]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}'); M[$k]=$m
-    log "  wall ${e}s cpu ${C[$k]}s rss $((m / 1024)) MiB"
-  else
-    W[$k]=FAIL; log "  FAILED (log: $lf):"; tail -n 5 "$lf" >&2
-  fi
+  for ((i = 1; i <= runs; i++)); do
+    [ "$op" != restore ] || { rm -rf "$dir"; mkdir -p "$dir"; }
+    prepare_cache "$repo" "$DATA/$ds"
+    if [ "$runs" = 1 ]; then log "$t $ds $op"; else log "$t $ds $op ($i/$runs)"; fi
+    if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "${CMD[@]}" >"$lf" 2>&1; then
+      W[$k]=FAIL; log "  FAILED (log: $lf):"; tail -n 5 "$lf" >&2; return 0
+    fi
+    read -r e u s m < <(tail -n1 "$tf")
+    log "  wall ${e}s cpu $(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')s rss $((m / 1024)) MiB"
+    all+=("$e $u $s $m")
+  done
+  line=$(printf '%s\n' "${all[@]}" | sort -n -k1,1 | sed -n "$(((runs + 1) / 2))p")
+  read -r e u s m <<<"$line"
+  W[$k]=$e; C[$k]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}'); M[$k]=$m
+  [ "$runs" = 1 ] || log "  median of $runs: wall ${e}s"
 }
 
 make_tree() { # copy files of BENCH_TREE_SRC, in order, until BENCH_MIN_GIB
@@ -238,8 +250,9 @@ run_dataset() {
       local repo=$BENCH_DIR/repo/$t-$ds dst=$BENCH_DIR/restore/$t-$ds
       case $op in
         size) S[$t|$ds]=$(du -sb "$repo" | cut -f1) ;;
-        restore) rm -rf "$dst"; mkdir -p "$dst"; measure "$t" "$ds" "$op" "$repo" "$dst"
+        restore) measure "$t" "$ds" "$op" "$repo" "$dst" "$BENCH_REPEAT"
                  [ "${W[$t|$ds|$op]}" = FAIL ] || verify_restore "$t" "$ds" "$dst"; rm -rf "$dst" ;;
+        backup_unchanged|check) measure "$t" "$ds" "$op" "$repo" "$DATA/$ds" "$BENCH_REPEAT" ;;
         *) measure "$t" "$ds" "$op" "$repo" "$DATA/$ds" ;;
       esac
     done
@@ -271,6 +284,7 @@ report() {
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
     echo "- kernel: $(uname -sr); OS: $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
     for t in "${TOOLS[@]}"; do echo "- $t: ${VERS[$t]:-n/a (${NA[$t]})}"; done
+    echo "- runs: the unchanged re-backup, restore and check run $BENCH_REPEAT times each (median kept); the initial and changed backups once"
     echo "- page cache: $([ "$CAN_DROP" = 1 ] && echo 'dropped before each run (cold)' || echo 'not dropped (BENCH_DROP_CACHES=0 or no permission); data pre-read before each run (warm)')"
     echo "- datasets: tree = ${DSINFO[tree]}; big = ${DSINFO[big]}"
     echo "- wall and CPU (user+sys) in seconds, peak RSS in MiB; ratio = cairn wall / other wall (< 1: cairn faster)"
