@@ -120,8 +120,9 @@ fn fs_options(
 }
 
 /// Starts reading the metadata of the files `what` names ahead of the backup (see
-/// [`cairn_fs::Warmer`]), for an edge to call before it opens the repository, whose key
-/// derivation it overlaps. Stops when dropped. `None` for streams and databases.
+/// [`cairn_fs::Warmer`]): the CLI calls it before it opens the repository (it overlaps the
+/// key derivation), a daemon job before the backup (more reads in flight than the walk's).
+/// Stops when dropped. `None` for streams and databases.
 pub fn warm(what: &What, repo_dir: Option<&Path>) -> Option<cairn_fs::Warmer> {
     let What::Files { paths, excludes, one_file_system, atime } = what else { return None };
     cairn_fs::Warmer::start(fs_options(paths, excludes, *one_file_system, *atime, repo_dir))
