@@ -15,6 +15,7 @@ BENCH_CAIRN_BIN=${BENCH_CAIRN_BIN:-}
 BENCH_DROP_CACHES=${BENCH_DROP_CACHES:-1}
 # Runs of each repeatable operation (unchanged re-backup, restore, check), median kept.
 BENCH_REPEAT=${BENCH_REPEAT:-3}
+[[ $BENCH_REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEAT must be a positive number, not '$BENCH_REPEAT'" >&2; exit 2; }
 BENCH_RESULTS=${BENCH_RESULTS:-$HERE/RESULTS.md}
 RUSTIC_ROOT=${RUSTIC_ROOT:-/opt/rustic}
 PW=cairn-bench-password

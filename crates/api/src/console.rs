@@ -555,9 +555,11 @@ pub async fn drills(State(app): St, Extension(c): Who, Q(q): Q<SourceQuery>) -> 
     .await;
     let (env, rows) = try_page!(Some(&c), data);
     let mut b = String::new();
+    let mut form = false;
     if c.may(Perm::Drill) {
         let opts: String = env.policy.sources.values().map(|s| format!("<option>{}</option>", esc(&s.name))).collect();
         if !opts.is_empty() {
+            form = true;
             b.push_str(&format!(
                 "<form class=\"action\" id=\"drill-form\" data-api=\"/api/drills\"><label>Source <select name=\"source\">{opts}</select></label>\
                  <button type=\"submit\">Run a drill now</button><output class=\"task\"></output></form>"
@@ -576,7 +578,7 @@ pub async fn drills(State(app): St, Extension(c): Who, Q(q): Q<SourceQuery>) -> 
             "<p class=\"hint\" id=\"no-drills\">No drill has run yet{of}. A drill restores a source's latest \
              backup to a scratch place, checks it and measures the recovery time against the RTO. A source's \
              <code>drill.schedule</code> in the policy runs them; run one now{} or with <code>cairn drill SOURCE</code>.</p>",
-            if c.may(Perm::Drill) { " (above)" } else { "" }
+            if form { " (above)" } else { "" }
         ));
         return page("Drills", Some(&c), &b);
     }

@@ -17,9 +17,11 @@ pub enum Ended {
 
 /// Makes `cmd` lead its own process group (a timeout or a stop kills what it started
 /// too) and die with the thread that starts it: a daemon killed with SIGKILL leaves no
-/// command running on (a backup's dump, a hook), whose output nothing would read. The
-/// shell's own children are in its group and see their output pipe closed; the calling
-/// thread must wait for the command, as every caller here does.
+/// command shell running on (a backup's dump, a hook), whose output nothing would read.
+/// The calling thread must wait for the command, as every caller here does. Limits: only
+/// the shell gets the signal; what it started runs on until it writes to its closed
+/// output pipe (a command writing only to files runs to its end), and exec'ing a setuid
+/// program clears the signal.
 pub fn own_group(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
@@ -31,8 +33,9 @@ pub fn own_group(cmd: &mut Command) {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent died before the signal was asked for: nothing would send it.
+            // (A raw error: nothing may allocate between fork and exec.)
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the daemon ended while the command started"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         })

@@ -12,7 +12,7 @@
 //!
 //! | stage    | threads        | does                                          |
 //! |----------|----------------|-----------------------------------------------|
-//! | walker   | caller         | lists directories, compares with the parent   |
+//! | walker   | caller + 5     | lists directories, compares with the parent   |
 //! | readers  | `cores`        | read, chunk, hash, drop known blobs           |
 //! | small    | 6              | the same for files of one chunk (disk-bound)  |
 //! | packers  | `cores`        | compress, encrypt, append to their own pack   |

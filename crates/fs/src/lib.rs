@@ -1,6 +1,7 @@
 //! The local filesystem as a backup [`Source`](cairn_engine::Source) ([`FsSource`]) and a
 //! restore [`Destination`](cairn_engine::Destination) ([`FsDestination`]): metadata,
-//! owners, xattrs, symlinks, hardlinks, sparse files, FIFOs and devices.
+//! owners, xattrs, symlinks, hardlinks, sparse files, FIFOs and devices; and the
+//! [`Warmer`], which reads a tree's inodes ahead of a backup's walk.
 //!
 //! Key decision: restore safety lives here, at the only place that touches paths. Every
 //! entry name was validated by the planner; in addition every open and create here uses

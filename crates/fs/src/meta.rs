@@ -21,6 +21,7 @@ pub(crate) fn ns(sec: i64, nsec: i64) -> i64 {
 
 /// What a node takes from `lstat`, from std's metadata or from an `fstatat` on a
 /// directory's descriptor (which spares the kernel a walk of the whole path per entry).
+#[derive(Debug)]
 pub(crate) struct Stat {
     pub mode: u32,
     pub uid: u32,
@@ -54,6 +55,9 @@ pub(crate) fn dir_names(dir: &std::fs::File) -> io::Result<Vec<Vec<u8>>> {
         unsafe { libc::close(fd) };
         return Err(e);
     }
+    // The duplicate shares the original's position: from the start, whatever read it.
+    // SAFETY: `d` is the open stream just made.
+    unsafe { libc::rewinddir(d) };
     let mut names = Vec::new();
     let result = loop {
         // readdir reports an error only through errno, left unchanged at the end.
@@ -67,7 +71,9 @@ pub(crate) fn dir_names(dir: &std::fs::File) -> io::Result<Vec<Vec<u8>>> {
         }
         // SAFETY: readdir64 returned a valid entry whose d_name is NUL-terminated and
         // lives until the next readdir64 on `d`; it is copied before that.
-        let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) }.to_bytes();
+        // Through a raw pointer: the last record may be shorter than a whole `dirent64`,
+        // so no reference to its `d_name` array is made.
+        let name = unsafe { CStr::from_ptr(std::ptr::addr_of!((*e).d_name).cast::<libc::c_char>()) }.to_bytes();
         if name != b"." && name != b".." {
             names.push(name.to_vec());
         }
@@ -99,18 +105,26 @@ impl Stat {
     #[allow(clippy::useless_conversion)]
     pub fn at(dir: &std::fs::File, name: &[u8]) -> io::Result<Stat> {
         use std::os::fd::AsRawFd;
-        // A name is at most NAME_MAX (255) bytes: NUL-terminated on the stack, not in an
-        // allocation per entry (a walk stats every entry).
-        let mut c = [0u8; 256];
-        if name.len() >= c.len() || name.contains(&0) {
+        if name.contains(&0) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        c[..name.len()].copy_from_slice(name);
+        // Most names fit NAME_MAX (255 bytes): NUL-terminated on the stack, not in an
+        // allocation per entry (a walk stats every entry). Longer ones exist (vfat, exFAT
+        // or CIFS names of 255 UTF-16 units) and go through a CString.
+        let mut short = [0u8; 256];
+        let long;
+        let c: *const libc::c_char = if name.len() < short.len() {
+            short[..name.len()].copy_from_slice(name);
+            short.as_ptr().cast()
+        } else {
+            long = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            long.as_ptr()
+        };
         // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is NUL-terminated (zeroed past the name), `st` is ours and as large as
-        // fstatat writes.
-        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr().cast(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        // SAFETY: `c` points to a NUL-terminated name (`short` is zeroed past the name, or
+        // `long`) alive until after the call; `st` is ours and as large as fstatat writes.
+        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c, &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -239,10 +253,11 @@ pub fn current_user() -> (u32, u32, String) {
     (uid, gid, user_name(uid).unwrap_or_else(|| uid.to_string()))
 }
 
-/// The node of `path()` (built only if a link or xattrs must be read) from its metadata. `before`: the entry in the parent snapshot; when
-/// it is the same inode with the same mtime and ctime, its xattrs and symlink target are
-/// taken as they are (setting an xattr or replacing a link changes the ctime), which
-/// saves a syscall or two per entry of an unchanged tree.
+/// The node of `path()` (built only if a link or xattrs must be read) from its metadata.
+/// `before`: the entry in the parent snapshot; when it is the same inode with the same
+/// mtime and ctime, its xattrs and symlink target are taken as they are (setting an xattr
+/// or replacing a link changes the ctime), which saves a syscall or two per entry of an
+/// unchanged tree.
 pub(crate) fn node_from(
     path: &dyn Fn() -> PathBuf,
     name: &[u8],
@@ -398,4 +413,29 @@ pub(crate) fn mknod(path: &Path, kind: NodeKind, mode: u32, rdev: u64) -> io::Re
 pub(crate) fn is_root() -> bool {
     // SAFETY: cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names past NAME_MAX reach the kernel (file systems such as vfat return them), and
+    /// short ones are statted as before.
+    #[test]
+    fn stat_at_passes_short_and_long_names_to_the_file_system() {
+        let dir = std::fs::File::open("/").unwrap();
+        assert!(Stat::at(&dir, b"usr").unwrap().is_dir());
+        let long = vec![b'x'; 300];
+        let e = Stat::at(&dir, &long).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+        assert_eq!(Stat::at(&dir, b"a\0b").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn dir_names_lists_from_the_start_every_time() {
+        let dir = std::fs::File::open("/usr").unwrap();
+        let first = dir_names(&dir).unwrap();
+        assert!(first.iter().any(|n| n == b"bin"), "{first:?}");
+        assert_eq!(dir_names(&dir).unwrap().len(), first.len());
+    }
 }

@@ -101,7 +101,21 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             let (idle, jobs) = bounded::<Job<'_>>(0);
             for _ in 1..WALKERS {
                 let jobs = jobs.clone();
-                ws.spawn(move || jobs.iter().for_each(|job| job()));
+                // A job that panics drops its result's sender: the directory's walker
+                // gets an error for it. The thread goes on (unjoined, a panic would make
+                // the scope panic instead of the backup failing).
+                // The walk recurses once per directory level: the deep stack the CLI's and
+                // the daemon's job threads have (reserved, not committed).
+                let spawned =
+                    std::thread::Builder::new().stack_size(cairn_repo::check::WALK_STACK).spawn_scoped(ws, move || {
+                        jobs.iter().for_each(|job| {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        })
+                    });
+                if spawned.is_err() {
+                    // Fewer walker threads: the walk goes on with those there are.
+                    break;
+                }
             }
             drop(jobs);
             // The walker threads end when `idle` (and every job's copy) is dropped.
@@ -232,7 +246,7 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             match s {
                 Slot::Done(e) => done.push(e),
                 Slot::Running(result) => {
-                    // No result: the walker thread panicked (the scope reports it).
+                    // No result: the job panicked on its walker thread.
                     let r = result.recv().map_err(|_| Error::Internal("a walker thread panicked".into()))?;
                     if let Some(e) = r? {
                         done.push(e);
