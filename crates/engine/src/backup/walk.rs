@@ -275,14 +275,12 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
             NodeKind::File => {
                 self.progress.files_total.fetch_add(1, Ordering::Relaxed);
                 self.count(|s| s.total_bytes = s.total_bytes.saturating_add(node.size));
-                if node.links > 1 {
-                    let seen = self
-                        .hardlinks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&(node.device, node.inode))
-                        .copied();
-                    if let Some(slot) = seen {
+                // Held from the lookup to the claim of a slot: two names of one inode
+                // walked at the same moment by two threads are read once.
+                let mut links = (node.links > 1).then(|| self.hardlinks.lock().unwrap_or_else(|p| p.into_inner()));
+                if let Some(l) = &links {
+                    if let Some(&slot) = l.get(&(node.device, node.inode)) {
+                        drop(links);
                         // Another name of an inode already being read: never read twice.
                         match pnode {
                             Some(p) if unchanged(&node, p) => self.count(|s| s.files_unmodified += 1),
@@ -307,8 +305,8 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                 self.count(|s| s.bytes_read = s.bytes_read.saturating_add(node.size));
                 self.progress.bytes_total.fetch_add(node.size, Ordering::Relaxed);
                 let slot = self.slots.fetch_add(1, Ordering::Relaxed);
-                if node.links > 1 {
-                    self.hardlinks.lock().unwrap_or_else(|p| p.into_inner()).insert((node.device, node.inode), slot);
+                if let Some(mut l) = links.take() {
+                    l.insert((node.device, node.inode), slot);
                 }
                 if self.saver.failed() {
                     // The repository write failed: stop feeding the readers.
