@@ -29,7 +29,7 @@ pub struct FsSourceOptions {
 pub struct FsSource {
     excludes: Gitignore,
     root_devs: Vec<(PathBuf, u64)>,
-    pub(crate) one_file_system: bool,
+    one_file_system: bool,
     atime: bool,
     names: IdNames,
 }
@@ -52,7 +52,25 @@ impl FsSource {
         })
     }
 
-    pub(crate) fn root_dev(&self, path: &Path) -> Option<u64> {
+    /// The device the entries of directory `dir` must be on to be walked into: its
+    /// root's under `--one-file-system`, else any (`None`).
+    pub(crate) fn walk_dev(&self, dir: &Path) -> Option<u64> {
+        if self.one_file_system {
+            self.root_dev(dir)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the walk leaves out an entry (`path` builds its full path, `dev` from
+    /// [`Self::walk_dev`]): excluded, or a directory on another file system. The backup's
+    /// walk and the [`Warmer`](crate::Warmer) decide by this one rule.
+    pub(crate) fn leaves_out(&self, path: impl FnOnce() -> PathBuf, m: &Stat, dev: Option<u64>) -> bool {
+        (!self.excludes.is_empty() && self.is_excluded(&path(), m.is_dir()))
+            || (m.is_dir() && dev.is_some_and(|d| m.dev != d))
+    }
+
+    fn root_dev(&self, path: &Path) -> Option<u64> {
         self.root_devs
             .iter()
             .filter(|(r, _)| path.starts_with(r))
@@ -78,7 +96,7 @@ impl Source for FsSource {
             .open(path)?;
         let mut names = crate::meta::dir_names(&dir)?;
         names.sort_unstable();
-        let dev = if self.one_file_system { self.root_dev(path) } else { None };
+        let dev = self.walk_dev(path);
         let mut out = Vec::with_capacity(names.len());
         // The entry's full path, only when needed (an exclude to match, a link or xattrs
         // to read): most entries of a re-backup need none.
@@ -92,13 +110,8 @@ impl Source for FsSource {
                     continue;
                 }
             };
-            if !self.excludes.is_empty() && self.is_excluded(&full(&name), m.is_dir()) {
+            if self.leaves_out(|| full(&name), &m, dev) {
                 continue;
-            }
-            if let Some(d) = dev {
-                if m.is_dir() && m.dev != d {
-                    continue;
-                }
             }
             let n = node_from(&|| full(&name), &name, &m, &self.names, self.atime, before.and_then(|t| t.find(&name)));
             out.push((name, n));

@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use cairn_engine::Source;
-
 use crate::meta::{dir_names, Stat};
 use crate::{FsSource, FsSourceOptions};
 
@@ -165,18 +163,15 @@ impl Shared {
         let Ok(mut names) = dir_names(&f) else { return false };
         names.sort_unstable();
         let source = &self.source;
-        let dev = if source.one_file_system { source.root_dev(&dir) } else { None };
+        let dev = source.walk_dev(&dir);
         for name in names {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
             let Ok(m) = Stat::at(&f, &name) else { continue };
-            if !m.is_dir() || dev.is_some_and(|d| d != m.dev) {
-                continue;
-            }
-            let p = dir.join(std::ffi::OsStr::from_bytes(&name));
-            if !source.is_excluded(&p, true) {
-                subdirs.push(p);
+            let full = || dir.join(std::ffi::OsStr::from_bytes(&name));
+            if m.is_dir() && !source.leaves_out(full, &m, dev) {
+                subdirs.push(full());
             }
         }
         true
