@@ -10,7 +10,8 @@ pub struct BlobCodec {
     level: i32,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     sampler: Option<zstd::bulk::Compressor<'static>>,
-    scratch: Vec<u8>,
+    /// The sample's compressed bytes (reused: one allocation per codec, not per blob).
+    sample_out: Vec<u8>,
 }
 
 const SAMPLE: usize = 16 * 1024;
@@ -21,24 +22,29 @@ impl BlobCodec {
             level,
             compressor: zstd::bulk::Compressor::new(level).ok(),
             sampler: zstd::bulk::Compressor::new(1).ok(),
-            scratch: Vec::new(),
+            sample_out: Vec::new(),
         }
     }
 
     /// Appends the blob plaintext of `data` to `out` (compressed when it pays). At most
     /// `1 + data.len()` bytes are appended.
+    ///
+    /// zstd writes straight into `out`'s spare capacity (a pack buffer sized for its
+    /// target): no scratch buffer of a compressed chunk's bound per codec (4 MiB and more,
+    /// held for the whole backup) and no second copy of what it wrote. Output that does
+    /// not pay is cut off again and the data stored as is.
     pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
         if data.len() >= 128 && self.level > 0 && self.worth_compressing(data) {
             if let Some(c) = self.compressor.as_mut() {
-                // zstd writes into the spare capacity: no zeroing of a bound-sized buffer.
-                self.scratch.clear();
-                self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
-                if let Ok(n) = c.compress_to_buffer(data, &mut self.scratch) {
-                    if n < data.len() - data.len() / 32 {
-                        out.push(COMPRESSION_ZSTD);
-                        out.extend_from_slice(&self.scratch[..n]);
-                        return;
-                    }
+                // Room for the stored form in any case; zstd may use more when there is.
+                out.reserve(1 + data.len());
+                out.push(COMPRESSION_ZSTD);
+                let mut dst = std::io::Cursor::new(&mut *out);
+                dst.set_position(start as u64 + 1);
+                match c.compress_to_buffer(data, &mut dst) {
+                    Ok(n) if n < data.len() - data.len() / 32 => return,
+                    _ => out.truncate(start),
                 }
             }
         }
@@ -61,8 +67,10 @@ impl BlobCodec {
         }
         let mid = data.len() / 2 - SAMPLE / 2;
         let sample = &data[mid..mid + SAMPLE];
-        match self.sampler.as_mut().map(|s| s.compress(sample)) {
-            Some(Ok(c)) => c.len() < SAMPLE * 15 / 16,
+        self.sample_out.clear();
+        self.sample_out.reserve(zstd::zstd_safe::compress_bound(SAMPLE));
+        match self.sampler.as_mut().map(|s| s.compress_to_buffer(sample, &mut self.sample_out)) {
+            Some(Ok(n)) => n < SAMPLE * 15 / 16,
             _ => true,
         }
     }
@@ -140,5 +148,40 @@ mod tests {
         let enc = c.encode(&random);
         assert_eq!(enc[0], COMPRESSION_NONE);
         assert_eq!(decode(enc, random.len()).unwrap(), random);
+    }
+
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// encode_into writes after what `out` holds (a pack's earlier blobs), whatever its
+    /// spare room: none, less than zstd's bound, or plenty; and output that does not pay
+    /// (here: a compressible middle, which the sample sees, in noise) is cut back off.
+    #[test]
+    fn encode_into_appends_whatever_the_room_and_cuts_off_what_does_not_pay() {
+        let mut c = BlobCodec::new(3);
+        let text = b"the quick brown fox ".repeat(20_000);
+        let mut mixed = noise(800_000, 7);
+        mixed[390_000..410_000].fill(b'a');
+        for data in [&text, &mixed] {
+            for spare in [0, data.len() / 4, data.len() + 1, 2 * data.len()] {
+                let mut out = b"earlier blobs".to_vec();
+                out.reserve_exact(spare);
+                c.encode_into(data, &mut out);
+                assert_eq!(&out[..13], b"earlier blobs");
+                let plain = out[13..].to_vec();
+                assert!(plain.len() <= 1 + data.len());
+                let want = if std::ptr::eq(data, &text) { COMPRESSION_ZSTD } else { COMPRESSION_NONE };
+                assert_eq!(plain[0], want, "spare {spare}");
+                assert_eq!(&decode(plain, data.len()).unwrap(), data);
+            }
+        }
     }
 }
