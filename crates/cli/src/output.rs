@@ -225,7 +225,15 @@ pub fn mode_string(kind: cairn_format::tree::NodeKind, mode: u32) -> String {
     for (i, c) in ['r', 'w', 'x', 'r', 'w', 'x', 'r', 'w', 'x'].iter().enumerate() {
         s.push(if mode & (1 << (8 - i)) != 0 { *c } else { '-' });
     }
-    s
+    // setuid, setgid and sticky take the place of their class's x, as ls(1) shows them:
+    // lower case over an x, upper case where there is none (a bit that grants nothing).
+    let mut s: Vec<char> = s.chars().collect();
+    for (bit, at, c) in [(0o4000, 3, 's'), (0o2000, 6, 's'), (0o1000, 9, 't')] {
+        if mode & bit != 0 {
+            s[at] = if s[at] == 'x' { c } else { c.to_ascii_uppercase() };
+        }
+    }
+    s.into_iter().collect()
 }
 
 /// Text from a snapshot or repository (names, link targets, hosts, tags, owners) as one
@@ -255,7 +263,8 @@ fn escape(s: &str, backslash: bool) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{bar_line, sanitize, Reading};
+    use super::{bar_line, mode_string, sanitize, Reading};
+    use cairn_format::tree::NodeKind;
 
     #[test]
     fn a_slow_file_is_named_by_its_end_and_escaped() {
@@ -276,6 +285,18 @@ mod tests {
         // The end of the path, its escape character made visible, never sent raw.
         assert!(l.ends_with(r"very-large-database-dump\x1b.sql"), "{l}");
         assert!(l.contains(" reading ...") && !l.contains("/srv/") && !l.contains('\u{1b}'), "{l}");
+    }
+
+    /// As ls(1): an operator checking a snapshot sees the setuid file it holds.
+    #[test]
+    fn modes_show_setuid_setgid_and_sticky() {
+        assert_eq!(mode_string(NodeKind::File, 0o754), "-rwxr-xr--");
+        assert_eq!(mode_string(NodeKind::File, 0o4754), "-rwsr-xr--");
+        assert_eq!(mode_string(NodeKind::File, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode_string(NodeKind::File, 0o6755), "-rwsr-sr-x");
+        assert_eq!(mode_string(NodeKind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(NodeKind::Dir, 0o1770), "drwxrwx--T");
+        assert_eq!(mode_string(NodeKind::File, 0o4600), "-rwS------");
     }
 
     #[test]
