@@ -103,6 +103,9 @@ tool_cmd() {
     cairn:backup*) CMD+=(backup --json "$dir") ;;
     *:backup*) CMD+=(backup "$dir") ;;
     rustic:restore) CMD+=(restore latest "$dir") ;;
+    # restic and rustic bring setuid/setgid bits back; cairn leaves them out of a restore
+    # anywhere but / unless asked (README: untrusted input), so ask, for the same work.
+    cairn:restore) CMD+=(restore latest --privileged --target "$dir") ;;
     *:restore) CMD+=(restore latest --target "$dir") ;;
     *:check) CMD+=(check --read-data) ;;
   esac
