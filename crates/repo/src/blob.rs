@@ -1,6 +1,8 @@
 //! Blob plaintext encoding: `compression(1) || payload`, compression 0 (none) or 1 (zstd).
 //! Incompressible data is detected on a sample and stored as is.
 
+use std::borrow::Cow;
+
 use cairn_format::magic::{COMPRESSION_NONE, COMPRESSION_ZSTD};
 
 use crate::{Error, Result};
@@ -82,8 +84,9 @@ thread_local! {
 
 /// Decodes a blob plaintext; `raw_length` bounds decompression (hostile input), and
 /// nothing is allocated for a `raw_length` the format does not allow or the zstd frame
-/// contradicts.
-pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
+/// contradicts. A blob stored raw comes back borrowed from `plain`: restore and check
+/// decode inside a pack they read whole and need no copy of it.
+pub fn decode(plain: &[u8], raw_length: usize) -> Result<Cow<'_, [u8]>> {
     let damaged = |detail: String| Error::Damaged { what: "blob", id: String::new(), detail };
     if raw_length > cairn_format::MAX_BLOB_LEN as usize {
         return Err(damaged(format!("raw length {raw_length} is over the format's limit")));
@@ -98,11 +101,7 @@ pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
         }
     }
     match plain.first() {
-        Some(&COMPRESSION_NONE) => {
-            let mut v = plain;
-            v.remove(0);
-            Ok(v)
-        }
+        Some(&COMPRESSION_NONE) => Ok(Cow::Borrowed(&plain[1..])),
         Some(&COMPRESSION_ZSTD) => DECOMPRESSOR.with(|d| {
             // One context per thread: creating one costs more than decompressing a tree.
             let mut d = d.borrow_mut();
@@ -114,7 +113,7 @@ pub fn decode(plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
                     detail: format!("zstd: {e}"),
                 })?),
             };
-            d.decompress(&plain[1..], raw_length).map_err(|e| Error::Damaged {
+            d.decompress(&plain[1..], raw_length).map(Cow::Owned).map_err(|e| Error::Damaged {
                 what: "blob",
                 id: String::new(),
                 detail: format!("zstd: {e}"),
@@ -135,7 +134,7 @@ mod tests {
         let enc = c.encode(&text);
         assert_eq!(enc[0], COMPRESSION_ZSTD);
         assert!(enc.len() < text.len() / 10);
-        assert_eq!(decode(enc, text.len()).unwrap(), text);
+        assert_eq!(&*decode(&enc, text.len()).unwrap(), &text[..]);
         let mut x = 1u64;
         let random: Vec<u8> = (0..200_000)
             .map(|_| {
@@ -147,7 +146,7 @@ mod tests {
             .collect();
         let enc = c.encode(&random);
         assert_eq!(enc[0], COMPRESSION_NONE);
-        assert_eq!(decode(enc, random.len()).unwrap(), random);
+        assert_eq!(&*decode(&enc, random.len()).unwrap(), &random[..]);
     }
 
     fn noise(n: usize, mut x: u64) -> Vec<u8> {
@@ -180,7 +179,7 @@ mod tests {
                 assert!(plain.len() <= 1 + data.len());
                 let want = if std::ptr::eq(data, &text) { COMPRESSION_ZSTD } else { COMPRESSION_NONE };
                 assert_eq!(plain[0], want, "spare {spare}");
-                assert_eq!(&decode(plain, data.len()).unwrap(), data);
+                assert_eq!(&*decode(&plain, data.len()).unwrap(), &data[..]);
             }
         }
     }

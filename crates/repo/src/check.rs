@@ -325,7 +325,7 @@ fn read_pack_data(
 ) -> (Vec<String>, Vec<BlobId>) {
     let mut errors = Vec::new();
     let mut damaged = Vec::new();
-    let data = match repo.read_pack(p) {
+    let mut data = match repo.read_pack(p) {
         Ok(d) => d,
         Err(e) => {
             errors.push(format!("pack {}: {e}", p.short()));
@@ -338,8 +338,8 @@ fn read_pack_data(
     let salt = salt.copied().unwrap_or([0; 32]);
     for (b, loc) in blobs {
         let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-        let res = match data.get(s..e) {
-            Some(ct) => repo.open_blob(b, &salt, loc.offset, loc.raw_length, ct.to_vec()),
+        let res = match data.get_mut(s..e) {
+            Some(ct) => repo.open_blob_in(b, &salt, loc.offset, loc.raw_length, ct).map(drop),
             None => Err(crate::Error::Invalid("beyond the end of the pack".into())),
         };
         if let Err(err) = res {

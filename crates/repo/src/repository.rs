@@ -667,12 +667,23 @@ impl Repository {
         raw_length: u32,
         mut ct: Vec<u8>,
     ) -> Result<Vec<u8>> {
+        self.open_blob_in(id, salt, offset, raw_length, &mut ct).map(std::borrow::Cow::into_owned)
+    }
+
+    /// As [`Repository::open_blob`], decrypting in place in `ct` (a blob's bytes inside a
+    /// pack read whole): a blob stored raw comes back borrowed from it, not copied.
+    pub fn open_blob_in<'a>(
+        &self,
+        id: &BlobId,
+        salt: &[u8; 32],
+        offset: u32,
+        raw_length: u32,
+        ct: &'a mut [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>> {
         let dmg = |d: String| Error::Damaged { what: "blob", id: id.to_hex(), detail: d };
         let key = self.master.object_key(salt);
-        let n =
-            key.open_in_place(cairn_crypto::offset_nonce(offset as u64), &mut ct).map_err(|e| dmg(e.to_string()))?;
-        ct.truncate(n);
-        let data = blob::decode(ct, raw_length as usize).map_err(|e| dmg(e.to_string()))?;
+        let n = key.open_in_place(cairn_crypto::offset_nonce(offset as u64), ct).map_err(|e| dmg(e.to_string()))?;
+        let data = blob::decode(&ct[..n], raw_length as usize).map_err(|e| dmg(e.to_string()))?;
         if data.len() != raw_length as usize || self.blob_id(&data) != *id {
             return Err(dmg("content does not match its id".into()));
         }

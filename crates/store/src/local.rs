@@ -252,9 +252,14 @@ impl LocalStore {
                         message: format!("range {}..{} beyond the object's {size} bytes", r.start, r.end),
                     });
                 }
-                let mut v = vec![0u8; len as usize];
+                // Read into spare capacity: zeroing the buffer first cost 3% of a restore.
+                let mut v = Vec::with_capacity(len as usize);
                 f.seek(SeekFrom::Start(r.start)).map_err(|e| Error::io(path, e))?;
-                f.read_exact(&mut v).map_err(|e| Error::io(path, e))?;
+                (&mut f).take(len).read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
+                if v.len() as u64 != len {
+                    let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the object ended before the range");
+                    return Err(Error::io(path, e));
+                }
                 Ok(v)
             }
         }
