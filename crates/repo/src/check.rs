@@ -228,25 +228,31 @@ pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Mete
     // with one core idle. It knows the damage found so far (missing packs, headers); if
     // the data turns up more, it is walked again below, so that every path the new
     // damage reaches is named. A clean repository, the common case, walks once.
+    // The packs are read on one thread more than the cores (up to 8, never fewer than the
+    // cores): one reads from the disk or the network while the others decrypt, decompress
+    // and hash (on 2 cores, cold: 3 workers 1.2 s / 1.7 s for a 48k-file tree / a 2 GiB
+    // file, against 1.3 / 1.9 with 2). The walk's thread is one of them: it reads packs
+    // once the trees are walked, so the walk and the packs together hold no more memory
+    // than the packs did alone (each worker holds a pack; a fourth: +25 MiB).
     let known_bad: HashSet<BlobId> = missing_blobs.iter().chain(r.damaged_blobs.keys()).copied().collect();
     let queue = std::sync::Mutex::new(chosen.iter());
     let results = std::sync::Mutex::new(Vec::new());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let threads = cores.max((cores + 1).min(8)).max(2);
+    let read_packs = || loop {
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
+        let Some(p) = next else { break };
+        // Every blob the header lists (the index's home copies are among them, checked
+        // against the header above); the index's view if the header is unreadable.
+        let blobs = headers.get(&p).or_else(|| expected.get(&p)).unwrap_or(&no_blobs);
+        let out = read_pack_data(repo, p, blobs, salts.get(&p));
+        meter.done(1, listed.get(&p).copied().unwrap_or(0));
+        results.lock().unwrap_or_else(|p| p.into_inner()).push((p, out));
+    };
     let walked = std::thread::scope(|s| {
-        let walker = spawn_walk(s, repo, &index, &snaps, &known_bad);
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
-                let Some(p) = next else { break };
-                // Every blob the header lists (the index's home copies are among them,
-                // checked against the header above); the index's view if the header is
-                // unreadable.
-                let blobs = headers.get(&p).or_else(|| expected.get(&p)).unwrap_or(&no_blobs);
-                let out = read_pack_data(repo, p, blobs, salts.get(&p));
-                meter.done(1, listed.get(&p).copied().unwrap_or(0));
-                results.lock().unwrap_or_else(|p| p.into_inner()).push((p, out));
-            });
+        let walker = spawn_walk(s, repo, &index, &snaps, &known_bad, &read_packs);
+        for _ in 1..threads {
+            s.spawn(read_packs);
         }
         walker.and_then(join_walk)
     });
@@ -272,7 +278,7 @@ pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Mete
     let walked = if bad == known_bad {
         walked?
     } else {
-        std::thread::scope(|s| spawn_walk(s, repo, &index, &snaps, &bad).and_then(join_walk))?
+        std::thread::scope(|s| spawn_walk(s, repo, &index, &snaps, &bad, &|| {}).and_then(join_walk))?
     };
     r.errors.extend(walked.errors);
     r.affected.extend(walked.affected);
@@ -286,14 +292,15 @@ struct Walked {
     affected: Vec<String>,
 }
 
-/// Walks every snapshot's trees on a thread of its own: the walk recurses up to
-/// [`MAX_DEPTH`] levels and needs a stack with room for that.
+/// Walks every snapshot's trees on a thread of its own (the walk recurses up to
+/// [`MAX_DEPTH`] levels and needs a stack with room for that), which then does `then`.
 fn spawn_walk<'scope, 'env>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     repo: &'env Repository,
     index: &'env Index,
     snaps: &'env [(SnapshotId, cairn_format::snapshot::Snapshot)],
     bad: &'env HashSet<BlobId>,
+    then: &'env (dyn Fn() + Sync),
 ) -> Result<std::thread::ScopedJoinHandle<'scope, Walked>> {
     std::thread::Builder::new()
         .name("check-walk".into())
@@ -306,6 +313,7 @@ fn spawn_walk<'scope, 'env>(
                 let mut seen = Seen { all: &mut seen_trees, this_snapshot: &mut walked };
                 walk(repo, index, &mut out, &mut seen, *sid, snap.tree, String::new(), bad, 0);
             }
+            then();
             out
         })
         .map_err(|e| crate::Error::Internal(format!("starting the check's tree walk: {e}")))
@@ -407,7 +415,7 @@ fn walk(
         r.errors.push(format!("snapshot {}: trees nested deeper than {MAX_DEPTH} at {path}", sid.short()));
         return false;
     }
-    let t = match repo.load_tree(index, tree) {
+    let t = match repo.load_tree_uncached(index, tree) {
         Ok(t) => t,
         Err(e) => {
             r.errors.push(format!(

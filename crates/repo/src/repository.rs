@@ -729,9 +729,7 @@ impl Repository {
         if let Some(t) = self.small_trees.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(t.clone());
         }
-        let data = self.read_blob(index, &id.blob())?;
-        let t =
-            Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })?;
+        let t = self.load_tree_uncached(index, id)?;
         if t.nodes.len() <= SMALL_TREE_NODES {
             let mut c = self.small_trees.lock().unwrap_or_else(|p| p.into_inner());
             if c.len() >= SMALL_TREES {
@@ -740,6 +738,13 @@ impl Repository {
             c.insert(id, t.clone());
         }
         Ok(t)
+    }
+
+    /// Loads and decodes a tree, leaving the small-tree cache alone: for a walk that
+    /// visits each tree once (check), which would fill the cache for nothing.
+    pub fn load_tree_uncached(&self, index: &Index, id: TreeId) -> Result<Tree> {
+        let data = self.read_blob(index, &id.blob())?;
+        Tree::decode(&data).map_err(|e| Error::Damaged { what: "tree", id: id.to_hex(), detail: e.to_string() })
     }
 
     // ---- snapshots ----
