@@ -6,7 +6,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     }
     let raw = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-    if let Ok(out) = cairn_repo::blob::decode(data[4..].to_vec(), raw) {
+    if let Ok(out) = cairn_repo::blob::decode(&data[4..], raw) {
         assert!(out.len() <= cairn_format::MAX_BLOB_LEN as usize);
     }
 });
