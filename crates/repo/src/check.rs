@@ -217,11 +217,6 @@ pub fn check_metered(repo: &Repository, read_data: ReadData, meter: &crate::Mete
             (0..n.min(sorted.len())).map(|i| sorted[(start + i) % sorted.len()]).collect()
         }
     };
-    // Read the chosen packs on one thread more than the cores (up to 8, never fewer than
-    // the cores): one reads
-    // from the disk or the network while the others decrypt, decompress and hash. On 2
-    // cores, cold: 3 workers 1.2 s / 1.7 s (48k-file tree / 2 GiB file) against 1.3 / 1.9
-    // with 2; 4 were a little faster still but each holds a pack (peak RSS +25 MiB).
     meter.plan(chosen.len() as u64, chosen.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum());
     // The snapshots' trees are walked while the packs are read: on 2 cores the walk alone
     // took a quarter of a clean check's time (3,000 trees, 0.45 s of 1.9) after the data,
