@@ -125,13 +125,13 @@ fn a_backup_that_never_happened_is_raised_once_the_first_rpo_has_passed_and_reso
     let data = p.env.path("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("f"), "x").unwrap();
-    // Backups at 03:00 only, none taken yet: nothing in the repository meets the RPO, and
-    // no job failed either; only the repository can say so (a dead-man alert).
+    // Backups once a day, not while the test runs, none taken yet: nothing in the repository
+    // meets the RPO, and no job failed either; only the repository can say so (a dead-man alert).
     p.write(&format!(
         r#"
 [class.daily]
 repository = "primary"
-schedule = "0 3 * * *"
+schedule = {schedule}
 rpo = "1d"
 
 [source.files]
@@ -146,6 +146,7 @@ url = "{url}"
 "#,
         data = data.display(),
         url = hook.url("/slack"),
+        schedule = cairn_testkit::daily_not_now(),
     ));
     // A source the daemon has just taken on is not yet past its RPO: its first window
     // has not even come. It is pending, and nothing is raised.

@@ -52,7 +52,7 @@ restore_dirs = ["{restores}"]
 
 [class.c]
 repository = "primary"
-schedule = "0 * * * *"
+schedule = {schedule}
 rpo = "2h"
 
 [source.files]
@@ -61,7 +61,8 @@ kind = "files"
 paths = ["{data}"]
 "#,
         restores = restores.display(),
-        data = data.display()
+        data = data.display(),
+        schedule = cairn_testkit::hourly_not_now(),
     ));
     p.ok(&["run", "files"]);
     let d = p.daemon();

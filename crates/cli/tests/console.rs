@@ -54,7 +54,7 @@ restore_dirs = ["{restores}"]
 
 [class.gold]
 repository = "primary"
-schedule = "0 * * * *"
+schedule = {gold}
 rpo = "2h"
 
 [class.fast]
@@ -74,7 +74,8 @@ command = "test -e {flag} && echo ledger"
 "#,
         restores = restores.display(),
         data = data.display(),
-        flag = flag.display()
+        flag = flag.display(),
+        gold = cairn_testkit::hourly_not_now(),
     ));
     p.ok(&["run", "files"]);
     p.ok(&["run", "ledger"]);

@@ -29,6 +29,25 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// A policy `schedule` value that runs hourly, at a minute about half an hour from now
+/// (UTC), for a daemon test that must not see a backup of the daemon's own while it runs:
+/// a fixed `"0 * * * *"` fired in the middle of a test that straddled the hour, in CI.
+pub fn hourly_not_now() -> String {
+    let minute = (unix_minutes() + 30) % 60;
+    format!(r#"[{{ cron = "{minute} * * * *", timezone = "UTC" }}]"#)
+}
+
+/// A policy `schedule` value that runs daily, at an hour about half a day from now (UTC):
+/// see [`hourly_not_now`].
+pub fn daily_not_now() -> String {
+    let hour = (unix_minutes() / 60 + 12) % 24;
+    format!(r#"[{{ cron = "0 {hour} * * *", timezone = "UTC" }}]"#)
+}
+
+fn unix_minutes() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
