@@ -211,12 +211,15 @@ verify_restore() { # tool ds dst: compare the restored copy with the (changed) s
 
 # The pipeline's raw limit (issue 15): compressing the dataset's bytes at the repository's
 # level (3) alone, on all cores, from memory, with cairn's codec; see compress_limit.rs.
-declare -A LIMIT=()
+# The same probe also times the floor: everything a backup of this format must do with
+# each byte (chunking, blob ids, compression, encryption, pack ids), from memory.
+declare -A LIMIT=() FLOOR=()
 raw_limit() {
-  local ds=$1
+  local ds=$1 out
   [ -n "${BIN[limit]:-}" ] || return 0
-  LIMIT[$ds]=$("${BIN[limit]}" 3 "$(nproc)" "$DATA/$ds" | cut -d' ' -f1) || LIMIT[$ds]=
-  log "$ds: raw limit (zstd 3 alone on $(nproc) cores) ${LIMIT[$ds]:-?} s"
+  out=$("${BIN[limit]}" 3 "$(nproc)" "$DATA/$ds") || out=
+  LIMIT[$ds]=$(echo "$out" | cut -d' ' -f1); FLOOR[$ds]=$(echo "$out" | cut -d' ' -f3)
+  log "$ds: raw limit (zstd 3 alone on $(nproc) cores) ${LIMIT[$ds]:-?} s; floor of the format's per-byte work ${FLOOR[$ds]:-?} s"
 }
 
 # Restore against `cp -a` of the same data from the same disk (issue 15): BENCH_REPEAT
@@ -275,7 +278,7 @@ cell() { # tool key field
   [ "${W[$k]:-FAIL}" = FAIL ] && { echo "FAIL | FAIL | FAIL"; return; }
   echo "${W[$k]} | ${C[$k]} | $((${M[$k]} / 1024))"
 }
-TARGETS=()
+TARGETS=() FACTS=()
 target() { # label ratio max
   local v=PASS; [ "$2" = n/a ] && v="n/a" || awk -v r="$2" -v m="$3" 'BEGIN{exit !(r <= m)}' || v=FAIL
   TARGETS+=("| $1 | $2 | <= $3 | $v |")
@@ -311,6 +314,8 @@ report() {
       local initial=0.33; [ "$ds" = big ] && initial=0.4
       target "$ds: initial backup wall" "$(ratio "${W[cairn${k}backup_initial]:-}" "${W[restic${k}backup_initial]:-}")" "$initial"
       target "$ds: initial backup wall / raw limit (${LIMIT[$ds]:-?} s, zstd 3 alone on all cores)" "$(ratio "${W[cairn${k}backup_initial]:-}" "${LIMIT[$ds]:-}")" 1.3
+      FACTS+=("| $ds: the floor (${FLOOR[$ds]:-?} s: chunking, blob ids, zstd 3, AES-GCM, pack ids, from memory, all cores) / raw limit | $(ratio "${FLOOR[$ds]:-}" "${LIMIT[$ds]:-}") |")
+      FACTS+=("| $ds: initial backup wall / the floor | $(ratio "${W[cairn${k}backup_initial]:-}" "${FLOOR[$ds]:-}") |")
       target "$ds: unchanged re-backup wall" "$(ratio "${W[cairn${k}backup_unchanged]:-}" "${W[restic${k}backup_unchanged]:-}")" 0.2
       [ "$ds" = tree ] && target "$ds: 1% changed re-backup wall" "$(ratio "${W[cairn${k}backup_changed]:-}" "${W[restic${k}backup_changed]:-}")" 0.25
       target "$ds: restore wall" "$(ratio "${W[cairn${k}restore]:-}" "${W[restic${k}restore]:-}")" 0.4
@@ -325,6 +330,9 @@ report() {
     done
     echo; echo "## Targets (cairn / restic)"; echo
     echo "| target | ratio | goal | result |"; echo "|---|---:|---:|---|"; printf '%s\n' "${TARGETS[@]}"
+    echo; echo "What the raw-limit target is up against: the floor is what no pipeline of this format"
+    echo "goes below (no reads, no writes, no hand-offs); past 1.3 the raw-limit target is out of reach here."; echo
+    echo "| measure | ratio |"; echo "|---|---:|"; printf '%s\n' "${FACTS[@]}"
     for t in "${TOOLS[@]}"; do [ -z "${NA[$t]:-}" ] || printf '\nn/a for %s: %s\n' "$t" "${NA[$t]}"; done
   } >"$out"
   log "results written to $out"
