@@ -20,6 +20,10 @@ pub trait Source: Sync {
     /// Opens a file for reading from byte `offset`. `walked` is its node from the walk: an
     /// implementation should refuse a different file now at that path (replaced since).
     fn open(&self, path: &Path, walked: &Node, offset: u64) -> io::Result<Box<dyn Read + Send>>;
+    /// Asks for the content of a small file the backup will read to be read ahead of its
+    /// reader, without waiting for it. Best effort: errors are the reader's to meet. The
+    /// default does nothing.
+    fn prefetch(&self, _path: &Path, _walked: &Node) {}
     /// Whether the file at `path` changed since `before` was taken (size, mtime, ctime),
     /// asked after reading it.
     fn changed_since(&self, path: &Path, before: &Node) -> bool {

@@ -191,6 +191,28 @@ impl Source for FsSource {
         Ok(Box::new(f))
     }
 
+    fn prefetch(&self, path: &Path, walked: &Node) {
+        // The same flags as `open`: no access time, no symlink, no blocking on a FIFO
+        // swapped in since the walk. Opening a file does not move its access time; only
+        // reading does, and WILLNEED reads into the page cache without touching it.
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let f = fs::OpenOptions::new().read(true).custom_flags(flags | libc::O_NOATIME).open(path);
+        let f = match f {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                match fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
+                    Ok(f) => f,
+                    Err(_) => return,
+                }
+            }
+            Err(_) => return,
+        };
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(walked.size).unwrap_or(0);
+        // SAFETY: fadvise on a descriptor we own; it only starts reads into the page cache.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, len, libc::POSIX_FADV_WILLNEED) };
+    }
+
     fn changed_since(&self, path: &Path, before: &Node) -> bool {
         match fs::symlink_metadata(path) {
             Ok(m) => {
@@ -210,6 +232,37 @@ impl Source for FsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading ahead is a hint: it moves no access time, returns at once on a FIFO put
+    /// where the walk saw a file (a blocking open would hang the walk), follows no
+    /// symlink and shrugs off a file that is gone.
+    #[test]
+    fn prefetch_moves_no_access_time_and_never_blocks_or_follows() {
+        let tmp = std::env::temp_dir().join(format!("cairn-prefetch-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let file = tmp.join("small");
+        std::fs::write(&file, b"a small file's bytes").unwrap();
+        let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+        // Older than the mtime: relatime would move it on any read.
+        let t = [
+            libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 },
+            libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        ];
+        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0) }, 0);
+        let src = FsSource::new(FsSourceOptions { roots: vec![tmp.clone()], ..Default::default() }).unwrap();
+        let node = src.node(&file, b"small").unwrap();
+        src.prefetch(&file, &node);
+        let fifo = tmp.join("fifo");
+        let cf = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(cf.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink(&fifo, tmp.join("link")).unwrap();
+        for p in [fifo.clone(), tmp.join("link"), tmp.join("gone")] {
+            src.prefetch(&p, &node);
+        }
+        let atime = std::fs::metadata(&file).unwrap().atime();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(atime, 1_000_000_000);
+    }
 
     /// A directory big enough to be looked up in parts comes back as a small one does:
     /// every entry once, in name order, excludes applied, each with its own metadata.

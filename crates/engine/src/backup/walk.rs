@@ -314,7 +314,20 @@ impl<'s, 'r, S: Source + ?Sized> Walker<'s, 'r, S> {
                 }
                 let segments = node.size.div_ceil(SEGMENT).clamp(1, u32::MAX as u64) as u32;
                 let path = path();
-                let queue = if node.size <= self.small { &self.small_jobs } else { &self.jobs };
+                let queue = if node.size <= self.small {
+                    // A small file is one read that waits for the disk, and a reader
+                    // that has read it then waits for a packer: while large files keep
+                    // the packers busy the small-file readers stand still, and once the
+                    // large files are done the packers wait for small reads that come in
+                    // six at a time. Asked for now, the reads are under way by the time a
+                    // reader gets to the file, with as many in flight as the queue holds.
+                    if node.size > 0 {
+                        self.source.prefetch(&path, &node);
+                    }
+                    &self.small_jobs
+                } else {
+                    &self.jobs
+                };
                 for segment in 0..segments {
                     let job = FileJob { slot, segment, segments, path: path.clone(), before: node.clone() };
                     if queue.send(job).is_err() {
