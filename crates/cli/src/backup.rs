@@ -64,8 +64,7 @@ pub fn run(ctx: &Context, a: &BackupArgs) -> Result<()> {
     let warm = cairn_daemon::backup::warm(&what, repo_dir(ctx).as_deref());
     let repo = ctx.open_or_create_default(a.dry_run)?;
     let mut saved = None;
-    let r = backup(ctx, a, &plan, what, &repo, &mut saved);
-    drop(warm);
+    let r = backup(ctx, a, &plan, what, &repo, &mut saved, warm);
     if !a.dry_run {
         let mut target = crate::audit::target(ctx);
         target.paths = plan.paths.iter().map(|p| p.display().to_string()).collect();
@@ -87,6 +86,7 @@ fn backup(
     what: What,
     repo: &cairn_repo::Repository,
     saved: &mut Option<(String, String)>,
+    warm: Option<cairn_fs::Warmer>,
 ) -> Result<()> {
     let req = BackupRequest {
         what,
@@ -112,7 +112,7 @@ fn backup(
         compression: a.compression.level(),
         repo_dir: repo_dir(ctx),
     };
-    let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress))?;
+    let report = with_progress(ctx, |progress| cairn_daemon::backup::backup(repo, &req, progress, warm))?;
     let (id, snap) = (report.id, &report.snapshot);
     let s = &snap.summary;
     *saved = Some((

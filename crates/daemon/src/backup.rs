@@ -144,8 +144,14 @@ fn find_parent(
 }
 
 /// Runs the backup and saves its snapshot. `progress` is updated as it goes (an edge may
-/// show it).
-pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Result<BackupReport> {
+/// show it). `warm`, the metadata read ahead for this backup ([`warm`]), is stopped when it
+/// can no longer help and dropped at the end.
+pub fn backup(
+    repo: &Repository,
+    req: &BackupRequest,
+    progress: &Progress,
+    warm: Option<cairn_fs::Warmer>,
+) -> Result<BackupReport> {
     // Taken before the index is read: prune waits for this lease before deleting anything
     // this backup could have seen.
     let _lease = repo.lease("backup", &req.provenance.host)?;
@@ -197,6 +203,10 @@ pub fn backup(repo: &Repository, req: &BackupRequest, progress: &Progress) -> Re
     };
     let stream = matches!(req.what, What::Stream { .. });
     let parent = if stream { None } else { find_parent(repo, &req.parent, &req.provenance.host, &paths)? };
+    // With no parent to compare with (or `force`), every file is read: the walk runs far
+    // ahead of the readers, and the warmer's stats are CPU the packers need. Cold initial
+    // backup of a 48k-file tree, 3 alternating runs: 10.0-10.1 -> 9.8 s, 0.5 CPU-s less.
+    let _warm = warm.filter(|_| parent.is_some() && !req.force);
     let opts = BackupOptions {
         paths: match &req.what {
             What::Files { paths, .. } => paths.clone(),

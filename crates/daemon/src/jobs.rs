@@ -513,8 +513,7 @@ fn backup_job_in(
     // derived, as the daemon's key cache leaves it: cold unchanged re-backup of a
     // 48k-file tree 0.70 -> 0.62 s.
     let warm = crate::backup::warm(&req.what, req.repo_dir.as_deref());
-    let result = crate::backup::backup(&repo, &req, progress);
-    drop(warm);
+    let result = crate::backup::backup(&repo, &req, progress, warm);
     if let Some(dir) = staging {
         let _ = std::fs::remove_dir_all(dir);
     }
