@@ -188,7 +188,10 @@ impl Source for FsSource {
             use std::io::Seek;
             f.seek(io::SeekFrom::Start(offset))?;
         }
-        Ok(Box::new(f))
+        if walked.size <= AHEAD {
+            return Ok(Box::new(f));
+        }
+        Ok(Box::new(ReadAhead { f, pos: offset, asked: offset }))
     }
 
     fn prefetch(&self, path: &Path, walked: &Node) {
@@ -229,6 +232,37 @@ impl Source for FsSource {
     }
 }
 
+/// How far ahead of a large file's reader its next bytes are asked for.
+const AHEAD: u64 = 32 << 20;
+
+/// A large file read with its next [`AHEAD`] bytes asked for ahead of the reader
+/// (`posix_fadvise` WILLNEED, which starts the reads and returns). The kernel's own
+/// readahead keeps one window in flight and waits for it when the reader catches up.
+struct ReadAhead {
+    f: fs::File,
+    pos: u64,
+    /// Bytes up to here have been asked for.
+    asked: u64,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.asked < self.pos + AHEAD / 2 + buf.len() as u64 {
+            use std::os::fd::AsRawFd;
+            let from = self.asked.max(self.pos);
+            if let (Ok(at), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(AHEAD)) {
+                // SAFETY: fadvise on a descriptor we own; it only starts reads into the
+                // page cache.
+                unsafe { libc::posix_fadvise(self.f.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED) };
+                self.asked = from + AHEAD;
+            }
+        }
+        let n = self.f.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +296,34 @@ mod tests {
         let atime = std::fs::metadata(&file).unwrap().atime();
         std::fs::remove_dir_all(&tmp).unwrap();
         assert_eq!(atime, 1_000_000_000);
+    }
+
+    /// A file larger than the read-ahead window reads back whole, from its start and
+    /// from an offset, through reads of every size.
+    #[test]
+    fn a_large_file_reads_back_whole_with_its_bytes_asked_for_ahead() {
+        let tmp = std::env::temp_dir().join(format!("cairn-ahead-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let file = tmp.join("large");
+        let len = AHEAD as usize + AHEAD as usize / 3 + 7;
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let src = FsSource::new(FsSourceOptions { roots: vec![tmp.clone()], ..Default::default() }).unwrap();
+        let node = src.node(&file, b"large").unwrap();
+        for (offset, step) in [(0usize, 1 << 20), (5 << 20, 4096 + 3), (len - 10, 64)] {
+            let mut r = src.open(&file, &node, offset as u64).unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == data[offset..], "from {offset} in reads of {step}: {} bytes", got.len());
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     /// A directory big enough to be looked up in parts comes back as a small one does:
