@@ -12,11 +12,15 @@
 //!
 //! | stage    | threads        | does                                          |
 //! |----------|----------------|-----------------------------------------------|
-//! | walker   | caller + 5     | lists directories, compares with the parent   |
+//! | walker   | caller + 5     | lists directories, compares with the parent, asks for small files to be read ahead |
 //! | readers  | `cores`        | read, chunk, hash, drop known blobs           |
 //! | small    | 6              | the same for files of one chunk (disk-bound)  |
 //! | packers  | `cores`        | compress, encrypt, append to their own pack   |
 //! | uploader | 1 (+ runtime)  | puts packs, writes index files                |
+//!
+//! Reads are asked for ahead of the readers (`Source::prefetch` for small files, the
+//! filesystem source's own read-ahead for large ones): on a cold cache the disk then works
+//! while the packers compress, instead of the two taking turns.
 
 pub mod backup;
 pub mod browse;
